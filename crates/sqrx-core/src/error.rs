@@ -1,0 +1,80 @@
+//! The crate error and its stable [`ErrorKind`].
+
+use crate::layer::LayerError;
+
+/// Every error sqrx-core returns: one variant per module, each with its own typed error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from the layer model (building, storing, reading layers).
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+}
+
+/// A stable classification of errors that the server maps to HTTP statuses and the bindings map
+/// to exception classes. New kinds may be added; existing ones keep their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ErrorKind {
+    /// The named thing (layer, sandbox, file) does not exist.
+    NotFound,
+    /// Something with that name already exists.
+    AlreadyExists,
+    /// The input is malformed or violates a rule (bad name, corrupt image, escaping path).
+    InvalidArgument,
+    /// A configured limit would be exceeded.
+    LimitExceeded,
+    /// The operation conflicts with the current state (for example, in use).
+    Conflict,
+    /// A required facility is missing on this host (a tool, a kernel feature).
+    Unavailable,
+    /// The operation did not finish in time.
+    Timeout,
+    /// The caller or the process lacks a permission.
+    PermissionDenied,
+    /// Anything else: a bug or an unexpected failure of the host.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind's name as used on every wire (`"NotFound"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::LimitExceeded => "LimitExceeded",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Unavailable => "Unavailable",
+            ErrorKind::Timeout => "Timeout",
+            ErrorKind::PermissionDenied => "PermissionDenied",
+            ErrorKind::Internal => "Internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Layer(e) => e.kind(),
+        }
+    }
+}
+
+/// Classify an I/O error by what the caller can do about it.
+pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
+            ErrorKind::InvalidArgument
+        }
+        _ => ErrorKind::Internal,
+    }
+}

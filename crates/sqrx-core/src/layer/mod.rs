@@ -1,0 +1,26 @@
+//! Layers: immutable squashfs images, their builders and the store that keeps them.
+//!
+//! A layer is written and read in-process with `backhand`; nothing shells out to
+//! squashfs-tools. See `docs/layers.md` for the model, naming and on-disk layout.
+
+mod bootstrap;
+mod elf;
+mod error;
+mod from_dir;
+mod from_host;
+mod from_tar;
+mod inspect;
+mod meta;
+mod name;
+mod pack;
+mod store;
+mod tree;
+mod verify;
+
+pub use bootstrap::BootstrapPreset;
+pub use error::LayerError;
+pub use inspect::{Inspection, inspect_image};
+pub use meta::{BuildOptions, BuildProgress, BuildReport, Compression, Layer, Provenance};
+pub use name::LayerName;
+pub use store::LayerStore;
+pub use verify::{Verification, verify_image};

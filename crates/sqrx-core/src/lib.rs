@@ -1,0 +1,32 @@
+//! sqrx-core: fast, composable sandboxes for untrusted code.
+//!
+//! This crate holds all of sqrx's logic. Today it provides the layer model: immutable squashfs
+//! images built in-process (with [`backhand`]) from a directory, a tar stream or the host's own
+//! programs, kept in a [`LayerStore`].
+//!
+//! ```no_run
+//! use sqrx_core::{BuildOptions, LayerName, LayerStore};
+//!
+//! # fn main() -> Result<(), sqrx_core::Error> {
+//! let store = LayerStore::open("/var/lib/sqrx")?;
+//! let name = LayerName::new("100-tools")?;
+//! let report = store.build_from_dir(&name, "/srv/tools".as_ref(), &BuildOptions::default())?;
+//! println!("{} {} bytes", report.layer.digest, report.layer.size);
+//! for layer in store.list()? {
+//!     println!("{}", layer.name);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod layer;
+pub mod paths;
+#[allow(unsafe_code, reason = "sys is the one module allowed to hold unsafe code")]
+pub mod sys;
+
+pub use error::{Error, ErrorKind};
+pub use layer::{
+    BootstrapPreset, BuildOptions, BuildProgress, BuildReport, Compression, Inspection, Layer,
+    LayerError, LayerName, LayerStore, Provenance, Verification,
+};
