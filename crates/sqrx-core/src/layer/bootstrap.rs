@@ -79,6 +79,12 @@ pub(crate) fn host_tree() -> Result<(Tree, u64), LayerError> {
             None => tracing::debug!(program, "not on this host; left out of the base layer"),
         }
     }
+    // Merged-/usr hosts link /bin, /lib, ... into /usr; keep those links so /bin/sh resolves.
+    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        if std::fs::symlink_metadata(top).is_ok_and(|m| m.file_type().is_symlink()) {
+            c.add_path_only(Path::new(top))?;
+        }
+    }
     let mut tree = c.tree;
     let now = clamp_time(chrono::Utc::now().timestamp());
     for (path, mode) in [

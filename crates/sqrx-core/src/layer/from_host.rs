@@ -54,6 +54,12 @@ impl HostCollector {
         self.follow_elf_deps()
     }
 
+    /// Add `path` and the links leading to it, without walking it if it is a directory.
+    pub fn add_path_only(&mut self, path: &Path) -> Result<(), LayerError> {
+        self.add_resolving(path, 0)?;
+        self.follow_elf_deps()
+    }
+
     /// Add each component of `path`, keeping symlinks as links and continuing at their
     /// targets. Returns the real path (no symlinks in it).
     fn add_resolving(&mut self, path: &Path, depth: u32) -> Result<PathBuf, LayerError> {

@@ -1,7 +1,7 @@
 //! Reading a squashfs image's structure: checked header, then a full directory walk.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -118,6 +118,7 @@ pub(crate) fn open_image(path: &Path) -> Result<(FilesystemReader<'static>, u64,
     let mut file = File::open(path).map_err(LayerError::read(path))?;
     let len = file.metadata().map_err(LayerError::read(path))?.len();
     let (bytes_used, compressor) = check_superblock(path, &mut file, len)?;
+    file.seek(SeekFrom::Start(0)).map_err(LayerError::read(path))?;
     let reader = BufReader::with_capacity(1 << 16, file);
     let fs = guarded(path, || FilesystemReader::from_reader(reader).map_err(|e| e.to_string()))?;
     Ok((fs, len, bytes_used, compressor))

@@ -184,5 +184,9 @@ pub(crate) fn pack(tree: &Tree, opts: &BuildOptions, out: &mut File, name: &str)
     let (_, written) = fs.write(&mut w).map_err(pack_err)?;
     w.flush().map_err(|e| pack_err(e.into()))?;
     drop(w);
+    // backhand deduplicates a file by writing its blocks, then seeking back when the hash
+    // matches an earlier file, so later writes overwrite them. When the metadata that follows is
+    // shorter than the duplicate, the file keeps a stale tail: cut it to what the image uses.
+    out.set_len(written).map_err(|e| pack_err(e.into()))?;
     Ok(written)
 }

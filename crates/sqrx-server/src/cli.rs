@@ -1,0 +1,57 @@
+//! Argument definitions and dispatch.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::layer_cmd::{self, LayerCmd};
+
+/// sqrx: fast, composable sandboxes for untrusted code.
+#[derive(Debug, Parser)]
+#[command(name = "sqrx", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory (default: /var/lib/sqrx for root, $XDG_DATA_HOME/sqrx otherwise).
+    #[arg(long, global = true, env = "SQRX_DATA", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build, import, list, inspect, verify and remove layers.
+    #[command(subcommand)]
+    Layer(LayerCmd),
+}
+
+/// An error already formatted for the one line the CLI prints.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<sqrx_core::Error> for CliError {
+    fn from(e: sqrx_core::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<sqrx_core::LayerError> for CliError {
+    fn from(e: sqrx_core::LayerError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let data_dir = cli.data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir);
+    match cli.command {
+        Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir),
+    }
+}

@@ -1,0 +1,301 @@
+//! `sqrx layer ...`
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand, ValueEnum};
+use sqrx_core::{
+    BootstrapPreset, BuildOptions, BuildReport, Compression, LayerName, LayerStore,
+};
+
+use crate::cli::CliError;
+
+/// Layer commands.
+#[derive(Debug, Subcommand)]
+pub enum LayerCmd {
+    /// Build a layer from a directory.
+    Build {
+        /// The source directory.
+        dir: PathBuf,
+        /// The layer name (NNN-name, e.g. 100-tools).
+        name: String,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Import a tar (.tar, .tar.gz, .tar.zst) or a squashfs image; `-` reads stdin.
+    Import {
+        /// The archive or image, or `-` for stdin.
+        tar: String,
+        /// The layer name.
+        name: String,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Build a layer from host programs, files or directories plus their shared libraries.
+    FromHost {
+        /// The layer name.
+        name: String,
+        /// Programs, files or directories on this host.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Make the default base layer 000-base.
+    Bootstrap {
+        /// host: the host's own shell and tools (offline); debian: debootstrap minbase.
+        #[arg(long, value_enum, default_value_t = Preset::Host)]
+        preset: Preset,
+        /// Debian release for the debian preset.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Package mirror for the debian preset (debootstrap's default otherwise).
+        #[arg(long)]
+        mirror: Option<String>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// List layers.
+    Ls {
+        /// Print JSON (an array of layers).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an image holds.
+    Inspect {
+        /// The layer name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the digest and read back every inode and block.
+    Verify {
+        /// The layer name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a layer.
+    Rm {
+        /// The layer name.
+        name: String,
+    },
+}
+
+/// Bootstrap presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The host's own programs and their libraries.
+    Host,
+    /// debootstrap --variant=minbase.
+    Debian,
+}
+
+/// Options shared by every command that writes a layer.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Replace an existing layer of the same name.
+    #[arg(long)]
+    force: bool,
+    /// Compressor: zstd, gzip, xz or lz4.
+    #[arg(long, default_value = "zstd")]
+    compression: String,
+    /// Compression level (zstd 1-22, gzip 1-9, xz 0-9).
+    #[arg(long)]
+    level: Option<u32>,
+    /// Data block size in bytes (power of two, 4096-1048576).
+    #[arg(long, default_value_t = 128 * 1024)]
+    block_size: u32,
+    /// Print the build report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BuildArgs {
+    fn options(&self) -> Result<(BuildOptions, Option<indicatif::ProgressBar>), CliError> {
+        let compression: Compression = self.compression.parse()?;
+        let mut opts = BuildOptions {
+            compression,
+            level: self.level,
+            block_size: self.block_size,
+            force: self.force,
+            progress: None,
+        };
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} packing [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        if let Some(bar) = &bar {
+            let bar = bar.clone();
+            opts.progress = Some(Arc::new(move |p: sqrx_core::BuildProgress| {
+                bar.set_length(p.bytes_total);
+                bar.set_position(p.bytes_done);
+            }));
+        }
+        Ok((opts, bar))
+    }
+}
+
+fn name(s: &str) -> Result<LayerName, CliError> {
+    Ok(LayerName::new(s)?)
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn report(r: &BuildReport, json: bool, bar: Option<indicatif::ProgressBar>) -> Result<(), CliError> {
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if r.xattrs_dropped > 0 {
+        eprintln!(
+            "warning: {} path(s) had extended attributes; layers do not store xattrs (see docs/layers.md)",
+            r.xattrs_dropped
+        );
+    }
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "{}: {} entries, {} of files -> {} image ({}) in {} ms, {}",
+        r.layer.name,
+        r.entries,
+        mb(r.file_bytes),
+        mb(r.layer.size),
+        r.layer.compression,
+        r.duration_ms,
+        r.layer.digest
+    );
+    Ok(())
+}
+
+/// Open a tar or squashfs source, telling which it is from its first bytes.
+fn open_source(src: &str) -> Result<(Box<dyn BufRead>, bool), CliError> {
+    let reader: Box<dyn Read> = if src == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(src).map_err(|e| CliError(format!("cannot open {src}: {e}")))?;
+        Box::new(f)
+    };
+    let mut buf: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader));
+    let head = buf.fill_buf().map_err(|e| CliError(format!("cannot read {src}: {e}")))?;
+    let is_squashfs = head.starts_with(b"hsqs");
+    Ok((buf, is_squashfs))
+}
+
+/// Run a layer command against the store in `data_dir`.
+pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
+    let store = LayerStore::open(data_dir)?;
+    match cmd {
+        LayerCmd::Build { dir, name: n, build } => {
+            let n = name(&n)?;
+            let (opts, bar) = build.options()?;
+            let r = store.build_from_dir(&n, &dir, &opts)?;
+            report(&r, build.json, bar)
+        }
+        LayerCmd::Import { tar, name: n, build } => {
+            let n = name(&n)?;
+            let (opts, bar) = build.options()?;
+            let (reader, is_squashfs) = open_source(&tar)?;
+            if is_squashfs {
+                let layer = store.import_image(&n, reader, &tar, opts.force)?;
+                if build.json {
+                    return print_json(&layer);
+                }
+                println!("{}: imported squashfs image, {}, {}", layer.name, mb(layer.size), layer.digest);
+                return Ok(());
+            }
+            let r = store.import_tar(&n, reader, &tar, &opts)?;
+            report(&r, build.json, bar)
+        }
+        LayerCmd::FromHost { name: n, paths, build } => {
+            let n = name(&n)?;
+            let (opts, bar) = build.options()?;
+            let r = store.from_host(&n, &paths, &opts)?;
+            report(&r, build.json, bar)
+        }
+        LayerCmd::Bootstrap { preset, suite, mirror, build } => {
+            let preset = match preset {
+                Preset::Host => BootstrapPreset::Host,
+                Preset::Debian => BootstrapPreset::Debian { suite, mirror },
+            };
+            let (opts, bar) = build.options()?;
+            let r = store.bootstrap(&preset, &opts)?;
+            report(&r, build.json, bar)
+        }
+        LayerCmd::Ls { json } => {
+            let layers = store.list()?;
+            if json {
+                return print_json(&layers);
+            }
+            println!("{:<24} {:>10}  {:<5} {:<20} {:<19} PROVENANCE", "NAME", "SIZE", "COMP", "DIGEST", "CREATED");
+            for l in layers {
+                let short = l.digest.get(..19).unwrap_or(&l.digest);
+                let prov = serde_json::to_value(&l.provenance)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                println!(
+                    "{:<24} {:>10}  {:<5} {:<20} {:<19} {}",
+                    l.name,
+                    mb(l.size),
+                    l.compression,
+                    short,
+                    l.created.format("%Y-%m-%d %H:%M:%S"),
+                    prov
+                );
+            }
+            Ok(())
+        }
+        LayerCmd::Inspect { name: n, json } => {
+            let n = name(&n)?;
+            let i = store.inspect(&n)?;
+            if json {
+                return print_json(&i);
+            }
+            println!("layer:        {n}");
+            println!("size:         {} ({} used)", i.size, i.bytes_used);
+            println!("compression:  {}", i.compression);
+            println!("block size:   {}", i.block_size);
+            println!("inodes:       {}", i.inodes);
+            println!(
+                "entries:      {} files, {} dirs, {} symlinks, {} devices, {} other",
+                i.files, i.directories, i.symlinks, i.devices, i.other
+            );
+            println!("uncompressed: {} bytes", i.uncompressed_bytes);
+            Ok(())
+        }
+        LayerCmd::Verify { name: n, json } => {
+            let n = name(&n)?;
+            let v = store.verify(&n)?;
+            if json {
+                return print_json(&v);
+            }
+            println!("{n}: ok ({} entries, {} files, {} bytes read, {})", v.entries, v.files, v.bytes_read, v.digest);
+            Ok(())
+        }
+        LayerCmd::Rm { name: n } => {
+            let n = name(&n)?;
+            store.remove(&n)?;
+            println!("removed {n}");
+            Ok(())
+        }
+    }
+}
