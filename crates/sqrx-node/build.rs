@@ -1,1 +1,5 @@
-fn main(){}
+//! napi-rs link setup for the Node addon.
+
+fn main() {
+    napi_build::setup();
+}

@@ -22,7 +22,10 @@
 pub mod error;
 pub mod layer;
 pub mod paths;
-#[allow(unsafe_code, reason = "sys is the one module allowed to hold unsafe code")]
+#[allow(
+    unsafe_code,
+    reason = "sys is the one module allowed to hold unsafe code"
+)]
 pub mod sys;
 
 pub use error::{Error, ErrorKind};

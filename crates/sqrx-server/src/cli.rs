@@ -50,7 +50,9 @@ impl From<sqrx_core::LayerError> for CliError {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let data_dir = cli.data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir);
+    let data_dir = cli
+        .data_dir
+        .unwrap_or_else(sqrx_core::paths::default_data_dir);
     match cli.command {
         Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir),
     }

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use sqrx_core::{
-    BootstrapPreset, BuildOptions, BuildReport, Compression, LayerName, LayerStore,
-};
+use sqrx_core::{BootstrapPreset, BuildOptions, BuildReport, Compression, LayerName, LayerStore};
 
 use crate::cli::CliError;
 
@@ -151,7 +149,8 @@ fn name(s: &str) -> Result<LayerName, CliError> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
@@ -160,7 +159,11 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-fn report(r: &BuildReport, json: bool, bar: Option<indicatif::ProgressBar>) -> Result<(), CliError> {
+fn report(
+    r: &BuildReport,
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<(), CliError> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -191,11 +194,14 @@ fn open_source(src: &str) -> Result<(Box<dyn BufRead>, bool), CliError> {
     let reader: Box<dyn Read> = if src == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(src).map_err(|e| CliError(format!("cannot open {src}: {e}")))?;
+        let f =
+            std::fs::File::open(src).map_err(|e| CliError(format!("cannot open {src}: {e}")))?;
         Box::new(f)
     };
     let mut buf: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader));
-    let head = buf.fill_buf().map_err(|e| CliError(format!("cannot read {src}: {e}")))?;
+    let head = buf
+        .fill_buf()
+        .map_err(|e| CliError(format!("cannot read {src}: {e}")))?;
     let is_squashfs = head.starts_with(b"hsqs");
     Ok((buf, is_squashfs))
 }
@@ -204,13 +210,21 @@ fn open_source(src: &str) -> Result<(Box<dyn BufRead>, bool), CliError> {
 pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
     let store = LayerStore::open(data_dir)?;
     match cmd {
-        LayerCmd::Build { dir, name: n, build } => {
+        LayerCmd::Build {
+            dir,
+            name: n,
+            build,
+        } => {
             let n = name(&n)?;
             let (opts, bar) = build.options()?;
             let r = store.build_from_dir(&n, &dir, &opts)?;
             report(&r, build.json, bar)
         }
-        LayerCmd::Import { tar, name: n, build } => {
+        LayerCmd::Import {
+            tar,
+            name: n,
+            build,
+        } => {
             let n = name(&n)?;
             let (opts, bar) = build.options()?;
             let (reader, is_squashfs) = open_source(&tar)?;
@@ -219,19 +233,33 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
                 if build.json {
                     return print_json(&layer);
                 }
-                println!("{}: imported squashfs image, {}, {}", layer.name, mb(layer.size), layer.digest);
+                println!(
+                    "{}: imported squashfs image, {}, {}",
+                    layer.name,
+                    mb(layer.size),
+                    layer.digest
+                );
                 return Ok(());
             }
             let r = store.import_tar(&n, reader, &tar, &opts)?;
             report(&r, build.json, bar)
         }
-        LayerCmd::FromHost { name: n, paths, build } => {
+        LayerCmd::FromHost {
+            name: n,
+            paths,
+            build,
+        } => {
             let n = name(&n)?;
             let (opts, bar) = build.options()?;
             let r = store.from_host(&n, &paths, &opts)?;
             report(&r, build.json, bar)
         }
-        LayerCmd::Bootstrap { preset, suite, mirror, build } => {
+        LayerCmd::Bootstrap {
+            preset,
+            suite,
+            mirror,
+            build,
+        } => {
             let preset = match preset {
                 Preset::Host => BootstrapPreset::Host,
                 Preset::Debian => BootstrapPreset::Debian { suite, mirror },
@@ -245,7 +273,10 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             if json {
                 return print_json(&layers);
             }
-            println!("{:<24} {:>10}  {:<5} {:<20} {:<19} PROVENANCE", "NAME", "SIZE", "COMP", "DIGEST", "CREATED");
+            println!(
+                "{:<24} {:>10}  {:<5} {:<20} {:<19} PROVENANCE",
+                "NAME", "SIZE", "COMP", "DIGEST", "CREATED"
+            );
             for l in layers {
                 let short = l.digest.get(..19).unwrap_or(&l.digest);
                 let prov = serde_json::to_value(&l.provenance)
@@ -288,7 +319,10 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             if json {
                 return print_json(&v);
             }
-            println!("{n}: ok ({} entries, {} files, {} bytes read, {})", v.entries, v.files, v.bytes_read, v.digest);
+            println!(
+                "{n}: ok ({} entries, {} files, {} bytes read, {})",
+                v.entries, v.files, v.bytes_read, v.digest
+            );
             Ok(())
         }
         LayerCmd::Rm { name: n } => {

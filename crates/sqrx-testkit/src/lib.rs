@@ -54,7 +54,11 @@ impl LoopMount {
             .output()
             .map_err(|e| format!("running mount: {e}"))?;
         if !out.status.success() {
-            return Err(format!("mount {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "mount {} failed: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(LoopMount { dir, mounted: true })
     }
@@ -68,10 +72,16 @@ impl LoopMount {
 impl Drop for LoopMount {
     fn drop(&mut self) {
         if self.mounted {
-            let ok = Command::new("umount").arg(self.dir.path()).status().is_ok_and(|s| s.success());
+            let ok = Command::new("umount")
+                .arg(self.dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
                 // Busy (a chrooted process still running): detach lazily so nothing leaks.
-                let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.dir.path())
+                    .status();
             }
             self.mounted = false;
         }
@@ -100,10 +110,13 @@ pub struct Facts {
 fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         if n == 0 {
             break;
         }
@@ -121,10 +134,24 @@ pub fn tree_facts(root: &Path) -> BTreeMap<PathBuf, Facts> {
         let md = entry.metadata().unwrap_or_else(|e| panic!("stat: {e}"));
         let ft = md.file_type();
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel.to_path_buf() };
-        let dev = || format!("{}:{}", nix::sys::stat::major(md.rdev()), nix::sys::stat::minor(md.rdev()));
+        let rel = if rel.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            rel.to_path_buf()
+        };
+        let dev = || {
+            format!(
+                "{}:{}",
+                nix::sys::stat::major(md.rdev()),
+                nix::sys::stat::minor(md.rdev())
+            )
+        };
         let (kind, detail, content) = if ft.is_file() {
-            ("file", md.len().to_string(), Some(sha256_file(entry.path())))
+            (
+                "file",
+                md.len().to_string(),
+                Some(sha256_file(entry.path())),
+            )
         } else if ft.is_dir() {
             ("dir", String::new(), None)
         } else if ft.is_symlink() {
@@ -140,7 +167,18 @@ pub fn tree_facts(root: &Path) -> BTreeMap<PathBuf, Facts> {
             ("socket", String::new(), None)
         };
         let mtime = (rel != Path::new(".")).then(|| md.mtime());
-        out.insert(rel, Facts { kind, mode: md.mode() & 0o7777, uid: md.uid(), gid: md.gid(), mtime, detail, content });
+        out.insert(
+            rel,
+            Facts {
+                kind,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime,
+                detail,
+                content,
+            },
+        );
     }
     out
 }
@@ -153,7 +191,9 @@ pub fn assert_same_tree(source: &Path, image: &Path) {
     for (p, fa) in &a {
         match b.get(p) {
             None => diffs.push(format!("missing in image: {}", p.display())),
-            Some(fb) if fa != fb => diffs.push(format!("{}: source {fa:?} != image {fb:?}", p.display())),
+            Some(fb) if fa != fb => {
+                diffs.push(format!("{}: source {fa:?} != image {fb:?}", p.display()))
+            }
             Some(_) => {}
         }
     }
@@ -165,15 +205,25 @@ pub fn assert_same_tree(source: &Path, image: &Path) {
 
 /// Loop devices whose backing file path contains `needle` (to find leaks).
 pub fn loop_devices_backed_by(needle: &str) -> Vec<String> {
-    let Ok(out) = Command::new("losetup").args(["-n", "-O", "NAME,BACK-FILE", "-l"]).output() else {
+    let Ok(out) = Command::new("losetup")
+        .args(["-n", "-O", "NAME,BACK-FILE", "-l"])
+        .output()
+    else {
         return Vec::new();
     };
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (incompressible enough to measure image growth).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -189,8 +239,14 @@ pub fn set_mtime(path: &Path, secs: i64) {
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(secs, 0);
-    utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)
-        .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
 }
 
 /// Fill `root` with every kind of entry a layer must keep: files (empty, small, multi-block,
@@ -205,7 +261,9 @@ pub fn make_every_kind_tree(root: &Path) {
         std::fs::set_permissions(p(rel), std::fs::Permissions::from_mode(mode))
             .unwrap_or_else(|e| panic!("chmod {rel}: {e}"))
     };
-    let w = |rel: &str, data: &[u8]| std::fs::write(p(rel), data).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+    let w = |rel: &str, data: &[u8]| {
+        std::fs::write(p(rel), data).unwrap_or_else(|e| panic!("write {rel}: {e}"))
+    };
     for d in ["etc", "usr/bin", "empty", "sticky", "dev", "data/deep/er"] {
         std::fs::create_dir_all(p(d)).unwrap_or_else(|e| panic!("mkdir {d}: {e}"));
     }
@@ -226,17 +284,25 @@ pub fn make_every_kind_tree(root: &Path) {
     symlink("/etc/hello.txt", p("usr/hello-abs")).unwrap_or_else(|e| panic!("symlink: {e}"));
     symlink("nowhere/at/all", p("dangling")).unwrap_or_else(|e| panic!("symlink: {e}"));
     let node = |rel: &str, kind: SFlag, major, minor| {
-        mknod(&p(rel), kind, Mode::from_bits_truncate(0o600), makedev(major, minor))
-            .unwrap_or_else(|e| panic!("mknod {rel}: {e}"))
+        mknod(
+            &p(rel),
+            kind,
+            Mode::from_bits_truncate(0o600),
+            makedev(major, minor),
+        )
+        .unwrap_or_else(|e| panic!("mknod {rel}: {e}"))
     };
     node("dev/null", SFlag::S_IFCHR, 1, 3);
     node("dev/whiteout", SFlag::S_IFCHR, 0, 0);
     node("dev/loopish", SFlag::S_IFBLK, 7, 200);
-    nix::unistd::mkfifo(&p("dev/fifo"), Mode::from_bits_truncate(0o644)).unwrap_or_else(|e| panic!("mkfifo: {e}"));
-    let sock = std::os::unix::net::UnixListener::bind(p("dev/sock")).unwrap_or_else(|e| panic!("bind: {e}"));
+    nix::unistd::mkfifo(&p("dev/fifo"), Mode::from_bits_truncate(0o644))
+        .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+    let sock = std::os::unix::net::UnixListener::bind(p("dev/sock"))
+        .unwrap_or_else(|e| panic!("bind: {e}"));
     drop(sock);
     let own = |rel: &str, uid: u32, gid: u32| {
-        std::os::unix::fs::lchown(p(rel), Some(uid), Some(gid)).unwrap_or_else(|e| panic!("chown {rel}: {e}"))
+        std::os::unix::fs::lchown(p(rel), Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {rel}: {e}"))
     };
     own("etc/hello.txt", 1234, 5678);
     own("usr/hello-rel", 42, 43);

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::LayerError;
 use super::from_host::HostCollector;
 use super::tree::{FileData, Header, Node, NodeKind, Tree, clamp_time};
-use super::LayerError;
 
 /// How `bootstrap` makes the base layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,34 +34,122 @@ impl BootstrapPreset {
 
 /// Programs the host preset copies when the host has them. `sh` is required.
 pub const HOST_PROGRAMS: &[&str] = &[
-    "sh", "bash", "env", "ps", "sleep", "cat", "ls", "mkdir", "rm", "rmdir", "id", "hostname",
-    "echo", "true", "false", "cp", "mv", "ln", "chmod", "chown", "touch", "head", "tail", "grep",
-    "sed", "awk", "sort", "uniq", "wc", "tr", "cut", "find", "xargs", "date", "uname", "pwd",
-    "dirname", "basename", "readlink", "realpath", "stat", "du", "df", "tee", "test", "printf",
-    "kill", "mktemp", "tar", "gzip", "which", "whoami", "nproc", "seq", "yes", "timeout", "md5sum",
-    "sha256sum", "base64", "od", "expr", "sync", "mount", "umount", "diff", "cmp", "less", "more",
-    "nice", "nohup", "pgrep", "pkill", "top", "free", "uptime", "busybox",
+    "sh",
+    "bash",
+    "env",
+    "ps",
+    "sleep",
+    "cat",
+    "ls",
+    "mkdir",
+    "rm",
+    "rmdir",
+    "id",
+    "hostname",
+    "echo",
+    "true",
+    "false",
+    "cp",
+    "mv",
+    "ln",
+    "chmod",
+    "chown",
+    "touch",
+    "head",
+    "tail",
+    "grep",
+    "sed",
+    "awk",
+    "sort",
+    "uniq",
+    "wc",
+    "tr",
+    "cut",
+    "find",
+    "xargs",
+    "date",
+    "uname",
+    "pwd",
+    "dirname",
+    "basename",
+    "readlink",
+    "realpath",
+    "stat",
+    "du",
+    "df",
+    "tee",
+    "test",
+    "printf",
+    "kill",
+    "mktemp",
+    "tar",
+    "gzip",
+    "which",
+    "whoami",
+    "nproc",
+    "seq",
+    "yes",
+    "timeout",
+    "md5sum",
+    "sha256sum",
+    "base64",
+    "od",
+    "expr",
+    "sync",
+    "mount",
+    "umount",
+    "diff",
+    "cmp",
+    "less",
+    "more",
+    "nice",
+    "nohup",
+    "pgrep",
+    "pkill",
+    "top",
+    "free",
+    "uptime",
+    "busybox",
 ];
 
 const BIN_DIRS: &[&str] = &["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
 
 /// Find `program` in the usual binary directories.
 fn find_program(program: &str) -> Option<PathBuf> {
-    BIN_DIRS.iter().map(|d| Path::new(d).join(program)).find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+    BIN_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
 }
 
 fn text_file(tree: &mut Tree, path: &str, mode: u16, text: &str, mtime: u32) {
     let bytes: Arc<[u8]> = Arc::from(text.as_bytes());
     let size = bytes.len() as u64;
     let node = Node {
-        header: Header { mode, uid: 0, gid: 0, mtime },
-        kind: NodeKind::File { data: FileData::Bytes(bytes), size },
+        header: Header {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+        },
+        kind: NodeKind::File {
+            data: FileData::Bytes(bytes),
+            size,
+        },
     };
     tree.insert(Path::new(path), node, mtime);
 }
 
 fn dir(tree: &mut Tree, path: &str, mode: u16, mtime: u32) {
-    let node = Node { header: Header { mode, uid: 0, gid: 0, mtime }, kind: NodeKind::Dir };
+    let node = Node {
+        header: Header {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+        },
+        kind: NodeKind::Dir,
+    };
     tree.insert(Path::new(path), node, mtime);
 }
 
@@ -69,7 +157,9 @@ fn dir(tree: &mut Tree, path: &str, mode: u16, mtime: u32) {
 /// sandbox needs.
 pub(crate) fn host_tree() -> Result<(Tree, u64), LayerError> {
     let Some(sh) = find_program("sh") else {
-        return Err(LayerError::NoShell { looked_for: BIN_DIRS.join(", ") });
+        return Err(LayerError::NoShell {
+            looked_for: BIN_DIRS.join(", "),
+        });
     };
     let mut c = HostCollector::new();
     c.add(&sh)?;
@@ -88,32 +178,80 @@ pub(crate) fn host_tree() -> Result<(Tree, u64), LayerError> {
     let mut tree = c.tree;
     let now = clamp_time(chrono::Utc::now().timestamp());
     for (path, mode) in [
-        ("/proc", 0o555), ("/sys", 0o555), ("/dev", 0o755), ("/tmp", 0o1777), ("/var/tmp", 0o1777),
-        ("/run", 0o755), ("/root", 0o700), ("/home", 0o755), ("/etc", 0o755), ("/mnt", 0o755),
-        ("/usr/local/bin", 0o755), ("/workspace", 0o755),
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/tmp", 0o1777),
+        ("/var/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/root", 0o700),
+        ("/home", 0o755),
+        ("/etc", 0o755),
+        ("/mnt", 0o755),
+        ("/usr/local/bin", 0o755),
+        ("/workspace", 0o755),
     ] {
-        if !matches!(tree.get(Path::new(path)).map(|n| &n.kind), Some(NodeKind::Symlink(_))) {
+        if !matches!(
+            tree.get(Path::new(path)).map(|n| &n.kind),
+            Some(NodeKind::Symlink(_))
+        ) {
             dir(&mut tree, path, mode, now);
         }
     }
-    text_file(&mut tree, "/etc/passwd", 0o644,
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", now);
-    text_file(&mut tree, "/etc/group", 0o644, "root:x:0:\nnogroup:x:65534:\n", now);
+    text_file(
+        &mut tree,
+        "/etc/passwd",
+        0o644,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        now,
+    );
+    text_file(
+        &mut tree,
+        "/etc/group",
+        0o644,
+        "root:x:0:\nnogroup:x:65534:\n",
+        now,
+    );
     text_file(&mut tree, "/etc/hostname", 0o644, "sqrx\n", now);
-    text_file(&mut tree, "/etc/hosts", 0o644, "127.0.0.1\tlocalhost\n::1\tlocalhost\n", now);
-    text_file(&mut tree, "/etc/nsswitch.conf", 0o644, "passwd: files\ngroup: files\nhosts: files dns\n", now);
-    text_file(&mut tree, "/etc/os-release", 0o644,
-        "NAME=\"sqrx base\"\nID=sqrx\nPRETTY_NAME=\"sqrx base (host programs)\"\n", now);
+    text_file(
+        &mut tree,
+        "/etc/hosts",
+        0o644,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+        now,
+    );
+    text_file(
+        &mut tree,
+        "/etc/nsswitch.conf",
+        0o644,
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+        now,
+    );
+    text_file(
+        &mut tree,
+        "/etc/os-release",
+        0o644,
+        "NAME=\"sqrx base\"\nID=sqrx\nPRETTY_NAME=\"sqrx base (host programs)\"\n",
+        now,
+    );
     let bytes = tree.file_bytes();
     Ok((tree, bytes))
 }
 
 /// Run debootstrap into `target`.
-pub(crate) fn debootstrap(suite: &str, mirror: Option<&str>, target: &Path) -> Result<(), LayerError> {
-    let program = ["/usr/sbin/debootstrap", "/sbin/debootstrap", "/usr/bin/debootstrap"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or(LayerError::NoDebootstrap)?;
+pub(crate) fn debootstrap(
+    suite: &str,
+    mirror: Option<&str>,
+    target: &Path,
+) -> Result<(), LayerError> {
+    let program = [
+        "/usr/sbin/debootstrap",
+        "/sbin/debootstrap",
+        "/usr/bin/debootstrap",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .ok_or(LayerError::NoDebootstrap)?;
     let mut cmd = std::process::Command::new(program);
     cmd.arg("--variant=minbase").arg(suite).arg(target);
     if let Some(m) = mirror {
@@ -122,8 +260,19 @@ pub(crate) fn debootstrap(suite: &str, mirror: Option<&str>, target: &Path) -> R
     let out = cmd.output().map_err(LayerError::read(program))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
-        return Err(LayerError::Debootstrap { status: out.status.to_string(), stderr: tail });
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(LayerError::Debootstrap {
+            status: out.status.to_string(),
+            stderr: tail,
+        });
     }
     Ok(())
 }

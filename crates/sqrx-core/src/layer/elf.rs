@@ -24,17 +24,25 @@ pub(crate) struct ElfDeps {
 /// Is the file at `path` an ELF file? Unreadable files are not.
 pub(crate) fn is_elf(path: &Path) -> bool {
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
         && magic == *b"\x7fELF"
 }
 
 /// Parse the dynamic section of the ELF file at `path`.
 pub(crate) fn read_deps(path: &Path) -> Result<ElfDeps, LayerError> {
     let bytes = std::fs::read(path).map_err(LayerError::read(path))?;
-    let elf = Elf::parse(&bytes)
-        .map_err(|e| LayerError::Elf { path: path.to_path_buf(), reason: e.to_string() })?;
+    let elf = Elf::parse(&bytes).map_err(|e| LayerError::Elf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let split = |v: &[&str]| -> Vec<String> {
-        v.iter().flat_map(|s| s.split(':')).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        v.iter()
+            .flat_map(|s| s.split(':'))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     Ok(ElfDeps {
         interpreter: elf.interpreter.map(PathBuf::from),
@@ -49,7 +57,9 @@ pub(crate) fn read_deps(path: &Path) -> Result<ElfDeps, LayerError> {
 /// Read the class and machine of an ELF file, to skip libraries of another architecture.
 fn arch_of(path: &Path) -> Option<(bool, u16)> {
     let mut head = [0u8; 20];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).ok()?;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
     if head[..4] != *b"\x7fELF" {
         return None;
     }
@@ -76,14 +86,18 @@ pub(crate) fn system_lib_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 fn read_ld_conf(file: &Path, root: &Path, dirs: &mut Vec<PathBuf>, depth: u32) {
-    let Ok(text) = std::fs::read_to_string(file) else { return };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
     if depth > 8 {
         return;
     }
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(pattern) = line.strip_prefix("include") {
-            for conf in glob_files(pattern.trim()) {
+            // Included paths are inside `root`, like the file that names them.
+            let inside = root.join(pattern.trim().trim_start_matches('/'));
+            for conf in glob_files(&inside.to_string_lossy()) {
                 read_ld_conf(&conf, root, dirs, depth + 1);
             }
         } else if line.starts_with('/') && !line.starts_with("hwcap") {
@@ -118,7 +132,11 @@ fn glob_files(pattern: &str) -> Vec<PathBuf> {
 /// Expand `$ORIGIN`, `$LIB` and `$PLATFORM` in a search directory.
 fn expand_dst(dir: &str, origin: &Path) -> PathBuf {
     let origin = origin.to_string_lossy();
-    let lib = if cfg!(target_pointer_width = "64") { "lib64" } else { "lib" };
+    let lib = if cfg!(target_pointer_width = "64") {
+        "lib64"
+    } else {
+        "lib"
+    };
     PathBuf::from(
         dir.replace("${ORIGIN}", &origin)
             .replace("$ORIGIN", &origin)
@@ -137,7 +155,10 @@ pub(crate) struct LibResolver {
 
 impl LibResolver {
     pub fn new() -> Self {
-        LibResolver { system_dirs: system_lib_dirs(Path::new("/")), cache: HashMap::new() }
+        LibResolver {
+            system_dirs: system_lib_dirs(Path::new("/")),
+            cache: HashMap::new(),
+        }
     }
 
     /// Find `name`, needed by `object` (whose deps are `deps`), like `ld.so` would.
@@ -157,9 +178,11 @@ impl LibResolver {
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
-        let found = dirs.iter().chain(self.system_dirs.iter()).map(|d| d.join(name)).find(|c| {
-            arch_of(c).is_some_and(|(c64, m)| c64 == deps.class64 && m == deps.machine)
-        });
+        let found = dirs
+            .iter()
+            .chain(self.system_dirs.iter())
+            .map(|d| d.join(name))
+            .find(|c| arch_of(c).is_some_and(|(c64, m)| c64 == deps.class64 && m == deps.machine));
         self.cache.insert(key, found.clone());
         found
     }
@@ -172,8 +195,14 @@ mod tests {
     #[test]
     fn expands_dynamic_string_tokens() {
         let o = Path::new("/opt/app/bin");
-        assert_eq!(expand_dst("$ORIGIN/../lib", o), PathBuf::from("/opt/app/bin/../lib"));
-        assert_eq!(expand_dst("${ORIGIN}/x", o), PathBuf::from("/opt/app/bin/x"));
+        assert_eq!(
+            expand_dst("$ORIGIN/../lib", o),
+            PathBuf::from("/opt/app/bin/../lib")
+        );
+        assert_eq!(
+            expand_dst("${ORIGIN}/x", o),
+            PathBuf::from("/opt/app/bin/x")
+        );
     }
 
     #[test]
@@ -183,17 +212,25 @@ mod tests {
         std::fs::create_dir_all(d.join("etc/ld.so.conf.d")).expect("mkdir");
         std::fs::write(
             d.join("etc/ld.so.conf"),
-            format!("# comment\ninclude {}/etc/ld.so.conf.d/*.conf\n/opt/top\n", d.display()),
+            "# comment\ninclude /etc/ld.so.conf.d/*.conf\n/opt/top\n",
         )
         .expect("write");
         std::fs::write(d.join("etc/ld.so.conf.d/a.conf"), "/opt/a\n").expect("write");
         std::fs::write(d.join("etc/ld.so.conf.d/b.conf"), "/opt/b # trailing\n").expect("write");
         std::fs::write(d.join("etc/ld.so.conf.d/skip.txt"), "/opt/no\n").expect("write");
         let dirs = system_lib_dirs(d);
-        let want: Vec<PathBuf> = ["/opt/a", "/opt/b", "/opt/top", "/lib64", "/usr/lib64", "/lib", "/usr/lib"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let want: Vec<PathBuf> = [
+            "/opt/a",
+            "/opt/b",
+            "/opt/top",
+            "/lib64",
+            "/usr/lib64",
+            "/lib",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         assert_eq!(dirs, want);
     }
 
@@ -202,10 +239,15 @@ mod tests {
         let me = std::env::current_exe().expect("current_exe");
         assert!(is_elf(&me));
         let deps = read_deps(&me).expect("parse own ELF");
-        assert!(deps.needed.iter().any(|n| n.starts_with("libc.so")), "{deps:?}");
+        assert!(
+            deps.needed.iter().any(|n| n.starts_with("libc.so")),
+            "{deps:?}"
+        );
         let mut r = LibResolver::new();
         for n in &deps.needed {
-            let p = r.resolve(n, &me, &deps).unwrap_or_else(|| panic!("{n} not resolved"));
+            let p = r
+                .resolve(n, &me, &deps)
+                .unwrap_or_else(|| panic!("{n} not resolved"));
             assert!(is_elf(&p));
         }
     }

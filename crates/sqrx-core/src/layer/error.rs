@@ -198,13 +198,16 @@ impl LayerError {
             LayerError::ReadSource { source, .. } | LayerError::Store { source, .. } => {
                 io_kind(source)
             }
-            LayerError::Pack { .. } | LayerError::BadMetadata { .. } | LayerError::Debootstrap { .. } => {
-                ErrorKind::Internal
-            }
+            LayerError::Pack { .. }
+            | LayerError::BadMetadata { .. }
+            | LayerError::Debootstrap { .. } => ErrorKind::Internal,
         }
     }
 
-    pub(crate) fn store(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn store(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| LayerError::Store { op, path, source }
     }

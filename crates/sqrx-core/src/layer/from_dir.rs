@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::tree::{FileData, Header, Node, NodeKind, Tree};
 use super::LayerError;
+use super::tree::{FileData, Header, Node, NodeKind, Tree};
 use crate::sys::squashfs_dev;
 
 /// What walking a directory found besides the tree itself.
@@ -18,18 +18,28 @@ pub(crate) struct DirStats {
 /// Does `path` carry extended attributes that the image will not keep?
 pub(crate) fn has_xattrs(path: &Path) -> bool {
     // Errors (no xattr support on this filesystem) mean there is nothing to lose.
-    xattr::list(path).map(|mut names| names.next().is_some()).unwrap_or(false)
+    xattr::list(path)
+        .map(|mut names| names.next().is_some())
+        .unwrap_or(false)
 }
 
 /// Turn one host entry's metadata into a node. `None` for kinds squashfs cannot hold (none today).
 pub(crate) fn node_for(path: &Path, md: &std::fs::Metadata) -> Result<Node, LayerError> {
     let header = Header::from_metadata(md);
     let ft = md.file_type();
-    let dev = || squashfs_dev(nix::sys::stat::major(md.rdev()), nix::sys::stat::minor(md.rdev()));
+    let dev = || {
+        squashfs_dev(
+            nix::sys::stat::major(md.rdev()),
+            nix::sys::stat::minor(md.rdev()),
+        )
+    };
     let kind = if ft.is_dir() {
         NodeKind::Dir
     } else if ft.is_file() {
-        NodeKind::File { data: FileData::Path(path.to_path_buf()), size: md.len() }
+        NodeKind::File {
+            data: FileData::Path(path.to_path_buf()),
+            size: md.len(),
+        }
     } else if ft.is_symlink() {
         NodeKind::Symlink(std::fs::read_link(path).map_err(LayerError::read(path))?)
     } else if ft.is_char_device() {
@@ -49,9 +59,16 @@ pub(crate) fn tree_from_dir(dir: &Path) -> Result<(Tree, DirStats), LayerError> 
     let root_md = match std::fs::symlink_metadata(dir) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LayerError::SourceMissing { path: dir.to_path_buf() });
+            return Err(LayerError::SourceMissing {
+                path: dir.to_path_buf(),
+            });
         }
-        Err(e) => return Err(LayerError::ReadSource { path: dir.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(LayerError::ReadSource {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
     };
     // Following a symlink for the top directory itself is what users expect (`build ./current`).
     let root_md = if root_md.file_type().is_symlink() {
@@ -60,7 +77,9 @@ pub(crate) fn tree_from_dir(dir: &Path) -> Result<(Tree, DirStats), LayerError> 
         root_md
     };
     if !root_md.is_dir() {
-        return Err(LayerError::NotADirectory { path: dir.to_path_buf() });
+        return Err(LayerError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
     }
 
     let mut stats = DirStats::default();
@@ -69,16 +88,26 @@ pub(crate) fn tree_from_dir(dir: &Path) -> Result<(Tree, DirStats), LayerError> 
         stats.xattrs_dropped += 1;
     }
     let mut seen_inodes: HashSet<(u64, u64)> = HashSet::new();
-    let walker = walkdir::WalkDir::new(dir).follow_links(false).min_depth(1).sort_by_file_name();
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name();
     for entry in walker {
         let entry = entry.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
-            let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed"));
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.to_path_buf());
+            let source = e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("walk failed"));
             LayerError::ReadSource { path, source }
         })?;
         let md = entry.metadata().map_err(|e| LayerError::ReadSource {
             path: entry.path().to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("stat failed")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("stat failed")),
         })?;
         if md.is_file() && md.nlink() > 1 && !seen_inodes.insert((md.dev(), md.ino())) {
             stats.hard_links += 1;

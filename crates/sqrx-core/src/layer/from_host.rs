@@ -7,10 +7,10 @@
 use std::collections::{HashSet, VecDeque};
 use std::path::{Component, Path, PathBuf};
 
+use super::LayerError;
 use super::elf::{LibResolver, is_elf, read_deps};
 use super::from_dir::{DirStats, has_xattrs, node_for};
 use super::tree::{Header, Tree, clamp_time};
-use super::LayerError;
 
 const MAX_LINKS: u32 = 40;
 
@@ -26,7 +26,9 @@ pub(crate) struct HostCollector {
 impl HostCollector {
     pub fn new() -> Self {
         let now = clamp_time(chrono::Utc::now().timestamp());
-        let root = std::fs::metadata("/").map(|m| Header::from_metadata(&m)).unwrap_or(Header::implicit_dir(now));
+        let root = std::fs::metadata("/")
+            .map(|m| Header::from_metadata(&m))
+            .unwrap_or(Header::implicit_dir(now));
         HostCollector {
             tree: Tree::new(root),
             stats: DirStats::default(),
@@ -40,11 +42,15 @@ impl HostCollector {
     /// files among them need.
     pub fn add(&mut self, path: &Path) -> Result<(), LayerError> {
         if !path.is_absolute() {
-            let abs = std::env::current_dir().map_err(LayerError::read(path))?.join(path);
+            let abs = std::env::current_dir()
+                .map_err(LayerError::read(path))?
+                .join(path);
             return self.add(&abs);
         }
         if std::fs::symlink_metadata(path).is_err() && std::fs::metadata(path).is_err() {
-            return Err(LayerError::SourceMissing { path: path.to_path_buf() });
+            return Err(LayerError::SourceMissing {
+                path: path.to_path_buf(),
+            });
         }
         let real = self.add_resolving(path, 0)?;
         let md = std::fs::symlink_metadata(&real).map_err(LayerError::read(&real))?;
@@ -64,7 +70,9 @@ impl HostCollector {
     /// targets. Returns the real path (no symlinks in it).
     fn add_resolving(&mut self, path: &Path, depth: u32) -> Result<PathBuf, LayerError> {
         if depth > MAX_LINKS {
-            return Err(LayerError::SymlinkLoop { path: path.to_path_buf() });
+            return Err(LayerError::SymlinkLoop {
+                path: path.to_path_buf(),
+            });
         }
         let mut cur = PathBuf::from("/");
         let comps: Vec<Component> = path.components().collect();
@@ -82,7 +90,11 @@ impl HostCollector {
                 self.add_entry(&cur, &md)?;
                 let target = std::fs::read_link(&cur).map_err(LayerError::read(&cur))?;
                 let base = cur.parent().unwrap_or(Path::new("/")).to_path_buf();
-                let mut rest = if target.is_absolute() { target } else { base.join(target) };
+                let mut rest = if target.is_absolute() {
+                    target
+                } else {
+                    base.join(target)
+                };
                 for later in &comps[i + 1..] {
                     rest.push(later);
                 }
@@ -119,14 +131,25 @@ impl HostCollector {
     /// Add a directory tree. Links inside it are kept; a link to a file also brings its target.
     fn add_dir(&mut self, dir: &Path) -> Result<(), LayerError> {
         let mut link_targets = Vec::new();
-        for entry in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(dir)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
             let entry = entry.map_err(|e| LayerError::ReadSource {
-                path: e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf()),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")),
+                path: e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.to_path_buf()),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("walk failed")),
             })?;
-            let md = std::fs::symlink_metadata(entry.path()).map_err(LayerError::read(entry.path()))?;
+            let md =
+                std::fs::symlink_metadata(entry.path()).map_err(LayerError::read(entry.path()))?;
             self.add_entry(entry.path(), &md)?;
-            if md.file_type().is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            if md.file_type().is_symlink()
+                && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+            {
                 link_targets.push(entry.path().to_path_buf());
             }
         }
@@ -151,7 +174,10 @@ impl HostCollector {
             }
             for name in &deps.needed {
                 let Some(found) = self.resolver.resolve(name, &object, &deps) else {
-                    return Err(LayerError::LibraryNotFound { library: name.clone(), needed_by: object });
+                    return Err(LayerError::LibraryNotFound {
+                        library: name.clone(),
+                        needed_by: object,
+                    });
                 };
                 self.add_resolving(&found, 0)?;
             }
@@ -176,8 +202,11 @@ mod tests {
         for _ in 0..10 {
             match nodes.get(&p).map(|n| &n.kind) {
                 Some(NodeKind::Symlink(t)) => {
-                    p = crate::layer::tree::normalize_inside(p.parent().unwrap_or(Path::new("/")), t)
-                        .expect("inside");
+                    p = crate::layer::tree::normalize_inside(
+                        p.parent().unwrap_or(Path::new("/")),
+                        t,
+                    )
+                    .expect("inside");
                 }
                 Some(NodeKind::Dir) => panic!("/bin/sh is a dir"),
                 Some(_) => break,
@@ -191,14 +220,26 @@ mod tests {
                 }
             }
         }
-        assert!(nodes.keys().any(|k| k.to_string_lossy().contains("libc.so")), "libc missing");
-        assert!(nodes.keys().any(|k| k.to_string_lossy().contains("ld-linux")), "loader missing");
+        assert!(
+            nodes
+                .keys()
+                .any(|k| k.to_string_lossy().contains("libc.so")),
+            "libc missing"
+        );
+        assert!(
+            nodes
+                .keys()
+                .any(|k| k.to_string_lossy().contains("ld-linux")),
+            "loader missing"
+        );
     }
 
     #[test]
     fn missing_paths_are_reported() {
         let mut c = HostCollector::new();
-        let err = c.add(Path::new("/definitely/not/here")).expect_err("missing");
+        let err = c
+            .add(Path::new("/definitely/not/here"))
+            .expect_err("missing");
         assert!(matches!(err, LayerError::SourceMissing { .. }), "{err}");
     }
 }

@@ -9,21 +9,26 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use super::tree::{FileData, Header, Node, NodeKind, Tree, clamp_time, normalize_inside};
 use super::LayerError;
+use super::tree::{FileData, Header, Node, NodeKind, Tree, clamp_time, normalize_inside};
 use crate::sys::squashfs_dev;
 
 /// Wrap `reader` in the decompressor its first bytes call for.
 fn decompress<'a>(reader: impl Read + 'a, origin: &str) -> Result<Box<dyn Read + 'a>, LayerError> {
     let mut buf = BufReader::with_capacity(1 << 16, reader);
-    let head = buf
-        .fill_buf()
-        .map_err(|source| LayerError::TarRead { origin: origin.to_string(), source })?;
+    let head = buf.fill_buf().map_err(|source| LayerError::TarRead {
+        origin: origin.to_string(),
+        source,
+    })?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(buf))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let dec = zstd::stream::read::Decoder::with_buffer(buf)
-            .map_err(|source| LayerError::TarRead { origin: origin.to_string(), source })?;
+        let dec = zstd::stream::read::Decoder::with_buffer(buf).map_err(|source| {
+            LayerError::TarRead {
+                origin: origin.to_string(),
+                source,
+            }
+        })?;
         Box::new(dec)
     } else {
         Box::new(buf)
@@ -55,7 +60,10 @@ pub(crate) fn tree_from_tar(
     spool: &mut File,
     spool_path: &Path,
 ) -> Result<Tree, LayerError> {
-    let tar_err = |source| LayerError::TarRead { origin: origin.to_string(), source };
+    let tar_err = |source| LayerError::TarRead {
+        origin: origin.to_string(),
+        source,
+    };
     let now = clamp_time(chrono::Utc::now().timestamp());
     let mut tree = Tree::new(Header::implicit_dir(now));
     let spool_path = Arc::new(spool_path.to_path_buf());
@@ -67,8 +75,10 @@ pub(crate) fn tree_from_tar(
         let mut entry = entry.map_err(tar_err)?;
         let raw = entry.path().map_err(tar_err)?.into_owned();
         let shown = raw.display().to_string();
-        let path = entry_path(&raw)
-            .map_err(|reason| LayerError::PathEscapes { entry: shown.clone(), reason })?;
+        let path = entry_path(&raw).map_err(|reason| LayerError::PathEscapes {
+            entry: shown.clone(),
+            reason,
+        })?;
         let h = entry.header();
         let header = Header {
             mode: (h.mode().map_err(tar_err)? & 0o7777) as u16,
@@ -87,7 +97,10 @@ pub(crate) fn tree_from_tar(
                 .link_name()
                 .map_err(tar_err)?
                 .map(|l| l.into_owned())
-                .ok_or_else(|| LayerError::UnsupportedEntry { entry: shown.clone(), kind: "link without target".into() })
+                .ok_or_else(|| LayerError::UnsupportedEntry {
+                    entry: shown.clone(),
+                    kind: "link without target".into(),
+                })
         };
         let kind = match et {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -95,7 +108,11 @@ pub(crate) fn tree_from_tar(
                 let copied = std::io::copy(&mut entry, &mut spool_w).map_err(tar_err)?;
                 spool_len += copied;
                 NodeKind::File {
-                    data: FileData::Slice { file: Arc::clone(&spool_path), offset, len: copied },
+                    data: FileData::Slice {
+                        file: Arc::clone(&spool_path),
+                        offset,
+                        len: copied,
+                    },
                     size: copied,
                 }
             }
@@ -126,7 +143,10 @@ pub(crate) fn tree_from_tar(
                     },
                 })?;
                 match tree.get(&target) {
-                    Some(Node { kind: kind @ NodeKind::File { .. }, .. }) => kind.clone(),
+                    Some(Node {
+                        kind: kind @ NodeKind::File { .. },
+                        ..
+                    }) => kind.clone(),
                     _ => {
                         return Err(LayerError::BadHardLink {
                             entry: shown,
@@ -140,14 +160,21 @@ pub(crate) fn tree_from_tar(
             tar::EntryType::Fifo => NodeKind::Fifo,
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {
-                return Err(LayerError::UnsupportedEntry { entry: shown, kind: format!("{other:?}") });
+                return Err(LayerError::UnsupportedEntry {
+                    entry: shown,
+                    kind: format!("{other:?}"),
+                });
             }
         };
         tree.insert(&path, Node { header, kind }, now);
     }
-    spool_w.flush().map_err(LayerError::store("write", spool_path.as_path()))?;
+    spool_w
+        .flush()
+        .map_err(LayerError::store("write", spool_path.as_path()))?;
     drop(spool_w);
-    spool.sync_data().map_err(LayerError::store("sync", spool_path.as_path()))?;
+    spool
+        .sync_data()
+        .map_err(LayerError::store("sync", spool_path.as_path()))?;
     Ok(tree)
 }
 
@@ -157,7 +184,10 @@ mod tests {
 
     #[test]
     fn entry_paths() {
-        assert_eq!(entry_path(Path::new("./etc/passwd")), Ok(PathBuf::from("/etc/passwd")));
+        assert_eq!(
+            entry_path(Path::new("./etc/passwd")),
+            Ok(PathBuf::from("/etc/passwd"))
+        );
         assert_eq!(entry_path(Path::new("bin/")), Ok(PathBuf::from("/bin")));
         assert_eq!(entry_path(Path::new("./")), Ok(PathBuf::from("/")));
         assert!(entry_path(Path::new("../x")).is_err());

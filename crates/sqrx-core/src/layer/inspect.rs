@@ -44,9 +44,14 @@ pub struct Inspection {
 /// Check the superblock by hand before the image reaches backhand, so the common corruptions
 /// (truncation, wrong magic, bad sizes) get a precise message.
 fn check_superblock(path: &Path, file: &mut File, len: u64) -> Result<(u64, u16), LayerError> {
-    let corrupt = |reason: String| LayerError::CorruptImage { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| LayerError::CorruptImage {
+        path: path.to_path_buf(),
+        reason,
+    };
     if len < SUPERBLOCK_LEN as u64 {
-        return Err(corrupt(format!("only {len} bytes, shorter than a superblock")));
+        return Err(corrupt(format!(
+            "only {len} bytes, shorter than a superblock"
+        )));
     }
     let mut sb = [0u8; SUPERBLOCK_LEN];
     file.read_exact(&mut sb).map_err(LayerError::read(path))?;
@@ -62,7 +67,9 @@ fn check_superblock(path: &Path, file: &mut File, len: u64) -> Result<(u64, u16)
     }
     let (major, minor) = (u16_at(28), u16_at(30));
     if (major, minor) != (4, 0) {
-        return Err(corrupt(format!("unsupported squashfs version {major}.{minor}")));
+        return Err(corrupt(format!(
+            "unsupported squashfs version {major}.{minor}"
+        )));
     }
     let block_size = u32_at(12);
     let block_log = u16_at(22);
@@ -70,7 +77,9 @@ fn check_superblock(path: &Path, file: &mut File, len: u64) -> Result<(u64, u16)
         || !block_size.is_power_of_two()
         || u32::from(block_log) != block_size.trailing_zeros()
     {
-        return Err(corrupt(format!("invalid block size {block_size} (log {block_log})")));
+        return Err(corrupt(format!(
+            "invalid block size {block_size} (log {block_log})"
+        )));
     }
     let compressor = u16_at(20);
     if !(1..=6).contains(&compressor) {
@@ -78,12 +87,16 @@ fn check_superblock(path: &Path, file: &mut File, len: u64) -> Result<(u64, u16)
     }
     let bytes_used = u64_at(40);
     if bytes_used > len {
-        return Err(corrupt(format!("truncated: superblock says {bytes_used} bytes, file has {len}")));
+        return Err(corrupt(format!(
+            "truncated: superblock says {bytes_used} bytes, file has {len}"
+        )));
     }
     for (name, off) in [("id", 48), ("inode", 64), ("directory", 72)] {
         let table = u64_at(off);
         if table >= bytes_used {
-            return Err(corrupt(format!("{name} table offset {table} beyond the image ({bytes_used} bytes)")));
+            return Err(corrupt(format!(
+                "{name} table offset {table} beyond the image ({bytes_used} bytes)"
+            )));
         }
     }
     Ok((bytes_used, compressor))
@@ -104,23 +117,36 @@ fn compressor_name(id: u16) -> &'static str {
 /// Run a backhand call, turning both its errors and any panic on hostile input into
 /// [`LayerError::CorruptImage`]. backhand is a parser of untrusted bytes; a bug there must not
 /// take the host process down.
-pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, String>) -> Result<T, LayerError> {
-    let corrupt = |reason: String| LayerError::CorruptImage { path: path.to_path_buf(), reason };
+pub(crate) fn guarded<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, LayerError> {
+    let corrupt = |reason: String| LayerError::CorruptImage {
+        path: path.to_path_buf(),
+        reason,
+    };
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(reason)) => Err(corrupt(reason)),
-        Err(_) => Err(corrupt("the squashfs reader rejected the image (internal panic)".into())),
+        Err(_) => Err(corrupt(
+            "the squashfs reader rejected the image (internal panic)".into(),
+        )),
     }
 }
 
 /// Open an image, check its header and load its directory tree.
-pub(crate) fn open_image(path: &Path) -> Result<(FilesystemReader<'static>, u64, u64, u16), LayerError> {
+pub(crate) fn open_image(
+    path: &Path,
+) -> Result<(FilesystemReader<'static>, u64, u64, u16), LayerError> {
     let mut file = File::open(path).map_err(LayerError::read(path))?;
     let len = file.metadata().map_err(LayerError::read(path))?.len();
     let (bytes_used, compressor) = check_superblock(path, &mut file, len)?;
-    file.seek(SeekFrom::Start(0)).map_err(LayerError::read(path))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(LayerError::read(path))?;
     let reader = BufReader::with_capacity(1 << 16, file);
-    let fs = guarded(path, || FilesystemReader::from_reader(reader).map_err(|e| e.to_string()))?;
+    let fs = guarded(path, || {
+        FilesystemReader::from_reader(reader).map_err(|e| e.to_string())
+    })?;
     Ok((fs, len, bytes_used, compressor))
 }
 

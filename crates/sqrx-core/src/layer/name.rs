@@ -90,8 +90,19 @@ mod tests {
     fn rejects_invalid_names() {
         let long = format!("100-{}", "a".repeat(64));
         for n in [
-            "", "base", "10-base", "1000-base", "100base", "100-", "100-Base", "100-.x", "100-a/b",
-            "100-a b", "abc-def", "100-ü", &long,
+            "",
+            "base",
+            "10-base",
+            "1000-base",
+            "100base",
+            "100-",
+            "100-Base",
+            "100-.x",
+            "100-a/b",
+            "100-a b",
+            "abc-def",
+            "100-ü",
+            &long,
         ] {
             assert!(
                 matches!(LayerName::new(n), Err(LayerError::InvalidName { .. })),

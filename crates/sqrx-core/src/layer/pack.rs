@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 
+use super::LayerError;
 use super::meta::{BuildOptions, BuildProgress, Compression, ProgressFn};
 use super::tree::{FileData, Header, NodeKind, Tree};
-use super::LayerError;
 
 /// Check the options before any work is done.
 pub(crate) fn check_options(opts: &BuildOptions) -> Result<(), LayerError> {
@@ -31,7 +31,9 @@ pub(crate) fn check_options(opts: &BuildOptions) -> Result<(), LayerError> {
             reason: "lz4 takes no compression level".into(),
         }),
         Some(l) if l == 0 && opts.compression == Compression::Gzip => {
-            Err(LayerError::InvalidOption { reason: "gzip level must be 1-9".into() })
+            Err(LayerError::InvalidOption {
+                reason: "gzip level must be 1-9".into(),
+            })
         }
         Some(l) if l > max || (l == 0 && opts.compression == Compression::Zstd) => {
             Err(LayerError::InvalidOption {
@@ -48,7 +50,9 @@ fn compressor(opts: &BuildOptions) -> Result<FilesystemCompressor, backhand::Bac
     match opts.compression {
         Compression::Zstd => FilesystemCompressor::new(
             Compressor::Zstd,
-            Some(CompressionOptions::Zstd(Zstd { compression_level: opts.level.unwrap_or(3) })),
+            Some(CompressionOptions::Zstd(Zstd {
+                compression_level: opts.level.unwrap_or(3),
+            })),
         ),
         Compression::Gzip => FilesystemCompressor::new(
             Compressor::Gzip,
@@ -67,7 +71,10 @@ fn compressor(opts: &BuildOptions) -> Result<FilesystemCompressor, backhand::Bac
         }
         Compression::Lz4 => FilesystemCompressor::new(
             Compressor::Lz4,
-            Some(CompressionOptions::Lz4(Lz4 { version: 1, flags: 0 })),
+            Some(CompressionOptions::Lz4(Lz4 {
+                version: 1,
+                flags: 0,
+            })),
         ),
     }
 }
@@ -87,7 +94,10 @@ impl Meter {
     fn add(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(cb) = &self.callback {
-            cb(BuildProgress { bytes_done: done, bytes_total: self.total });
+            cb(BuildProgress {
+                bytes_done: done,
+                bytes_total: self.total,
+            });
         }
     }
 }
@@ -140,8 +150,16 @@ impl Read for LazyData {
 }
 
 /// Write `tree` to `out` as a squashfs image. Returns the number of bytes written.
-pub(crate) fn pack(tree: &Tree, opts: &BuildOptions, out: &mut File, name: &str) -> Result<u64, LayerError> {
-    let pack_err = |source| LayerError::Pack { name: name.to_string(), source };
+pub(crate) fn pack(
+    tree: &Tree,
+    opts: &BuildOptions,
+    out: &mut File,
+    name: &str,
+) -> Result<u64, LayerError> {
+    let pack_err = |source| LayerError::Pack {
+        name: name.to_string(),
+        source,
+    };
     check_options(opts)?;
     let meter = Arc::new(Meter {
         done: AtomicU64::new(0),
@@ -152,7 +170,12 @@ pub(crate) fn pack(tree: &Tree, opts: &BuildOptions, out: &mut File, name: &str)
     let mut fs = FilesystemWriter::default();
     fs.set_block_size(opts.block_size);
     fs.set_compressor(compressor(opts).map_err(pack_err)?);
-    let newest = tree.nodes.values().map(|n| n.header.mtime).max().unwrap_or(tree.root.mtime);
+    let newest = tree
+        .nodes
+        .values()
+        .map(|n| n.header.mtime)
+        .max()
+        .unwrap_or(tree.root.mtime);
     fs.set_time(newest.max(tree.root.mtime));
     fs.set_root_mode(tree.root.mode);
     fs.set_root_uid(tree.root.uid);

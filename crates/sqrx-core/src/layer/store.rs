@@ -114,15 +114,26 @@ impl LayerStore {
         let md = match std::fs::metadata(&image) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LayerError::NotFound { name: name.to_string() });
+                return Err(LayerError::NotFound {
+                    name: name.to_string(),
+                });
             }
-            Err(e) => return Err(LayerError::Store { op: "stat", path: image, source: e }),
+            Err(e) => {
+                return Err(LayerError::Store {
+                    op: "stat",
+                    path: image,
+                    source: e,
+                });
+            }
         };
         let meta_path = self.meta_path(name);
         match std::fs::read(&meta_path) {
             Ok(bytes) => {
-                let mut layer: Layer = serde_json::from_slice(&bytes)
-                    .map_err(|source| LayerError::BadMetadata { path: meta_path, source })?;
+                let mut layer: Layer =
+                    serde_json::from_slice(&bytes).map_err(|source| LayerError::BadMetadata {
+                        path: meta_path,
+                        source,
+                    })?;
                 layer.path = image;
                 Ok(layer)
             }
@@ -134,20 +145,29 @@ impl LayerStore {
                     name: name.clone(),
                     digest: digest_file(&image)?,
                     size: md.len(),
-                    created: md.modified().map(Into::into).unwrap_or_else(|_| chrono::Utc::now()),
+                    created: md
+                        .modified()
+                        .map(Into::into)
+                        .unwrap_or_else(|_| chrono::Utc::now()),
                     provenance: Provenance::Unknown,
                     compression: compression_from_name(&inspection.compression),
                     xattrs_dropped: 0,
                     path: image,
                 })
             }
-            Err(e) => Err(LayerError::Store { op: "read", path: meta_path, source: e }),
+            Err(e) => Err(LayerError::Store {
+                op: "read",
+                path: meta_path,
+                source: e,
+            }),
         }
     }
 
     fn refuse_existing(&self, name: &LayerName, opts: &BuildOptions) -> Result<(), LayerError> {
         if !opts.force && self.contains(name) {
-            return Err(LayerError::AlreadyExists { name: name.to_string() });
+            return Err(LayerError::AlreadyExists {
+                name: name.to_string(),
+            });
         }
         check_options(opts)
     }
@@ -155,10 +175,17 @@ impl LayerStore {
     fn staging(&self) -> Result<tempfile::TempDir, LayerError> {
         let tmp = self.dir.join(".tmp");
         std::fs::create_dir_all(&tmp).map_err(LayerError::store("create", &tmp))?;
-        tempfile::Builder::new().prefix("build-").tempdir_in(&tmp).map_err(LayerError::store("create", &tmp))
+        tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&tmp)
+            .map_err(LayerError::store("create", &tmp))
     }
 
     /// Pack `tree` into the staging dir and publish it as `name`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a private step shared by every builder"
+    )]
     fn publish_tree(
         &self,
         name: &LayerName,
@@ -172,7 +199,8 @@ impl LayerStore {
         let image_tmp = staging.join("image.sqfs");
         let mut file = File::create(&image_tmp).map_err(LayerError::store("create", &image_tmp))?;
         pack(tree, opts, &mut file, name.as_str())?;
-        file.sync_all().map_err(LayerError::store("sync", &image_tmp))?;
+        file.sync_all()
+            .map_err(LayerError::store("sync", &image_tmp))?;
         drop(file);
         if stats.xattrs_dropped > 0 {
             tracing::warn!(
@@ -181,7 +209,15 @@ impl LayerStore {
                 "extended attributes are not stored in layers (backhand writes none); dropped them"
             );
         }
-        let layer = self.publish_image(name, &image_tmp, staging, provenance, opts.compression, stats.xattrs_dropped, opts.force)?;
+        let layer = self.publish_image(
+            name,
+            &image_tmp,
+            staging,
+            provenance,
+            opts.compression,
+            stats.xattrs_dropped,
+            opts.force,
+        )?;
         Ok(BuildReport {
             entries: tree.nodes.len() as u64 + 1,
             file_bytes: tree.file_bytes(),
@@ -193,7 +229,10 @@ impl LayerStore {
     }
 
     /// Write metadata for a finished image in `staging` and move both into place.
-    #[allow(clippy::too_many_arguments, reason = "a private step with one caller per kind of import")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a private step with one caller per kind of import"
+    )]
     fn publish_image(
         &self,
         name: &LayerName,
@@ -204,7 +243,9 @@ impl LayerStore {
         xattrs_dropped: u64,
         force: bool,
     ) -> Result<Layer, LayerError> {
-        let size = std::fs::metadata(image_tmp).map_err(LayerError::store("stat", image_tmp))?.len();
+        let size = std::fs::metadata(image_tmp)
+            .map_err(LayerError::store("stat", image_tmp))?
+            .len();
         let layer = Layer {
             name: name.clone(),
             digest: digest_file(image_tmp)?,
@@ -216,10 +257,13 @@ impl LayerStore {
             path: self.image_path(name),
         };
         let meta_tmp = staging.join("meta.json");
-        let json = serde_json::to_vec_pretty(&layer)
-            .map_err(|source| LayerError::BadMetadata { path: meta_tmp.clone(), source })?;
+        let json = serde_json::to_vec_pretty(&layer).map_err(|source| LayerError::BadMetadata {
+            path: meta_tmp.clone(),
+            source,
+        })?;
         let mut f = File::create(&meta_tmp).map_err(LayerError::store("create", &meta_tmp))?;
-        f.write_all(&json).map_err(LayerError::store("write", &meta_tmp))?;
+        f.write_all(&json)
+            .map_err(LayerError::store("write", &meta_tmp))?;
         f.sync_all().map_err(LayerError::store("sync", &meta_tmp))?;
 
         let image = self.image_path(name);
@@ -229,9 +273,17 @@ impl LayerStore {
             match std::fs::hard_link(image_tmp, &image) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(LayerError::AlreadyExists { name: name.to_string() });
+                    return Err(LayerError::AlreadyExists {
+                        name: name.to_string(),
+                    });
                 }
-                Err(e) => return Err(LayerError::Store { op: "link", path: image, source: e }),
+                Err(e) => {
+                    return Err(LayerError::Store {
+                        op: "link",
+                        path: image,
+                        source: e,
+                    });
+                }
             }
         }
         let meta = self.meta_path(name);
@@ -244,13 +296,26 @@ impl LayerStore {
     }
 
     /// Build `name` from the host directory `dir`.
-    pub fn build_from_dir(&self, name: &LayerName, dir: &Path, opts: &BuildOptions) -> Result<BuildReport, LayerError> {
+    pub fn build_from_dir(
+        &self,
+        name: &LayerName,
+        dir: &Path,
+        opts: &BuildOptions,
+    ) -> Result<BuildReport, LayerError> {
         let started = Instant::now();
         self.refuse_existing(name, opts)?;
         let (tree, stats) = tree_from_dir(dir)?;
         let staging = self.staging()?;
         let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-        self.publish_tree(name, &tree, staging.path(), Provenance::Directory { path: abs }, stats, opts, started)
+        self.publish_tree(
+            name,
+            &tree,
+            staging.path(),
+            Provenance::Directory { path: abs },
+            stats,
+            opts,
+            started,
+        )
     }
 
     /// Build `name` from a tar stream (plain, gzip or zstd; detected from its first bytes).
@@ -266,10 +331,21 @@ impl LayerStore {
         self.refuse_existing(name, opts)?;
         let staging = self.staging()?;
         let spool_path = staging.path().join("spool");
-        let mut spool = File::create(&spool_path).map_err(LayerError::store("create", &spool_path))?;
+        let mut spool =
+            File::create(&spool_path).map_err(LayerError::store("create", &spool_path))?;
         let tree = tree_from_tar(reader, origin, &mut spool, &spool_path)?;
-        let provenance = Provenance::Tar { source: origin.to_string() };
-        self.publish_tree(name, &tree, staging.path(), provenance, DirStats::default(), opts, started)
+        let provenance = Provenance::Tar {
+            source: origin.to_string(),
+        };
+        self.publish_tree(
+            name,
+            &tree,
+            staging.path(),
+            provenance,
+            DirStats::default(),
+            opts,
+            started,
+        )
     }
 
     /// Store an existing squashfs image read from `reader` as `name`, after verifying it.
@@ -281,24 +357,44 @@ impl LayerStore {
         force: bool,
     ) -> Result<Layer, LayerError> {
         if !force && self.contains(name) {
-            return Err(LayerError::AlreadyExists { name: name.to_string() });
+            return Err(LayerError::AlreadyExists {
+                name: name.to_string(),
+            });
         }
         let staging = self.staging()?;
         let image_tmp = staging.path().join("image.sqfs");
         let mut f = File::create(&image_tmp).map_err(LayerError::store("create", &image_tmp))?;
-        std::io::copy(&mut reader, &mut f)
-            .map_err(|source| LayerError::ReadSource { path: PathBuf::from(origin), source })?;
-        f.sync_all().map_err(LayerError::store("sync", &image_tmp))?;
+        std::io::copy(&mut reader, &mut f).map_err(|source| LayerError::ReadSource {
+            path: PathBuf::from(origin),
+            source,
+        })?;
+        f.sync_all()
+            .map_err(LayerError::store("sync", &image_tmp))?;
         drop(f);
         verify_image(&image_tmp)?;
         let compression = compression_from_name(&inspect_image(&image_tmp)?.compression);
-        let provenance = Provenance::Tar { source: origin.to_string() };
-        self.publish_image(name, &image_tmp, staging.path(), provenance, compression, 0, force)
+        let provenance = Provenance::Tar {
+            source: origin.to_string(),
+        };
+        self.publish_image(
+            name,
+            &image_tmp,
+            staging.path(),
+            provenance,
+            compression,
+            0,
+            force,
+        )
     }
 
     /// Build `name` from host programs, files and directories plus the shared libraries every
     /// ELF file among them needs.
-    pub fn from_host(&self, name: &LayerName, paths: &[PathBuf], opts: &BuildOptions) -> Result<BuildReport, LayerError> {
+    pub fn from_host(
+        &self,
+        name: &LayerName,
+        paths: &[PathBuf],
+        opts: &BuildOptions,
+    ) -> Result<BuildReport, LayerError> {
         let started = Instant::now();
         self.refuse_existing(name, opts)?;
         let mut collector = HostCollector::new();
@@ -306,27 +402,59 @@ impl LayerStore {
             collector.add(p)?;
         }
         let staging = self.staging()?;
-        let provenance = Provenance::Host { paths: paths.to_vec() };
-        self.publish_tree(name, &collector.tree, staging.path(), provenance, collector.stats, opts, started)
+        let provenance = Provenance::Host {
+            paths: paths.to_vec(),
+        };
+        self.publish_tree(
+            name,
+            &collector.tree,
+            staging.path(),
+            provenance,
+            collector.stats,
+            opts,
+            started,
+        )
     }
 
     /// Make the default base layer `000-base` with `preset`.
-    pub fn bootstrap(&self, preset: &BootstrapPreset, opts: &BuildOptions) -> Result<BuildReport, LayerError> {
+    pub fn bootstrap(
+        &self,
+        preset: &BootstrapPreset,
+        opts: &BuildOptions,
+    ) -> Result<BuildReport, LayerError> {
         let started = Instant::now();
         let name = LayerName::new(BASE_LAYER)?;
         self.refuse_existing(&name, opts)?;
         let staging = self.staging()?;
-        let provenance = Provenance::Bootstrap { preset: preset.name().to_string() };
+        let provenance = Provenance::Bootstrap {
+            preset: preset.name().to_string(),
+        };
         match preset {
             BootstrapPreset::Host => {
                 let (tree, _) = host_tree()?;
-                self.publish_tree(&name, &tree, staging.path(), provenance, DirStats::default(), opts, started)
+                self.publish_tree(
+                    &name,
+                    &tree,
+                    staging.path(),
+                    provenance,
+                    DirStats::default(),
+                    opts,
+                    started,
+                )
             }
             BootstrapPreset::Debian { suite, mirror } => {
                 let root = staging.path().join("rootfs");
                 debootstrap(suite, mirror.as_deref(), &root)?;
                 let (tree, stats) = tree_from_dir(&root)?;
-                self.publish_tree(&name, &tree, staging.path(), provenance, stats, opts, started)
+                self.publish_tree(
+                    &name,
+                    &tree,
+                    staging.path(),
+                    provenance,
+                    stats,
+                    opts,
+                    started,
+                )
             }
         }
     }
@@ -336,12 +464,14 @@ impl LayerStore {
         let name = LayerName::new(BASE_LAYER)?;
         match self.get(&name) {
             Ok(layer) => Ok(layer),
-            Err(LayerError::NotFound { .. }) => match self.bootstrap(&BootstrapPreset::Host, &BuildOptions::default()) {
-                Ok(report) => Ok(report.layer),
-                // Another process made it first.
-                Err(LayerError::AlreadyExists { .. }) => self.get(&name),
-                Err(e) => Err(e),
-            },
+            Err(LayerError::NotFound { .. }) => {
+                match self.bootstrap(&BootstrapPreset::Host, &BuildOptions::default()) {
+                    Ok(report) => Ok(report.layer),
+                    // Another process made it first.
+                    Err(LayerError::AlreadyExists { .. }) => self.get(&name),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -373,15 +503,27 @@ impl LayerStore {
         match std::fs::remove_file(&image) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LayerError::NotFound { name: name.to_string() });
+                return Err(LayerError::NotFound {
+                    name: name.to_string(),
+                });
             }
-            Err(e) => return Err(LayerError::Store { op: "remove", path: image, source: e }),
+            Err(e) => {
+                return Err(LayerError::Store {
+                    op: "remove",
+                    path: image,
+                    source: e,
+                });
+            }
         }
         let meta = self.meta_path(name);
         match std::fs::remove_file(&meta) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(LayerError::Store { op: "remove", path: meta, source: e }),
+            Err(e) => Err(LayerError::Store {
+                op: "remove",
+                path: meta,
+                source: e,
+            }),
         }
     }
 }

@@ -17,7 +17,12 @@ pub(crate) struct Header {
 impl Header {
     /// A directory header for parents nobody described: `0755 root:root`.
     pub fn implicit_dir(mtime: u32) -> Self {
-        Header { mode: 0o755, uid: 0, gid: 0, mtime }
+        Header {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime,
+        }
     }
 
     pub fn from_metadata(md: &std::fs::Metadata) -> Self {
@@ -42,7 +47,11 @@ pub(crate) enum FileData {
     /// A file on disk, opened only when packed.
     Path(PathBuf),
     /// `len` bytes at `offset` of a spool file (tar imports).
-    Slice { file: Arc<PathBuf>, offset: u64, len: u64 },
+    Slice {
+        file: Arc<PathBuf>,
+        offset: u64,
+        len: u64,
+    },
     /// Bytes generated in memory.
     Bytes(Arc<[u8]>),
 }
@@ -74,24 +83,47 @@ pub(crate) struct Tree {
 
 impl Tree {
     pub fn new(root: Header) -> Self {
-        Tree { root, nodes: BTreeMap::new() }
+        Tree {
+            root,
+            nodes: BTreeMap::new(),
+        }
     }
 
     /// Insert or replace `path` (absolute, normalized). Missing parents are created with
     /// `parent_header(parent)`; an existing non-directory parent is replaced by a directory.
-    pub fn insert_with(&mut self, path: &Path, node: Node, parent_header: impl Fn(&Path) -> Header) {
+    pub fn insert_with(
+        &mut self,
+        path: &Path,
+        node: Node,
+        parent_header: impl Fn(&Path) -> Header,
+    ) {
         if path == Path::new("/") {
             self.root = node.header;
             return;
         }
-        let mut ancestors: Vec<&Path> =
-            path.ancestors().skip(1).filter(|p| *p != Path::new("/")).collect();
+        let mut ancestors: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .filter(|p| *p != Path::new("/"))
+            .collect();
         ancestors.reverse();
         for parent in ancestors {
-            let is_dir = matches!(self.nodes.get(parent), Some(Node { kind: NodeKind::Dir, .. }));
+            let is_dir = matches!(
+                self.nodes.get(parent),
+                Some(Node {
+                    kind: NodeKind::Dir,
+                    ..
+                })
+            );
             if !is_dir {
                 let header = parent_header(parent);
-                self.nodes.insert(parent.to_path_buf(), Node { header, kind: NodeKind::Dir });
+                self.nodes.insert(
+                    parent.to_path_buf(),
+                    Node {
+                        header,
+                        kind: NodeKind::Dir,
+                    },
+                );
             }
         }
         // A directory replaced by a non-directory takes its children with it (tar semantics).
@@ -159,32 +191,52 @@ mod tests {
     use super::*;
 
     fn dir() -> Node {
-        Node { header: Header::implicit_dir(0), kind: NodeKind::Dir }
+        Node {
+            header: Header::implicit_dir(0),
+            kind: NodeKind::Dir,
+        }
     }
 
     #[test]
     fn insert_creates_parents_and_replaces() {
         let mut t = Tree::new(Header::implicit_dir(0));
         let file = Node {
-            header: Header { mode: 0o644, uid: 1, gid: 2, mtime: 3 },
-            kind: NodeKind::File { data: FileData::Bytes(Arc::from(&b"x"[..])), size: 1 },
+            header: Header {
+                mode: 0o644,
+                uid: 1,
+                gid: 2,
+                mtime: 3,
+            },
+            kind: NodeKind::File {
+                data: FileData::Bytes(Arc::from(&b"x"[..])),
+                size: 1,
+            },
         };
         t.insert(Path::new("/a/b/c"), file.clone(), 7);
-        assert!(matches!(t.get(Path::new("/a")).map(|n| &n.kind), Some(NodeKind::Dir)));
+        assert!(matches!(
+            t.get(Path::new("/a")).map(|n| &n.kind),
+            Some(NodeKind::Dir)
+        ));
         assert_eq!(t.get(Path::new("/a/b")).map(|n| n.header.mtime), Some(7));
         // replacing a directory by a file drops its children
         t.insert(Path::new("/a"), file, 0);
         assert!(t.get(Path::new("/a/b/c")).is_none());
         assert_eq!(t.nodes.len(), 1);
         t.insert(Path::new("/a"), dir(), 0);
-        assert!(matches!(t.get(Path::new("/a")).map(|n| &n.kind), Some(NodeKind::Dir)));
+        assert!(matches!(
+            t.get(Path::new("/a")).map(|n| &n.kind),
+            Some(NodeKind::Dir)
+        ));
     }
 
     #[test]
     fn normalize_stays_inside() {
         let n = |b: &str, r: &str| normalize_inside(Path::new(b), Path::new(r));
         assert_eq!(n("/usr/bin", "../lib/x"), Some(PathBuf::from("/usr/lib/x")));
-        assert_eq!(n("/usr/bin", "/etc/passwd"), Some(PathBuf::from("/etc/passwd")));
+        assert_eq!(
+            n("/usr/bin", "/etc/passwd"),
+            Some(PathBuf::from("/etc/passwd"))
+        );
         assert_eq!(n("/a", "./b/./c"), Some(PathBuf::from("/a/b/c")));
         assert_eq!(n("/a", "../../etc"), None);
         assert_eq!(n("/", ".."), None);

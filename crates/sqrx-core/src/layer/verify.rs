@@ -5,8 +5,8 @@ use std::path::Path;
 
 use backhand::InnerNode;
 
-use super::inspect::{guarded, open_image};
 use super::LayerError;
+use super::inspect::{guarded, open_image};
 
 /// The result of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,7 +30,9 @@ pub fn verify_image(path: &Path) -> Result<Verification, LayerError> {
         let mut buf = vec![0u8; 1 << 17];
         for node in fs.files() {
             entries += 1;
-            let InnerNode::File(f) = &node.inner else { continue };
+            let InnerNode::File(f) = &node.inner else {
+                continue;
+            };
             let mut reader = fs
                 .file(f)
                 .reader_checked()
@@ -56,5 +58,10 @@ pub fn verify_image(path: &Path) -> Result<Verification, LayerError> {
         Ok((entries, files, bytes))
     })?;
     let digest = super::store::digest_file(path)?;
-    Ok(Verification { entries, files, bytes_read, digest })
+    Ok(Verification {
+        entries,
+        files,
+        bytes_read,
+        digest,
+    })
 }

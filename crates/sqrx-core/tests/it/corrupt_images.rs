@@ -18,7 +18,9 @@ fn sample_image() -> Vec<u8> {
     let (_data, store) = temp_store();
     let mut o = opts();
     o.block_size = 4096;
-    let r = store.build_from_dir(&name("100-sample"), src.path(), &o).expect("build");
+    let r = store
+        .build_from_dir(&name("100-sample"), src.path(), &o)
+        .expect("build");
     std::fs::read(&r.layer.path).expect("read image")
 }
 

@@ -12,7 +12,9 @@ fn every_kind_of_entry_survives_a_kernel_mount() {
     let src = tempfile::tempdir().expect("tempdir");
     make_every_kind_tree(src.path());
     let (_data, store) = temp_store();
-    let report = store.build_from_dir(&name("100-every"), src.path(), &opts()).expect("build");
+    let report = store
+        .build_from_dir(&name("100-every"), src.path(), &opts())
+        .expect("build");
     assert_eq!(report.hard_links, 1, "one hard link in the tree");
     assert_eq!(report.xattrs_dropped, 0);
 
@@ -38,13 +40,24 @@ fn a_hard_linked_file_is_stored_once() {
     let src = tempfile::tempdir().expect("tempdir");
     std::fs::write(src.path().join("a"), sqrx_testkit::noise(3_000_000, 9)).expect("write");
     let (_data, store) = temp_store();
-    let single = store.build_from_dir(&name("100-one"), src.path(), &opts()).expect("build");
+    let single = store
+        .build_from_dir(&name("100-one"), src.path(), &opts())
+        .expect("build");
     std::fs::hard_link(src.path().join("a"), src.path().join("b")).expect("link");
-    let linked = store.build_from_dir(&name("100-two"), src.path(), &opts()).expect("build");
+    let linked = store
+        .build_from_dir(&name("100-two"), src.path(), &opts())
+        .expect("build");
     assert_eq!(linked.hard_links, 1);
     let growth = linked.layer.size.saturating_sub(single.layer.size);
-    assert!(single.layer.size > 2_900_000, "noise should not compress: {}", single.layer.size);
-    assert!(growth < 64 * 1024, "a hard link grew the image by {growth} bytes");
+    assert!(
+        single.layer.size > 2_900_000,
+        "noise should not compress: {}",
+        single.layer.size
+    );
+    assert!(
+        growth < 64 * 1024,
+        "a hard link grew the image by {growth} bytes"
+    );
     let mount = LoopMount::new(&linked.layer.path).expect("mount");
     assert_eq!(
         std::fs::read(mount.path().join("b")).expect("read b"),
@@ -63,23 +76,35 @@ fn dropped_xattrs_are_counted() {
     }
     std::fs::write(src.path().join("plain"), b"y").expect("write");
     let (_data, store) = temp_store();
-    let report = store.build_from_dir(&name("100-x"), src.path(), &opts()).expect("build");
+    let report = store
+        .build_from_dir(&name("100-x"), src.path(), &opts())
+        .expect("build");
     assert_eq!(report.xattrs_dropped, 1);
     assert_eq!(report.layer.xattrs_dropped, 1);
     assert_eq!(store.get(&name("100-x")).expect("get").xattrs_dropped, 1);
 }
 
 fn xattr_set(path: &std::path::Path) -> std::io::Result<()> {
-    let status = std::process::Command::new("setfattr").args(["-n", "user.sqrx", "-v", "1"]).arg(path).status();
+    let status = std::process::Command::new("setfattr")
+        .args(["-n", "user.sqrx", "-v", "1"])
+        .arg(path)
+        .status();
     match status {
         Ok(s) if s.success() => Ok(()),
         _ => {
             // No setfattr: write the attribute through Python's os.setxattr, present here.
             let s = std::process::Command::new("python3")
-                .args(["-c", "import os,sys; os.setxattr(sys.argv[1], 'user.sqrx', b'1')"])
+                .args([
+                    "-c",
+                    "import os,sys; os.setxattr(sys.argv[1], 'user.sqrx', b'1')",
+                ])
                 .arg(path)
                 .status()?;
-            if s.success() { Ok(()) } else { Err(std::io::Error::other("setxattr failed")) }
+            if s.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("setxattr failed"))
+            }
         }
     }
 }
@@ -95,7 +120,11 @@ fn every_compressor_builds_an_image_that_verifies() {
         o.compression = c.parse().expect("compression");
         let n = name(&format!("10{i}-{c}"));
         let report = store.build_from_dir(&n, src.path(), &o).expect("build");
-        assert!(report.layer.size < 400_000, "{c} did not compress: {}", report.layer.size);
+        assert!(
+            report.layer.size < 400_000,
+            "{c} did not compress: {}",
+            report.layer.size
+        );
         let v = store.verify(&n).expect("verify");
         assert_eq!(v.bytes_read, 700_000);
         assert_eq!(store.inspect(&n).expect("inspect").compression, *c);
@@ -106,18 +135,28 @@ fn every_compressor_builds_an_image_that_verifies() {
 fn bad_sources_and_options_are_clear_errors() {
     use sqrx_core::{ErrorKind, LayerError};
     let (_data, store) = temp_store();
-    let e = store.build_from_dir(&name("100-a"), "/no/such/dir".as_ref(), &opts()).expect_err("missing");
+    let e = store
+        .build_from_dir(&name("100-a"), "/no/such/dir".as_ref(), &opts())
+        .expect_err("missing");
     assert!(matches!(e, LayerError::SourceMissing { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::NotFound);
-    let e = store.build_from_dir(&name("100-a"), "/etc/hostname".as_ref(), &opts()).expect_err("file");
+    let e = store
+        .build_from_dir(&name("100-a"), "/etc/hostname".as_ref(), &opts())
+        .expect_err("file");
     assert!(matches!(e, LayerError::NotADirectory { .. }), "{e}");
     let mut o = opts();
     o.block_size = 1000;
-    let e = store.build_from_dir(&name("100-a"), "/etc".as_ref(), &o).expect_err("block size");
+    let e = store
+        .build_from_dir(&name("100-a"), "/etc".as_ref(), &o)
+        .expect_err("block size");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("block size"), "{e}");
     o = opts();
     o.compression = sqrx_core::Compression::Lz4;
     o.level = Some(3);
-    assert!(store.build_from_dir(&name("100-a"), "/etc".as_ref(), &o).is_err());
+    assert!(
+        store
+            .build_from_dir(&name("100-a"), "/etc".as_ref(), &o)
+            .is_err()
+    );
 }

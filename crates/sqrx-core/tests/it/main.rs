@@ -11,7 +11,10 @@ use sqrx_core::{BuildOptions, LayerName, LayerStore};
 
 /// A store in a fresh temporary data dir (removed when the guard drops).
 pub fn temp_store() -> (tempfile::TempDir, LayerStore) {
-    let dir = tempfile::Builder::new().prefix("sqrx-test-data-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("sqrx-test-data-")
+        .tempdir()
+        .expect("tempdir");
     let store = LayerStore::open(dir.path()).expect("open store");
     (dir, store)
 }

@@ -30,20 +30,26 @@ fn rootfs_tar() -> Vec<u8> {
     dir(&mut b, "./tmp/", 0o1777);
     let body = b"#!/bin/sh\necho busybox\n";
     let mut h = header(tar::EntryType::Regular, 0o4755, body.len() as u64);
-    b.append_data(&mut h, "./bin/busybox", &body[..]).expect("file");
+    b.append_data(&mut h, "./bin/busybox", &body[..])
+        .expect("file");
     let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-    b.append_link(&mut h, "./bin/sh", "/bin/busybox").expect("symlink");
+    b.append_link(&mut h, "./bin/sh", "/bin/busybox")
+        .expect("symlink");
     let mut h = header(tar::EntryType::Link, 0o755, 0);
-    b.append_link(&mut h, "./bin/ash", "./bin/busybox").expect("hardlink");
+    b.append_link(&mut h, "./bin/ash", "./bin/busybox")
+        .expect("hardlink");
     let mut h = header(tar::EntryType::Char, 0o666, 0);
     h.set_device_major(1).expect("major");
     h.set_device_minor(3).expect("minor");
-    b.append_data(&mut h, "./dev/null", std::io::empty()).expect("char");
+    b.append_data(&mut h, "./dev/null", std::io::empty())
+        .expect("char");
     let mut h = header(tar::EntryType::Fifo, 0o600, 0);
-    b.append_data(&mut h, "./run/fifo", std::io::empty()).expect("fifo");
+    b.append_data(&mut h, "./run/fifo", std::io::empty())
+        .expect("fifo");
     // a file in a directory that has no entry of its own
     let mut h = header(tar::EntryType::Regular, 0o644, 2);
-    b.append_data(&mut h, "etc/apk/world", &b"x\n"[..]).expect("file");
+    b.append_data(&mut h, "etc/apk/world", &b"x\n"[..])
+        .expect("file");
     b.into_inner().expect("finish tar")
 }
 
@@ -64,10 +70,19 @@ fn plain_gzip_and_zstd_tars_import_the_same_content() {
     ];
     let mut digests = Vec::new();
     for (n, bytes) in variants {
-        let r = store.import_tar(&name(n), &bytes[..], "test.tar", &opts()).expect(n);
+        let r = store
+            .import_tar(&name(n), &bytes[..], "test.tar", &opts())
+            .expect(n);
         let i = store.inspect(&name(n)).expect("inspect");
-        assert_eq!((i.files, i.symlinks, i.devices, i.other), (3, 1, 1, 1), "{n}: {i:?}");
-        assert_eq!(i.directories, 7, "/, bin, tmp, dev, run, etc, etc/apk: {i:?}");
+        assert_eq!(
+            (i.files, i.symlinks, i.devices, i.other),
+            (3, 1, 1, 1),
+            "{n}: {i:?}"
+        );
+        assert_eq!(
+            i.directories, 7,
+            "/, bin, tmp, dev, run, etc, etc/apk: {i:?}"
+        );
         store.verify(&name(n)).expect("verify");
         digests.push(r.layer.digest);
     }
@@ -83,23 +98,51 @@ fn imported_tar_mounts_with_owners_modes_and_links() {
     }
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let (_data, store) = temp_store();
-    let r = store.import_tar(&name("100-root"), &rootfs_tar()[..], "rootfs.tar", &opts()).expect("import");
+    let r = store
+        .import_tar(&name("100-root"), &rootfs_tar()[..], "rootfs.tar", &opts())
+        .expect("import");
     let m = LoopMount::new(&r.layer.path).expect("mount");
     let busybox = std::fs::symlink_metadata(m.path().join("bin/busybox")).expect("stat");
     assert_eq!(busybox.mode() & 0o7777, 0o4755);
-    assert_eq!((busybox.uid(), busybox.gid(), busybox.mtime()), (1000, 1001, 1_700_000_000));
-    assert_eq!(std::fs::read(m.path().join("bin/ash")).expect("hard link"), b"#!/bin/sh\necho busybox\n");
-    assert_eq!(std::fs::read_link(m.path().join("bin/sh")).expect("link"), std::path::Path::new("/bin/busybox"));
+    assert_eq!(
+        (busybox.uid(), busybox.gid(), busybox.mtime()),
+        (1000, 1001, 1_700_000_000)
+    );
+    assert_eq!(
+        std::fs::read(m.path().join("bin/ash")).expect("hard link"),
+        b"#!/bin/sh\necho busybox\n"
+    );
+    assert_eq!(
+        std::fs::read_link(m.path().join("bin/sh")).expect("link"),
+        std::path::Path::new("/bin/busybox")
+    );
     let null = std::fs::symlink_metadata(m.path().join("dev/null")).expect("stat");
     assert!(null.file_type().is_char_device());
-    assert_eq!((nix::sys::stat::major(null.rdev()), nix::sys::stat::minor(null.rdev())), (1, 3));
-    assert!(std::fs::symlink_metadata(m.path().join("run/fifo")).expect("fifo").file_type().is_fifo());
+    assert_eq!(
+        (
+            nix::sys::stat::major(null.rdev()),
+            nix::sys::stat::minor(null.rdev())
+        ),
+        (1, 3)
+    );
+    assert!(
+        std::fs::symlink_metadata(m.path().join("run/fifo"))
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
     let tmp = std::fs::metadata(m.path().join("tmp")).expect("tmp");
     assert_eq!(tmp.mode() & 0o7777, 0o1777);
 }
 
 /// Write an entry whose name bypasses the tar crate's own path checks.
-fn raw_entry(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, path: &str, link: Option<&str>, body: &[u8]) {
+fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    path: &str,
+    link: Option<&str>,
+    body: &[u8],
+) {
     let mut h = header(kind, 0o644, body.len() as u64);
     let gnu = h.as_gnu_mut().expect("gnu header");
     gnu.name = [0; 100];
@@ -117,17 +160,40 @@ fn entries_escaping_the_root_are_refused() {
     let (_data, store) = temp_store();
     let cases: [(&str, tar::EntryType, &str, Option<&str>); 5] = [
         ("dotdot", tar::EntryType::Regular, "../evil", None),
-        ("nested dotdot", tar::EntryType::Regular, "a/../../evil", None),
+        (
+            "nested dotdot",
+            tar::EntryType::Regular,
+            "a/../../evil",
+            None,
+        ),
         ("absolute", tar::EntryType::Regular, "/etc/evil", None),
-        ("symlink out", tar::EntryType::Symlink, "a/link", Some("../../../etc/shadow")),
-        ("hard link out", tar::EntryType::Link, "a/hard", Some("../outside")),
+        (
+            "symlink out",
+            tar::EntryType::Symlink,
+            "a/link",
+            Some("../../../etc/shadow"),
+        ),
+        (
+            "hard link out",
+            tar::EntryType::Link,
+            "a/hard",
+            Some("../outside"),
+        ),
     ];
     for (what, kind, path, link) in cases {
         let mut b = tar::Builder::new(Vec::new());
         raw_entry(&mut b, tar::EntryType::Regular, "ok", None, b"fine");
-        raw_entry(&mut b, kind, path, link, if link.is_some() { b"" } else { b"bad" });
+        raw_entry(
+            &mut b,
+            kind,
+            path,
+            link,
+            if link.is_some() { b"" } else { b"bad" },
+        );
         let tar = b.into_inner().expect("tar");
-        let e = store.import_tar(&name("100-evil"), &tar[..], "evil.tar", &opts()).expect_err(what);
+        let e = store
+            .import_tar(&name("100-evil"), &tar[..], "evil.tar", &opts())
+            .expect_err(what);
         assert!(matches!(e, LayerError::PathEscapes { .. }), "{what}: {e}");
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(!store.contains(&name("100-evil")), "{what}: nothing stored");
@@ -138,6 +204,8 @@ fn entries_escaping_the_root_are_refused() {
 fn garbage_is_not_a_tar() {
     let (_data, store) = temp_store();
     let junk = sqrx_testkit::noise(4096, 5);
-    let e = store.import_tar(&name("100-junk"), &junk[..], "junk", &opts()).expect_err("junk");
+    let e = store
+        .import_tar(&name("100-junk"), &junk[..], "junk", &opts())
+        .expect_err("junk");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }

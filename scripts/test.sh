@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, checks format and lints, runs the Rust tests
+# (privileged ones included when run as root), the binding smoke tests, then checks that no
+# test leaked a mount or a loop device.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+bash scripts/deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+export SQRX_VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
+export CARGO_TERM_COLOR=never
+
+echo "== fmt and clippy"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+echo "== Python binding smoke test"
+PYMOD=$(mktemp -d)
+trap 'rm -rf "$PYMOD"' EXIT
+cp "$CARGO_TARGET_DIR/debug/libsqrx.so" "$PYMOD/sqrx.abi3.so"
+PYTHONPATH="$PYMOD" "$SQRX_VENV/bin/pytest" -q crates/sqrx-py/tests
+
+echo "== Node binding smoke test"
+cp "$CARGO_TARGET_DIR/debug/libsqrx_node.so" crates/sqrx-node/sqrx.node
+node --test crates/sqrx-node/__test__/
+
+echo "== leak check"
+leaks=0
+if grep -q "sqrx-test" /proc/mounts; then
+  echo "leaked mounts:"; grep "sqrx-test" /proc/mounts; leaks=1
+fi
+if command -v losetup >/dev/null && losetup -l -n -O NAME,BACK-FILE | grep -q "sqrx-test"; then
+  echo "leaked loop devices:"; losetup -l -n -O NAME,BACK-FILE | grep "sqrx-test"; leaks=1
+fi
+if [ "$leaks" -ne 0 ]; then exit 1; fi
+echo "no leaked mounts or loop devices"
