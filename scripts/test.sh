@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== examples"
+cargo run -q -p sqrx-examples --bin layers
+
 echo "== Python binding smoke test"
 PYMOD=$(mktemp -d)
 trap 'rm -rf "$PYMOD"' EXIT

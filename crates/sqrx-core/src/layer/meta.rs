@@ -49,6 +49,11 @@ pub enum Provenance {
         /// The archive's path, or `-` for stdin.
         source: String,
     },
+    /// Imported as a ready squashfs image (verified before it was stored).
+    Image {
+        /// The image's path, or `-` for stdin.
+        source: String,
+    },
     /// Built from host programs and their shared-library closure.
     Host {
         /// The paths asked for.

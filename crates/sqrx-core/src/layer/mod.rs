@@ -4,6 +4,7 @@
 //! squashfs-tools. See `docs/layers.md` for the model, naming and on-disk layout.
 
 mod bootstrap;
+mod compress_ahead;
 mod elf;
 mod error;
 mod from_dir;
@@ -22,5 +23,5 @@ pub use error::LayerError;
 pub use inspect::{Inspection, inspect_image};
 pub use meta::{BuildOptions, BuildProgress, BuildReport, Compression, Layer, Provenance};
 pub use name::LayerName;
-pub use store::LayerStore;
+pub use store::{BASE_LAYER, LayerStore, pack_dir};
 pub use verify::{Verification, verify_image};

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 
-use super::LayerError;
 use super::meta::{BuildOptions, BuildProgress, Compression, ProgressFn};
 use super::tree::{FileData, Header, NodeKind, Tree};
+use super::{LayerError, compress_ahead};
 
 /// Check the options before any work is done.
 pub(crate) fn check_options(opts: &BuildOptions) -> Result<(), LayerError> {
@@ -156,6 +156,16 @@ pub(crate) fn pack(
     out: &mut File,
     name: &str,
 ) -> Result<u64, LayerError> {
+    pack_with_session(tree, opts, out, name).map(|(_, written)| written)
+}
+
+/// [`pack`], also returning the compress-ahead session (for its statistics).
+pub(crate) fn pack_with_session(
+    tree: &Tree,
+    opts: &BuildOptions,
+    out: &mut File,
+    name: &str,
+) -> Result<(Arc<compress_ahead::Session>, u64), LayerError> {
     let pack_err = |source| LayerError::Pack {
         name: name.to_string(),
         source,
@@ -167,9 +177,11 @@ pub(crate) fn pack(
         callback: opts.progress.clone(),
     });
 
+    let fc = compressor(opts).map_err(pack_err)?;
     let mut fs = FilesystemWriter::default();
+    fs.set_kind(backhand::kind::Kind::new_v4(&compress_ahead::AHEAD));
     fs.set_block_size(opts.block_size);
-    fs.set_compressor(compressor(opts).map_err(pack_err)?);
+    fs.set_compressor(fc);
     let newest = tree
         .nodes
         .values()
@@ -203,13 +215,35 @@ pub(crate) fn pack(
         pushed.map_err(pack_err)?;
     }
 
-    let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
-    let (_, written) = fs.write(&mut w).map_err(pack_err)?;
-    w.flush().map_err(|e| pack_err(e.into()))?;
-    drop(w);
+    let session = compress_ahead::Session::new(tree, fc, opts.block_size);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let written = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let s = Arc::clone(&session);
+            scope.spawn(move || s.work());
+        }
+        // Stops the workers however the write ends, a panic included, so the scope can join.
+        let _stop = compress_ahead::StopOnDrop(&session);
+        let _installed = compress_ahead::Installed::new(Arc::clone(&session));
+        let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
+        let result = fs.write(&mut w).and_then(|(_, written)| {
+            w.flush()?;
+            Ok(written)
+        });
+        result
+    });
+    let written = written.map_err(pack_err)?;
     // backhand deduplicates a file by writing its blocks, then seeking back when the hash
     // matches an earlier file, so later writes overwrite them. When the metadata that follows is
     // shorter than the duplicate, the file keeps a stale tail: cut it to what the image uses.
     out.set_len(written).map_err(|e| pack_err(e.into()))?;
-    Ok(written)
+    tracing::debug!(
+        layer = name,
+        bytes = written,
+        blocks_ahead = session.hits(),
+        "image packed"
+    );
+    Ok((session, written))
 }

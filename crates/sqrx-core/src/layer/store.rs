@@ -49,6 +49,21 @@ fn compression_from_name(name: &str) -> Compression {
     name.parse().unwrap_or_default()
 }
 
+/// Write a squashfs image of `dir` to `image` without a store: no name, no digest, no
+/// metadata. Returns the image size. The same packing as [`LayerStore::build_from_dir`].
+pub fn pack_dir(dir: &Path, image: &Path, opts: &BuildOptions) -> Result<u64, LayerError> {
+    check_options(opts)?;
+    let (tree, stats) = tree_from_dir(dir)?;
+    if stats.xattrs_dropped > 0 {
+        tracing::warn!(
+            paths = stats.xattrs_dropped,
+            "extended attributes are not stored in layers"
+        );
+    }
+    let mut file = File::create(image).map_err(LayerError::store("create", image))?;
+    pack(&tree, opts, &mut file, &image.display().to_string())
+}
+
 /// A directory of layers. Cheap to clone and safe to share between processes.
 #[derive(Debug, Clone)]
 pub struct LayerStore {
@@ -199,8 +214,21 @@ impl LayerStore {
         let image_tmp = staging.join("image.sqfs");
         let mut file = File::create(&image_tmp).map_err(LayerError::store("create", &image_tmp))?;
         pack(tree, opts, &mut file, name.as_str())?;
-        file.sync_all()
-            .map_err(LayerError::store("sync", &image_tmp))?;
+        // Hash the image (from the page cache) while it is flushed to disk.
+        let (digest, synced) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| digest_file(&image_tmp));
+            let synced = file.sync_all();
+            let digest = hashing.join().unwrap_or_else(|_| {
+                Err(LayerError::Store {
+                    op: "hash",
+                    path: image_tmp.clone(),
+                    source: std::io::Error::other("hashing thread panicked"),
+                })
+            });
+            (digest, synced)
+        });
+        synced.map_err(LayerError::store("sync", &image_tmp))?;
+        let digest = digest?;
         drop(file);
         if stats.xattrs_dropped > 0 {
             tracing::warn!(
@@ -211,6 +239,7 @@ impl LayerStore {
         }
         let layer = self.publish_image(
             name,
+            digest,
             &image_tmp,
             staging,
             provenance,
@@ -236,6 +265,7 @@ impl LayerStore {
     fn publish_image(
         &self,
         name: &LayerName,
+        digest: String,
         image_tmp: &Path,
         staging: &Path,
         provenance: Provenance,
@@ -248,7 +278,7 @@ impl LayerStore {
             .len();
         let layer = Layer {
             name: name.clone(),
-            digest: digest_file(image_tmp)?,
+            digest,
             size,
             created: chrono::Utc::now(),
             provenance,
@@ -371,13 +401,14 @@ impl LayerStore {
         f.sync_all()
             .map_err(LayerError::store("sync", &image_tmp))?;
         drop(f);
-        verify_image(&image_tmp)?;
+        let verified = verify_image(&image_tmp)?;
         let compression = compression_from_name(&inspect_image(&image_tmp)?.compression);
-        let provenance = Provenance::Tar {
+        let provenance = Provenance::Image {
             source: origin.to_string(),
         };
         self.publish_image(
             name,
+            verified.digest,
             &image_tmp,
             staging.path(),
             provenance,
