@@ -228,11 +228,10 @@ pub(crate) fn pack_with_session(
         let _stop = compress_ahead::StopOnDrop(&session);
         let _installed = compress_ahead::Installed::new(Arc::clone(&session));
         let mut w = BufWriter::with_capacity(1 << 20, &mut *out);
-        let result = fs.write(&mut w).and_then(|(_, written)| {
+        fs.write(&mut w).and_then(|(_, written)| {
             w.flush()?;
             Ok(written)
-        });
-        result
+        })
     });
     let written = written.map_err(pack_err)?;
     // backhand deduplicates a file by writing its blocks, then seeking back when the hash
