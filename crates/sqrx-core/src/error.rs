@@ -1,6 +1,8 @@
 //! The crate error and its stable [`ErrorKind`].
 
+use crate::cgroup::CgroupError;
 use crate::layer::LayerError;
+use crate::sandbox::SandboxError;
 
 /// Every error sqrx-core returns: one variant per module, each with its own typed error.
 #[derive(Debug, thiserror::Error)]
@@ -8,6 +10,12 @@ pub enum Error {
     /// An error from the layer model (building, storing, reading layers).
     #[error(transparent)]
     Layer(#[from] LayerError),
+    /// An error from sandboxes (create, exec, destroy).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// An error from control groups.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 /// A stable classification of errors that the server maps to HTTP statuses and the bindings map
@@ -62,6 +70,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Layer(e) => e.kind(),
+            Error::Sandbox(e) => e.kind(),
+            Error::Cgroup(e) => e.kind(),
         }
     }
 }

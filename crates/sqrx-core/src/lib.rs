@@ -19,9 +19,13 @@
 //! # }
 //! ```
 
+pub mod cgroup;
 pub mod error;
+pub mod init;
 pub mod layer;
 pub mod paths;
+pub mod protocol;
+pub mod sandbox;
 #[allow(
     unsafe_code,
     reason = "sys is the one module allowed to hold unsafe code"
@@ -29,6 +33,10 @@ pub mod paths;
 pub mod sys;
 
 pub use error::{Error, ErrorKind};
+pub use sandbox::{
+    Command, ExecEvent, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox, SandboxError, SandboxInfo,
+    SandboxSpec,
+};
 pub use layer::{
     BootstrapPreset, BuildOptions, BuildProgress, BuildReport, Compression, Inspection, Layer,
     LayerError, LayerName, LayerStore, Provenance, Verification,

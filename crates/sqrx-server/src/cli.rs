@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::layer_cmd::{self, LayerCmd};
+use crate::sandbox_cmd::{self, SandboxCmd};
 
 /// sqrx: fast, composable sandboxes for untrusted code.
 #[derive(Debug, Parser)]
@@ -24,6 +25,9 @@ pub enum Command {
     /// Build, import, list, inspect, verify and remove layers.
     #[command(subcommand)]
     Layer(LayerCmd),
+    /// Create sandboxes, run commands in them, inspect and remove them.
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
 }
 
 /// An error already formatted for the one line the CLI prints.
@@ -42,18 +46,23 @@ impl From<sqrx_core::Error> for CliError {
     }
 }
 
+impl From<sqrx_core::SandboxError> for CliError {
+    fn from(e: sqrx_core::SandboxError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
 impl From<sqrx_core::LayerError> for CliError {
     fn from(e: sqrx_core::LayerError) -> Self {
         CliError(e.to_string())
     }
 }
 
-/// Run a parsed command line.
-pub fn run(cli: Cli) -> Result<(), CliError> {
-    let data_dir = cli
-        .data_dir
-        .unwrap_or_else(sqrx_core::paths::default_data_dir);
+/// Run a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
+    let data_dir = cli.data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir);
     match cli.command {
-        Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir),
+        Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Sandbox(cmd) => sandbox_cmd::run(cmd, &data_dir),
     }
 }

@@ -2,12 +2,15 @@
 
 mod cli;
 mod layer_cmd;
+mod sandbox_cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // This binary doubles as the sandbox init when the runtime re-executes it.
+    sqrx_core::init::run_if_init();
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SQRX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
@@ -16,7 +19,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -1,7 +1,9 @@
-//! The only module allowed to hold `unsafe` code and raw syscalls.
-//!
-//! Layer building needs none yet; loop devices, mounts, `setns` and `pidfd` live here as the
-//! sandbox backend lands. Every `unsafe` block carries a `// SAFETY:` comment.
+//! The only module allowed to hold `unsafe` code and raw syscalls. Every `unsafe` block carries
+//! a `// SAFETY:` comment.
+
+pub mod caps;
+pub mod loopdev;
+pub mod netdev;
 
 /// Encode a device number the way squashfs stores it (the kernel's `new_encode_dev`).
 pub fn squashfs_dev(major: u64, minor: u64) -> u32 {
@@ -12,6 +14,32 @@ pub fn squashfs_dev(major: u64, minor: u64) -> u32 {
 /// Split a squashfs device number into (major, minor) (the kernel's `new_decode_dev`).
 pub fn squashfs_dev_parts(dev: u32) -> (u32, u32) {
     ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &std::ffi::CStr, put_old: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `fork()`, for the init process only (single-threaded at that point).
+pub enum Forked {
+    /// In the parent: the child's pid.
+    Parent(i32),
+    /// In the child.
+    Child,
+}
+
+/// Fork the calling process. Only call while the process has a single thread.
+pub fn fork_single_threaded() -> std::io::Result<Forked> {
+    // SAFETY: the callers (sqrx-init's setup before any thread is started) are single-threaded,
+    // so the child inherits a consistent address space with no locks held by other threads.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
 }
 
 #[cfg(test)]
@@ -25,5 +53,21 @@ mod tests {
             assert_eq!(squashfs_dev_parts(dev), (major as u32, minor as u32));
         }
         assert_eq!(squashfs_dev(1, 3), 0x103);
+    }
+}
+
+/// Register `f` to run in the child between fork and exec.
+///
+/// `f` must be async-signal-safe: only syscalls on memory allocated before the fork, no
+/// allocation, no locks (the parent may be multithreaded).
+pub fn set_pre_exec<F>(cmd: &mut std::process::Command, f: F)
+where
+    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+{
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the contract above is passed on to the callers, whose closures (capability drop,
+    // no_new_privs, seccomp) only make syscalls.
+    unsafe {
+        cmd.pre_exec(f);
     }
 }

@@ -1,0 +1,246 @@
+//! Running one process for the host: sandboxed spawn, output streaming with caps, stdin,
+//! timeouts that kill the whole process group.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::seccomp::Filters;
+use super::server::fail;
+use crate::protocol::{self, ExecSpec, Exit, Kind, Started};
+
+/// How long output may keep flowing after the process exits (from background processes that
+/// inherited its stdout) before the exec is reported finished.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(30);
+const CHUNK: usize = 64 * 1024;
+
+pub(super) fn exit_of(status: ExitStatus) -> Exit {
+    Exit { code: status.code(), signal: status.signal(), ..Exit::default() }
+}
+
+fn command(spec: &ExecSpec, filters: &Filters) -> Result<Command, (&'static str, String)> {
+    let Some(program) = spec.argv.first() else {
+        return Err(("invalid", "empty command".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .process_group(0);
+    let filters = filters.clone();
+    // Runs between fork and exec: only syscalls (prctl, capset, seccomp) on memory allocated
+    // before the fork; no allocation, no locks.
+    let sandboxing = move || {
+        crate::sys::caps::drop_to_default()?;
+        crate::sys::caps::set_no_new_privs()?;
+        filters.apply()
+    };
+    crate::sys::set_pre_exec(&mut cmd, sandboxing);
+    Ok(cmd)
+}
+
+fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
+    let program = spec.argv.first().map(String::as_str).unwrap_or("");
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            if std::path::Path::new(&spec.cwd).is_dir() {
+                ("not_found", format!("{program}: command not found"))
+            } else {
+                ("not_found", format!("working directory {} does not exist", spec.cwd))
+            }
+        }
+        std::io::ErrorKind::PermissionDenied => ("permission", format!("{program}: permission denied")),
+        _ => ("internal", format!("cannot start {program}: {e}")),
+    }
+}
+
+/// Start a background process with no stdio.
+pub(super) fn spawn_background(spec: &ExecSpec, filters: &Filters) -> Result<Child, (&'static str, String)> {
+    let mut cmd = command(spec, filters)?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().map_err(|e| spawn_error(spec, e))
+}
+
+fn set_nonblocking(fd: &impl AsFd) {
+    if let Ok(flags) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL) {
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// Run `spec`, streaming its output on `stream` until it exits.
+pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
+    let mut cmd = match command(&spec, filters) {
+        Ok(c) => c,
+        Err((kind, msg)) => return fail(&mut stream, kind, msg),
+    };
+    cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let (kind, msg) = spawn_error(&spec, e);
+            return fail(&mut stream, kind, msg);
+        }
+    };
+    let pid = child.id() as i32;
+    let pgid = nix::unistd::Pid::from_raw(pid);
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    };
+    if protocol::write_json(&mut stream, Kind::Started, &Started { pid }).is_err() {
+        kill_group();
+        let _ = child.wait();
+        return;
+    }
+
+    // Frames from the host: stdin data, end of stdin, or the host going away.
+    let host_gone = Arc::new(AtomicBool::new(false));
+    if let Ok(mut reader) = stream.try_clone() {
+        let mut stdin = child.stdin.take();
+        let gone = Arc::clone(&host_gone);
+        std::thread::spawn(move || {
+            loop {
+                match protocol::read_frame(&mut reader) {
+                    Ok(Some((Kind::Stdin, data))) => {
+                        // A child that closed its stdin early is not an error.
+                        if let Some(s) = stdin.as_mut()
+                            && s.write_all(&data).is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    Ok(Some((Kind::StdinEof, _))) => stdin = None,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        gone.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        kill_group();
+        let _ = child.wait();
+        return fail(&mut stream, "internal", "child pipes missing".into());
+    };
+    set_nonblocking(&out);
+    set_nonblocking(&err);
+    let started = Instant::now();
+    let deadline = spec.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+    let mut exit = Exit::default();
+    let mut status: Option<ExitStatus> = None;
+    let mut quiet_since: Option<Instant> = None;
+    let (mut out_open, mut err_open) = (true, true);
+    let (mut out_sent, mut err_sent) = (0u64, 0u64);
+    let mut buf = vec![0u8; CHUNK];
+
+    while out_open || err_open {
+        if host_gone.load(Ordering::Relaxed) && status.is_none() {
+            kill_group();
+        }
+        if let Some(d) = deadline
+            && status.is_none()
+            && Instant::now() >= d
+        {
+            exit.timed_out = true;
+            kill_group();
+        }
+        let mut fds = Vec::with_capacity(2);
+        if out_open {
+            fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
+        }
+        if err_open {
+            fds.push(PollFd::new(err.as_fd(), PollFlags::POLLIN));
+        }
+        let ready = poll(&mut fds, PollTimeout::from(10u8)).unwrap_or(0);
+        let mut got_data = false;
+        if ready > 0 {
+            let revents: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+            drop(fds);
+            let mut idx = 0;
+            for which in [Kind::Stdout, Kind::Stderr] {
+                let open = if which == Kind::Stdout { out_open } else { err_open };
+                if !open {
+                    continue;
+                }
+                let readable = revents.get(idx).copied().unwrap_or(false);
+                idx += 1;
+                if !readable {
+                    continue;
+                }
+                let res = if which == Kind::Stdout { out.read(&mut buf) } else { err.read(&mut buf) };
+                match res {
+                    Ok(0) => {
+                        if which == Kind::Stdout { out_open = false } else { err_open = false }
+                    }
+                    Ok(n) => {
+                        got_data = true;
+                        let (sent, truncated) = if which == Kind::Stdout {
+                            (&mut out_sent, &mut exit.stdout_truncated)
+                        } else {
+                            (&mut err_sent, &mut exit.stderr_truncated)
+                        };
+                        // Past the cap, keep reading (so the child never blocks or gets
+                        // SIGPIPE) but send nothing more.
+                        let room = spec.output_cap.saturating_sub(*sent) as usize;
+                        let send = n.min(room);
+                        if send < n {
+                            *truncated = true;
+                        }
+                        if send > 0 {
+                            *sent += send as u64;
+                            if protocol::write_frame(&mut stream, which, &buf[..send]).is_err() {
+                                host_gone.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        if which == Kind::Stdout { out_open = false } else { err_open = false }
+                    }
+                }
+            }
+        }
+        if status.is_none()
+            && let Ok(Some(s)) = child.try_wait()
+        {
+            status = Some(s);
+        }
+        if status.is_some() {
+            // The process is gone; background processes may still hold the pipes open.
+            if got_data {
+                quiet_since = None;
+            } else {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= DRAIN_AFTER_EXIT {
+                    break;
+                }
+            }
+        }
+    }
+    let status = match status {
+        Some(s) => s,
+        None => match child.wait() {
+            Ok(s) => s,
+            Err(_) => ExitStatus::from_raw(0),
+        },
+    };
+    if exit.timed_out {
+        // Stragglers of the group that were forked while the kill was under way.
+        kill_group();
+    }
+    let base = exit_of(status);
+    exit.code = base.code;
+    exit.signal = base.signal;
+    let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
+}

@@ -1,0 +1,93 @@
+//! `sqrx-init`: the long-lived init of each sandbox.
+//!
+//! The host starts it (as the `sqrx-init` binary, or by re-executing a program that calls
+//! [`run_if_init`] first thing in `main`) with an [`InitConfig`] on stdin. It then:
+//!
+//! 1. joins the sandbox cgroup, starts a new session and unshares the mount, UTS, IPC, network,
+//!    cgroup and PID namespaces;
+//! 2. forks: the parent prints the child's host pid and exits (so the sandbox outlives the
+//!    program that created it); the child is PID 1 of the new PID namespace;
+//! 3. PID 1 makes every mount private, mounts a size-capped tmpfs for the upper directory, the
+//!    overlay root over the shared layer mounts, `/proc`, a minimal `/dev`, binds the control
+//!    socket, and `pivot_root`s into the overlay;
+//! 4. PID 1 forks the server (PID 2), then only reaps orphans; when the server dies PID 1 exits
+//!    and the kernel kills everything left in the namespace.
+//!
+//! The server accepts one request per connection on the control socket ([`crate::protocol`]).
+
+mod exec;
+mod seccomp;
+mod server;
+mod setup;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Set by the environment when a program re-executes itself as init.
+pub const INIT_ENV: &str = "SQRX_RUN_AS_INIT";
+
+static SELF_EXEC: AtomicBool = AtomicBool::new(false);
+
+/// What init needs to build the sandbox, sent by the host as JSON on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// The sandbox id.
+    pub id: String,
+    /// The hostname inside.
+    pub hostname: String,
+    /// Mounted layer directories, top first (overlay `lowerdir` order).
+    pub lowerdirs: Vec<PathBuf>,
+    /// Size of the tmpfs holding the upper directory, in MiB.
+    pub upper_mb: u64,
+    /// The sandbox's directory on the host (the control socket is created in it).
+    pub run_dir: PathBuf,
+    /// `cgroup.procs` files to join before unsharing.
+    pub cgroup_procs: Vec<PathBuf>,
+}
+
+impl InitConfig {
+    /// The control socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir.join("control.sock")
+    }
+}
+
+/// Call first thing in `main`: when this process was started as a sandbox init, run it and
+/// exit; otherwise return, and remember that this program can serve as init so a
+/// [`crate::Runtime`] may re-execute it instead of looking for a `sqrx-init` binary.
+pub fn run_if_init() {
+    if std::env::var_os(INIT_ENV).is_some() {
+        std::process::exit(main());
+    }
+    SELF_EXEC.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`run_if_init`] was called in this process.
+pub fn self_exec_enabled() -> bool {
+    SELF_EXEC.load(Ordering::Relaxed)
+}
+
+/// The init program. Returns the process exit code.
+pub fn main() -> i32 {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("sqrx-init: cannot read config: {e}");
+        return 2;
+    }
+    let config: InitConfig = match serde_json::from_str(&input) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sqrx-init: bad config: {e}");
+            return 2;
+        }
+    };
+    match setup::start(&config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sqrx-init: {e}");
+            1
+        }
+    }
+}

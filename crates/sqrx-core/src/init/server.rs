@@ -1,0 +1,127 @@
+//! The control-socket server (PID 2 of the sandbox): one thread per connection.
+
+use std::collections::HashMap;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+
+use super::exec;
+use super::seccomp::Filters;
+use crate::protocol::{self, Exit, Failure, Kind, Request};
+
+/// Background processes started with `Spawn`, kept for `Wait`.
+#[derive(Default)]
+pub(super) struct Spawned {
+    children: HashMap<i32, Child>,
+    exited: HashMap<i32, Exit>,
+}
+
+impl Spawned {
+    /// Collect the exit status of finished background processes (no zombies pile up).
+    fn reap(&mut self) {
+        let done: Vec<(i32, Exit)> = self
+            .children
+            .iter_mut()
+            .filter_map(|(pid, c)| c.try_wait().ok().flatten().map(|s| (*pid, exec::exit_of(s))))
+            .collect();
+        for (pid, exit) in done {
+            self.children.remove(&pid);
+            self.exited.insert(pid, exit);
+        }
+    }
+}
+
+pub(super) struct State {
+    pub filters: Filters,
+    pub spawned: Mutex<Spawned>,
+}
+
+/// Serve forever (until the listener fails).
+pub(super) fn serve(listener: UnixListener) {
+    let filters = match Filters::build() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sqrx-init: cannot build the seccomp filter: {e}");
+            return;
+        }
+    };
+    let state = Arc::new(State { filters, spawned: Mutex::new(Spawned::default()) });
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || handle(stream, &state));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("sqrx-init: accept: {e}");
+                return;
+            }
+        }
+    }
+}
+
+pub(super) fn fail(stream: &mut UnixStream, kind: &str, message: String) {
+    let _ = protocol::write_json(stream, Kind::Error, &Failure { kind: kind.into(), message });
+}
+
+fn handle(mut stream: UnixStream, state: &State) {
+    let request = match protocol::read_frame(&mut stream) {
+        Ok(Some((Kind::Request, payload))) => match serde_json::from_slice::<Request>(&payload) {
+            Ok(r) => r,
+            Err(e) => return fail(&mut stream, "invalid", format!("bad request: {e}")),
+        },
+        Ok(_) => return fail(&mut stream, "invalid", "expected a request frame".into()),
+        Err(_) => return,
+    };
+    let mut spawned = state.spawned.lock().unwrap_or_else(|p| p.into_inner());
+    spawned.reap();
+    match request {
+        Request::Ping => {
+            drop(spawned);
+            let _ = protocol::write_json(&mut stream, Kind::Reply, &serde_json::json!({"ok": true}));
+        }
+        Request::Exec(spec) => {
+            drop(spawned);
+            exec::run(stream, spec, &state.filters);
+        }
+        Request::Spawn(spec) => match exec::spawn_background(&spec, &state.filters) {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                spawned.children.insert(pid, child);
+                drop(spawned);
+                let _ = protocol::write_json(&mut stream, Kind::Started, &protocol::Started { pid });
+            }
+            Err((kind, message)) => fail(&mut stream, kind, message),
+        },
+        Request::Wait { pid } => {
+            if let Some(exit) = spawned.exited.remove(&pid) {
+                drop(spawned);
+                let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
+                return;
+            }
+            let Some(mut child) = spawned.children.remove(&pid) else {
+                drop(spawned);
+                return fail(&mut stream, "not_found", format!("no background process {pid}"));
+            };
+            drop(spawned);
+            let exit = child.wait().map(exec::exit_of).unwrap_or_default();
+            let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
+        }
+        Request::Signal { pid, signal, group } => {
+            drop(spawned);
+            let sig = match nix::sys::signal::Signal::try_from(signal) {
+                Ok(s) => s,
+                Err(_) => return fail(&mut stream, "invalid", format!("bad signal {signal}")),
+            };
+            let target = nix::unistd::Pid::from_raw(pid);
+            let sent = if group { nix::sys::signal::killpg(target, sig) } else { nix::sys::signal::kill(target, sig) };
+            match sent {
+                Ok(()) => {
+                    let _ = protocol::write_json(&mut stream, Kind::Reply, &serde_json::json!({"ok": true}));
+                }
+                Err(e) => fail(&mut stream, "not_found", format!("signal {pid}: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Namespaces, mounts and the pivot into the sandbox root.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+
+use super::InitConfig;
+use crate::sys::{Forked, fork_single_threaded};
+
+type Step<T> = Result<T, String>;
+
+fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> Step<T> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+/// Run the outer stage (cgroups, unshare, fork). Returns the exit code of this process.
+pub(super) fn start(config: &InitConfig) -> Step<i32> {
+    let me = std::process::id().to_string();
+    for procs in &config.cgroup_procs {
+        ctx(std::fs::write(procs, &me), || format!("join cgroup {}", procs.display()))?;
+    }
+    ctx(nix::unistd::setsid(), || "setsid".into())?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    ctx(unshare(flags), || "unshare namespaces".into())?;
+    match ctx(fork_single_threaded(), || "fork init".into())? {
+        Forked::Parent(pid) => {
+            // The host reads this line, then this process exits and PID 1 lives on.
+            let mut out = std::io::stdout();
+            ctx(writeln!(out, "{pid}").and_then(|_| out.flush()), || "report pid".into())?;
+            Ok(0)
+        }
+        Forked::Child => match pid1(config) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                // stderr goes to the sandbox's init.log.
+                eprintln!("sqrx-init (pid 1): {e}");
+                Ok(1)
+            }
+        },
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Step<()> {
+    ctx(std::fs::create_dir_all(path), || format!("mkdir {}", path.display()))?;
+    ctx(std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)), || format!("chmod {}", path.display()))
+}
+
+fn mount_fs(source: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Step<()> {
+    ctx(mount(Some(source), target, Some(fstype), flags, data), || format!("mount {fstype} on {}", target.display()))
+}
+
+/// PID 1: build the root, pivot into it, start the server, reap.
+fn pid1(config: &InitConfig) -> Step<i32> {
+    // Nothing mounted from here on may propagate back to the host.
+    ctx(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>), || {
+        "make mounts private".into()
+    })?;
+    ctx(nix::unistd::sethostname(&config.hostname), || "sethostname".into())?;
+    ctx(crate::sys::netdev::loopback_up(), || "bring up lo".into())?;
+
+    let rw = config.run_dir.join("rw");
+    mkdir(&rw, 0o700)?;
+    let size = format!("size={}m,mode=0755", config.upper_mb);
+    mount_fs("sqrx-upper", &rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&size))?;
+    let (upper, work, root) = (rw.join("upper"), rw.join("work"), rw.join("root"));
+    for d in [&upper, &work, &root] {
+        mkdir(d, 0o755)?;
+    }
+    let lower: Vec<String> = config.lowerdirs.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount_fs("sqrx", &root, "overlay", MsFlags::empty(), Some(&opts))?;
+
+    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("sys", 0o555), ("tmp", 0o1777)] {
+        let p = root.join(dir);
+        if !p.exists() {
+            mkdir(&p, mode)?;
+        }
+    }
+    mount_fs("proc", &root.join("proc"), "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    // sysfs of the sandbox's own network namespace, read-only; optional.
+    let _ = mount(
+        Some("sysfs"),
+        &root.join("sys"),
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    );
+    setup_dev(&root.join("dev"))?;
+
+    // Bind the control socket in the host's view of the filesystem, before leaving it.
+    let socket = config.socket_path();
+    let _ = std::fs::remove_file(&socket);
+    let listener = ctx(std::os::unix::net::UnixListener::bind(&socket), || format!("bind {}", socket.display()))?;
+    ctx(std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)), || "chmod socket".into())?;
+
+    pivot_into(&root)?;
+
+    match ctx(fork_single_threaded(), || "fork server".into())? {
+        Forked::Child => {
+            super::server::serve(listener);
+            Ok(0)
+        }
+        Forked::Parent(server) => {
+            drop(listener);
+            Ok(reap_until(server))
+        }
+    }
+}
+
+/// A minimal /dev: a few character devices, pts and shm. No host disks.
+fn setup_dev(dev: &Path) -> Step<()> {
+    mount_fs("sqrx-dev", dev, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=0755"))?;
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        let p = dev.join(name);
+        ctx(mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)), || format!("mknod {}", p.display()))?;
+        ctx(std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)), || format!("chmod {}", p.display()))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        ctx(std::os::unix::fs::symlink(target, dev.join(link)), || format!("symlink /dev/{link}"))?;
+    }
+    mkdir(&dev.join("pts"), 0o755)?;
+    mount_fs("devpts", &dev.join("pts"), "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    mkdir(&dev.join("shm"), 0o1777)?;
+    mount_fs("shm", &dev.join("shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=64m,mode=1777"))?;
+    Ok(())
+}
+
+/// `pivot_root` into `root` and detach the old root: the host filesystem becomes unreachable.
+fn pivot_into(root: &Path) -> Step<()> {
+    ctx(std::env::set_current_dir(root), || format!("chdir {}", root.display()))?;
+    let dot = CString::new(".").map_err(|e| e.to_string())?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
+    // removes the old root without needing a directory to put it in.
+    ctx(crate::sys::pivot_root(&dot, &dot), || "pivot_root".into())?;
+    ctx(umount2(".", MntFlags::MNT_DETACH), || "detach old root".into())?;
+    ctx(std::env::set_current_dir("/"), || "chdir /".into())
+}
+
+/// Reap every child (orphans are re-parented to PID 1) until the server exits.
+fn reap_until(server: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == server => return code,
+            Ok(WaitStatus::Signaled(pid, _, _)) if pid.as_raw() == server => return 1,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return 1,
+        }
+    }
+}

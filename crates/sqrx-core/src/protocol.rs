@@ -1,0 +1,247 @@
+//! The framed protocol between the host library and a sandbox's `sqrx-init` over its Unix
+//! control socket. One connection carries one request.
+//!
+//! A frame is a kind byte, a big-endian `u32` length and that many payload bytes. Control
+//! frames carry JSON; output and stdin frames carry raw bytes.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame accepted (output is chunked far below this).
+pub const MAX_FRAME: u32 = 16 << 20;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Host → init: a [`Request`] (JSON).
+    Request = 1,
+    /// Init → host: the process started ([`Started`], JSON).
+    Started = 2,
+    /// Init → host: stdout bytes.
+    Stdout = 3,
+    /// Init → host: stderr bytes.
+    Stderr = 4,
+    /// Host → init: stdin bytes.
+    Stdin = 5,
+    /// Host → init: end of stdin.
+    StdinEof = 6,
+    /// Init → host: the process ended ([`Exit`], JSON).
+    Exit = 7,
+    /// Init → host: the request failed ([`Failure`], JSON).
+    Error = 8,
+    /// Init → host: a reply to a request that has no process (JSON).
+    Reply = 9,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Request,
+            2 => Kind::Started,
+            3 => Kind::Stdout,
+            4 => Kind::Stderr,
+            5 => Kind::Stdin,
+            6 => Kind::StdinEof,
+            7 => Kind::Exit,
+            8 => Kind::Error,
+            9 => Kind::Reply,
+            _ => return None,
+        })
+    }
+}
+
+/// What the host asks init to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is init alive and serving?
+    Ping,
+    /// Run a process and stream its output until it exits.
+    Exec(ExecSpec),
+    /// Start a process in the background; the reply carries its pid.
+    Spawn(ExecSpec),
+    /// Wait for a background process started with `Spawn`.
+    Wait {
+        /// Its pid (inside the sandbox).
+        pid: i32,
+    },
+    /// Send a signal to a process (its whole process group when `group`).
+    Signal {
+        /// The pid inside the sandbox.
+        pid: i32,
+        /// The signal number.
+        signal: i32,
+        /// Signal the process group instead of the process.
+        group: bool,
+    },
+}
+
+/// A process to run inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Program and arguments; the program is looked up in the sandbox's `PATH`.
+    pub argv: Vec<String>,
+    /// The complete environment of the process.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+    /// Kill the process group after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Bytes of each stream sent back; the rest is read and dropped.
+    pub output_cap: u64,
+    /// Whether the host will send stdin frames (otherwise stdin is `/dev/null`).
+    pub stdin: bool,
+}
+
+/// The process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// Its pid inside the sandbox.
+    pub pid: i32,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Exit {
+    /// Exit code when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number when a signal killed it.
+    pub signal: Option<i32>,
+    /// The timeout fired and its process group was killed.
+    pub timed_out: bool,
+    /// stdout passed the cap.
+    pub stdout_truncated: bool,
+    /// stderr passed the cap.
+    pub stderr_truncated: bool,
+}
+
+/// Why init could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// `not_found` (no such program or pid), `invalid` (bad request) or `internal`.
+    pub kind: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+/// Write one frame.
+pub fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    let mut head = [0u8; 5];
+    head[0] = kind as u8;
+    head[1..].copy_from_slice(&len.to_be_bytes());
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    w.flush()
+}
+
+/// Write a JSON frame.
+pub fn write_json(w: &mut impl Write, kind: Kind, value: &impl Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    write_frame(w, kind, &bytes)
+}
+
+/// Read one frame; `None` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    decode(head, |buf| r.read_exact(buf))
+}
+
+fn decode(head: [u8; 5], fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+    let kind = Kind::from_u8(head[0])
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown frame kind {}", head[0])))?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len as usize];
+    fill(&mut payload)?;
+    Ok(Some((kind, payload)))
+}
+
+/// Async versions for the host side.
+pub mod tokio_io {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::{Kind, decode};
+
+    /// Write one frame.
+    pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+        let mut buf = Vec::with_capacity(5 + payload.len());
+        buf.push(kind as u8);
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(payload);
+        w.write_all(&buf).await?;
+        w.flush().await
+    }
+
+    /// Write a JSON frame.
+    pub async fn write_json(w: &mut (impl AsyncWrite + Unpin), kind: Kind, value: &impl serde::Serialize) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        write_frame(w, kind, &bytes).await
+    }
+
+    /// Read one frame; `None` at a clean end of stream.
+    pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+        let mut head = [0u8; 5];
+        match r.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        if len > super::MAX_FRAME {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        }
+        let mut payload = vec![0u8; len as usize];
+        r.read_exact(&mut payload).await?;
+        decode(head, |buf| {
+            buf.copy_from_slice(&payload);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        let req = Request::Exec(ExecSpec {
+            argv: vec!["echo".into(), "hi".into()],
+            env: vec![("A".into(), "b".into())],
+            cwd: "/".into(),
+            timeout_ms: Some(5),
+            output_cap: 10,
+            stdin: false,
+        });
+        write_json(&mut buf, Kind::Request, &req).expect("write");
+        write_frame(&mut buf, Kind::Stdout, b"raw\x00bytes").expect("write");
+        let mut r = &buf[..];
+        let (k, p) = read_frame(&mut r).expect("read").expect("frame");
+        assert_eq!(k, Kind::Request);
+        assert_eq!(serde_json::from_slice::<Request>(&p).expect("json"), req);
+        assert_eq!(read_frame(&mut r).expect("read"), Some((Kind::Stdout, b"raw\x00bytes".to_vec())));
+        assert_eq!(read_frame(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        let mut r = &[42u8, 0, 0, 0, 0][..];
+        assert!(read_frame(&mut r).is_err());
+        let mut r = &[3u8, 0xff, 0xff, 0xff, 0xff][..];
+        assert!(read_frame(&mut r).is_err());
+        let mut r = &[3u8, 0, 0, 0, 9, 1][..];
+        assert!(read_frame(&mut r).is_err(), "truncated payload");
+    }
+}

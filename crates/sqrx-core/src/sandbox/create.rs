@@ -1,0 +1,230 @@
+//! `Runtime::create`: reserve the id, mount layers, make the cgroup, start init, wait for it.
+//! Any failure rolls back everything already done.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::runtime::{Runtime, Sandbox};
+use super::state::{LayerRef, SandboxState, process_start_time};
+use super::{SandboxError, SandboxSpec};
+use crate::cgroup::{Limits, SandboxCgroup};
+use crate::init::{INIT_ENV, InitConfig};
+use crate::layer::{BASE_LAYER, Layer, LayerError, LayerName};
+use crate::protocol::{self, Kind, Request};
+
+/// Undoes a partial create unless committed.
+struct Rollback<'a> {
+    rt: &'a Runtime,
+    dir: PathBuf,
+    mounts: Vec<PathBuf>,
+    cgroup: Option<SandboxCgroup>,
+    init_pid: Option<i32>,
+    committed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Some(pid) = self.init_pid {
+            super::destroy::kill_and_wait(pid, None);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.remove(Duration::from_secs(2));
+        }
+        let id = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = self.rt.inner.mounts.locked(|| {
+            self.rt.inner.mounts.release(&self.mounts, &self.rt.mounts_in_use(&id));
+            Ok(())
+        });
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Runtime {
+    /// Every layer mount that a sandbox other than `except` uses or is about to use.
+    pub(crate) fn mounts_in_use(&self, except: &str) -> Vec<PathBuf> {
+        self.ids()
+            .iter()
+            .filter(|id| id.as_str() != except)
+            .filter_map(|id| std::fs::read(self.inner.sandboxes_dir.join(id).join("layers.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Vec<PathBuf>>(&b).ok())
+            .flatten()
+            .collect()
+    }
+
+    fn resolve_layers(&self, names: &[String]) -> Result<Vec<Layer>, SandboxError> {
+        let store = &self.inner.store;
+        names
+            .iter()
+            .map(|n| {
+                let name = LayerName::new(n.as_str())?;
+                match store.get(&name) {
+                    Err(LayerError::NotFound { .. }) if n == BASE_LAYER => Ok(store.ensure_base()?),
+                    other => Ok(other?),
+                }
+            })
+            .collect()
+    }
+
+    /// Take the id and a slot under the limit, atomically across processes.
+    fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
+        let lock_path = self.inner.sandboxes_dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(SandboxError::io("open", &lock_path))?;
+        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| SandboxError::Io { op: "lock", path: lock_path.clone(), source: e.into() })?;
+        let dir = self.inner.sandboxes_dir.join(id);
+        if dir.exists() {
+            return Err(SandboxError::AlreadyExists { id: id.to_string() });
+        }
+        let max = self.inner.config.max_sandboxes;
+        if self.ids().len() >= max {
+            return Err(SandboxError::LimitExceeded { max });
+        }
+        std::fs::create_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => SandboxError::AlreadyExists { id: id.to_string() },
+            _ => SandboxError::Io { op: "create", path: dir.clone(), source: e },
+        })?;
+        Ok(dir)
+    }
+
+    fn init_program(&self) -> Result<(PathBuf, bool), SandboxError> {
+        if let Some(p) = &self.inner.config.init_path {
+            return Ok((p.clone(), false));
+        }
+        if let Some(p) = std::env::var_os("SQRX_INIT").filter(|p| !p.is_empty()) {
+            return Ok((PathBuf::from(p), false));
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        if let Some(sibling) = exe.parent().map(|d| d.join("sqrx-init"))
+            && sibling.is_file()
+        {
+            return Ok((sibling, false));
+        }
+        if crate::init::self_exec_enabled() {
+            return Ok((exe, true));
+        }
+        Err(SandboxError::InitNotFound { exe: exe.display().to_string() })
+    }
+
+    /// Create and start a sandbox.
+    pub fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
+        spec.validate()?;
+        let (init, self_exec) = self.init_program()?;
+        let layers = self.resolve_layers(&spec.layers)?;
+        let dir = self.reserve(&spec.id)?;
+        let mut rb = Rollback { rt: self, dir: dir.clone(), mounts: Vec::new(), cgroup: None, init_pid: None, committed: false };
+
+        // Announce the mounts before taking them, so a concurrent destroy keeps them.
+        let mounts: Vec<PathBuf> = layers.iter().map(|l| self.inner.mounts.mount_point(&l.digest)).collect();
+        let layers_json = dir.join("layers.json");
+        let json = serde_json::to_vec(&mounts).map_err(|source| SandboxError::BadState { path: layers_json.clone(), source })?;
+        std::fs::write(&layers_json, json).map_err(SandboxError::io("write", &layers_json))?;
+        rb.mounts = mounts;
+        let refs = self.inner.mounts.locked(|| {
+            layers
+                .iter()
+                .map(|l| {
+                    let mount = self.inner.mounts.acquire(l)?;
+                    Ok(LayerRef { name: l.name.to_string(), digest: l.digest.clone(), mount })
+                })
+                .collect::<Result<Vec<_>, SandboxError>>()
+        })?;
+
+        let limits = Limits {
+            cpu: spec.cpu,
+            memory_bytes: spec.memory_mb.or(self.inner.config.default_memory_mb).map(|m| m << 20),
+            pids_max: spec.pids_max.or(self.inner.config.default_pids_max),
+        };
+        let cgroup = self.inner.cgroups.create(&spec.id, &limits)?;
+        rb.cgroup = Some(cgroup.clone());
+
+        let config = InitConfig {
+            id: spec.id.clone(),
+            hostname: spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
+            lowerdirs: refs.iter().rev().map(|r| r.mount.clone()).collect(),
+            upper_mb: spec.upper_mb,
+            run_dir: dir.clone(),
+            cgroup_procs: cgroup.procs_files(),
+        };
+        let (pid, start) = start_init(&init, self_exec, &config)?;
+        rb.init_pid = Some(pid);
+        wait_ready(&config, pid)?;
+
+        let state = SandboxState {
+            spec,
+            created: chrono::Utc::now(),
+            layers: refs,
+            cgroup: Some(cgroup),
+            init_pid: pid,
+            init_start: start,
+        };
+        state.save(&dir.join("state.json"))?;
+        rb.committed = true;
+        tracing::info!(sandbox = %state.spec.id, pid, "sandbox created");
+        Ok(Sandbox { rt: self.clone(), state })
+    }
+}
+
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("init.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    if lines.is_empty() { "init exited without a message".into() } else { lines.into_iter().rev().collect::<Vec<_>>().join("; ") }
+}
+
+/// Start init and return the host pid and start time of the sandbox's PID 1.
+fn start_init(init: &Path, self_exec: bool, config: &InitConfig) -> Result<(i32, u64), SandboxError> {
+    let failed = |reason: String| SandboxError::InitFailed { id: config.id.clone(), reason };
+    let log_path = config.run_dir.join("init.log");
+    let log = std::fs::File::create(&log_path).map_err(SandboxError::io("create", &log_path))?;
+    let mut cmd = std::process::Command::new(init);
+    // init gets nothing from the host's environment: no tokens or credentials leak.
+    cmd.env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
+    if self_exec {
+        cmd.env(INIT_ENV, "1");
+    }
+    let mut child = cmd.spawn().map_err(|e| failed(format!("cannot run {}: {e}", init.display())))?;
+    let json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&json).map_err(|e| failed(format!("cannot send config: {e}")))?;
+    }
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let status = child.wait().map_err(|e| failed(e.to_string()))?;
+    let pid: i32 = match line.trim().parse() {
+        Ok(pid) if status.success() => pid,
+        _ => return Err(failed(log_tail(&config.run_dir))),
+    };
+    let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&config.run_dir)))?;
+    Ok((pid, start))
+}
+
+/// Wait until init answers a ping on its control socket.
+fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let socket = config.socket_path();
+    loop {
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            if protocol::write_json(&mut s, Kind::Request, &Request::Ping).is_ok()
+                && matches!(protocol::read_frame(&mut s), Ok(Some((Kind::Reply, _))))
+            {
+                return Ok(());
+            }
+        }
+        if process_start_time(pid).is_none() || Instant::now() > deadline {
+            return Err(SandboxError::InitFailed { id: config.id.clone(), reason: log_tail(&config.run_dir) });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

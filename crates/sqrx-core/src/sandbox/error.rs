@@ -1,0 +1,153 @@
+//! Errors of the sandbox module.
+
+use std::path::PathBuf;
+
+use crate::cgroup::CgroupError;
+use crate::error::{ErrorKind, io_kind};
+use crate::layer::LayerError;
+
+/// What can go wrong creating, using or destroying sandboxes.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox id breaks the naming rule.
+    #[error("invalid sandbox id {id:?}: {reason}")]
+    InvalidId {
+        /// The rejected id.
+        id: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A field of the spec or request is out of range.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A sandbox with this id exists.
+    #[error("sandbox {id} already exists")]
+    AlreadyExists {
+        /// The id.
+        id: String,
+    },
+    /// No sandbox with this id.
+    #[error("sandbox {id} not found")]
+    NotFound {
+        /// The id.
+        id: String,
+    },
+    /// The sandbox's init is gone (killed or crashed); it has been cleaned up.
+    #[error("sandbox {id} is dead (its init exited); it has been cleaned up")]
+    Dead {
+        /// The id.
+        id: String,
+    },
+    /// The runtime's sandbox limit is reached.
+    #[error("sandbox limit reached ({max} sandboxes)")]
+    LimitExceeded {
+        /// The limit.
+        max: usize,
+    },
+    /// No init program was found.
+    #[error(
+        "cannot find sqrx-init: set RuntimeConfig::init_path or SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::init::run_if_init() first thing in main"
+    )]
+    InitNotFound {
+        /// The current executable.
+        exe: String,
+    },
+    /// The init failed to start the sandbox.
+    #[error("sandbox {id} failed to start: {reason}")]
+    InitFailed {
+        /// The id.
+        id: String,
+        /// What init reported.
+        reason: String,
+    },
+    /// Talking to the sandbox's init failed.
+    #[error("sandbox {id}: control connection failed: {reason}")]
+    Protocol {
+        /// The id.
+        id: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Init refused the command (program not found, bad working directory, ...).
+    #[error("sandbox {id}: {message}")]
+    Command {
+        /// The id.
+        id: String,
+        /// `not_found`, `invalid`, `permission` or `internal`.
+        kind: String,
+        /// Init's message.
+        message: String,
+    },
+    /// Attaching or mounting a layer failed.
+    #[error("cannot mount layer {layer} at {target}: {source}")]
+    Mount {
+        /// The layer.
+        layer: String,
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file operation on the sandbox's state failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox's state file is unreadable.
+    #[error("sandbox state {path} is invalid: {source}")]
+    BadState {
+        /// The state file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A layer problem (unknown layer, corrupt image).
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// A cgroup problem (a limit that cannot be applied).
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+impl SandboxError {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::InvalidId { .. } | SandboxError::Invalid { .. } => ErrorKind::InvalidArgument,
+            SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            SandboxError::NotFound { .. } | SandboxError::Dead { .. } => ErrorKind::NotFound,
+            SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,
+            SandboxError::InitFailed { .. } | SandboxError::Protocol { .. } | SandboxError::BadState { .. } => {
+                ErrorKind::Internal
+            }
+            SandboxError::Command { kind, .. } => match kind.as_str() {
+                "not_found" => ErrorKind::NotFound,
+                "invalid" => ErrorKind::InvalidArgument,
+                "permission" => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Internal,
+            },
+            SandboxError::Mount { source, .. } | SandboxError::Io { source, .. } => io_kind(source),
+            SandboxError::Layer(e) => e.kind(),
+            SandboxError::Cgroup(e) => e.kind(),
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| SandboxError::Io { op, path, source }
+    }
+}

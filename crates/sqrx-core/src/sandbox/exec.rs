@@ -1,0 +1,249 @@
+//! Running processes in a sandbox: `exec` (buffered), `exec_stream` (chunks as they come) and
+//! `spawn` (background, with a handle).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use super::logs::ExecLogEntry;
+use super::runtime::Sandbox;
+use super::spec::{DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult};
+use super::SandboxError;
+use crate::protocol::tokio_io::{read_frame, write_frame, write_json};
+use crate::protocol::{ExecSpec, Exit, Failure, Kind, Request, Started};
+
+/// One event of a streaming exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes the process wrote to stdout.
+    Stdout(Vec<u8>),
+    /// Bytes the process wrote to stderr.
+    Stderr(Vec<u8>),
+    /// The process ended (the result's `stdout`/`stderr` hold what was streamed, up to the cap).
+    Exit(ExecResult),
+}
+
+/// The events of a streaming exec; ends after [`ExecEvent::Exit`].
+#[derive(Debug)]
+pub struct ExecStream {
+    rx: mpsc::Receiver<Result<ExecEvent, SandboxError>>,
+    /// The process's pid inside the sandbox.
+    pub pid: i32,
+}
+
+impl ExecStream {
+    /// The next event, or `None` after the exit.
+    pub async fn next(&mut self) -> Option<Result<ExecEvent, SandboxError>> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for ExecStream {
+    type Item = Result<ExecEvent, SandboxError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A background process started with [`Sandbox::spawn`].
+#[derive(Debug, Clone)]
+pub struct SpawnHandle {
+    sandbox: Sandbox,
+    /// Its pid inside the sandbox.
+    pub pid: i32,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Sandbox {
+    fn protocol_err(&self, e: impl std::fmt::Display) -> SandboxError {
+        SandboxError::Protocol { id: self.id().to_string(), reason: e.to_string() }
+    }
+
+    fn command_err(&self, payload: &[u8]) -> SandboxError {
+        match serde_json::from_slice::<Failure>(payload) {
+            Ok(f) => SandboxError::Command { id: self.id().to_string(), kind: f.kind, message: f.message },
+            Err(e) => self.protocol_err(e),
+        }
+    }
+
+    /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`].
+    async fn connect(&self) -> Result<UnixStream, SandboxError> {
+        match UnixStream::connect(self.dir().join("control.sock")).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if !self.state.init_alive() {
+                    let _ = self.cleanup();
+                    return Err(SandboxError::Dead { id: self.id().to_string() });
+                }
+                Err(self.protocol_err(e))
+            }
+        }
+    }
+
+    fn spec_for(&self, req: &ExecRequest) -> ExecSpec {
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+        env.insert("HOME".to_string(), "/root".to_string());
+        env.insert("LANG".to_string(), "C.UTF-8".to_string());
+        env.insert("HOSTNAME".to_string(), self.state.spec.hostname.clone().unwrap_or_else(|| self.id().to_string()));
+        env.extend(self.state.spec.env.clone());
+        env.extend(req.env.clone());
+        ExecSpec {
+            argv: req.command.argv(),
+            env: env.into_iter().collect(),
+            cwd: req.workdir.clone().unwrap_or_else(|| "/".into()),
+            timeout_ms: req.timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            output_cap: req.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
+            stdin: req.stdin.is_some(),
+        }
+    }
+
+    /// Run a process and return its output once it exits.
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, SandboxError> {
+        let mut stream = self.exec_stream(req).await?;
+        while let Some(event) = stream.next().await {
+            if let ExecEvent::Exit(result) = event? {
+                return Ok(result);
+            }
+        }
+        Err(self.protocol_err("the connection closed before the process exited"))
+    }
+
+    /// Run a process and receive its output as it is written.
+    pub async fn exec_stream(&self, req: ExecRequest) -> Result<ExecStream, SandboxError> {
+        req.validate()?;
+        let spec = self.spec_for(&req);
+        let oom_before = self.state.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+        let started = chrono::Utc::now();
+        let clock = std::time::Instant::now();
+        let stream = self.connect().await?;
+        let (mut rd, mut wr) = stream.into_split();
+        write_json(&mut wr, Kind::Request, &Request::Exec(spec)).await.map_err(|e| self.protocol_err(e))?;
+        let pid = match read_frame(&mut rd).await.map_err(|e| self.protocol_err(e))? {
+            Some((Kind::Started, p)) => serde_json::from_slice::<Started>(&p).map_err(|e| self.protocol_err(e))?.pid,
+            Some((Kind::Error, p)) => return Err(self.command_err(&p)),
+            other => return Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0)))),
+        };
+        // stdin is written concurrently with reading output, so a child that produces output
+        // before consuming its input never deadlocks.
+        let stdin = req.stdin.clone();
+        tokio::spawn(async move {
+            if let Some(data) = stdin {
+                for chunk in data.chunks(64 * 1024) {
+                    if write_frame(&mut wr, Kind::Stdin, chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = write_frame(&mut wr, Kind::StdinEof, &[]).await;
+            }
+            // Keep the write half open until the exec ends: closing it tells init we left.
+            std::future::pending::<()>().await;
+        });
+
+        let (tx, rx) = mpsc::channel(64);
+        let sandbox = self.clone();
+        let command = req.command.display();
+        tokio::spawn(async move {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            loop {
+                let frame = match read_frame(&mut rd).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        let _ = tx.send(Err(sandbox.protocol_err("init closed the connection"))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(sandbox.protocol_err(e))).await;
+                        return;
+                    }
+                };
+                match frame {
+                    (Kind::Stdout, data) => {
+                        out.extend_from_slice(&data);
+                        let _ = tx.send(Ok(ExecEvent::Stdout(data))).await;
+                    }
+                    (Kind::Stderr, data) => {
+                        err.extend_from_slice(&data);
+                        let _ = tx.send(Ok(ExecEvent::Stderr(data))).await;
+                    }
+                    (Kind::Exit, p) => {
+                        let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();
+                        let oom_after = sandbox.state.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+                        let result = ExecResult {
+                            exit_code: exit.code,
+                            signal: exit.signal,
+                            stdout: out,
+                            stderr: err,
+                            truncated: exit.stdout_truncated || exit.stderr_truncated,
+                            timed_out: exit.timed_out,
+                            oom_killed: oom_after > oom_before && exit.signal == Some(libc::SIGKILL) && !exit.timed_out,
+                            started,
+                            finished: chrono::Utc::now(),
+                            duration_ms: clock.elapsed().as_millis() as u64,
+                        };
+                        sandbox.append_log(&ExecLogEntry::new(&command, &result));
+                        let _ = tx.send(Ok(ExecEvent::Exit(result))).await;
+                        return;
+                    }
+                    (Kind::Error, p) => {
+                        let _ = tx.send(Err(sandbox.command_err(&p))).await;
+                        return;
+                    }
+                    (other, _) => {
+                        let _ = tx.send(Err(sandbox.protocol_err(format!("unexpected frame {other:?}")))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ExecStream { rx, pid })
+    }
+
+    /// Start a background process (no stdio) and return a handle to wait for or signal it.
+    pub async fn spawn(&self, req: ExecRequest) -> Result<SpawnHandle, SandboxError> {
+        req.validate()?;
+        let mut spec = self.spec_for(&req);
+        spec.stdin = false;
+        let mut stream = self.connect().await?;
+        write_json(&mut stream, Kind::Request, &Request::Spawn(spec)).await.map_err(|e| self.protocol_err(e))?;
+        match read_frame(&mut stream).await.map_err(|e| self.protocol_err(e))? {
+            Some((Kind::Started, p)) => {
+                let pid = serde_json::from_slice::<Started>(&p).map_err(|e| self.protocol_err(e))?.pid;
+                Ok(SpawnHandle { sandbox: self.clone(), pid })
+            }
+            Some((Kind::Error, p)) => Err(self.command_err(&p)),
+            other => Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0)))),
+        }
+    }
+
+    pub(crate) async fn request(&self, req: Request) -> Result<(Kind, Vec<u8>), SandboxError> {
+        let mut stream = self.connect().await?;
+        write_json(&mut stream, Kind::Request, &req).await.map_err(|e| self.protocol_err(e))?;
+        match read_frame(&mut stream).await.map_err(|e| self.protocol_err(e))? {
+            Some((Kind::Error, p)) => Err(self.command_err(&p)),
+            Some(frame) => Ok(frame),
+            None => Err(self.protocol_err("no reply")),
+        }
+    }
+}
+
+impl SpawnHandle {
+    /// Wait for the process to exit. Returns its exit code and signal.
+    pub async fn wait(&self) -> Result<(Option<i32>, Option<i32>), SandboxError> {
+        match self.sandbox.request(Request::Wait { pid: self.pid }).await? {
+            (Kind::Exit, p) => {
+                let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();
+                Ok((exit.code, exit.signal))
+            }
+            (k, _) => Err(self.sandbox.protocol_err(format!("unexpected frame {k:?}"))),
+        }
+    }
+
+    /// Send `signal` to the process (and its process group).
+    pub async fn kill(&self, signal: i32) -> Result<(), SandboxError> {
+        self.sandbox.request(Request::Signal { pid: self.pid, signal, group: true }).await.map(|_| ())
+    }
+}

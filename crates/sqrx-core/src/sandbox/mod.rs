@@ -1,0 +1,21 @@
+//! Sandboxes on the Linux namespace backend: create, exec, spawn, logs, destroy, recovery.
+//!
+//! Each sandbox is a persistent `sqrx-init` (see [`crate::init`]) in its own mount, PID, IPC,
+//! UTS, network and cgroup namespaces, with an overlay root over shared read-only layer mounts
+//! and a size-capped tmpfs upper, limited by a cgroup. The host talks to it over a Unix socket.
+
+mod create;
+mod destroy;
+mod error;
+mod exec;
+mod logs;
+mod mounts;
+mod runtime;
+mod spec;
+mod state;
+
+pub use error::SandboxError;
+pub use exec::{ExecEvent, ExecStream, SpawnHandle};
+pub use logs::ExecLogEntry;
+pub use runtime::{Runtime, RuntimeConfig, Sandbox, SandboxInfo};
+pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};

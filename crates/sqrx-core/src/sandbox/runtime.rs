@@ -1,0 +1,249 @@
+//! The runtime: owns a data directory, its layer store and the sandboxes in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::mounts::LayerMounts;
+use super::state::SandboxState;
+use super::{SandboxError, spec::validate_id};
+use crate::cgroup::CgroupRoot;
+use crate::layer::LayerStore;
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The data directory (layers, sandboxes, shared mounts).
+    pub data_dir: PathBuf,
+    /// Most sandboxes alive at once (default 100).
+    pub max_sandboxes: usize,
+    /// The init program; `None` looks for it (see [`SandboxError::InitNotFound`]).
+    pub init_path: Option<PathBuf>,
+    /// Memory limit (MiB) for sandboxes whose spec sets none; `None` = unlimited.
+    pub default_memory_mb: Option<u64>,
+    /// Task limit for sandboxes whose spec sets none (default 1024).
+    pub default_pids_max: Option<u64>,
+    /// The cgroup layout; `None` detects it.
+    pub cgroups: Option<CgroupRoot>,
+}
+
+impl RuntimeConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            max_sandboxes: 100,
+            init_path: None,
+            default_memory_mb: None,
+            default_pids_max: Some(1024),
+            cgroups: None,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: RuntimeConfig,
+    pub store: LayerStore,
+    pub mounts: LayerMounts,
+    pub cgroups: CgroupRoot,
+    pub sandboxes_dir: PathBuf,
+}
+
+/// The entry point: open one per data directory (several processes may open the same one).
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("data_dir", &self.inner.config.data_dir).finish()
+    }
+}
+
+/// What `info()` and `list()` report about a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxInfo {
+    /// The id.
+    pub id: String,
+    /// `running` or `dead`.
+    pub status: &'static str,
+    /// Layer names, base first.
+    pub layers: Vec<String>,
+    /// The owner, if any.
+    pub owner: Option<String>,
+    /// When it was created.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// When the reaper will destroy it, if it has a lifetime.
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// Host pid of its init.
+    pub init_pid: i32,
+    /// CPU limit in cores.
+    pub cpu: Option<f64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u64>,
+    /// Task limit.
+    pub pids_max: Option<u64>,
+    /// Upper layer size in MiB.
+    pub upper_mb: u64,
+}
+
+/// A handle on one sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub(crate) rt: Runtime,
+    pub(crate) state: SandboxState,
+}
+
+impl Sandbox {
+    /// The sandbox id.
+    pub fn id(&self) -> &str {
+        &self.state.spec.id
+    }
+
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.rt.inner.sandboxes_dir.join(self.id())
+    }
+
+    /// What it is and what it is limited to.
+    pub fn info(&self) -> SandboxInfo {
+        let s = &self.state;
+        SandboxInfo {
+            id: s.spec.id.clone(),
+            status: if s.init_alive() { "running" } else { "dead" },
+            layers: s.layers.iter().map(|l| l.name.clone()).collect(),
+            owner: s.spec.owner.clone(),
+            created: s.created,
+            expires: (s.spec.max_lifetime > 0)
+                .then(|| s.created + chrono::Duration::seconds(s.spec.max_lifetime.min(i64::MAX as u64) as i64)),
+            init_pid: s.init_pid,
+            cpu: s.spec.cpu,
+            memory_mb: s.spec.memory_mb,
+            pids_max: s.spec.pids_max,
+            upper_mb: s.spec.upper_mb,
+        }
+    }
+}
+
+impl Runtime {
+    /// Open the runtime on `config.data_dir`, then clean up sandboxes whose init died while no
+    /// runtime was watching.
+    pub fn open(config: RuntimeConfig) -> Result<Self, SandboxError> {
+        let store = LayerStore::open(&config.data_dir)?;
+        let cgroups = match &config.cgroups {
+            Some(c) => c.clone(),
+            None => CgroupRoot::detect()?,
+        };
+        let sandboxes_dir = config.data_dir.join("sandboxes");
+        std::fs::create_dir_all(&sandboxes_dir).map_err(SandboxError::io("create", &sandboxes_dir))?;
+        let rt = Runtime {
+            inner: Arc::new(Inner { mounts: LayerMounts::new(&config.data_dir), config, store, cgroups, sandboxes_dir }),
+        };
+        rt.recover();
+        Ok(rt)
+    }
+
+    /// The layer store of this data directory.
+    pub fn layers(&self) -> &LayerStore {
+        &self.inner.store
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    pub(crate) fn state_path(&self, id: &str) -> PathBuf {
+        self.inner.sandboxes_dir.join(id).join("state.json")
+    }
+
+    /// Ids with a sandbox directory (created, being created or being destroyed).
+    pub(crate) fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.inner.sandboxes_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_id(n).is_ok())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The sandbox `id`. A sandbox whose init died is cleaned up and reported as
+    /// [`SandboxError::Dead`].
+    pub fn get(&self, id: &str) -> Result<Sandbox, SandboxError> {
+        validate_id(id)?;
+        let path = self.state_path(id);
+        if !path.exists() {
+            return Err(SandboxError::NotFound { id: id.to_string() });
+        }
+        let state = SandboxState::load(&path)?;
+        let sandbox = Sandbox { rt: self.clone(), state };
+        if !sandbox.state.init_alive() {
+            tracing::warn!(sandbox = id, "init is gone; cleaning up");
+            sandbox.cleanup()?;
+            return Err(SandboxError::Dead { id: id.to_string() });
+        }
+        Ok(sandbox)
+    }
+
+    /// Every live sandbox, by id.
+    pub fn list(&self) -> Vec<Sandbox> {
+        self.ids().iter().filter_map(|id| self.get(id).ok()).collect()
+    }
+
+    /// Clean up every sandbox whose init is gone (called by `open`).
+    pub fn recover(&self) {
+        for id in self.ids() {
+            match SandboxState::load(&self.state_path(&id)) {
+                Ok(state) if !state.init_alive() => {
+                    tracing::info!(sandbox = %id, "init died while no runtime was watching; cleaning up");
+                    let _ = Sandbox { rt: self.clone(), state }.cleanup();
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // No state: a create that crashed before finishing. Old enough? Remove.
+                    let dir = self.inner.sandboxes_dir.join(&id);
+                    let stale = std::fs::metadata(&dir)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() > 60));
+                    if stale {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Destroy sandboxes past their `max_lifetime`. Returns the ids destroyed.
+    pub fn reap(&self) -> Vec<String> {
+        let now = chrono::Utc::now();
+        let mut reaped = Vec::new();
+        for sandbox in self.list() {
+            if sandbox.info().expires.is_some_and(|t| t <= now) {
+                let id = sandbox.id().to_string();
+                match sandbox.destroy() {
+                    Ok(()) => reaped.push(id),
+                    Err(e) => tracing::warn!(sandbox = %id, error = %e, "reaper could not destroy"),
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Run [`Runtime::reap`] every `interval` on a background thread for as long as the
+    /// runtime lives.
+    pub fn start_reaper(&self, interval: std::time::Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(inner) = weak.upgrade() else { return };
+                Runtime { inner }.reap();
+            }
+        });
+    }
+}

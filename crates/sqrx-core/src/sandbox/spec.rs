@@ -1,0 +1,312 @@
+//! What a sandbox is made of and what an exec asks for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::SandboxError;
+
+/// Validate a sandbox id: `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`.
+pub fn validate_id(id: &str) -> Result<(), SandboxError> {
+    let bad = |reason| Err(SandboxError::InvalidId { id: id.to_string(), reason });
+    let bytes = id.as_bytes();
+    if bytes.is_empty() || bytes.len() > 64 {
+        return bad("must be 1-64 characters");
+    }
+    if !bytes[0].is_ascii_alphanumeric() {
+        return bad("must start with a letter or digit");
+    }
+    if !bytes.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-') {
+        return bad("only letters, digits, '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+fn default_layers() -> Vec<String> {
+    vec![crate::layer::BASE_LAYER.to_string()]
+}
+
+fn default_upper_mb() -> u64 {
+    512
+}
+
+/// A sandbox to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`, unique in the runtime.
+    pub id: String,
+    /// Layer names, base first (default `["000-base"]`).
+    #[serde(default = "default_layers")]
+    pub layers: Vec<String>,
+    /// Who owns it (free text; used by multi-tenant fronts).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// CPU bandwidth in cores (`0.5` = half a core); `None` = unlimited.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Memory limit in MiB; `None` = the runtime default.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Maximum number of tasks; `None` = the runtime default.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// Size of the writable upper layer in MiB (default 512).
+    #[serde(default = "default_upper_mb")]
+    pub upper_mb: u64,
+    /// Seconds after which the reaper destroys it (0 = never).
+    #[serde(default)]
+    pub max_lifetime: u64,
+    /// Environment added to every exec.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Hostname inside (default: the id).
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+impl SandboxSpec {
+    /// A spec with defaults for everything but the id.
+    pub fn new(id: impl Into<String>) -> Self {
+        SandboxSpec {
+            id: id.into(),
+            layers: default_layers(),
+            owner: None,
+            cpu: None,
+            memory_mb: None,
+            pids_max: None,
+            upper_mb: default_upper_mb(),
+            max_lifetime: 0,
+            env: BTreeMap::new(),
+            hostname: None,
+        }
+    }
+
+    /// Check every field before any side effect.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        validate_id(&self.id)?;
+        let invalid = |field, reason: String| Err(SandboxError::Invalid { field, reason });
+        if self.layers.is_empty() {
+            return invalid("layers", "at least one layer is needed".into());
+        }
+        for l in &self.layers {
+            crate::layer::LayerName::new(l.as_str())?;
+        }
+        if let Some(cpu) = self.cpu
+            && (!cpu.is_finite() || cpu <= 0.0 || cpu > 1024.0)
+        {
+            return invalid("cpu", format!("{cpu} cores is out of range (0-1024]"));
+        }
+        if self.memory_mb == Some(0) || self.memory_mb.is_some_and(|m| m > 1 << 24) {
+            return invalid("memory_mb", "must be between 1 and 16777216".into());
+        }
+        if self.pids_max == Some(0) {
+            return invalid("pids_max", "must be at least 1".into());
+        }
+        if self.upper_mb == 0 || self.upper_mb > 1 << 20 {
+            return invalid("upper_mb", "must be between 1 and 1048576".into());
+        }
+        if let Some(h) = &self.hostname
+            && (h.is_empty() || h.len() > 63 || !h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.'))
+        {
+            return invalid("hostname", format!("{h:?} is not a valid hostname"));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return invalid("env", format!("bad variable name {k:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    /// Program and arguments, no shell.
+    Argv(Vec<String>),
+    /// A shell command line, run with `/bin/sh -c`.
+    Shell(String),
+}
+
+impl Command {
+    pub(crate) fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Argv(v) => v.clone(),
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+
+    /// The command as one line, for logs.
+    pub fn display(&self) -> String {
+        match self {
+            Command::Argv(v) => v.join(" "),
+            Command::Shell(s) => s.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Command::Argv(v) => v.first().is_none_or(|p| p.is_empty()),
+            Command::Shell(s) => s.trim().is_empty(),
+        }
+    }
+}
+
+impl From<&str> for Command {
+    fn from(s: &str) -> Self {
+        Command::Shell(s.to_string())
+    }
+}
+
+/// Default cap on each output stream.
+pub const DEFAULT_OUTPUT_CAP: u64 = 1 << 20;
+
+/// A process to run in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// What to run.
+    pub command: Command,
+    /// Variables added to the sandbox's clean default environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Bytes written to the process's stdin (then closed); `None` = `/dev/null`.
+    #[serde(default)]
+    pub stdin: Option<Vec<u8>>,
+    /// Kill the whole process tree of this exec after this long.
+    #[serde(default, with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    /// Bytes kept per stream (default 1 MiB); the rest is drained and dropped.
+    #[serde(default)]
+    pub output_cap: Option<u64>,
+}
+
+impl ExecRequest {
+    /// A request for `command` with defaults.
+    pub fn new(command: impl Into<Command>) -> Self {
+        ExecRequest { command: command.into(), env: BTreeMap::new(), workdir: None, stdin: None, timeout: None, output_cap: None }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
+        if self.command.is_empty() {
+            return Err(SandboxError::Invalid { field: "command", reason: "empty command".into() });
+        }
+        if let Some(w) = &self.workdir
+            && !w.starts_with('/')
+        {
+            return Err(SandboxError::Invalid { field: "workdir", reason: format!("{w:?} is not absolute") });
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(SandboxError::Invalid { field: "env", reason: format!("bad variable name {k:?}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        match v {
+            Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(Duration::from_secs_f64(secs))),
+            Some(secs) => Err(serde::de::Error::custom(format!("bad timeout {secs}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Exit code, when the process exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Captured stdout (at most the output cap).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (at most the output cap).
+    pub stderr: Vec<u8>,
+    /// Output passed the cap and was cut.
+    pub truncated: bool,
+    /// The timeout fired and the exec's process tree was killed.
+    pub timed_out: bool,
+    /// The kernel's OOM killer killed it (the sandbox memory limit was hit).
+    pub oom_killed: bool,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// When it finished.
+    pub finished: DateTime<Utc>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl ExecResult {
+    /// stdout as text (lossy UTF-8).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// stderr as text (lossy UTF-8).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "box-1", "A_b-9", &"x".repeat(64)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "a b", "a/b", "ü", &"x".repeat(65), "a.b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn specs() {
+        let mut s = SandboxSpec::new("ok");
+        s.validate().expect("defaults are valid");
+        s.cpu = Some(0.0);
+        assert!(s.validate().is_err());
+        s.cpu = Some(0.5);
+        s.layers = vec!["base".into()];
+        assert!(s.validate().is_err());
+        let parsed: SandboxSpec = serde_json::from_str(r#"{"id":"x","memory_mb":64}"#).expect("json");
+        assert_eq!(parsed.layers, vec!["000-base"]);
+        assert_eq!(parsed.upper_mb, 512);
+    }
+
+    #[test]
+    fn exec_requests() {
+        assert!(ExecRequest::new("  ").validate().is_err());
+        assert!(ExecRequest::new(Command::Argv(vec![])).validate().is_err());
+        let mut r = ExecRequest::new("true");
+        r.workdir = Some("relative".into());
+        assert!(r.validate().is_err());
+        let parsed: ExecRequest = serde_json::from_str(r#"{"command":["ls","-l"],"timeout":1.5}"#).expect("json");
+        assert_eq!(parsed.command, Command::Argv(vec!["ls".into(), "-l".into()]));
+        assert_eq!(parsed.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(Command::Shell("echo hi".into()).argv(), ["/bin/sh", "-c", "echo hi"]);
+    }
+}

@@ -1,0 +1,102 @@
+//! A sandbox's persisted state (`<data>/sandboxes/<id>/state.json`), written atomically, and
+//! the liveness check of its init that tells a running sandbox from a dead one after restarts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{SandboxError, SandboxSpec};
+use crate::cgroup::SandboxCgroup;
+
+/// One layer of a sandbox's stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// The layer name.
+    pub name: String,
+    /// Its digest (the shared mount is keyed by it).
+    pub digest: String,
+    /// Where it is mounted on the host.
+    pub mount: PathBuf,
+}
+
+/// Everything needed to re-attach to or clean up a sandbox from another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxState {
+    /// The spec it was created with.
+    pub spec: SandboxSpec,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// Its layers, base first.
+    pub layers: Vec<LayerRef>,
+    /// Its cgroup.
+    pub cgroup: Option<SandboxCgroup>,
+    /// The host pid of its init (PID 1 inside).
+    pub init_pid: i32,
+    /// The init's start time in clock ticks since boot (guards against pid reuse).
+    pub init_start: u64,
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of a process, if it exists.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl SandboxState {
+    /// Is this sandbox's init still the process we started?
+    pub fn init_alive(&self) -> bool {
+        self.init_pid > 0 && process_start_time(self.init_pid) == Some(self.init_start)
+    }
+
+    /// Read the state file.
+    pub fn load(path: &Path) -> Result<Self, SandboxError> {
+        let bytes = std::fs::read(path).map_err(SandboxError::io("read", path))?;
+        serde_json::from_slice(&bytes).map_err(|source| SandboxError::BadState { path: path.to_path_buf(), source })
+    }
+
+    /// Write the state file atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState { path: path.to_path_buf(), source })?;
+        let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("create", &tmp))?;
+        f.write_all(&json).map_err(SandboxError::io("write", &tmp))?;
+        f.sync_all().map_err(SandboxError::io("sync", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(SandboxError::io("rename", path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_stable() {
+        let me = std::process::id() as i32;
+        let a = process_start_time(me).expect("start time");
+        assert_eq!(process_start_time(me), Some(a));
+        assert_eq!(process_start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn state_round_trips_atomically() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("state.json");
+        let s = SandboxState {
+            spec: SandboxSpec::new("x"),
+            created: Utc::now(),
+            layers: vec![],
+            cgroup: None,
+            init_pid: std::process::id() as i32,
+            init_start: process_start_time(std::process::id() as i32).expect("start"),
+        };
+        s.save(&p).expect("save");
+        let back = SandboxState::load(&p).expect("load");
+        assert_eq!(back, s);
+        assert!(back.init_alive());
+        assert!(!p.with_extension("json.tmp").exists());
+    }
+}

@@ -1,0 +1,78 @@
+//! Dropping capabilities to a container default set, between fork and exec (no allocation).
+
+/// The capabilities a sandboxed process keeps: Docker's default set.
+pub const DEFAULT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// The highest capability number this code knows (CAP_CHECKPOINT_RESTORE).
+const LAST_CAP: u32 = 40;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drop every capability outside [`DEFAULT_CAPS`] from the bounding, effective, permitted and
+/// inheritable sets and clear the ambient set. Async-signal-safe: no allocation, only syscalls.
+pub fn drop_to_default() -> std::io::Result<()> {
+    let mut keep = [0u32; 2];
+    for &c in DEFAULT_CAPS {
+        keep[(c / 32) as usize] |= 1 << (c % 32);
+    }
+    for cap in 0..=LAST_CAP {
+        if keep[(cap / 32) as usize] & (1 << (cap % 32)) == 0 {
+            // SAFETY: prctl with integer arguments only.
+            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            // EINVAL: the kernel does not know this capability; nothing to drop.
+            if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    let header = CapHeader { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [
+        CapData { effective: keep[0], permitted: keep[0], inheritable: 0 },
+        CapData { effective: keep[1], permitted: keep[1], inheritable: 0 },
+    ];
+    // SAFETY: `header` and `data` are valid capset arguments (version 3 takes two data
+    // structs) and live across the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set `no_new_privs` so exec can never gain privileges (setuid binaries, file capabilities).
+pub fn set_no_new_privs() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
