@@ -15,6 +15,9 @@ echo "== fmt and clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== cargo build (binaries the tests run: sqrx, sqrx-init, the binding libraries)"
+cargo build --workspace --locked
+
 echo "== cargo test"
 cargo test --workspace --locked
 

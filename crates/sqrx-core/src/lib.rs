@@ -33,11 +33,11 @@ pub mod sandbox;
 pub mod sys;
 
 pub use error::{Error, ErrorKind};
-pub use sandbox::{
-    Command, ExecEvent, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox, SandboxError, SandboxInfo,
-    SandboxSpec,
-};
 pub use layer::{
     BootstrapPreset, BuildOptions, BuildProgress, BuildReport, Compression, Inspection, Layer,
     LayerError, LayerName, LayerStore, Provenance, Verification,
+};
+pub use sandbox::{
+    Command, ExecEvent, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox, SandboxError,
+    SandboxInfo, SandboxSpec,
 };

@@ -154,12 +154,22 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(Kind, Vec<u8>)>>
     decode(head, |buf| r.read_exact(buf))
 }
 
-fn decode(head: [u8; 5], fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
-    let kind = Kind::from_u8(head[0])
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown frame kind {}", head[0])))?;
+fn decode(
+    head: [u8; 5],
+    fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+    let kind = Kind::from_u8(head[0]).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown frame kind {}", head[0]),
+        )
+    })?;
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut payload = vec![0u8; len as usize];
     fill(&mut payload)?;
@@ -173,8 +183,13 @@ pub mod tokio_io {
     use super::{Kind, decode};
 
     /// Write one frame.
-    pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-        let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    pub async fn write_frame(
+        w: &mut (impl AsyncWrite + Unpin),
+        kind: Kind,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        let len =
+            u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
         let mut buf = Vec::with_capacity(5 + payload.len());
         buf.push(kind as u8);
         buf.extend_from_slice(&len.to_be_bytes());
@@ -184,13 +199,19 @@ pub mod tokio_io {
     }
 
     /// Write a JSON frame.
-    pub async fn write_json(w: &mut (impl AsyncWrite + Unpin), kind: Kind, value: &impl serde::Serialize) -> std::io::Result<()> {
+    pub async fn write_json(
+        w: &mut (impl AsyncWrite + Unpin),
+        kind: Kind,
+        value: &impl serde::Serialize,
+    ) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
         write_frame(w, kind, &bytes).await
     }
 
     /// Read one frame; `None` at a clean end of stream.
-    pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+    pub async fn read_frame(
+        r: &mut (impl AsyncRead + Unpin),
+    ) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
         let mut head = [0u8; 5];
         match r.read_exact(&mut head).await {
             Ok(_) => {}
@@ -199,7 +220,10 @@ pub mod tokio_io {
         }
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
         if len > super::MAX_FRAME {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes"),
+            ));
         }
         let mut payload = vec![0u8; len as usize];
         r.read_exact(&mut payload).await?;
@@ -231,7 +255,10 @@ mod tests {
         let (k, p) = read_frame(&mut r).expect("read").expect("frame");
         assert_eq!(k, Kind::Request);
         assert_eq!(serde_json::from_slice::<Request>(&p).expect("json"), req);
-        assert_eq!(read_frame(&mut r).expect("read"), Some((Kind::Stdout, b"raw\x00bytes".to_vec())));
+        assert_eq!(
+            read_frame(&mut r).expect("read"),
+            Some((Kind::Stdout, b"raw\x00bytes".to_vec()))
+        );
         assert_eq!(read_frame(&mut r).expect("read"), None);
     }
 

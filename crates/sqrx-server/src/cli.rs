@@ -60,9 +60,13 @@ impl From<sqrx_core::LayerError> for CliError {
 
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
-    let data_dir = cli.data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir);
+    let data_dir = cli
+        .data_dir
+        .unwrap_or_else(sqrx_core::paths::default_data_dir);
     match cli.command {
-        Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Layer(cmd) => {
+            layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::Sandbox(cmd) => sandbox_cmd::run(cmd, &data_dir),
     }
 }

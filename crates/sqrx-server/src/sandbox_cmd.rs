@@ -102,13 +102,17 @@ fn parse_env(pairs: &[String]) -> Result<std::collections::BTreeMap<String, Stri
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
     println!("{text}");
     Ok(())
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| CliError(format!("cannot start tokio: {e}")))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("cannot start tokio: {e}")))
 }
 
 /// Run a sandbox command against `data_dir`.
@@ -116,7 +120,17 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
     let rt = Runtime::open(RuntimeConfig::new(data_dir))?;
     rt.reap();
     match cmd {
-        SandboxCmd::Create { id, layers, cpu, memory_mb, pids, upper_mb, lifetime, env, json } => {
+        SandboxCmd::Create {
+            id,
+            layers,
+            cpu,
+            memory_mb,
+            pids,
+            upper_mb,
+            lifetime,
+            env,
+            json,
+        } => {
             let mut spec = SandboxSpec::new(id);
             if !layers.is_empty() {
                 spec.layers = layers;
@@ -135,21 +149,35 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SandboxCmd::Exec { id, timeout, workdir, env, stdin, command } => {
+        SandboxCmd::Exec {
+            id,
+            timeout,
+            workdir,
+            env,
+            stdin,
+            command,
+        } => {
             let sandbox = rt.get(&id)?;
-            let command = if command.len() == 1 { Command::Shell(command[0].clone()) } else { Command::Argv(command) };
+            let command = if command.len() == 1 {
+                Command::Shell(command[0].clone())
+            } else {
+                Command::Argv(command)
+            };
             let mut req = ExecRequest::new(command);
             req.env = parse_env(&env)?;
             req.workdir = workdir;
             if let Some(t) = timeout {
                 if !(t.is_finite() && t > 0.0) {
-                    return Err(CliError(format!("--timeout must be a positive number of seconds, got {t}")));
+                    return Err(CliError(format!(
+                        "--timeout must be a positive number of seconds, got {t}"
+                    )));
                 }
                 req.timeout = Some(Duration::from_secs_f64(t));
             }
             if stdin {
                 let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| CliError(format!("cannot read stdin: {e}")))?;
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| CliError(format!("cannot read stdin: {e}")))?;
                 req.stdin = Some(buf);
             }
             let result = tokio_runtime()?.block_on(async {
@@ -167,7 +195,10 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                         ExecEvent::Exit(r) => return Ok(r),
                     }
                 }
-                Err(sqrx_core::SandboxError::Protocol { id: id.clone(), reason: "no exit status".into() })
+                Err(sqrx_core::SandboxError::Protocol {
+                    id: id.clone(),
+                    reason: "no exit status".into(),
+                })
             })?;
             if result.truncated {
                 eprintln!("warning: output truncated at the cap");
@@ -186,7 +217,10 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             if json {
                 print_json(&infos)?;
             } else {
-                println!("{:<24} {:<8} {:<24} {:>8} CREATED", "ID", "STATUS", "LAYERS", "INIT");
+                println!(
+                    "{:<24} {:<8} {:<24} {:>8} CREATED",
+                    "ID", "STATUS", "LAYERS", "INIT"
+                );
                 for i in infos {
                     println!(
                         "{:<24} {:<8} {:<24} {:>8} {}",
@@ -210,7 +244,10 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                 println!("layers:   {}", info.layers.join(", "));
                 println!("init pid: {}", info.init_pid);
                 println!("created:  {}", info.created);
-                println!("limits:   cpu {:?}, memory {:?} MiB, pids {:?}, upper {} MiB", info.cpu, info.memory_mb, info.pids_max, info.upper_mb);
+                println!(
+                    "limits:   cpu {:?}, memory {:?} MiB, pids {:?}, upper {} MiB",
+                    info.cpu, info.memory_mb, info.pids_max, info.upper_mb
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -225,9 +262,18 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                     } else if e.oom_killed {
                         "oom".to_string()
                     } else {
-                        e.exit_code.map(|c| format!("exit {c}")).unwrap_or_else(|| format!("signal {}", e.signal.unwrap_or(0)))
+                        e.exit_code
+                            .map(|c| format!("exit {c}"))
+                            .unwrap_or_else(|| format!("signal {}", e.signal.unwrap_or(0)))
                     };
-                    println!("#{:<4} {} {:>6} ms  {:<10} {}", e.seq, e.started.format("%H:%M:%S"), e.duration_ms, status, e.command);
+                    println!(
+                        "#{:<4} {} {:>6} ms  {:<10} {}",
+                        e.seq,
+                        e.started.format("%H:%M:%S"),
+                        e.duration_ms,
+                        status,
+                        e.command
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -14,7 +14,9 @@ pub enum CgroupError {
         root: PathBuf,
     },
     /// A limit was asked for but its controller is not available.
-    #[error("cannot apply the {controller} limit: the {controller} cgroup controller is not available under {root}")]
+    #[error(
+        "cannot apply the {controller} limit: the {controller} cgroup controller is not available under {root}"
+    )]
     ControllerMissing {
         /// The controller.
         controller: String,
@@ -65,7 +67,9 @@ impl CgroupError {
     /// The stable kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            CgroupError::NoCgroups { .. } | CgroupError::ControllerMissing { .. } => ErrorKind::Unavailable,
+            CgroupError::NoCgroups { .. } | CgroupError::ControllerMissing { .. } => {
+                ErrorKind::Unavailable
+            }
             CgroupError::Create { source, .. }
             | CgroupError::Write { source, .. }
             | CgroupError::Read { source, .. }

@@ -54,14 +54,19 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Read `key N` from a flat-keyed file such as `memory.events` or `memory.oom_control`.
 fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut parts = l.split_whitespace();
-        (parts.next() == Some(key)).then(|| parts.next().and_then(|v| v.parse().ok())).flatten()
+        (parts.next() == Some(key))
+            .then(|| parts.next().and_then(|v| v.parse().ok()))
+            .flatten()
     })
 }
 
@@ -75,17 +80,28 @@ impl CgroupRoot {
     /// Detect the layout under `root`.
     pub fn detect_at(root: &Path) -> Result<Self, CgroupError> {
         if root.join("cgroup.controllers").is_file() {
-            return Ok(CgroupRoot { version: CgroupVersion::V2, root: root.to_path_buf() });
+            return Ok(CgroupRoot {
+                version: CgroupVersion::V2,
+                root: root.to_path_buf(),
+            });
         }
         if root.join("memory").is_dir() || root.join("pids").is_dir() {
-            return Ok(CgroupRoot { version: CgroupVersion::V1, root: root.to_path_buf() });
+            return Ok(CgroupRoot {
+                version: CgroupVersion::V1,
+                root: root.to_path_buf(),
+            });
         }
-        Err(CgroupError::NoCgroups { root: root.to_path_buf() })
+        Err(CgroupError::NoCgroups {
+            root: root.to_path_buf(),
+        })
     }
 
     /// A layout given explicitly (tests, unusual mounts).
     pub fn new(version: CgroupVersion, root: impl Into<PathBuf>) -> Self {
-        CgroupRoot { version, root: root.into() }
+        CgroupRoot {
+            version,
+            root: root.into(),
+        }
     }
 
     /// The layout version.
@@ -94,13 +110,19 @@ impl CgroupRoot {
     }
 
     fn v2_controllers(&self, dir: &Path) -> Result<Vec<String>, CgroupError> {
-        Ok(read(&dir.join("cgroup.controllers"))?.split_whitespace().map(str::to_string).collect())
+        Ok(read(&dir.join("cgroup.controllers"))?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect())
     }
 
     /// The directories of sandbox `name`'s cgroup (one per v1 controller, or one on v2).
     pub fn dirs(&self, name: &str) -> Vec<PathBuf> {
         match self.version {
-            CgroupVersion::V1 => V1_CONTROLLERS.iter().map(|c| self.root.join(c).join(PARENT).join(name)).collect(),
+            CgroupVersion::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| self.root.join(c).join(PARENT).join(name))
+                .collect(),
             CgroupVersion::V2 => vec![self.root.join(PARENT).join(name)],
         }
     }
@@ -108,7 +130,10 @@ impl CgroupRoot {
     /// Create the cgroup of sandbox `name` and apply `limits`. A limit whose controller is
     /// missing fails with [`CgroupError::ControllerMissing`]; nothing is left behind on error.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup, CgroupError> {
-        let cg = SandboxCgroup { version: self.version, dirs: self.dirs(name) };
+        let cg = SandboxCgroup {
+            version: self.version,
+            dirs: self.dirs(name),
+        };
         let result = match self.version {
             CgroupVersion::V1 => self.create_v1(&cg, limits),
             CgroupVersion::V2 => self.create_v2(&cg, limits),
@@ -131,11 +156,17 @@ impl CgroupRoot {
                     _ => false,
                 };
                 if needed {
-                    return Err(CgroupError::ControllerMissing { controller: controller.to_string(), root: self.root.clone() });
+                    return Err(CgroupError::ControllerMissing {
+                        controller: controller.to_string(),
+                        root: self.root.clone(),
+                    });
                 }
                 continue;
             }
-            std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let [memory, cpu, pids, _freezer] = [0, 1, 2, 3].map(|i| &cg.dirs[i]);
         if let Some(bytes) = limits.memory_bytes {
@@ -170,10 +201,16 @@ impl CgroupRoot {
         .collect();
         for c in &wanted {
             if !available.iter().any(|a| a == c) {
-                return Err(CgroupError::ControllerMissing { controller: c.to_string(), root: self.root.clone() });
+                return Err(CgroupError::ControllerMissing {
+                    controller: c.to_string(),
+                    root: self.root.clone(),
+                });
             }
         }
-        std::fs::create_dir_all(&parent).map_err(|source| CgroupError::Create { path: parent.clone(), source })?;
+        std::fs::create_dir_all(&parent).map_err(|source| CgroupError::Create {
+            path: parent.clone(),
+            source,
+        })?;
         // Controllers must be enabled in every ancestor's subtree_control to reach the leaf.
         let enable: String = ["cpu", "memory", "pids"]
             .iter()
@@ -186,7 +223,10 @@ impl CgroupRoot {
             write(&parent.join("cgroup.subtree_control"), &enable)?;
         }
         let dir = &cg.dirs[0];
-        std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create {
+            path: dir.clone(),
+            source,
+        })?;
         if let Some(bytes) = limits.memory_bytes {
             write(&dir.join("memory.max"), &bytes.to_string())?;
             let swap = dir.join("memory.swap.max");
@@ -195,7 +235,10 @@ impl CgroupRoot {
             }
         }
         if let Some(cores) = limits.cpu {
-            write(&dir.join("cpu.max"), &format!("{} {CFS_PERIOD_US}", quota_us(cores)))?;
+            write(
+                &dir.join("cpu.max"),
+                &format!("{} {CFS_PERIOD_US}", quota_us(cores)),
+            )?;
         }
         if let Some(max) = limits.pids_max {
             write(&dir.join("pids.max"), &max.to_string())?;
@@ -255,7 +298,11 @@ impl SandboxCgroup {
             .procs_files()
             .iter()
             .filter_map(|f| std::fs::read_to_string(f).ok())
-            .flat_map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -265,8 +312,14 @@ impl SandboxCgroup {
     /// Freeze (`true`) or thaw every process in the cgroup.
     pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
         match self.version {
-            CgroupVersion::V1 => write(&self.dirs[3].join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
-            CgroupVersion::V2 => write(&self.dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+            CgroupVersion::V1 => write(
+                &self.dirs[3].join("freezer.state"),
+                if frozen { "FROZEN" } else { "THAWED" },
+            ),
+            CgroupVersion::V2 => write(
+                &self.dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            ),
         }
     }
 
@@ -282,7 +335,10 @@ impl SandboxCgroup {
                     Err(e) if std::time::Instant::now() < deadline => {
                         tracing::trace!(path = %dir.display(), error = %e, "cgroup busy; retrying");
                         for pid in self.pids() {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
                         }
                         // A fake tree (tests) holds plain files that rmdir cannot remove.
                         if dir.join("cgroup.procs").is_file() && !is_cgroupfs(dir) {
@@ -291,7 +347,12 @@ impl SandboxCgroup {
                         }
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    Err(source) => return Err(CgroupError::Remove { path: dir.clone(), source }),
+                    Err(source) => {
+                        return Err(CgroupError::Remove {
+                            path: dir.clone(),
+                            source,
+                        });
+                    }
                 }
             }
         }
@@ -313,7 +374,11 @@ mod tests {
 
     fn fake_v2() -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
-        std::fs::write(d.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").expect("w");
+        std::fs::write(
+            d.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("w");
         std::fs::write(d.path().join("cgroup.subtree_control"), "").expect("w");
         d
     }
@@ -327,17 +392,30 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { cpu: Some(0.5), memory_bytes: Some(256 << 20), pids_max: Some(64) }
+        Limits {
+            cpu: Some(0.5),
+            memory_bytes: Some(256 << 20),
+            pids_max: Some(64),
+        }
     }
 
     #[test]
     fn detects_layouts() {
         let v2 = fake_v2();
-        assert_eq!(CgroupRoot::detect_at(v2.path()).expect("v2").version(), CgroupVersion::V2);
+        assert_eq!(
+            CgroupRoot::detect_at(v2.path()).expect("v2").version(),
+            CgroupVersion::V2
+        );
         let v1 = fake_v1(&["memory", "cpu"]);
-        assert_eq!(CgroupRoot::detect_at(v1.path()).expect("v1").version(), CgroupVersion::V1);
+        assert_eq!(
+            CgroupRoot::detect_at(v1.path()).expect("v1").version(),
+            CgroupVersion::V1
+        );
         let none = tempfile::tempdir().expect("tempdir");
-        assert!(matches!(CgroupRoot::detect_at(none.path()), Err(CgroupError::NoCgroups { .. })));
+        assert!(matches!(
+            CgroupRoot::detect_at(none.path()),
+            Err(CgroupError::NoCgroups { .. })
+        ));
     }
 
     #[test]
@@ -348,12 +426,22 @@ mod tests {
         let leaf = d.path().join("sqrx/box1");
         assert_eq!(cg.dirs, vec![leaf.clone()]);
         let r = |p: &Path| std::fs::read_to_string(p).expect("read");
-        assert_eq!(r(&d.path().join("cgroup.subtree_control")), "+cpu +memory +pids");
-        assert_eq!(r(&d.path().join("sqrx/cgroup.subtree_control")), "+cpu +memory +pids");
+        assert_eq!(
+            r(&d.path().join("cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
+        assert_eq!(
+            r(&d.path().join("sqrx/cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
         assert_eq!(r(&leaf.join("memory.max")), (256u64 << 20).to_string());
         assert_eq!(r(&leaf.join("cpu.max")), "50000 100000");
         assert_eq!(r(&leaf.join("pids.max")), "64");
-        std::fs::write(leaf.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").expect("w");
+        std::fs::write(
+            leaf.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .expect("w");
         assert_eq!(cg.oom_kills(), 2);
         std::fs::write(leaf.join("cgroup.procs"), "12\n7\n").expect("w");
         assert_eq!(cg.pids(), vec![7, 12]);
@@ -369,8 +457,13 @@ mod tests {
         let d = fake_v2();
         std::fs::write(d.path().join("cgroup.controllers"), "cpu pids\n").expect("w");
         let root = CgroupRoot::detect_at(d.path()).expect("detect");
-        let e = root.create("box2", &limits()).expect_err("no memory controller");
-        assert!(matches!(&e, CgroupError::ControllerMissing { controller, .. } if controller == "memory"), "{e}");
+        let e = root
+            .create("box2", &limits())
+            .expect_err("no memory controller");
+        assert!(
+            matches!(&e, CgroupError::ControllerMissing { controller, .. } if controller == "memory"),
+            "{e}"
+        );
         assert!(!d.path().join("sqrx/box2").exists(), "nothing left behind");
         // without a memory limit the same host is fine
         let mut l = limits();
@@ -384,12 +477,19 @@ mod tests {
         let root = CgroupRoot::detect_at(d.path()).expect("detect");
         let cg = root.create("box", &limits()).expect("create");
         let r = |p: &str| std::fs::read_to_string(d.path().join(p)).expect(p);
-        assert_eq!(r("memory/sqrx/box/memory.limit_in_bytes"), (256u64 << 20).to_string());
+        assert_eq!(
+            r("memory/sqrx/box/memory.limit_in_bytes"),
+            (256u64 << 20).to_string()
+        );
         assert_eq!(r("cpu/sqrx/box/cpu.cfs_quota_us"), "50000");
         assert_eq!(r("cpu/sqrx/box/cpu.cfs_period_us"), "100000");
         assert_eq!(r("pids/sqrx/box/pids.max"), "64");
         assert_eq!(cg.procs_files().len(), 4);
-        std::fs::write(d.path().join("memory/sqrx/box/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n").expect("w");
+        std::fs::write(
+            d.path().join("memory/sqrx/box/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n",
+        )
+        .expect("w");
         assert_eq!(cg.oom_kills(), 5);
         let missing = fake_v1(&["memory", "pids"]);
         let root = CgroupRoot::detect_at(missing.path()).expect("detect");

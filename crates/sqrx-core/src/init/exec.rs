@@ -22,7 +22,11 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(30);
 const CHUNK: usize = 64 * 1024;
 
 pub(super) fn exit_of(status: ExitStatus) -> Exit {
-    Exit { code: status.code(), signal: status.signal(), ..Exit::default() }
+    Exit {
+        code: status.code(),
+        signal: status.signal(),
+        ..Exit::default()
+    }
 }
 
 fn command(spec: &ExecSpec, filters: &Filters) -> Result<Command, (&'static str, String)> {
@@ -39,6 +43,8 @@ fn command(spec: &ExecSpec, filters: &Filters) -> Result<Command, (&'static str,
     // Runs between fork and exec: only syscalls (prctl, capset, seccomp) on memory allocated
     // before the fork; no allocation, no locks.
     let sandboxing = move || {
+        // Raising the score back needs no privilege; failing it is harmless.
+        let _ = crate::sys::caps::reset_oom_score_adj();
         crate::sys::caps::drop_to_default()?;
         crate::sys::caps::set_no_new_privs()?;
         filters.apply()
@@ -54,18 +60,28 @@ fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
             if std::path::Path::new(&spec.cwd).is_dir() {
                 ("not_found", format!("{program}: command not found"))
             } else {
-                ("not_found", format!("working directory {} does not exist", spec.cwd))
+                (
+                    "not_found",
+                    format!("working directory {} does not exist", spec.cwd),
+                )
             }
         }
-        std::io::ErrorKind::PermissionDenied => ("permission", format!("{program}: permission denied")),
+        std::io::ErrorKind::PermissionDenied => {
+            ("permission", format!("{program}: permission denied"))
+        }
         _ => ("internal", format!("cannot start {program}: {e}")),
     }
 }
 
 /// Start a background process with no stdio.
-pub(super) fn spawn_background(spec: &ExecSpec, filters: &Filters) -> Result<Child, (&'static str, String)> {
+pub(super) fn spawn_background(
+    spec: &ExecSpec,
+    filters: &Filters,
+) -> Result<Child, (&'static str, String)> {
     let mut cmd = command(spec, filters)?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     cmd.spawn().map_err(|e| spawn_error(spec, e))
 }
 
@@ -82,7 +98,13 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
         Ok(c) => c,
         Err((kind, msg)) => return fail(&mut stream, kind, msg),
     };
-    cmd.stdin(if spec.stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -106,7 +128,8 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
     if let Ok(mut reader) = stream.try_clone() {
         let mut stdin = child.stdin.take();
         let gone = Arc::clone(&host_gone);
-        std::thread::spawn(move || {
+        // Without a thread (task limit reached) stdin stays unfed and is closed.
+        let _ = std::thread::Builder::new().spawn(move || {
             loop {
                 match protocol::read_frame(&mut reader) {
                     Ok(Some((Kind::Stdin, data))) => {
@@ -136,7 +159,9 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
     set_nonblocking(&out);
     set_nonblocking(&err);
     let started = Instant::now();
-    let deadline = spec.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+    let deadline = spec
+        .timeout_ms
+        .map(|ms| started + Duration::from_millis(ms));
     let mut exit = Exit::default();
     let mut status: Option<ExitStatus> = None;
     let mut quiet_since: Option<Instant> = None;
@@ -165,11 +190,18 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
         let ready = poll(&mut fds, PollTimeout::from(10u8)).unwrap_or(0);
         let mut got_data = false;
         if ready > 0 {
-            let revents: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+            let revents: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
             drop(fds);
             let mut idx = 0;
             for which in [Kind::Stdout, Kind::Stderr] {
-                let open = if which == Kind::Stdout { out_open } else { err_open };
+                let open = if which == Kind::Stdout {
+                    out_open
+                } else {
+                    err_open
+                };
                 if !open {
                     continue;
                 }
@@ -178,10 +210,18 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
                 if !readable {
                     continue;
                 }
-                let res = if which == Kind::Stdout { out.read(&mut buf) } else { err.read(&mut buf) };
+                let res = if which == Kind::Stdout {
+                    out.read(&mut buf)
+                } else {
+                    err.read(&mut buf)
+                };
                 match res {
                     Ok(0) => {
-                        if which == Kind::Stdout { out_open = false } else { err_open = false }
+                        if which == Kind::Stdout {
+                            out_open = false
+                        } else {
+                            err_open = false
+                        }
                     }
                     Ok(n) => {
                         got_data = true;
@@ -206,7 +246,11 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        if which == Kind::Stdout { out_open = false } else { err_open = false }
+                        if which == Kind::Stdout {
+                            out_open = false
+                        } else {
+                            err_open = false
+                        }
                     }
                 }
             }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// Calls refused with `EPERM`, whatever their arguments.
@@ -63,12 +64,17 @@ pub(super) struct Filters {
 }
 
 fn arch() -> TargetArch {
-    if cfg!(target_arch = "aarch64") { TargetArch::aarch64 } else { TargetArch::x86_64 }
+    if cfg!(target_arch = "aarch64") {
+        TargetArch::aarch64
+    } else {
+        TargetArch::x86_64
+    }
 }
 
 impl Filters {
     pub fn build() -> Result<Self, String> {
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|s| (*s, vec![])).collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|s| (*s, vec![])).collect();
         // clone with namespace flags: new namespaces would give a process a fresh set of
         // capabilities (user namespaces) or ways around the sandbox's own.
         let ns_flags = (libc::CLONE_NEWUSER
@@ -88,15 +94,25 @@ impl Filters {
             libc::CLONE_NEWIPC,
             libc::CLONE_NEWCGROUP,
         ] {
-            let cond = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(flag as u64), flag as u64)
-                .map_err(|e| e.to_string())?;
+            let cond = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag as u64),
+                flag as u64,
+            )
+            .map_err(|e| e.to_string())?;
             clone_rules.push(SeccompRule::new(vec![cond]).map_err(|e| e.to_string())?);
         }
         debug_assert!(ns_flags != 0);
         rules.insert(libc::SYS_clone, clone_rules);
-        let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch())
-            .and_then(BpfProgram::try_from)
-            .map_err(|e| e.to_string())?;
+        let deny = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch(),
+        )
+        .and_then(BpfProgram::try_from)
+        .map_err(|e| e.to_string())?;
         let clone3 = SeccompFilter::new(
             [(libc::SYS_clone3, vec![])].into_iter().collect(),
             SeccompAction::Allow,

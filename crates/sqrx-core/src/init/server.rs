@@ -22,7 +22,12 @@ impl Spawned {
         let done: Vec<(i32, Exit)> = self
             .children
             .iter_mut()
-            .filter_map(|(pid, c)| c.try_wait().ok().flatten().map(|s| (*pid, exec::exit_of(s))))
+            .filter_map(|(pid, c)| {
+                c.try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|s| (*pid, exec::exit_of(s)))
+            })
             .collect();
         for (pid, exit) in done {
             self.children.remove(&pid);
@@ -45,12 +50,27 @@ pub(super) fn serve(listener: UnixListener) {
             return;
         }
     };
-    let state = Arc::new(State { filters, spawned: Mutex::new(Spawned::default()) });
+    let state = Arc::new(State {
+        filters,
+        spawned: Mutex::new(Spawned::default()),
+    });
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
-                let state = Arc::clone(&state);
-                std::thread::spawn(move || handle(stream, &state));
+                // At the sandbox's task limit no thread can be started: serve the request on
+                // this thread instead (signals and waits need no new task), never die.
+                let slot = Arc::new(Mutex::new(Some(stream)));
+                let (thread_slot, thread_state) = (Arc::clone(&slot), Arc::clone(&state));
+                let spawned = std::thread::Builder::new().spawn(move || {
+                    if let Some(s) = thread_slot.lock().ok().and_then(|mut g| g.take()) {
+                        handle(s, &thread_state);
+                    }
+                });
+                if spawned.is_err()
+                    && let Some(s) = slot.lock().ok().and_then(|mut g| g.take())
+                {
+                    handle(s, &state);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -62,7 +82,14 @@ pub(super) fn serve(listener: UnixListener) {
 }
 
 pub(super) fn fail(stream: &mut UnixStream, kind: &str, message: String) {
-    let _ = protocol::write_json(stream, Kind::Error, &Failure { kind: kind.into(), message });
+    let _ = protocol::write_json(
+        stream,
+        Kind::Error,
+        &Failure {
+            kind: kind.into(),
+            message,
+        },
+    );
 }
 
 fn handle(mut stream: UnixStream, state: &State) {
@@ -79,7 +106,8 @@ fn handle(mut stream: UnixStream, state: &State) {
     match request {
         Request::Ping => {
             drop(spawned);
-            let _ = protocol::write_json(&mut stream, Kind::Reply, &serde_json::json!({"ok": true}));
+            let _ =
+                protocol::write_json(&mut stream, Kind::Reply, &serde_json::json!({"ok": true}));
         }
         Request::Exec(spec) => {
             drop(spawned);
@@ -90,7 +118,8 @@ fn handle(mut stream: UnixStream, state: &State) {
                 let pid = child.id() as i32;
                 spawned.children.insert(pid, child);
                 drop(spawned);
-                let _ = protocol::write_json(&mut stream, Kind::Started, &protocol::Started { pid });
+                let _ =
+                    protocol::write_json(&mut stream, Kind::Started, &protocol::Started { pid });
             }
             Err((kind, message)) => fail(&mut stream, kind, message),
         },
@@ -102,7 +131,11 @@ fn handle(mut stream: UnixStream, state: &State) {
             }
             let Some(mut child) = spawned.children.remove(&pid) else {
                 drop(spawned);
-                return fail(&mut stream, "not_found", format!("no background process {pid}"));
+                return fail(
+                    &mut stream,
+                    "not_found",
+                    format!("no background process {pid}"),
+                );
             };
             drop(spawned);
             let exit = child.wait().map(exec::exit_of).unwrap_or_default();
@@ -115,10 +148,18 @@ fn handle(mut stream: UnixStream, state: &State) {
                 Err(_) => return fail(&mut stream, "invalid", format!("bad signal {signal}")),
             };
             let target = nix::unistd::Pid::from_raw(pid);
-            let sent = if group { nix::sys::signal::killpg(target, sig) } else { nix::sys::signal::kill(target, sig) };
+            let sent = if group {
+                nix::sys::signal::killpg(target, sig)
+            } else {
+                nix::sys::signal::kill(target, sig)
+            };
             match sent {
                 Ok(()) => {
-                    let _ = protocol::write_json(&mut stream, Kind::Reply, &serde_json::json!({"ok": true}));
+                    let _ = protocol::write_json(
+                        &mut stream,
+                        Kind::Reply,
+                        &serde_json::json!({"ok": true}),
+                    );
                 }
                 Err(e) => fail(&mut stream, "not_found", format!("signal {pid}: {e}")),
             }

@@ -22,9 +22,16 @@ fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) 
 pub(super) fn start(config: &InitConfig) -> Step<i32> {
     let me = std::process::id().to_string();
     for procs in &config.cgroup_procs {
-        ctx(std::fs::write(procs, &me), || format!("join cgroup {}", procs.display()))?;
+        ctx(std::fs::write(procs, &me), || {
+            format!("join cgroup {}", procs.display())
+        })?;
     }
     ctx(nix::unistd::setsid(), || "setsid".into())?;
+    // The OOM killer should pick the sandbox's workload, never its init and server (inherited
+    // by both; every exec'd process resets it to 0). Needs CAP_SYS_RESOURCE: best effort.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        eprintln!("sqrx-init: cannot protect init from the OOM killer: {e}");
+    }
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -36,7 +43,9 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         Forked::Parent(pid) => {
             // The host reads this line, then this process exits and PID 1 lives on.
             let mut out = std::io::stdout();
-            ctx(writeln!(out, "{pid}").and_then(|_| out.flush()), || "report pid".into())?;
+            ctx(writeln!(out, "{pid}").and_then(|_| out.flush()), || {
+                "report pid".into()
+            })?;
             Ok(0)
         }
         Forked::Child => match pid1(config) {
@@ -51,32 +60,65 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
 }
 
 fn mkdir(path: &Path, mode: u32) -> Step<()> {
-    ctx(std::fs::create_dir_all(path), || format!("mkdir {}", path.display()))?;
-    ctx(std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)), || format!("chmod {}", path.display()))
+    ctx(std::fs::create_dir_all(path), || {
+        format!("mkdir {}", path.display())
+    })?;
+    ctx(
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+        || format!("chmod {}", path.display()),
+    )
 }
 
-fn mount_fs(source: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Step<()> {
-    ctx(mount(Some(source), target, Some(fstype), flags, data), || format!("mount {fstype} on {}", target.display()))
+fn mount_fs(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Step<()> {
+    ctx(
+        mount(Some(source), target, Some(fstype), flags, data),
+        || format!("mount {fstype} on {}", target.display()),
+    )
 }
 
 /// PID 1: build the root, pivot into it, start the server, reap.
 fn pid1(config: &InitConfig) -> Step<i32> {
     // Nothing mounted from here on may propagate back to the host.
-    ctx(mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>), || {
-        "make mounts private".into()
+    ctx(
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+        || "make mounts private".into(),
+    )?;
+    ctx(nix::unistd::sethostname(&config.hostname), || {
+        "sethostname".into()
     })?;
-    ctx(nix::unistd::sethostname(&config.hostname), || "sethostname".into())?;
     ctx(crate::sys::netdev::loopback_up(), || "bring up lo".into())?;
 
     let rw = config.run_dir.join("rw");
     mkdir(&rw, 0o700)?;
     let size = format!("size={}m,mode=0755", config.upper_mb);
-    mount_fs("sqrx-upper", &rw, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&size))?;
+    mount_fs(
+        "sqrx-upper",
+        &rw,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&size),
+    )?;
     let (upper, work, root) = (rw.join("upper"), rw.join("work"), rw.join("root"));
     for d in [&upper, &work, &root] {
         mkdir(d, 0o755)?;
     }
-    let lower: Vec<String> = config.lowerdirs.iter().map(|p| p.display().to_string()).collect();
+    let lower: Vec<String> = config
+        .lowerdirs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -85,13 +127,24 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     );
     mount_fs("sqrx", &root, "overlay", MsFlags::empty(), Some(&opts))?;
 
-    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("sys", 0o555), ("tmp", 0o1777)] {
+    for (dir, mode) in [
+        ("proc", 0o555),
+        ("dev", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
         let p = root.join(dir);
         if !p.exists() {
             mkdir(&p, mode)?;
         }
     }
-    mount_fs("proc", &root.join("proc"), "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)?;
+    mount_fs(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
     // sysfs of the sandbox's own network namespace, read-only; optional.
     let _ = mount(
         Some("sysfs"),
@@ -105,8 +158,13 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     // Bind the control socket in the host's view of the filesystem, before leaving it.
     let socket = config.socket_path();
     let _ = std::fs::remove_file(&socket);
-    let listener = ctx(std::os::unix::net::UnixListener::bind(&socket), || format!("bind {}", socket.display()))?;
-    ctx(std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)), || "chmod socket".into())?;
+    let listener = ctx(std::os::unix::net::UnixListener::bind(&socket), || {
+        format!("bind {}", socket.display())
+    })?;
+    ctx(
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)),
+        || "chmod socket".into(),
+    )?;
 
     pivot_into(&root)?;
 
@@ -124,11 +182,35 @@ fn pid1(config: &InitConfig) -> Step<i32> {
 
 /// A minimal /dev: a few character devices, pts and shm. No host disks.
 fn setup_dev(dev: &Path) -> Step<()> {
-    mount_fs("sqrx-dev", dev, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("size=64k,mode=0755"))?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    mount_fs(
+        "sqrx-dev",
+        dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        ctx(mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)), || format!("mknod {}", p.display()))?;
-        ctx(std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)), || format!("chmod {}", p.display()))?;
+        ctx(
+            mknod(
+                &p,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(major, minor),
+            ),
+            || format!("mknod {}", p.display()),
+        )?;
+        ctx(
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)),
+            || format!("chmod {}", p.display()),
+        )?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -137,23 +219,41 @@ fn setup_dev(dev: &Path) -> Step<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        ctx(std::os::unix::fs::symlink(target, dev.join(link)), || format!("symlink /dev/{link}"))?;
+        ctx(std::os::unix::fs::symlink(target, dev.join(link)), || {
+            format!("symlink /dev/{link}")
+        })?;
     }
     mkdir(&dev.join("pts"), 0o755)?;
-    mount_fs("devpts", &dev.join("pts"), "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    mount_fs(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
     mkdir(&dev.join("shm"), 0o1777)?;
-    mount_fs("shm", &dev.join("shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("size=64m,mode=1777"))?;
+    mount_fs(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=64m,mode=1777"),
+    )?;
     Ok(())
 }
 
 /// `pivot_root` into `root` and detach the old root: the host filesystem becomes unreachable.
 fn pivot_into(root: &Path) -> Step<()> {
-    ctx(std::env::set_current_dir(root), || format!("chdir {}", root.display()))?;
+    ctx(std::env::set_current_dir(root), || {
+        format!("chdir {}", root.display())
+    })?;
     let dot = CString::new(".").map_err(|e| e.to_string())?;
     // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
     // removes the old root without needing a directory to put it in.
     ctx(crate::sys::pivot_root(&dot, &dot), || "pivot_root".into())?;
-    ctx(umount2(".", MntFlags::MNT_DETACH), || "detach old root".into())?;
+    ctx(umount2(".", MntFlags::MNT_DETACH), || {
+        "detach old root".into()
+    })?;
     ctx(std::env::set_current_dir("/"), || "chdir /".into())
 }
 

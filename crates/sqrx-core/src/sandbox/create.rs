@@ -35,9 +35,17 @@ impl Drop for Rollback<'_> {
         if let Some(cg) = &self.cgroup {
             let _ = cg.remove(Duration::from_secs(2));
         }
-        let id = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let _ = self.rt.inner.mounts.locked(|| {
-            self.rt.inner.mounts.release(&self.mounts, &self.rt.mounts_in_use(&id));
+            let _ = std::fs::remove_file(self.dir.join("layers.json"));
+            self.rt
+                .inner
+                .mounts
+                .release(&self.mounts, &self.rt.mounts_in_use(&id));
             Ok(())
         });
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -50,7 +58,9 @@ impl Runtime {
         self.ids()
             .iter()
             .filter(|id| id.as_str() != except)
-            .filter_map(|id| std::fs::read(self.inner.sandboxes_dir.join(id).join("layers.json")).ok())
+            .filter_map(|id| {
+                std::fs::read(self.inner.sandboxes_dir.join(id).join("layers.json")).ok()
+            })
             .filter_map(|b| serde_json::from_slice::<Vec<PathBuf>>(&b).ok())
             .flatten()
             .collect()
@@ -70,6 +80,13 @@ impl Runtime {
             .collect()
     }
 
+    /// Sandbox ids are unique per data directory, cgroups per host: qualify the name.
+    fn cgroup_name(&self, id: &str) -> String {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(self.inner.config.data_dir.as_os_str().as_encoded_bytes());
+        format!("{id}-{}", &hex::encode(hash)[..8])
+    }
+
     /// Take the id and a slot under the limit, atomically across processes.
     fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
         let lock_path = self.inner.sandboxes_dir.join(".lock");
@@ -79,8 +96,13 @@ impl Runtime {
             .write(true)
             .open(&lock_path)
             .map_err(SandboxError::io("open", &lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| SandboxError::Io { op: "lock", path: lock_path.clone(), source: e.into() })?;
+        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| SandboxError::Io {
+                op: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            },
+        )?;
         let dir = self.inner.sandboxes_dir.join(id);
         if dir.exists() {
             return Err(SandboxError::AlreadyExists { id: id.to_string() });
@@ -91,7 +113,11 @@ impl Runtime {
         }
         std::fs::create_dir(&dir).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => SandboxError::AlreadyExists { id: id.to_string() },
-            _ => SandboxError::Io { op: "create", path: dir.clone(), source: e },
+            _ => SandboxError::Io {
+                op: "create",
+                path: dir.clone(),
+                source: e,
+            },
         })?;
         Ok(dir)
     }
@@ -112,7 +138,9 @@ impl Runtime {
         if crate::init::self_exec_enabled() {
             return Ok((exe, true));
         }
-        Err(SandboxError::InitNotFound { exe: exe.display().to_string() })
+        Err(SandboxError::InitNotFound {
+            exe: exe.display().to_string(),
+        })
     }
 
     /// Create and start a sandbox.
@@ -121,12 +149,25 @@ impl Runtime {
         let (init, self_exec) = self.init_program()?;
         let layers = self.resolve_layers(&spec.layers)?;
         let dir = self.reserve(&spec.id)?;
-        let mut rb = Rollback { rt: self, dir: dir.clone(), mounts: Vec::new(), cgroup: None, init_pid: None, committed: false };
+        let mut rb = Rollback {
+            rt: self,
+            dir: dir.clone(),
+            mounts: Vec::new(),
+            cgroup: None,
+            init_pid: None,
+            committed: false,
+        };
 
         // Announce the mounts before taking them, so a concurrent destroy keeps them.
-        let mounts: Vec<PathBuf> = layers.iter().map(|l| self.inner.mounts.mount_point(&l.digest)).collect();
+        let mounts: Vec<PathBuf> = layers
+            .iter()
+            .map(|l| self.inner.mounts.mount_point(&l.digest))
+            .collect();
         let layers_json = dir.join("layers.json");
-        let json = serde_json::to_vec(&mounts).map_err(|source| SandboxError::BadState { path: layers_json.clone(), source })?;
+        let json = serde_json::to_vec(&mounts).map_err(|source| SandboxError::BadState {
+            path: layers_json.clone(),
+            source,
+        })?;
         std::fs::write(&layers_json, json).map_err(SandboxError::io("write", &layers_json))?;
         rb.mounts = mounts;
         let refs = self.inner.mounts.locked(|| {
@@ -134,17 +175,27 @@ impl Runtime {
                 .iter()
                 .map(|l| {
                     let mount = self.inner.mounts.acquire(l)?;
-                    Ok(LayerRef { name: l.name.to_string(), digest: l.digest.clone(), mount })
+                    Ok(LayerRef {
+                        name: l.name.to_string(),
+                        digest: l.digest.clone(),
+                        mount,
+                    })
                 })
                 .collect::<Result<Vec<_>, SandboxError>>()
         })?;
 
         let limits = Limits {
             cpu: spec.cpu,
-            memory_bytes: spec.memory_mb.or(self.inner.config.default_memory_mb).map(|m| m << 20),
+            memory_bytes: spec
+                .memory_mb
+                .or(self.inner.config.default_memory_mb)
+                .map(|m| m << 20),
             pids_max: spec.pids_max.or(self.inner.config.default_pids_max),
         };
-        let cgroup = self.inner.cgroups.create(&spec.id, &limits)?;
+        let cgroup = self
+            .inner
+            .cgroups
+            .create(&self.cgroup_name(&spec.id), &limits)?;
         rb.cgroup = Some(cgroup.clone());
 
         let config = InitConfig {
@@ -170,31 +221,52 @@ impl Runtime {
         state.save(&dir.join("state.json"))?;
         rb.committed = true;
         tracing::info!(sandbox = %state.spec.id, pid, "sandbox created");
-        Ok(Sandbox { rt: self.clone(), state })
+        Ok(Sandbox {
+            rt: self.clone(),
+            state,
+        })
     }
 }
 
 fn log_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("init.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().rev().take(3).collect();
-    if lines.is_empty() { "init exited without a message".into() } else { lines.into_iter().rev().collect::<Vec<_>>().join("; ") }
+    if lines.is_empty() {
+        "init exited without a message".into()
+    } else {
+        lines.into_iter().rev().collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Start init and return the host pid and start time of the sandbox's PID 1.
-fn start_init(init: &Path, self_exec: bool, config: &InitConfig) -> Result<(i32, u64), SandboxError> {
-    let failed = |reason: String| SandboxError::InitFailed { id: config.id.clone(), reason };
+fn start_init(
+    init: &Path,
+    self_exec: bool,
+    config: &InitConfig,
+) -> Result<(i32, u64), SandboxError> {
+    let failed = |reason: String| SandboxError::InitFailed {
+        id: config.id.clone(),
+        reason,
+    };
     let log_path = config.run_dir.join("init.log");
     let log = std::fs::File::create(&log_path).map_err(SandboxError::io("create", &log_path))?;
     let mut cmd = std::process::Command::new(init);
     // init gets nothing from the host's environment: no tokens or credentials leak.
-    cmd.env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
+    cmd.env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log);
     if self_exec {
         cmd.env(INIT_ENV, "1");
     }
-    let mut child = cmd.spawn().map_err(|e| failed(format!("cannot run {}: {e}", init.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {}: {e}", init.display())))?;
     let json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&json).map_err(|e| failed(format!("cannot send config: {e}")))?;
+        stdin
+            .write_all(&json)
+            .map_err(|e| failed(format!("cannot send config: {e}")))?;
     }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
@@ -223,7 +295,10 @@ fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
             }
         }
         if process_start_time(pid).is_none() || Instant::now() > deadline {
-            return Err(SandboxError::InitFailed { id: config.id.clone(), reason: log_tail(&config.run_dir) });
+            return Err(SandboxError::InitFailed {
+                id: config.id.clone(),
+                reason: log_tail(&config.run_dir),
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -21,9 +21,14 @@ pub(crate) fn kill_and_wait(pid: i32, start: Option<u64>) {
     let deadline = Instant::now() + Duration::from_secs(5);
     // Not our child (init re-parented itself): wait by watching /proc. Once PID 1 of the
     // namespace is gone, the kernel has killed the rest of it too.
-    while process_start_time(pid).is_some_and(|s| start.is_none_or(|st| st == s)) && Instant::now() < deadline {
+    while process_start_time(pid).is_some_and(|s| start.is_none_or(|st| st == s))
+        && Instant::now() < deadline
+    {
         // A zombie only lingers if we are its parent (creation failed early): reap it.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -45,14 +50,23 @@ impl Sandbox {
         let mounts: Vec<_> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let rt = &self.rt;
         rt.inner.mounts.locked(|| {
-            rt.inner.mounts.release(&mounts, &rt.mounts_in_use(self.id()));
+            // Withdraw our claim inside the lock, so two sandboxes destroyed at once cannot
+            // each keep a mount for the other.
+            let _ = std::fs::remove_file(self.dir().join("layers.json"));
+            rt.inner
+                .mounts
+                .release(&mounts, &rt.mounts_in_use(self.id()));
             Ok(())
         })?;
         let dir = self.dir();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(SandboxError::Io { op: "remove", path: dir, source: e }),
+            Err(e) => Err(SandboxError::Io {
+                op: "remove",
+                path: dir,
+                source: e,
+            }),
         }
     }
 }

@@ -126,14 +126,16 @@ impl SandboxError {
     /// The stable kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SandboxError::InvalidId { .. } | SandboxError::Invalid { .. } => ErrorKind::InvalidArgument,
+            SandboxError::InvalidId { .. } | SandboxError::Invalid { .. } => {
+                ErrorKind::InvalidArgument
+            }
             SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound { .. } | SandboxError::Dead { .. } => ErrorKind::NotFound,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
             SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,
-            SandboxError::InitFailed { .. } | SandboxError::Protocol { .. } | SandboxError::BadState { .. } => {
-                ErrorKind::Internal
-            }
+            SandboxError::InitFailed { .. }
+            | SandboxError::Protocol { .. }
+            | SandboxError::BadState { .. } => ErrorKind::Internal,
             SandboxError::Command { kind, .. } => match kind.as_str() {
                 "not_found" => ErrorKind::NotFound,
                 "invalid" => ErrorKind::InvalidArgument,
@@ -146,7 +148,10 @@ impl SandboxError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| SandboxError::Io { op, path, source }
     }

@@ -7,10 +7,10 @@ use std::task::{Context, Poll};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+use super::SandboxError;
 use super::logs::ExecLogEntry;
 use super::runtime::Sandbox;
 use super::spec::{DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult};
-use super::SandboxError;
 use crate::protocol::tokio_io::{read_frame, write_frame, write_json};
 use crate::protocol::{ExecSpec, Exit, Failure, Kind, Request, Started};
 
@@ -59,12 +59,19 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 impl Sandbox {
     fn protocol_err(&self, e: impl std::fmt::Display) -> SandboxError {
-        SandboxError::Protocol { id: self.id().to_string(), reason: e.to_string() }
+        SandboxError::Protocol {
+            id: self.id().to_string(),
+            reason: e.to_string(),
+        }
     }
 
     fn command_err(&self, payload: &[u8]) -> SandboxError {
         match serde_json::from_slice::<Failure>(payload) {
-            Ok(f) => SandboxError::Command { id: self.id().to_string(), kind: f.kind, message: f.message },
+            Ok(f) => SandboxError::Command {
+                id: self.id().to_string(),
+                kind: f.kind,
+                message: f.message,
+            },
             Err(e) => self.protocol_err(e),
         }
     }
@@ -76,7 +83,9 @@ impl Sandbox {
             Err(e) => {
                 if !self.state.init_alive() {
                     let _ = self.cleanup();
-                    return Err(SandboxError::Dead { id: self.id().to_string() });
+                    return Err(SandboxError::Dead {
+                        id: self.id().to_string(),
+                    });
                 }
                 Err(self.protocol_err(e))
             }
@@ -88,14 +97,23 @@ impl Sandbox {
         env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
         env.insert("HOME".to_string(), "/root".to_string());
         env.insert("LANG".to_string(), "C.UTF-8".to_string());
-        env.insert("HOSTNAME".to_string(), self.state.spec.hostname.clone().unwrap_or_else(|| self.id().to_string()));
+        env.insert(
+            "HOSTNAME".to_string(),
+            self.state
+                .spec
+                .hostname
+                .clone()
+                .unwrap_or_else(|| self.id().to_string()),
+        );
         env.extend(self.state.spec.env.clone());
         env.extend(req.env.clone());
         ExecSpec {
             argv: req.command.argv(),
             env: env.into_iter().collect(),
             cwd: req.workdir.clone().unwrap_or_else(|| "/".into()),
-            timeout_ms: req.timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64),
+            timeout_ms: req
+                .timeout
+                .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             output_cap: req.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
             stdin: req.stdin.is_some(),
         }
@@ -116,16 +134,32 @@ impl Sandbox {
     pub async fn exec_stream(&self, req: ExecRequest) -> Result<ExecStream, SandboxError> {
         req.validate()?;
         let spec = self.spec_for(&req);
-        let oom_before = self.state.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+        let oom_before = self
+            .state
+            .cgroup
+            .as_ref()
+            .map(|c| c.oom_kills())
+            .unwrap_or(0);
         let started = chrono::Utc::now();
         let clock = std::time::Instant::now();
         let stream = self.connect().await?;
         let (mut rd, mut wr) = stream.into_split();
-        write_json(&mut wr, Kind::Request, &Request::Exec(spec)).await.map_err(|e| self.protocol_err(e))?;
-        let pid = match read_frame(&mut rd).await.map_err(|e| self.protocol_err(e))? {
-            Some((Kind::Started, p)) => serde_json::from_slice::<Started>(&p).map_err(|e| self.protocol_err(e))?.pid,
+        write_json(&mut wr, Kind::Request, &Request::Exec(spec))
+            .await
+            .map_err(|e| self.protocol_err(e))?;
+        let pid = match read_frame(&mut rd)
+            .await
+            .map_err(|e| self.protocol_err(e))?
+        {
+            Some((Kind::Started, p)) => {
+                serde_json::from_slice::<Started>(&p)
+                    .map_err(|e| self.protocol_err(e))?
+                    .pid
+            }
             Some((Kind::Error, p)) => return Err(self.command_err(&p)),
-            other => return Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0)))),
+            other => {
+                return Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0))));
+            }
         };
         // stdin is written concurrently with reading output, so a child that produces output
         // before consuming its input never deadlocks.
@@ -152,7 +186,9 @@ impl Sandbox {
                 let frame = match read_frame(&mut rd).await {
                     Ok(Some(f)) => f,
                     Ok(None) => {
-                        let _ = tx.send(Err(sandbox.protocol_err("init closed the connection"))).await;
+                        let _ = tx
+                            .send(Err(sandbox.protocol_err("init closed the connection")))
+                            .await;
                         return;
                     }
                     Err(e) => {
@@ -171,7 +207,12 @@ impl Sandbox {
                     }
                     (Kind::Exit, p) => {
                         let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();
-                        let oom_after = sandbox.state.cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+                        let oom_after = sandbox
+                            .state
+                            .cgroup
+                            .as_ref()
+                            .map(|c| c.oom_kills())
+                            .unwrap_or(0);
                         let result = ExecResult {
                             exit_code: exit.code,
                             signal: exit.signal,
@@ -179,7 +220,9 @@ impl Sandbox {
                             stderr: err,
                             truncated: exit.stdout_truncated || exit.stderr_truncated,
                             timed_out: exit.timed_out,
-                            oom_killed: oom_after > oom_before && exit.signal == Some(libc::SIGKILL) && !exit.timed_out,
+                            // The OOM killer may pick any process of the exec (a child of
+                            // the shell, say), so the cgroup's counter is the evidence.
+                            oom_killed: oom_after > oom_before && !exit.timed_out,
                             started,
                             finished: chrono::Utc::now(),
                             duration_ms: clock.elapsed().as_millis() as u64,
@@ -193,7 +236,11 @@ impl Sandbox {
                         return;
                     }
                     (other, _) => {
-                        let _ = tx.send(Err(sandbox.protocol_err(format!("unexpected frame {other:?}")))).await;
+                        let _ = tx
+                            .send(Err(
+                                sandbox.protocol_err(format!("unexpected frame {other:?}"))
+                            ))
+                            .await;
                         return;
                     }
                 }
@@ -208,11 +255,21 @@ impl Sandbox {
         let mut spec = self.spec_for(&req);
         spec.stdin = false;
         let mut stream = self.connect().await?;
-        write_json(&mut stream, Kind::Request, &Request::Spawn(spec)).await.map_err(|e| self.protocol_err(e))?;
-        match read_frame(&mut stream).await.map_err(|e| self.protocol_err(e))? {
+        write_json(&mut stream, Kind::Request, &Request::Spawn(spec))
+            .await
+            .map_err(|e| self.protocol_err(e))?;
+        match read_frame(&mut stream)
+            .await
+            .map_err(|e| self.protocol_err(e))?
+        {
             Some((Kind::Started, p)) => {
-                let pid = serde_json::from_slice::<Started>(&p).map_err(|e| self.protocol_err(e))?.pid;
-                Ok(SpawnHandle { sandbox: self.clone(), pid })
+                let pid = serde_json::from_slice::<Started>(&p)
+                    .map_err(|e| self.protocol_err(e))?
+                    .pid;
+                Ok(SpawnHandle {
+                    sandbox: self.clone(),
+                    pid,
+                })
             }
             Some((Kind::Error, p)) => Err(self.command_err(&p)),
             other => Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0)))),
@@ -221,8 +278,13 @@ impl Sandbox {
 
     pub(crate) async fn request(&self, req: Request) -> Result<(Kind, Vec<u8>), SandboxError> {
         let mut stream = self.connect().await?;
-        write_json(&mut stream, Kind::Request, &req).await.map_err(|e| self.protocol_err(e))?;
-        match read_frame(&mut stream).await.map_err(|e| self.protocol_err(e))? {
+        write_json(&mut stream, Kind::Request, &req)
+            .await
+            .map_err(|e| self.protocol_err(e))?;
+        match read_frame(&mut stream)
+            .await
+            .map_err(|e| self.protocol_err(e))?
+        {
             Some((Kind::Error, p)) => Err(self.command_err(&p)),
             Some(frame) => Ok(frame),
             None => Err(self.protocol_err("no reply")),
@@ -233,7 +295,11 @@ impl Sandbox {
 impl SpawnHandle {
     /// Wait for the process to exit. Returns its exit code and signal.
     pub async fn wait(&self) -> Result<(Option<i32>, Option<i32>), SandboxError> {
-        match self.sandbox.request(Request::Wait { pid: self.pid }).await? {
+        match self
+            .sandbox
+            .request(Request::Wait { pid: self.pid })
+            .await?
+        {
             (Kind::Exit, p) => {
                 let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();
                 Ok((exit.code, exit.signal))
@@ -244,6 +310,13 @@ impl SpawnHandle {
 
     /// Send `signal` to the process (and its process group).
     pub async fn kill(&self, signal: i32) -> Result<(), SandboxError> {
-        self.sandbox.request(Request::Signal { pid: self.pid, signal, group: true }).await.map(|_| ())
+        self.sandbox
+            .request(Request::Signal {
+                pid: self.pid,
+                signal,
+                group: true,
+            })
+            .await
+            .map(|_| ())
     }
 }

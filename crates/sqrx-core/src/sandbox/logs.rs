@@ -69,7 +69,9 @@ impl Sandbox {
     /// The exec history, oldest first (the most recent 200 execs).
     pub fn logs(&self) -> Vec<ExecLogEntry> {
         let text = std::fs::read_to_string(self.dir().join("logs.jsonl")).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Append an entry, numbering it; trims the file to the newest entries. Best effort: the
@@ -77,22 +79,39 @@ impl Sandbox {
     pub(crate) fn append_log(&self, entry: &ExecLogEntry) {
         let path = self.dir().join("logs.jsonl");
         let lock = self.dir().join("logs.lock");
-        let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock) else { return };
-        let Ok(_guard) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) else { return };
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+        else {
+            return;
+        };
+        let Ok(_guard) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) else {
+            return;
+        };
         let mut entries = self.logs();
         let mut entry = entry.clone();
         entry.seq = entries.last().map(|e| e.seq + 1).unwrap_or(1);
         entries.push(entry.clone());
         let result = if entries.len() > MAX_ENTRIES {
             let keep = &entries[entries.len() - MAX_ENTRIES / 2..];
-            let text: String = keep.iter().filter_map(|e| serde_json::to_string(e).ok()).map(|l| l + "\n").collect();
+            let text: String = keep
+                .iter()
+                .filter_map(|e| serde_json::to_string(e).ok())
+                .map(|l| l + "\n")
+                .collect();
             let tmp = path.with_extension("jsonl.tmp");
             std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path))
         } else {
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| {
-                let line = serde_json::to_string(&entry).unwrap_or_default() + "\n";
-                f.write_all(line.as_bytes())
-            })
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| {
+                    let line = serde_json::to_string(&entry).unwrap_or_default() + "\n";
+                    f.write_all(line.as_bytes())
+                })
         };
         if let Err(e) = result {
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot record exec history");

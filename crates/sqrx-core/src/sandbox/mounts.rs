@@ -17,18 +17,25 @@ pub(crate) struct LayerMounts {
 
 /// Is `path` a mount point of this mount namespace?
 pub(crate) fn is_mount_point(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let want = path.to_string_lossy();
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*want))
 }
 
 impl LayerMounts {
     pub fn new(data_dir: &Path) -> Self {
-        LayerMounts { dir: data_dir.join("mounts") }
+        LayerMounts {
+            dir: data_dir.join("mounts"),
+        }
     }
 
     /// Hold the cross-process lock while `f` runs.
-    pub fn locked<T>(&self, f: impl FnOnce() -> Result<T, SandboxError>) -> Result<T, SandboxError> {
+    pub fn locked<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create", &self.dir))?;
         let lock_path = self.dir.join(".lock");
         let file = std::fs::OpenOptions::new()
@@ -37,8 +44,13 @@ impl LayerMounts {
             .write(true)
             .open(&lock_path)
             .map_err(SandboxError::io("open", &lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| SandboxError::Io { op: "lock", path: lock_path.clone(), source: e.into() })?;
+        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| SandboxError::Io {
+                op: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            },
+        )?;
         f()
     }
 
@@ -53,7 +65,11 @@ impl LayerMounts {
         if is_mount_point(&target) {
             return Ok(target);
         }
-        let mount_err = |source: std::io::Error| SandboxError::Mount { layer: layer.name.to_string(), target: target.clone(), source };
+        let mount_err = |source: std::io::Error| SandboxError::Mount {
+            layer: layer.name.to_string(),
+            target: target.clone(),
+            source,
+        };
         std::fs::create_dir_all(&target).map_err(mount_err)?;
         let dev = crate::sys::loopdev::attach_read_only(&layer.path).map_err(mount_err)?;
         nix::mount::mount(

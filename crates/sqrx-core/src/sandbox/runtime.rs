@@ -58,7 +58,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("data_dir", &self.inner.config.data_dir).finish()
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
     }
 }
 
@@ -115,8 +117,10 @@ impl Sandbox {
             layers: s.layers.iter().map(|l| l.name.clone()).collect(),
             owner: s.spec.owner.clone(),
             created: s.created,
-            expires: (s.spec.max_lifetime > 0)
-                .then(|| s.created + chrono::Duration::seconds(s.spec.max_lifetime.min(i64::MAX as u64) as i64)),
+            expires: (s.spec.max_lifetime > 0).then(|| {
+                s.created
+                    + chrono::Duration::seconds(s.spec.max_lifetime.min(i64::MAX as u64) as i64)
+            }),
             init_pid: s.init_pid,
             cpu: s.spec.cpu,
             memory_mb: s.spec.memory_mb,
@@ -136,9 +140,16 @@ impl Runtime {
             None => CgroupRoot::detect()?,
         };
         let sandboxes_dir = config.data_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes_dir).map_err(SandboxError::io("create", &sandboxes_dir))?;
+        std::fs::create_dir_all(&sandboxes_dir)
+            .map_err(SandboxError::io("create", &sandboxes_dir))?;
         let rt = Runtime {
-            inner: Arc::new(Inner { mounts: LayerMounts::new(&config.data_dir), config, store, cgroups, sandboxes_dir }),
+            inner: Arc::new(Inner {
+                mounts: LayerMounts::new(&config.data_dir),
+                config,
+                store,
+                cgroups,
+                sandboxes_dir,
+            }),
         };
         rt.recover();
         Ok(rt)
@@ -181,7 +192,10 @@ impl Runtime {
             return Err(SandboxError::NotFound { id: id.to_string() });
         }
         let state = SandboxState::load(&path)?;
-        let sandbox = Sandbox { rt: self.clone(), state };
+        let sandbox = Sandbox {
+            rt: self.clone(),
+            state,
+        };
         if !sandbox.state.init_alive() {
             tracing::warn!(sandbox = id, "init is gone; cleaning up");
             sandbox.cleanup()?;
@@ -192,7 +206,10 @@ impl Runtime {
 
     /// Every live sandbox, by id.
     pub fn list(&self) -> Vec<Sandbox> {
-        self.ids().iter().filter_map(|id| self.get(id).ok()).collect()
+        self.ids()
+            .iter()
+            .filter_map(|id| self.get(id).ok())
+            .collect()
     }
 
     /// Clean up every sandbox whose init is gone (called by `open`).
@@ -201,7 +218,11 @@ impl Runtime {
             match SandboxState::load(&self.state_path(&id)) {
                 Ok(state) if !state.init_alive() => {
                     tracing::info!(sandbox = %id, "init died while no runtime was watching; cleaning up");
-                    let _ = Sandbox { rt: self.clone(), state }.cleanup();
+                    let _ = Sandbox {
+                        rt: self.clone(),
+                        state,
+                    }
+                    .cleanup();
                 }
                 Ok(_) => {}
                 Err(_) => {

@@ -10,7 +10,12 @@ use super::SandboxError;
 
 /// Validate a sandbox id: `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`.
 pub fn validate_id(id: &str) -> Result<(), SandboxError> {
-    let bad = |reason| Err(SandboxError::InvalidId { id: id.to_string(), reason });
+    let bad = |reason| {
+        Err(SandboxError::InvalidId {
+            id: id.to_string(),
+            reason,
+        })
+    };
     let bytes = id.as_bytes();
     if bytes.is_empty() || bytes.len() > 64 {
         return bad("must be 1-64 characters");
@@ -18,7 +23,10 @@ pub fn validate_id(id: &str) -> Result<(), SandboxError> {
     if !bytes[0].is_ascii_alphanumeric() {
         return bad("must start with a letter or digit");
     }
-    if !bytes.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-') {
+    if !bytes
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+    {
         return bad("only letters, digits, '_' and '-' are allowed");
     }
     Ok(())
@@ -108,7 +116,11 @@ impl SandboxSpec {
             return invalid("upper_mb", "must be between 1 and 1048576".into());
         }
         if let Some(h) = &self.hostname
-            && (h.is_empty() || h.len() > 63 || !h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.'))
+            && (h.is_empty()
+                || h.len() > 63
+                || !h
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.'))
         {
             return invalid("hostname", format!("{h:?} is not a valid hostname"));
         }
@@ -189,21 +201,37 @@ pub struct ExecRequest {
 impl ExecRequest {
     /// A request for `command` with defaults.
     pub fn new(command: impl Into<Command>) -> Self {
-        ExecRequest { command: command.into(), env: BTreeMap::new(), workdir: None, stdin: None, timeout: None, output_cap: None }
+        ExecRequest {
+            command: command.into(),
+            env: BTreeMap::new(),
+            workdir: None,
+            stdin: None,
+            timeout: None,
+            output_cap: None,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), SandboxError> {
         if self.command.is_empty() {
-            return Err(SandboxError::Invalid { field: "command", reason: "empty command".into() });
+            return Err(SandboxError::Invalid {
+                field: "command",
+                reason: "empty command".into(),
+            });
         }
         if let Some(w) = &self.workdir
             && !w.starts_with('/')
         {
-            return Err(SandboxError::Invalid { field: "workdir", reason: format!("{w:?} is not absolute") });
+            return Err(SandboxError::Invalid {
+                field: "workdir",
+                reason: format!("{w:?} is not absolute"),
+            });
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(SandboxError::Invalid { field: "env", reason: format!("bad variable name {k:?}") });
+                return Err(SandboxError::Invalid {
+                    field: "env",
+                    reason: format!("bad variable name {k:?}"),
+                });
             }
         }
         Ok(())
@@ -225,7 +253,9 @@ mod opt_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
         match v {
-            Some(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(Duration::from_secs_f64(secs))),
+            Some(secs) if secs.is_finite() && secs >= 0.0 => {
+                Ok(Some(Duration::from_secs_f64(secs)))
+            }
             Some(secs) => Err(serde::de::Error::custom(format!("bad timeout {secs}"))),
             None => Ok(None),
         }
@@ -292,7 +322,8 @@ mod tests {
         s.cpu = Some(0.5);
         s.layers = vec!["base".into()];
         assert!(s.validate().is_err());
-        let parsed: SandboxSpec = serde_json::from_str(r#"{"id":"x","memory_mb":64}"#).expect("json");
+        let parsed: SandboxSpec =
+            serde_json::from_str(r#"{"id":"x","memory_mb":64}"#).expect("json");
         assert_eq!(parsed.layers, vec!["000-base"]);
         assert_eq!(parsed.upper_mb, 512);
     }
@@ -304,9 +335,16 @@ mod tests {
         let mut r = ExecRequest::new("true");
         r.workdir = Some("relative".into());
         assert!(r.validate().is_err());
-        let parsed: ExecRequest = serde_json::from_str(r#"{"command":["ls","-l"],"timeout":1.5}"#).expect("json");
-        assert_eq!(parsed.command, Command::Argv(vec!["ls".into(), "-l".into()]));
+        let parsed: ExecRequest =
+            serde_json::from_str(r#"{"command":["ls","-l"],"timeout":1.5}"#).expect("json");
+        assert_eq!(
+            parsed.command,
+            Command::Argv(vec!["ls".into(), "-l".into()])
+        );
         assert_eq!(parsed.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(Command::Shell("echo hi".into()).argv(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            Command::Shell("echo hi".into()).argv(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
     }
 }

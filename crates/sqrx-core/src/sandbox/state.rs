@@ -55,15 +55,22 @@ impl SandboxState {
     /// Read the state file.
     pub fn load(path: &Path) -> Result<Self, SandboxError> {
         let bytes = std::fs::read(path).map_err(SandboxError::io("read", path))?;
-        serde_json::from_slice(&bytes).map_err(|source| SandboxError::BadState { path: path.to_path_buf(), source })
+        serde_json::from_slice(&bytes).map_err(|source| SandboxError::BadState {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Write the state file atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState { path: path.to_path_buf(), source })?;
+        let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("create", &tmp))?;
-        f.write_all(&json).map_err(SandboxError::io("write", &tmp))?;
+        f.write_all(&json)
+            .map_err(SandboxError::io("write", &tmp))?;
         f.sync_all().map_err(SandboxError::io("sync", &tmp))?;
         std::fs::rename(&tmp, path).map_err(SandboxError::io("rename", path))
     }

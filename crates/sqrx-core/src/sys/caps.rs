@@ -53,11 +53,30 @@ pub fn drop_to_default() -> std::io::Result<()> {
         }
     }
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    let header = CapHeader { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let header = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
     let data = [
-        CapData { effective: keep[0], permitted: keep[0], inheritable: 0 },
-        CapData { effective: keep[1], permitted: keep[1], inheritable: 0 },
+        CapData {
+            effective: keep[0],
+            permitted: keep[0],
+            inheritable: 0,
+        },
+        CapData {
+            effective: keep[1],
+            permitted: keep[1],
+            inheritable: 0,
+        },
     ];
     // SAFETY: `header` and `data` are valid capset arguments (version 3 takes two data
     // structs) and live across the call.
@@ -73,6 +92,25 @@ pub fn set_no_new_privs() -> std::io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reset this process's OOM score adjustment to 0 (init runs at -1000). Async-signal-safe.
+pub fn reset_oom_score_adj() -> std::io::Result<()> {
+    let path = c"/proc/self/oom_score_adj";
+    // SAFETY: a valid NUL-terminated path; the returned descriptor is checked and closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: writing 1 byte from a static buffer to the descriptor opened above.
+    let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above, once.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        return Err(err);
     }
     Ok(())
 }

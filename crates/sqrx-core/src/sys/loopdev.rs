@@ -47,7 +47,10 @@ pub struct LoopDevice {
 /// Attach `image` read-only to a free loop device.
 pub fn attach_read_only(image: &Path) -> std::io::Result<LoopDevice> {
     let backing = File::open(image)?;
-    let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
     // Another process may take the free device between GET_FREE and CONFIGURE: retry.
     for _ in 0..16 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
@@ -83,7 +86,13 @@ pub fn attach_read_only(image: &Path) -> std::io::Result<LoopDevice> {
         };
         // SAFETY: `config` is a properly initialised `struct loop_config` that lives across the
         // call; the kernel only reads it.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config as *const LoopConfig) };
+        let rc = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig,
+            )
+        };
         if rc == 0 {
             return Ok(LoopDevice { path, _dev: dev });
         }
@@ -92,5 +101,7 @@ pub fn attach_read_only(image: &Path) -> std::io::Result<LoopDevice> {
             return Err(err);
         }
     }
-    Err(std::io::Error::other("no free loop device after 16 attempts"))
+    Err(std::io::Error::other(
+        "no free loop device after 16 attempts",
+    ))
 }

@@ -20,7 +20,11 @@ pub fn squashfs_dev_parts(dev: u32) -> (u32, u32) {
 pub fn pivot_root(new_root: &std::ffi::CStr, put_old: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `fork()`, for the init process only (single-threaded at that point).
@@ -42,20 +46,6 @@ pub fn fork_single_threaded() -> std::io::Result<Forked> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_numbers_round_trip() {
-        for (major, minor) in [(0, 0), (1, 3), (8, 17), (259, 1048575), (4095, 300)] {
-            let dev = squashfs_dev(major, minor);
-            assert_eq!(squashfs_dev_parts(dev), (major as u32, minor as u32));
-        }
-        assert_eq!(squashfs_dev(1, 3), 0x103);
-    }
-}
-
 /// Register `f` to run in the child between fork and exec.
 ///
 /// `f` must be async-signal-safe: only syscalls on memory allocated before the fork, no
@@ -69,5 +59,19 @@ where
     // no_new_privs, seccomp) only make syscalls.
     unsafe {
         cmd.pre_exec(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_round_trip() {
+        for (major, minor) in [(0, 0), (1, 3), (8, 17), (259, 1048575), (4095, 300)] {
+            let dev = squashfs_dev(major, minor);
+            assert_eq!(squashfs_dev_parts(dev), (major as u32, minor as u32));
+        }
+        assert_eq!(squashfs_dev(1, 3), 0x103);
     }
 }

@@ -5,6 +5,7 @@
 mod corrupt_images;
 mod layer_build;
 mod layer_store;
+mod sandbox;
 mod tar_import;
 
 use sqrx_core::{BuildOptions, LayerName, LayerStore};
