@@ -34,7 +34,7 @@ echo "== Node binding smoke test"
 cp "$CARGO_TARGET_DIR/debug/libsqrx_node.so" crates/sqrx-node/sqrx.node
 node --test crates/sqrx-node/__test__/
 
-echo "== leak check"
+echo "== leak check (mounts, loop devices, cgroups, test directories)"
 leaks=0
 if grep -q "sqrx-test" /proc/mounts; then
   echo "leaked mounts:"; grep "sqrx-test" /proc/mounts; leaks=1
@@ -42,5 +42,13 @@ fi
 if command -v losetup >/dev/null && losetup -l -n -O NAME,BACK-FILE | grep -q "sqrx-test"; then
   echo "leaked loop devices:"; losetup -l -n -O NAME,BACK-FILE | grep "sqrx-test"; leaks=1
 fi
+for cg in /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx; do
+  [ -d "$cg" ] || continue
+  left=$(find "$cg" -mindepth 1 -maxdepth 1 -type d)
+  if [ -n "$left" ]; then echo "leaked cgroups:"; echo "$left"; leaks=1; fi
+done
+if ls -d /tmp/sqrx-test-* >/dev/null 2>&1; then
+  echo "leaked test directories:"; ls -d /tmp/sqrx-test-*; leaks=1
+fi
 if [ "$leaks" -ne 0 ]; then exit 1; fi
-echo "no leaked mounts or loop devices"
+echo "no leaked mounts, loop devices, cgroups or test directories"

@@ -619,3 +619,58 @@ fn spawn_wait_and_kill() {
     block(h.kill(15)).expect("kill");
     assert_eq!(block(h.wait()).expect("wait").1, Some(15));
 }
+
+#[test]
+fn exec_stream_delivers_chunks_in_order() {
+    if !privileged("exec_stream_delivers_chunks_in_order") {
+        return;
+    }
+    use sqrx_core::ExecEvent;
+    let t = TestRuntime::new();
+    let sb = t.create("stream");
+    let events = block(async {
+        let mut s = sb
+            .exec_stream(ExecRequest::new(
+                "echo a; sleep 0.2; echo b >&2; sleep 0.2; echo c",
+            ))
+            .await
+            .expect("stream");
+        let mut events = Vec::new();
+        while let Some(e) = s.next().await {
+            events.push(e.expect("event"));
+        }
+        events
+    });
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            ExecEvent::Stdout(d) => format!("out:{}", String::from_utf8_lossy(d)),
+            ExecEvent::Stderr(d) => format!("err:{}", String::from_utf8_lossy(d)),
+            ExecEvent::Exit(r) => format!("exit:{:?}", r.exit_code),
+        })
+        .collect();
+    assert_eq!(kinds, ["out:a\n", "err:b\n", "out:c\n", "exit:Some(0)"]);
+}
+
+#[test]
+fn the_reaper_destroys_expired_sandboxes() {
+    if !privileged("the_reaper_destroys_expired_sandboxes") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut spec = SandboxSpec::new("short");
+    spec.max_lifetime = 1;
+    t.rt.create(spec).expect("create");
+    t.create("long");
+    assert!(t.rt.reap().is_empty(), "nothing expired yet");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(t.rt.reap(), ["short"]);
+    assert_eq!(
+        t.rt.list()
+            .iter()
+            .map(|s| s.id().to_string())
+            .collect::<Vec<_>>(),
+        ["long"]
+    );
+    assert!(cgroup_dirs("short").is_empty());
+}
