@@ -1,5 +1,10 @@
-//! Running one process for the host: sandboxed spawn, output streaming with caps, stdin,
-//! timeouts that kill the whole process group.
+//! Running one process for the host: spawn, output streaming with caps, stdin, timeouts that
+//! kill the whole process group.
+//!
+//! The server already runs with the sandbox's capability set, `no_new_privs` and seccomp
+//! filters (see `server::serve`), so children inherit them and are started with
+//! `posix_spawn` (vfork) instead of fork + pre-exec hooks: an exec costs well under a
+//! millisecond.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -12,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::seccomp::Filters;
 use super::server::fail;
 use crate::protocol::{self, ExecSpec, Exit, Kind, Started};
 
@@ -29,7 +33,7 @@ pub(super) fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
-fn command(spec: &ExecSpec, filters: &Filters) -> Result<Command, (&'static str, String)> {
+fn command(spec: &ExecSpec) -> Result<Command, (&'static str, String)> {
     let Some(program) = spec.argv.first() else {
         return Err(("invalid", "empty command".into()));
     };
@@ -39,17 +43,6 @@ fn command(spec: &ExecSpec, filters: &Filters) -> Result<Command, (&'static str,
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         .process_group(0);
-    let filters = filters.clone();
-    // Runs between fork and exec: only syscalls (prctl, capset, seccomp) on memory allocated
-    // before the fork; no allocation, no locks.
-    let sandboxing = move || {
-        // Raising the score back needs no privilege; failing it is harmless.
-        let _ = crate::sys::caps::reset_oom_score_adj();
-        crate::sys::caps::drop_to_default()?;
-        crate::sys::caps::set_no_new_privs()?;
-        filters.apply()
-    };
-    crate::sys::set_pre_exec(&mut cmd, sandboxing);
     Ok(cmd)
 }
 
@@ -74,11 +67,8 @@ fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
 }
 
 /// Start a background process with no stdio.
-pub(super) fn spawn_background(
-    spec: &ExecSpec,
-    filters: &Filters,
-) -> Result<Child, (&'static str, String)> {
-    let mut cmd = command(spec, filters)?;
+pub(super) fn spawn_background(spec: &ExecSpec) -> Result<Child, (&'static str, String)> {
+    let mut cmd = command(spec)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -93,8 +83,8 @@ fn set_nonblocking(fd: &impl AsFd) {
 }
 
 /// Run `spec`, streaming its output on `stream` until it exits.
-pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, filters: &Filters) {
-    let mut cmd = match command(&spec, filters) {
+pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
+    let mut cmd = match command(&spec) {
         Ok(c) => c,
         Err((kind, msg)) => return fail(&mut stream, kind, msg),
     };

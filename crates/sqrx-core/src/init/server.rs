@@ -37,21 +37,28 @@ impl Spawned {
 }
 
 pub(super) struct State {
-    pub filters: Filters,
     pub spawned: Mutex<Spawned>,
+}
+
+/// Confine the server itself: everything it starts inherits this.
+fn confine() -> Result<(), String> {
+    let filters = Filters::build().map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+    // The workload must be the OOM killer's choice: only PID 1 keeps its protection.
+    let _ = crate::sys::caps::reset_oom_score_adj();
+    crate::sys::caps::drop_to_default().map_err(|e| format!("cannot drop capabilities: {e}"))?;
+    crate::sys::caps::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    filters
+        .apply()
+        .map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
 /// Serve forever (until the listener fails).
 pub(super) fn serve(listener: UnixListener) {
-    let filters = match Filters::build() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sqrx-init: cannot build the seccomp filter: {e}");
-            return;
-        }
-    };
+    if let Err(e) = confine() {
+        eprintln!("sqrx-init: {e}");
+        return;
+    }
     let state = Arc::new(State {
-        filters,
         spawned: Mutex::new(Spawned::default()),
     });
     for conn in listener.incoming() {
@@ -111,9 +118,9 @@ fn handle(mut stream: UnixStream, state: &State) {
         }
         Request::Exec(spec) => {
             drop(spawned);
-            exec::run(stream, spec, &state.filters);
+            exec::run(stream, spec);
         }
-        Request::Spawn(spec) => match exec::spawn_background(&spec, &state.filters) {
+        Request::Spawn(spec) => match exec::spawn_background(&spec) {
             Ok(child) => {
                 let pid = child.id() as i32;
                 spawned.children.insert(pid, child);

@@ -44,9 +44,11 @@ impl Sandbox {
 
     pub(crate) fn cleanup(&self) -> Result<(), SandboxError> {
         kill_and_wait(self.state.init_pid, Some(self.state.init_start));
+        tracing::debug!(sandbox = %self.id(), "init gone");
         if let Some(cg) = &self.state.cgroup {
             cg.remove(Duration::from_secs(5))?;
         }
+        tracing::debug!(sandbox = %self.id(), "cgroup removed");
         let mounts: Vec<_> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let rt = &self.rt;
         rt.inner.mounts.locked(|| {

@@ -25,7 +25,8 @@ pub enum ExecEvent {
     Exit(ExecResult),
 }
 
-/// The events of a streaming exec; ends after [`ExecEvent::Exit`].
+/// The events of a streaming exec; ends after [`ExecEvent::Exit`]. Dropping it before the
+/// exit kills the exec's process group.
 #[derive(Debug)]
 pub struct ExecStream {
     rx: mpsc::Receiver<Result<ExecEvent, SandboxError>>,
@@ -164,6 +165,7 @@ impl Sandbox {
         // stdin is written concurrently with reading output, so a child that produces output
         // before consuming its input never deadlocks.
         let stdin = req.stdin.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             if let Some(data) = stdin {
                 for chunk in data.chunks(64 * 1024) {
@@ -173,14 +175,18 @@ impl Sandbox {
                 }
                 let _ = write_frame(&mut wr, Kind::StdinEof, &[]).await;
             }
-            // Keep the write half open until the exec ends: closing it tells init we left.
-            std::future::pending::<()>().await;
+            // Keep the write half open until the exec ends: closing it tells init that nobody
+            // is listening any more, and init kills the exec's process group.
+            let _ = done_rx.await;
         });
 
         let (tx, rx) = mpsc::channel(64);
         let sandbox = self.clone();
         let command = req.command.display();
         tokio::spawn(async move {
+            // Dropped when this task ends (exit, error, or the stream was dropped), which
+            // releases the write half.
+            let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             loop {
                 let frame = match read_frame(&mut rd).await {
@@ -197,13 +203,18 @@ impl Sandbox {
                     }
                 };
                 match frame {
+                    // A dropped ExecStream ends the exec: init kills its process group.
                     (Kind::Stdout, data) => {
                         out.extend_from_slice(&data);
-                        let _ = tx.send(Ok(ExecEvent::Stdout(data))).await;
+                        if tx.send(Ok(ExecEvent::Stdout(data))).await.is_err() {
+                            return;
+                        }
                     }
                     (Kind::Stderr, data) => {
                         err.extend_from_slice(&data);
-                        let _ = tx.send(Ok(ExecEvent::Stderr(data))).await;
+                        if tx.send(Ok(ExecEvent::Stderr(data))).await.is_err() {
+                            return;
+                        }
                     }
                     (Kind::Exit, p) => {
                         let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();

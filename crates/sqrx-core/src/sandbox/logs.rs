@@ -66,7 +66,7 @@ impl ExecLogEntry {
 }
 
 impl Sandbox {
-    /// The exec history, oldest first (the most recent 200 execs).
+    /// The exec history, oldest first (at least the most recent 200 execs).
     pub fn logs(&self) -> Vec<ExecLogEntry> {
         let text = std::fs::read_to_string(self.dir().join("logs.jsonl")).unwrap_or_default();
         text.lines()
@@ -74,44 +74,61 @@ impl Sandbox {
             .collect()
     }
 
-    /// Append an entry, numbering it; trims the file to the newest entries. Best effort: the
-    /// history never fails an exec.
+    /// Append an entry, numbering it; trims the file to the newest entries now and then. Best
+    /// effort: the history never fails an exec.
     pub(crate) fn append_log(&self, entry: &ExecLogEntry) {
         let path = self.dir().join("logs.jsonl");
         let lock = self.dir().join("logs.lock");
         let Ok(file) = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&lock)
         else {
             return;
         };
-        let Ok(_guard) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) else {
+        let Ok(mut guard) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        else {
             return;
         };
-        let mut entries = self.logs();
+        // The lock file holds the last sequence number, so appending never reads the history.
+        let mut text = String::new();
+        let _ = std::io::Seek::seek(&mut *guard, std::io::SeekFrom::Start(0));
+        let _ = std::io::Read::read_to_string(&mut *guard, &mut text);
         let mut entry = entry.clone();
-        entry.seq = entries.last().map(|e| e.seq + 1).unwrap_or(1);
-        entries.push(entry.clone());
-        let result = if entries.len() > MAX_ENTRIES {
-            let keep = &entries[entries.len() - MAX_ENTRIES / 2..];
-            let text: String = keep
-                .iter()
-                .filter_map(|e| serde_json::to_string(e).ok())
-                .map(|l| l + "\n")
-                .collect();
-            let tmp = path.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path))
-        } else {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| {
-                    let line = serde_json::to_string(&entry).unwrap_or_default() + "\n";
-                    f.write_all(line.as_bytes())
-                })
+        entry.seq = text.trim().parse::<u64>().unwrap_or(0) + 1;
+        let _ = guard.set_len(0);
+        let _ = std::io::Seek::seek(&mut *guard, std::io::SeekFrom::Start(0));
+        let _ = guard.write_all(entry.seq.to_string().as_bytes());
+        let line = serde_json::to_string(&entry).unwrap_or_default() + "\n";
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(line.as_bytes())?;
+                f.metadata()
+            });
+        let result = match appended {
+            // Trim only when the file has clearly outgrown the bound.
+            Ok(md) if md.len() > (MAX_ENTRIES as u64) * 2 * 1024 => {
+                let entries = self.logs();
+                if entries.len() > MAX_ENTRIES {
+                    let keep = &entries[entries.len() - MAX_ENTRIES..];
+                    let text: String = keep
+                        .iter()
+                        .filter_map(|e| serde_json::to_string(e).ok())
+                        .map(|l| l + "\n")
+                        .collect();
+                    let tmp = path.with_extension("jsonl.tmp");
+                    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path))
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot record exec history");

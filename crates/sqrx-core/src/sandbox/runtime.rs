@@ -108,6 +108,11 @@ impl Sandbox {
         self.rt.inner.sandboxes_dir.join(self.id())
     }
 
+    /// Host paths of its read-only layer mounts, base first (shared with other sandboxes).
+    pub fn layer_mounts(&self) -> Vec<PathBuf> {
+        self.state.layers.iter().map(|l| l.mount.clone()).collect()
+    }
+
     /// What it is and what it is limited to.
     pub fn info(&self) -> SandboxInfo {
         let s = &self.state;

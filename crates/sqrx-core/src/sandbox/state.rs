@@ -38,12 +38,17 @@ pub struct SandboxState {
     pub init_start: u64,
 }
 
-/// Start time (field 22 of `/proc/<pid>/stat`) of a process, if it exists.
+/// Start time (field 22 of `/proc/<pid>/stat`) of a running process; `None` when it does not
+/// exist or is a zombie (dead, waiting for a parent that may be slow to reap it).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 impl SandboxState {
@@ -61,7 +66,9 @@ impl SandboxState {
         })
     }
 
-    /// Write the state file atomically (temp file, fsync, rename).
+    /// Write the state file atomically (temp file, rename). No fsync: the state must survive
+    /// the crash of a process, which the page cache does; after a host crash every sandbox is
+    /// gone anyway and recovery removes what is left.
     pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState {
@@ -71,7 +78,7 @@ impl SandboxState {
         let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("create", &tmp))?;
         f.write_all(&json)
             .map_err(SandboxError::io("write", &tmp))?;
-        f.sync_all().map_err(SandboxError::io("sync", &tmp))?;
+        drop(f);
         std::fs::rename(&tmp, path).map_err(SandboxError::io("rename", path))
     }
 }

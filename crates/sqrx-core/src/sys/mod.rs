@@ -46,22 +46,6 @@ pub fn fork_single_threaded() -> std::io::Result<Forked> {
     }
 }
 
-/// Register `f` to run in the child between fork and exec.
-///
-/// `f` must be async-signal-safe: only syscalls on memory allocated before the fork, no
-/// allocation, no locks (the parent may be multithreaded).
-pub fn set_pre_exec<F>(cmd: &mut std::process::Command, f: F)
-where
-    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
-{
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the contract above is passed on to the callers, whose closures (capability drop,
-    // no_new_privs, seccomp) only make syscalls.
-    unsafe {
-        cmd.pre_exec(f);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

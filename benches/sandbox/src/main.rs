@@ -1,0 +1,268 @@
+//! Benchmark: sqrx sandboxes against bwrap, runc, crun and unshare+chroot on the same base
+//! layer, in one run. Prints medians, p99 and ratios.
+//!
+//! `bash benches/sandbox/run.sh [--runs N]` (as root; installs the peers).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sqrx_core::{ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i.min(samples.len() - 1)]
+}
+
+struct Row {
+    name: String,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn time_command(
+    runs: usize,
+    mut make: impl FnMut(usize) -> Command,
+) -> Result<Vec<Duration>, String> {
+    let mut out = Vec::with_capacity(runs);
+    for i in 0..runs + 2 {
+        let mut cmd = make(i);
+        let t = Instant::now();
+        let o = cmd.output().map_err(|e| format!("cannot run: {e}"))?;
+        let d = t.elapsed();
+        if !o.status.success() {
+            return Err(format!(
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            ));
+        }
+        if i >= 2 {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+fn oci_bundle(dir: &Path, rootfs: &Path) -> Result<PathBuf, String> {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+    let st = Command::new("runc")
+        .arg("spec")
+        .arg("--bundle")
+        .arg(&bundle)
+        .status()
+        .map_err(|e| format!("runc spec: {e}"))?;
+    if !st.success() {
+        return Err("runc spec failed".into());
+    }
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    spec["root"]["path"] = serde_json::json!(rootfs);
+    spec["root"]["readonly"] = serde_json::json!(true);
+    spec["process"]["args"] = serde_json::json!(["/bin/true"]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(bundle)
+}
+
+fn main() {
+    sqrx_core::init::run_if_init();
+    if let Err(e) = run() {
+        eprintln!("sandbox bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut runs = 30usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).ok_or("--runs N")?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("sqrx-bench-sb-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let rt = Runtime::open(RuntimeConfig::new(work.path())).map_err(|e| e.to_string())?;
+    rt.layers().ensure_base().map_err(|e| e.to_string())?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // A long-lived sandbox keeps the base layer mounted (as in production) and serves (b).
+    let keeper = rt
+        .create(SandboxSpec::new("keeper"))
+        .map_err(|e| e.to_string())?;
+    let rootfs = keeper
+        .layer_mounts()
+        .first()
+        .cloned()
+        .ok_or("no layer mount")?;
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // (a) create -> first exec `true` -> destroy
+    let (mut first, mut cycle) = (Vec::new(), Vec::new());
+    for i in 0..runs + 2 {
+        let t = Instant::now();
+        let sb = rt
+            .create(SandboxSpec::new(format!("b{i}")))
+            .map_err(|e| e.to_string())?;
+        tokio
+            .block_on(sb.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+                "/bin/true".into(),
+            ]))))
+            .map_err(|e| e.to_string())?;
+        let f = t.elapsed();
+        sb.destroy().map_err(|e| e.to_string())?;
+        if i >= 2 {
+            first.push(f);
+            cycle.push(t.elapsed());
+        }
+    }
+    rows.push(Row {
+        name: "sqrx create + first exec".into(),
+        p50: percentile(&mut first, 0.5),
+        p99: percentile(&mut first, 0.99),
+    });
+    rows.push(Row {
+        name: "sqrx create + exec + destroy".into(),
+        p50: percentile(&mut cycle, 0.5),
+        p99: percentile(&mut cycle, 0.99),
+    });
+
+    // (b) exec round trip in an existing sandbox
+    let mut rtt = Vec::new();
+    for i in 0..runs * 10 + 5 {
+        let t = Instant::now();
+        tokio
+            .block_on(keeper.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+                "/bin/true".into(),
+            ]))))
+            .map_err(|e| e.to_string())?;
+        if i >= 5 {
+            rtt.push(t.elapsed());
+        }
+    }
+    rows.push(Row {
+        name: "sqrx exec round trip".into(),
+        p50: percentile(&mut rtt, 0.5),
+        p99: percentile(&mut rtt, 0.99),
+    });
+
+    // (c) peers on the same root filesystem
+    let peers: Vec<(&str, Box<dyn FnMut(usize) -> Command>)> = vec![
+        (
+            "host fork+exec /bin/true",
+            Box::new(|_| Command::new("/bin/true")),
+        ),
+        (
+            "unshare -muinpf + chroot",
+            Box::new({
+                let r = rootfs.clone();
+                move |_| {
+                    let mut c = Command::new("unshare");
+                    c.args(["-m", "-u", "-i", "-n", "-p", "-f", "chroot"])
+                        .arg(&r)
+                        .arg("/bin/true");
+                    c
+                }
+            }),
+        ),
+        (
+            "bwrap --unshare-all",
+            Box::new({
+                let r = rootfs.clone();
+                move |_| {
+                    let mut c = Command::new("bwrap");
+                    c.arg("--ro-bind").arg(&r).arg("/").args([
+                        "--proc",
+                        "/proc",
+                        "--dev",
+                        "/dev",
+                        "--unshare-all",
+                        "/bin/true",
+                    ]);
+                    c
+                }
+            }),
+        ),
+    ];
+    for (name, make) in peers {
+        match time_command(runs, make) {
+            Ok(mut s) => rows.push(Row {
+                name: name.into(),
+                p50: percentile(&mut s, 0.5),
+                p99: percentile(&mut s, 0.99),
+            }),
+            Err(e) => notes.push(format!("{name}: skipped ({e})")),
+        }
+    }
+    match oci_bundle(work.path(), &rootfs) {
+        Ok(bundle) => {
+            for tool in ["runc", "crun"] {
+                let b = bundle.clone();
+                let made = time_command(runs, move |i| {
+                    let mut c = Command::new(tool);
+                    c.arg("run")
+                        .arg("--bundle")
+                        .arg(&b)
+                        .arg(format!("sqrx-bench-{tool}-{i}"));
+                    c
+                });
+                match made {
+                    Ok(mut s) => rows.push(Row {
+                        name: format!("{tool} run"),
+                        p50: percentile(&mut s, 0.5),
+                        p99: percentile(&mut s, 0.99),
+                    }),
+                    Err(e) => notes.push(format!("{tool} run: skipped ({e})")),
+                }
+            }
+        }
+        Err(e) => notes.push(format!("runc/crun: skipped ({e})")),
+    }
+    keeper.destroy().map_err(|e| e.to_string())?;
+
+    let base = rows[0].p50;
+    println!(
+        "{runs} runs each (exec round trip: {}), release build, {} cores",
+        runs * 10,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("| what | p50 ms | p99 ms | p50 / sqrx create+first exec |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            r.name,
+            ms(r.p50),
+            ms(r.p99),
+            r.p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    for n in notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}
