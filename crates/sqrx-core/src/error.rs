@@ -1,5 +1,7 @@
 //! The crate error and its stable [`ErrorKind`].
 
+#[cfg(feature = "js")]
+use crate::js::JsError;
 use crate::layer::LayerError;
 
 /// Every error sqrx-core returns: one variant per module, each with its own typed error.
@@ -8,6 +10,10 @@ pub enum Error {
     /// An error from the layer model (building, storing, reading layers).
     #[error(transparent)]
     Layer(#[from] LayerError),
+    /// An error from the JavaScript executor (configuration, worker threads).
+    #[cfg(feature = "js")]
+    #[error(transparent)]
+    Js(#[from] JsError),
 }
 
 /// A stable classification of errors that the server maps to HTTP statuses and the bindings map
@@ -62,6 +68,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Layer(e) => e.kind(),
+            #[cfg(feature = "js")]
+            Error::Js(e) => e.kind(),
         }
     }
 }

@@ -20,6 +20,8 @@
 //! ```
 
 pub mod error;
+#[cfg(feature = "js")]
+pub mod js;
 pub mod layer;
 pub mod paths;
 #[allow(
@@ -29,6 +31,8 @@ pub mod paths;
 pub mod sys;
 
 pub use error::{Error, ErrorKind};
+#[cfg(feature = "js")]
+pub use js::{Execution, ExecutionStatus, JsError, JsExecutor, JsLimits, JsRequest};
 pub use layer::{
     BootstrapPreset, BuildOptions, BuildProgress, BuildReport, Compression, Inspection, Layer,
     LayerError, LayerName, LayerStore, Provenance, Verification,

@@ -3,6 +3,9 @@
 //! Layer building needs none yet; loop devices, mounts, `setns` and `pidfd` live here as the
 //! sandbox backend lands. Every `unsafe` block carries a `// SAFETY:` comment.
 
+#[cfg(feature = "js")]
+pub mod malloc;
+
 /// Encode a device number the way squashfs stores it (the kernel's `new_encode_dev`).
 pub fn squashfs_dev(major: u64, minor: u64) -> u32 {
     let (major, minor) = (major as u32, minor as u32);
