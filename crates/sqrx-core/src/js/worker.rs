@@ -227,6 +227,22 @@ impl Engine {
             outcome
         });
 
+        // An engine that cannot even allocate the error object throws `null`: tell that from a
+        // script's own `throw null` by how full the heap still is.
+        let outcome = match outcome {
+            Outcome::Thrown(e) if e.name == NULL_THROWN && e.message == "null" => {
+                let used = usize::try_from(self.rt.memory_usage().malloc_size).unwrap_or(0);
+                if used >= limits.memory_bytes / 4 * 3 {
+                    Outcome::OutOfMemory(oom_error())
+                } else {
+                    Outcome::Thrown(ExecutionError {
+                        name: "Error".into(),
+                        ..e
+                    })
+                }
+            }
+            o => o,
+        };
         self.watch.deadline.set(None);
         *self.watch.cancel.borrow_mut() = None;
         let log = self.log.borrow_mut().take();
@@ -477,6 +493,9 @@ pub(crate) fn failed(name: &str, message: String, elapsed: Duration) -> Executio
     }
 }
 
+/// A marker name for a thrown `null` until [`Engine::execute`] has looked at the heap.
+const NULL_THROWN: &str = "\0null";
+
 /// `{name, message, stack}` of any thrown value.
 fn describe_thrown<'js>(ctx: &Ctx<'js>, reason: Value<'js>) -> ExecutionError {
     let text = |v: rquickjs::Result<Value<'js>>| -> String {
@@ -507,7 +526,12 @@ fn describe_thrown<'js>(ctx: &Ctx<'js>, reason: Value<'js>) -> ExecutionError {
             }
         }
         _ => ExecutionError {
-            name: "Error".into(),
+            name: if reason.is_null() {
+                NULL_THROWN
+            } else {
+                "Error"
+            }
+            .into(),
             message: text(Ok(reason.clone())),
             stack: String::new(),
         },

@@ -4,7 +4,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqrx_core::js::{Execution, ExecutionStatus, JsExecutor, JsLimits, JsRequest, LogLevel};
+use sqrx_core::js::{
+    ABANDON_GRACE, Execution, ExecutionStatus, JsExecutor, JsLimits, JsRequest, LogLevel,
+};
 
 /// CPU-heavy tests (timeouts, OOM) run one at a time so they do not distort each other's
 /// response times on a small machine.
@@ -241,16 +243,15 @@ fn js_timeout_keeps_logs_and_stops_pending_jobs() {
 #[test]
 fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
     let _g = heavy();
-    // A sort with the default comparator runs entirely in C and never polls the interrupt
-    // handler; the watchdog answers for the worker and starts a replacement.
+    // replaceAll over a 20 MB string runs entirely in C (~2 s here) and never polls the
+    // interrupt handler; the watchdog answers for the worker and starts a replacement.
     let limits = JsLimits {
         timeout: Duration::from_millis(100),
         memory_bytes: 1 << 30,
         ..JsLimits::default()
     };
     let js = one_worker(limits.clone());
-    let code =
-        "const a = Array.from({length: 3e6}, (_, i) => i * 7919 % 1000003); a.sort(); a.length";
+    let code = "const s = 'a'.repeat(2e7); s.replaceAll('a', 'bb').length";
     let start = Instant::now();
     let out = run(&js, code);
     let elapsed = start.elapsed();
@@ -259,6 +260,9 @@ fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
         elapsed <= limits.timeout + Duration::from_millis(100),
         "answered after {elapsed:?}"
     );
+    // Only the watchdog answers this late (the interrupt handler answers at the deadline).
+    let watchdog_after = (limits.timeout + ABANDON_GRACE).as_secs_f64() * 1000.0;
+    assert!(out.execution_time_ms >= watchdog_after, "{out:?}");
     assert_eq!(
         ok(&js, "40 + 2"),
         42,
@@ -297,8 +301,15 @@ fn js_oom_rss_child() {
         );
     }
     let baseline = rss_bytes();
-    for round in 0..3 {
-        let out = run(&js, r#"let a=[]; for(;;) a.push("x".repeat(1e6))"#);
+    for (round, code) in [
+        r#"let a=[]; for(;;) a.push("x".repeat(1e6))"#,
+        "let a=[]; for(;;) a.push({n: Math.random(), s: 'k' + a.length})",
+        r#"let a=[]; for(;;) a.push("x".repeat(1e6))"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = run(&js, code);
         assert_eq!(
             out.status,
             ExecutionStatus::OutOfMemory,
@@ -605,4 +616,11 @@ fn js_invalid_limits_are_errors() {
     let err = sqrx_core::Error::from(err);
     assert_eq!(err.kind(), sqrx_core::ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("timeout"), "{err}");
+}
+
+#[test]
+fn js_throw_null_is_an_error_not_oom() {
+    let js = executor();
+    let e = thrown(&js, "throw null");
+    assert_eq!((e.name.as_str(), e.message.as_str()), ("Error", "null"));
 }
