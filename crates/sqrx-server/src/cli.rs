@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::js_cmd::{self, JsCmd};
 use crate::layer_cmd::{self, LayerCmd};
 
 /// sqrx: fast, composable sandboxes for untrusted code.
@@ -24,6 +25,9 @@ pub enum Command {
     /// Build, import, list, inspect, verify and remove layers.
     #[command(subcommand)]
     Layer(LayerCmd),
+    /// Run JavaScript in-process with QuickJS and print the Execution JSON.
+    #[command(subcommand)]
+    Js(JsCmd),
 }
 
 /// An error already formatted for the one line the CLI prints.
@@ -55,5 +59,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         .unwrap_or_else(sqrx_core::paths::default_data_dir);
     match cli.command {
         Command::Layer(cmd) => layer_cmd::run(cmd, &data_dir),
+        Command::Js(cmd) => js_cmd::run(cmd),
     }
 }
