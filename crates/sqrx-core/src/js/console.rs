@@ -106,7 +106,7 @@ fn record(
             break;
         }
     }
-    let used = left.saturating_add(1) - budget_left(&budget);
+    let used = left.saturating_add(1) - budget.left();
     let mut log = log.borrow_mut();
     if budget.exhausted {
         log.push(level, data, usize::MAX);
@@ -114,8 +114,4 @@ fn record(
         log.push(level, data, used);
     }
     Ok(())
-}
-
-fn budget_left(b: &Budget) -> usize {
-    b.left()
 }
