@@ -1,6 +1,8 @@
 //! The crate error and its stable [`ErrorKind`].
 
 use crate::cgroup::CgroupError;
+#[cfg(feature = "js")]
+use crate::js::JsError;
 use crate::layer::LayerError;
 use crate::sandbox::SandboxError;
 
@@ -16,6 +18,10 @@ pub enum Error {
     /// An error from control groups.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// An error from the JavaScript executor (configuration, worker threads).
+    #[cfg(feature = "js")]
+    #[error(transparent)]
+    Js(#[from] JsError),
 }
 
 /// A stable classification of errors that the server maps to HTTP statuses and the bindings map
@@ -72,6 +78,8 @@ impl Error {
             Error::Layer(e) => e.kind(),
             Error::Sandbox(e) => e.kind(),
             Error::Cgroup(e) => e.kind(),
+            #[cfg(feature = "js")]
+            Error::Js(e) => e.kind(),
         }
     }
 }

@@ -22,6 +22,8 @@
 pub mod cgroup;
 pub mod error;
 pub mod init;
+#[cfg(feature = "js")]
+pub mod js;
 pub mod layer;
 pub mod paths;
 pub mod protocol;
@@ -33,6 +35,8 @@ pub mod sandbox;
 pub mod sys;
 
 pub use error::{Error, ErrorKind};
+#[cfg(feature = "js")]
+pub use js::{Execution, ExecutionStatus, JsError, JsExecutor, JsLimits, JsRequest};
 pub use layer::{
     BootstrapPreset, BuildOptions, BuildProgress, BuildReport, Compression, Inspection, Layer,
     LayerError, LayerName, LayerStore, Provenance, Verification,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::js_cmd::{self, JsCmd};
 use crate::layer_cmd::{self, LayerCmd};
 use crate::sandbox_cmd::{self, SandboxCmd};
 
@@ -28,6 +29,9 @@ pub enum Command {
     /// Create sandboxes, run commands in them, inspect and remove them.
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Run JavaScript in-process with QuickJS and print the Execution JSON.
+    #[command(subcommand)]
+    Js(JsCmd),
 }
 
 /// An error already formatted for the one line the CLI prints.
@@ -68,5 +72,6 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
             layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Sandbox(cmd) => sandbox_cmd::run(cmd, &data_dir),
+        Command::Js(cmd) => js_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
     }
 }

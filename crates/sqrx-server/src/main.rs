@@ -1,6 +1,7 @@
 //! `sqrx`: the command-line interface (and, later, `sqrx serve`).
 
 mod cli;
+mod js_cmd;
 mod layer_cmd;
 mod sandbox_cmd;
 

@@ -5,6 +5,9 @@ pub mod caps;
 pub mod loopdev;
 pub mod netdev;
 
+#[cfg(feature = "js")]
+pub mod malloc;
+
 /// Encode a device number the way squashfs stores it (the kernel's `new_encode_dev`).
 pub fn squashfs_dev(major: u64, minor: u64) -> u32 {
     let (major, minor) = (major as u32, minor as u32);

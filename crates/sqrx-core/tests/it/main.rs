@@ -3,6 +3,8 @@
 //! `SQRX_REQUIRE_PRIVILEGED=1` (as in CI).
 
 mod corrupt_images;
+#[cfg(feature = "js")]
+mod js;
 mod layer_build;
 mod layer_store;
 mod sandbox;

@@ -1,0 +1,164 @@
+//! Benchmark: fresh-context executions per second and p50/p99 latency of three scripts, with
+//! sqrx's `JsExecutor` and with quickjs-emscripten in Node (the peer, one fresh context per
+//! run), measured in the same run.
+//!
+//! `bash benches/js/peer/setup.sh && cargo run --release -p js_bench -- [--runs N]`
+//!
+//! sqrx is measured three ways: one caller waiting for each execution in turn on a one-worker
+//! pool (the peer's setting: one thread, one execution at a time), the same on the default pool
+//! (one worker per CPU), and a batch of `runs` executions submitted at once to the default pool
+//! (throughput when callers keep the pool busy).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sqrx_core::js::{ExecutionStatus, JsExecutor, JsLimits, JsRequest};
+
+const SCRIPTS: &[(&str, &str)] = &[
+    ("1+2", "1+2"),
+    (
+        "sum 1..1e5",
+        "let s = 0; for (let i = 1; i <= 1e5; i++) s += i; s",
+    ),
+    (
+        "JSON.stringify 1000 objects",
+        "JSON.stringify(Array.from({length: 1000}, (_, i) => ({id: i, name: 'item' + i, tags: ['a', 'b']})))",
+    ),
+];
+
+struct Stats {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, total: Duration) -> Stats {
+    lat.sort();
+    let q = |p: f64| {
+        let i = ((lat.len() as f64) * p) as usize;
+        lat[i.min(lat.len() - 1)].as_secs_f64() * 1e6
+    };
+    Stats {
+        per_sec: lat.len() as f64 / total.as_secs_f64(),
+        p50_us: q(0.5),
+        p99_us: q(0.99),
+    }
+}
+
+fn sequential(js: &JsExecutor, code: &str, runs: usize) -> Stats {
+    for _ in 0..runs.min(200) {
+        check(js.run_blocking(JsRequest::new(code)).status);
+    }
+    let mut lat = Vec::with_capacity(runs);
+    let t0 = Instant::now();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = js.run_blocking(JsRequest::new(code));
+        lat.push(t.elapsed());
+        check(out.status);
+    }
+    stats(lat, t0.elapsed())
+}
+
+fn batch(js: &JsExecutor, code: &str, runs: usize) -> f64 {
+    let t0 = Instant::now();
+    let pending: Vec<_> = (0..runs).map(|_| js.run(JsRequest::new(code))).collect();
+    for p in pending {
+        check(p.wait().status);
+    }
+    runs as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn check(status: ExecutionStatus) {
+    assert_eq!(status, ExecutionStatus::Success, "benchmark script failed");
+}
+
+fn peer(runs: usize) -> Result<Vec<Stats>, String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peer");
+    if !dir.join("node_modules/quickjs-emscripten").exists() {
+        return Err(format!(
+            "peer not installed: run bash {}/setup.sh",
+            dir.display()
+        ));
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("bench.mjs"))
+        .args(["--runs", &runs.to_string()]);
+    for (name, code) in SCRIPTS {
+        cmd.args(["--script", &format!("{name}={code}")]);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| e.to_string())?;
+            let f = |k: &str| v[k].as_f64().ok_or(format!("peer output lacks {k}: {l}"));
+            Ok(Stats {
+                per_sec: f("per_sec")?,
+                p50_us: f("p50_us")?,
+                p99_us: f("p99_us")?,
+            })
+        })
+        .collect()
+}
+
+fn main() {
+    let mut runs = 5000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--runs", Some(n)) => runs = n.parse().expect("--runs takes a number"),
+            _ => {
+                eprintln!("usage: js_bench [--runs N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let one = JsExecutor::builder()
+        .limits(JsLimits::default())
+        .workers(1)
+        .build()
+        .expect("executor");
+    let pool = JsExecutor::new(JsLimits::default()).expect("executor");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("runs per measurement: {runs}; default pool: {cpus} workers");
+    println!(
+        "{:<30} {:>34} {:>34} {:>12} {:>34} {:>10}",
+        "script",
+        "sqrx 1 worker: exec/s p50 p99 µs",
+        "sqrx pool: exec/s p50 p99 µs",
+        "pool batch/s",
+        "peer: exec/s p50 p99 µs",
+        "ratio"
+    );
+    let peer = peer(runs.min(3000));
+    if let Err(e) = &peer {
+        eprintln!("peer: {e}");
+    }
+    for (i, (name, code)) in SCRIPTS.iter().enumerate() {
+        let s1 = sequential(&one, code, runs);
+        let sp = sequential(&pool, code, runs);
+        let b = batch(&pool, code, runs);
+        let fmt = |s: &Stats| format!("{:>10.0} {:>10.1} {:>10.1}", s.per_sec, s.p50_us, s.p99_us);
+        let (peer_col, ratio) = match &peer {
+            Ok(p) => (
+                fmt(&p[i]),
+                format!("{:.1}x", b.max(sp.per_sec) / p[i].per_sec),
+            ),
+            Err(_) => ("-".into(), "-".into()),
+        };
+        println!(
+            "{name:<30} {:>34} {:>34} {b:>12.0} {peer_col:>34} {ratio:>10}",
+            fmt(&s1),
+            fmt(&sp)
+        );
+    }
+    println!("ratio = best sqrx executions/s (pool sequential or batch) / peer executions/s");
+}

@@ -1,0 +1,33 @@
+//! The JavaScript executor: untrusted scripts run in-process with QuickJS (through
+//! `rquickjs`), under memory, time, stack, log and result limits.
+//!
+//! ```
+//! use sqrx_core::js::{JsExecutor, JsLimits, JsRequest};
+//!
+//! # fn main() -> Result<(), sqrx_core::js::JsError> {
+//! let js = JsExecutor::new(JsLimits::default())?;
+//! let out = js.run_blocking(JsRequest::new(r#"console.log("Hello!", {a: 1}); 1 + 2"#));
+//! assert_eq!(out.result, 3);
+//! println!("{}", serde_json::to_string(&out).expect("json"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `docs/js.md` for the semantics, the limits and how timeouts hold inside builtins.
+
+mod console;
+mod convert;
+mod error;
+mod execution;
+mod executor;
+mod host;
+mod limits;
+mod reply;
+mod worker;
+
+pub use error::JsError;
+pub use execution::{Execution, ExecutionError, ExecutionStatus, JsRequest, LogEntry, LogLevel};
+pub use executor::{ABANDON_GRACE, JsExecutor, JsExecutorBuilder};
+pub use host::{AsyncHostFn, HostFuture, HostResult, SyncHostFn};
+pub use limits::JsLimits;
+pub use reply::PendingExecution;
