@@ -15,6 +15,9 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[i.min(samples.len() - 1)]
 }
 
+/// Makes the command for run `i` of a peer.
+type CommandFactory = Box<dyn FnMut(usize) -> Command>;
+
 struct Row {
     name: String,
     p50: Duration,
@@ -36,13 +39,11 @@ fn time_command(
         let o = cmd.output().map_err(|e| format!("cannot run: {e}"))?;
         let d = t.elapsed();
         if !o.status.success() {
-            return Err(format!(
-                "{}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("failed")
-            ));
+            return Err(String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+                .to_string());
         }
         if i >= 2 {
             out.push(d);
@@ -169,7 +170,7 @@ fn run() -> Result<(), String> {
     });
 
     // (c) peers on the same root filesystem
-    let peers: Vec<(&str, Box<dyn FnMut(usize) -> Command>)> = vec![
+    let peers: Vec<(&str, CommandFactory)> = vec![
         (
             "host fork+exec /bin/true",
             Box::new(|_| Command::new("/bin/true")),
