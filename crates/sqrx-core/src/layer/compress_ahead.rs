@@ -349,17 +349,25 @@ mod tests {
             };
             t.insert(Path::new(&format!("/f{i:02}")), node, 0);
         }
-        let out = tempfile::tempfile().expect("tempfile");
-        let mut out = out;
         let opts = crate::layer::BuildOptions::default();
+        let fc = backhand::FilesystemCompressor::new(
+            backhand::compression::Compressor::Zstd,
+            Some(backhand::compression::CompressionOptions::Zstd(
+                backhand::compression::Zstd {
+                    compression_level: 3,
+                },
+            )),
+        )
+        .expect("compressor");
+        // Compress every block ahead first (no timing involved), then write with no workers:
+        // every block the writer compresses must come from the session.
+        let session = Session::new(&t, fc, opts.block_size);
+        session.work();
+        let mut out = tempfile::tempfile().expect("tempfile");
         let (session, _) =
-            crate::layer::pack::pack_with_session(&t, &opts, &mut out, "test").expect("pack");
-        // 40 files of 3 blocks each; the writer may beat the workers to a few of them.
-        assert!(
-            session.hits() >= 60,
-            "only {} of 120 blocks came from the workers",
-            session.hits()
-        );
+            crate::layer::pack::pack_with_session(&t, &opts, &mut out, "test", session, 0)
+                .expect("pack");
+        assert_eq!(session.hits(), 120, "40 files of 3 blocks each");
     }
 
     #[test]

@@ -156,15 +156,26 @@ pub(crate) fn pack(
     out: &mut File,
     name: &str,
 ) -> Result<u64, LayerError> {
-    pack_with_session(tree, opts, out, name).map(|(_, written)| written)
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let fc = compressor(opts).map_err(|source| LayerError::Pack {
+        name: name.to_string(),
+        source,
+    })?;
+    let session = compress_ahead::Session::new(tree, fc, opts.block_size);
+    pack_with_session(tree, opts, out, name, session, workers).map(|(_, written)| written)
 }
 
-/// [`pack`], also returning the compress-ahead session (for its statistics).
+/// [`pack`] with a given compress-ahead session and number of worker threads; returns the
+/// session too (for its statistics).
 pub(crate) fn pack_with_session(
     tree: &Tree,
     opts: &BuildOptions,
     out: &mut File,
     name: &str,
+    session: Arc<compress_ahead::Session>,
+    workers: usize,
 ) -> Result<(Arc<compress_ahead::Session>, u64), LayerError> {
     let pack_err = |source| LayerError::Pack {
         name: name.to_string(),
@@ -215,10 +226,6 @@ pub(crate) fn pack_with_session(
         pushed.map_err(pack_err)?;
     }
 
-    let session = compress_ahead::Session::new(tree, fc, opts.block_size);
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let written = std::thread::scope(|scope| {
         for _ in 0..workers {
             let s = Arc::clone(&session);
