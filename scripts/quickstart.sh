@@ -13,8 +13,12 @@ export SQRX_DATA="${SQRX_DATA:-$(pwd)/.sqrx-data}"
 "$SQRX" layer inspect 000-base
 "$SQRX" layer verify 000-base
 if [ "$(id -u)" -eq 0 ]; then
-  mnt=$(mktemp -d)
-  trap 'umount "$mnt" 2>/dev/null; rmdir "$mnt"' EXIT
-  mount -t squashfs -o loop,ro "$SQRX_DATA/layers/000-base.sqfs" "$mnt"
-  chroot "$mnt" /bin/sh -c 'echo "hello from 000-base: $(uname -sm)"; ls /'
+  # A sandbox on the base layer: namespaces, overlay root, cgroup limits.
+  "$SQRX" sandbox rm quickstart >/dev/null 2>&1 || true
+  trap '"$SQRX" sandbox rm quickstart >/dev/null 2>&1 || true' EXIT
+  "$SQRX" sandbox create quickstart --memory-mb 256 --cpu 1 --pids 256
+  "$SQRX" sandbox exec quickstart -- 'echo "hello from $(hostname): $(uname -sm)"; ps; ls /'
+  "$SQRX" sandbox exec quickstart --timeout 1 -- 'sleep 30' || echo "timed out as asked (exit $?)"
+  "$SQRX" sandbox logs quickstart
 fi
+"$SQRX" js eval 'const xs = [1, 2, 3]; console.log("from QuickJS"); xs.map(x => x * input.k)' --input '{"k": 2}'
