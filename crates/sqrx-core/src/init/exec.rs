@@ -7,7 +7,7 @@
 //! millisecond.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -114,8 +114,10 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
     }
 
     // Frames from the host: stdin data, end of stdin, or the host going away.
+    // Without stdin, the main loop below watches the connection itself (no extra thread).
     let host_gone = Arc::new(AtomicBool::new(false));
-    if let Ok(mut reader) = stream.try_clone() {
+    let mut watch_socket = !spec.stdin;
+    if !watch_socket && let Ok(mut reader) = stream.try_clone() {
         let mut stdin = child.stdin.take();
         let gone = Arc::clone(&host_gone);
         // Without a thread (task limit reached) stdin stays unfed and is closed.
@@ -148,6 +150,14 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
     };
     set_nonblocking(&out);
     set_nonblocking(&err);
+    let sock_fd = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => {
+            kill_group();
+            let _ = child.wait();
+            return;
+        }
+    };
     let started = Instant::now();
     let deadline = spec
         .timeout_ms
@@ -170,12 +180,16 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
             exit.timed_out = true;
             kill_group();
         }
-        let mut fds = Vec::with_capacity(2);
+        let mut fds = Vec::with_capacity(3);
         if out_open {
             fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
         }
         if err_open {
             fds.push(PollFd::new(err.as_fd(), PollFlags::POLLIN));
+        }
+        let sock_index = fds.len();
+        if watch_socket && !host_gone.load(Ordering::Relaxed) {
+            fds.push(PollFd::new(sock_fd.as_fd(), PollFlags::POLLIN));
         }
         let ready = poll(&mut fds, PollTimeout::from(10u8)).unwrap_or(0);
         let mut got_data = false;
@@ -185,6 +199,21 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect();
             drop(fds);
+            // The host sends nothing more on an exec without stdin: readable means it left.
+            if revents.get(sock_index).copied().unwrap_or(false) {
+                use nix::sys::socket::{MsgFlags, recv};
+                let mut probe = [0u8; 1];
+                match recv(
+                    sock_fd.as_raw_fd(),
+                    &mut probe,
+                    MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Err(nix::errno::Errno::EAGAIN) => {}
+                    // Unexpected bytes: stop watching rather than spin on them.
+                    Ok(n) if n > 0 => watch_socket = false,
+                    _ => host_gone.store(true, Ordering::Relaxed),
+                }
+            }
             let mut idx = 0;
             for which in [Kind::Stdout, Kind::Stderr] {
                 let open = if which == Kind::Stdout {

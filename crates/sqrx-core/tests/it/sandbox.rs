@@ -674,3 +674,25 @@ fn the_reaper_destroys_expired_sandboxes() {
     );
     assert!(cgroup_dirs("short").is_empty());
 }
+
+#[test]
+fn dropping_an_exec_stream_kills_the_exec() {
+    if !privileged("dropping_an_exec_stream_kills_the_exec") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("drop");
+    block(async {
+        let s = sb.exec_stream(ExecRequest::new("sleep 100")).await.expect("stream");
+        drop(s);
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let n = out(&sb, "ps -e -o comm= | grep -c '^sleep$' || true");
+        if n == "0\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep still running after the stream was dropped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
