@@ -327,7 +327,8 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
         }
         LayerCmd::Rm { name: n } => {
             let n = name(&n)?;
-            store.remove(&n)?;
+            // Through the runtime, which refuses while a sandbox uses the layer.
+            sqrx_core::Runtime::open(sqrx_core::RuntimeConfig::new(data_dir))?.remove_layer(&n)?;
             println!("removed {n}");
             Ok(())
         }

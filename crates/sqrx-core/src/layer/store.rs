@@ -528,7 +528,8 @@ impl LayerStore {
         verify_image(&layer.path)
     }
 
-    /// Remove `name` from the store.
+    /// Remove `name` from the store. This does not know about sandboxes: use
+    /// [`crate::Runtime::remove_layer`], which refuses while a sandbox uses the layer.
     pub fn remove(&self, name: &LayerName) -> Result<(), LayerError> {
         let image = self.image_path(name);
         match std::fs::remove_file(&image) {

@@ -114,6 +114,14 @@ pub enum SandboxError {
         #[source]
         source: serde_json::Error,
     },
+    /// A layer cannot be removed while sandboxes use it.
+    #[error("layer {layer} is used by sandbox(es) {sandboxes}; destroy them first")]
+    LayerInUse {
+        /// The layer.
+        layer: String,
+        /// The sandboxes using it, comma-separated.
+        sandboxes: String,
+    },
     /// A layer problem (unknown layer, corrupt image).
     #[error(transparent)]
     Layer(#[from] LayerError),
@@ -132,6 +140,7 @@ impl SandboxError {
             SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound { .. } | SandboxError::Dead { .. } => ErrorKind::NotFound,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            SandboxError::LayerInUse { .. } => ErrorKind::Conflict,
             SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }

@@ -244,6 +244,26 @@ impl Runtime {
         }
     }
 
+    /// Remove a layer from the store, refused while a sandbox uses it.
+    pub fn remove_layer(&self, name: &crate::layer::LayerName) -> Result<(), SandboxError> {
+        let users: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|id| {
+                SandboxState::load(&self.state_path(id)).is_ok_and(|s| {
+                    s.init_alive() && s.layers.iter().any(|l| l.name == name.as_str())
+                })
+            })
+            .collect();
+        if !users.is_empty() {
+            return Err(SandboxError::LayerInUse {
+                layer: name.to_string(),
+                sandboxes: users.join(", "),
+            });
+        }
+        Ok(self.inner.store.remove(name)?)
+    }
+
     /// Destroy sandboxes past their `max_lifetime`. Returns the ids destroyed.
     pub fn reap(&self) -> Vec<String> {
         let now = chrono::Utc::now();

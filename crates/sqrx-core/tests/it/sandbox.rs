@@ -683,7 +683,10 @@ fn dropping_an_exec_stream_kills_the_exec() {
     let t = TestRuntime::new();
     let sb = t.create("drop");
     block(async {
-        let s = sb.exec_stream(ExecRequest::new("sleep 100")).await.expect("stream");
+        let s = sb
+            .exec_stream(ExecRequest::new("sleep 100"))
+            .await
+            .expect("stream");
         drop(s);
     });
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -692,7 +695,10 @@ fn dropping_an_exec_stream_kills_the_exec() {
         if n == "0\n" {
             break;
         }
-        assert!(Instant::now() < deadline, "sleep still running after the stream was dropped");
+        assert!(
+            Instant::now() < deadline,
+            "sleep still running after the stream was dropped"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
