@@ -11,6 +11,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export SQRX_VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
 export CARGO_TERM_COLOR=never
 
+# What exists before the tests (a developer's own sandboxes, say) is not a leak of the tests.
+sqrx_cgroups() { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort; }
+sqrx_test_dirs() { ls -d /tmp/sqrx-test-* 2>/dev/null | sort; }
+BEFORE=$(mktemp -d)
+sqrx_cgroups > "$BEFORE/cgroups"
+sqrx_test_dirs > "$BEFORE/dirs"
+
 echo "== fmt and clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -26,7 +33,7 @@ cargo run -q -p sqrx-examples --bin layers
 
 echo "== Python binding smoke test"
 PYMOD=$(mktemp -d)
-trap 'rm -rf "$PYMOD"' EXIT
+trap 'rm -rf "$PYMOD" "$BEFORE"' EXIT
 cp "$CARGO_TARGET_DIR/debug/libsqrx.so" "$PYMOD/sqrx.abi3.so"
 PYTHONPATH="$PYMOD" "$SQRX_VENV/bin/pytest" -q crates/sqrx-py/tests
 
@@ -42,13 +49,9 @@ fi
 if command -v losetup >/dev/null && losetup -l -n -O NAME,BACK-FILE | grep -q "sqrx-test"; then
   echo "leaked loop devices:"; losetup -l -n -O NAME,BACK-FILE | grep "sqrx-test"; leaks=1
 fi
-for cg in /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx; do
-  [ -d "$cg" ] || continue
-  left=$(find "$cg" -mindepth 1 -maxdepth 1 -type d)
-  if [ -n "$left" ]; then echo "leaked cgroups:"; echo "$left"; leaks=1; fi
-done
-if ls -d /tmp/sqrx-test-* >/dev/null 2>&1; then
-  echo "leaked test directories:"; ls -d /tmp/sqrx-test-*; leaks=1
-fi
+left=$(sqrx_cgroups | comm -13 "$BEFORE/cgroups" -)
+if [ -n "$left" ]; then echo "leaked cgroups:"; echo "$left"; leaks=1; fi
+left=$(sqrx_test_dirs | comm -13 "$BEFORE/dirs" -)
+if [ -n "$left" ]; then echo "leaked test directories:"; echo "$left"; leaks=1; fi
 if [ "$leaks" -ne 0 ]; then exit 1; fi
 echo "no leaked mounts, loop devices, cgroups or test directories"
