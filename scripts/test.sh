@@ -12,8 +12,8 @@ export SQRX_VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
 export CARGO_TERM_COLOR=never
 
 # What exists before the tests (a developer's own sandboxes, say) is not a leak of the tests.
-sqrx_cgroups() { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort; }
-sqrx_test_dirs() { ls -d /tmp/sqrx-test-* 2>/dev/null | sort; }
+sqrx_cgroups() { { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true; } | sort; }
+sqrx_test_dirs() { { ls -d /tmp/sqrx-test-* 2>/dev/null || true; } | sort; }
 BEFORE=$(mktemp -d)
 sqrx_cgroups > "$BEFORE/cgroups"
 sqrx_test_dirs > "$BEFORE/dirs"

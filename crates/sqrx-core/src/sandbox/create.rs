@@ -90,19 +90,7 @@ impl Runtime {
     /// Take the id and a slot under the limit, atomically across processes.
     fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
         let lock_path = self.inner.sandboxes_dir.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(SandboxError::io("open", &lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| SandboxError::Io {
-                op: "lock",
-                path: lock_path.clone(),
-                source: e.into(),
-            },
-        )?;
+        let _guard = super::mounts::lock_exclusive(&lock_path)?;
         let dir = self.inner.sandboxes_dir.join(id);
         if dir.exists() {
             return Err(SandboxError::AlreadyExists { id: id.to_string() });

@@ -15,6 +15,25 @@ pub(crate) struct LayerMounts {
     dir: PathBuf,
 }
 
+/// Take an exclusive `flock` on `path` (created if missing) for as long as the guard lives.
+pub(crate) fn lock_exclusive(
+    path: &Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>, SandboxError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(SandboxError::io("open", path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        SandboxError::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    })
+}
+
 /// Is `path` a mount point of this mount namespace?
 pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -37,20 +56,7 @@ impl LayerMounts {
         f: impl FnOnce() -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create", &self.dir))?;
-        let lock_path = self.dir.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(SandboxError::io("open", &lock_path))?;
-        let _guard = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| SandboxError::Io {
-                op: "lock",
-                path: lock_path.clone(),
-                source: e.into(),
-            },
-        )?;
+        let _guard = lock_exclusive(&self.dir.join(".lock"))?;
         f()
     }
 
