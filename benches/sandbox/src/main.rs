@@ -169,6 +169,27 @@ fn run() -> Result<(), String> {
         p99: percentile(&mut rtt, 0.99),
     });
 
+    // The same round trip without a process (a program that does not exist): the protocol's
+    // own cost.
+    let mut proto = Vec::new();
+    for i in 0..runs * 10 + 5 {
+        let t = Instant::now();
+        let r = tokio.block_on(keeper.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+            "/no-such-program".into(),
+        ]))));
+        if r.is_ok() {
+            return Err("a missing program ran".into());
+        }
+        if i >= 5 {
+            proto.push(t.elapsed());
+        }
+    }
+    rows.push(Row {
+        name: "sqrx exec of a missing program (protocol only)".into(),
+        p50: percentile(&mut proto, 0.5),
+        p99: percentile(&mut proto, 0.99),
+    });
+
     // (c) peers on the same root filesystem
     let peers: Vec<(&str, CommandFactory)> = vec![
         (

@@ -3,15 +3,17 @@
 //! The host starts it (as the `sqrx-init` binary, or by re-executing a program that calls
 //! [`run_if_init`] first thing in `main`) with an [`InitConfig`] on stdin. It then:
 //!
-//! 1. joins the sandbox cgroup, starts a new session and unshares the mount, UTS, IPC, network,
-//!    cgroup and PID namespaces;
+//! 1. starts a new session and unshares the mount, UTS, IPC, network and PID namespaces;
 //! 2. forks: the parent prints the child's host pid and exits (so the sandbox outlives the
 //!    program that created it); the child is PID 1 of the new PID namespace;
 //! 3. PID 1 makes every mount private, mounts a size-capped tmpfs for the upper directory, the
 //!    overlay root over the shared layer mounts, `/proc`, a minimal `/dev`, binds the control
-//!    socket, and `pivot_root`s into the overlay;
-//! 4. PID 1 forks the server (PID 2), then only reaps orphans; when the server dies PID 1 exits
-//!    and the kernel kills everything left in the namespace.
+//!    socket, and `pivot_root`s into the overlay, while the host moves it into the sandbox's
+//!    cgroup (on cgroup v1 the first move of a burst waits for an RCU grace period: doing both
+//!    at once hides most of it);
+//! 4. PID 1 waits for the host's byte on stdin (the move is done), unshares the cgroup
+//!    namespace (rooted at the sandbox's cgroup), forks the server (PID 2), then only reaps
+//!    orphans; when the server dies PID 1 exits and the kernel kills everything left.
 //!
 //! The server accepts one request per connection on the control socket ([`crate::protocol`]).
 
@@ -43,8 +45,6 @@ pub struct InitConfig {
     pub upper_mb: u64,
     /// The sandbox's directory on the host (the control socket is created in it).
     pub run_dir: PathBuf,
-    /// `cgroup.procs` files to join before unsharing.
-    pub cgroup_procs: Vec<PathBuf>,
 }
 
 impl InitConfig {
@@ -71,8 +71,10 @@ pub fn self_exec_enabled() -> bool {
 
 /// The init program. Returns the process exit code.
 pub fn main() -> i32 {
+    // One line of JSON; stdin stays open: the host later sends one byte once it has moved
+    // PID 1 into the sandbox's cgroup.
     let mut input = String::new();
-    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+    if let Err(e) = std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut input) {
         eprintln!("sqrx-init: cannot read config: {e}");
         return 2;
     }

@@ -18,14 +18,8 @@ fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) 
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-/// Run the outer stage (cgroups, unshare, fork). Returns the exit code of this process.
+/// Run the outer stage (session, unshare, fork). Returns the exit code of this process.
 pub(super) fn start(config: &InitConfig) -> Step<i32> {
-    let me = std::process::id().to_string();
-    for procs in &config.cgroup_procs {
-        ctx(std::fs::write(procs, &me), || {
-            format!("join cgroup {}", procs.display())
-        })?;
-    }
     ctx(nix::unistd::setsid(), || "setsid".into())?;
     // The OOM killer should pick the sandbox's workload, never its init and server (inherited
     // by both; every exec'd process resets it to 0). Needs CAP_SYS_RESOURCE: best effort.
@@ -36,8 +30,7 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWPID;
     ctx(unshare(flags), || "unshare namespaces".into())?;
     match ctx(fork_single_threaded(), || "fork init".into())? {
         Forked::Parent(pid) => {
@@ -167,6 +160,17 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     )?;
 
     pivot_into(&root)?;
+
+    // The host has moved us into the sandbox's cgroup when this byte arrives; EOF means it gave
+    // up on this sandbox.
+    let mut go = [0u8; 1];
+    ctx(
+        std::io::Read::read_exact(&mut std::io::stdin().lock(), &mut go),
+        || "wait for the host".into(),
+    )?;
+    ctx(unshare(CloneFlags::CLONE_NEWCGROUP), || {
+        "unshare cgroup namespace".into()
+    })?;
 
     match ctx(fork_single_threaded(), || "fork server".into())? {
         Forked::Child => {

@@ -192,11 +192,13 @@ impl Runtime {
             lowerdirs: refs.iter().rev().map(|r| r.mount.clone()).collect(),
             upper_mb: spec.upper_mb,
             run_dir: dir.clone(),
-            cgroup_procs: cgroup.procs_files(),
         };
-        let (pid, start) = start_init(&init, self_exec, &config)?;
+        tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
+        let (pid, start) = start_init(&init, self_exec, &config, &cgroup)?;
         rb.init_pid = Some(pid);
+        tracing::debug!(sandbox = %spec.id, pid, "init started");
         wait_ready(&config, pid)?;
+        tracing::debug!(sandbox = %spec.id, "init serving");
 
         let state = SandboxState {
             spec,
@@ -231,6 +233,7 @@ fn start_init(
     init: &Path,
     self_exec: bool,
     config: &InitConfig,
+    cgroup: &SandboxCgroup,
 ) -> Result<(i32, u64), SandboxError> {
     let failed = |reason: String| SandboxError::InitFailed {
         id: config.id.clone(),
@@ -250,12 +253,15 @@ fn start_init(
     let mut child = cmd
         .spawn()
         .map_err(|e| failed(format!("cannot run {}: {e}", init.display())))?;
-    let json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&json)
-            .map_err(|e| failed(format!("cannot send config: {e}")))?;
-    }
+    let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
+    json.push(b'\n');
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| failed("no stdin pipe".into()))?;
+    stdin
+        .write_all(&json)
+        .map_err(|e| failed(format!("cannot send config: {e}")))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
@@ -266,6 +272,20 @@ fn start_init(
         _ => return Err(failed(log_tail(&config.run_dir))),
     };
     let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&config.run_dir)))?;
+    // Move PID 1 into the cgroup while it builds its root; then let it start the server, which
+    // (like everything after it) is born inside the cgroup.
+    let joined = cgroup.add(pid);
+    if let Err(e) = joined {
+        super::destroy::kill_and_wait(pid, Some(start));
+        return Err(e.into());
+    }
+    stdin.write_all(b"g").map_err(|e| {
+        failed(format!(
+            "cannot start init: {e}; {}",
+            log_tail(&config.run_dir)
+        ))
+    })?;
+    drop(stdin);
     Ok((pid, start))
 }
 
