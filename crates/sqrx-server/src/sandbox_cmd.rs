@@ -84,6 +84,16 @@ pub enum SandboxCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Freeze every process of a sandbox (execs are refused until resume).
+    Pause {
+        /// The sandbox id.
+        id: String,
+    },
+    /// Thaw a paused sandbox.
+    Resume {
+        /// The sandbox id.
+        id: String,
+    },
     /// Destroy a sandbox.
     Rm {
         /// The sandbox id.
@@ -276,6 +286,16 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Pause { id } => {
+            rt.get(&id)?.pause()?;
+            println!("paused {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Resume { id } => {
+            rt.get(&id)?.resume()?;
+            println!("resumed {id}");
             Ok(ExitCode::SUCCESS)
         }
         SandboxCmd::Rm { id } => {

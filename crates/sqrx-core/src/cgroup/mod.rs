@@ -323,6 +323,33 @@ impl SandboxCgroup {
         }
     }
 
+    /// Whether the cgroup is frozen (or freezing).
+    pub fn is_frozen(&self) -> bool {
+        match self.version {
+            CgroupVersion::V1 => {
+                read(&self.dirs[3].join("freezer.state")).is_ok_and(|s| s.trim() != "THAWED")
+            }
+            CgroupVersion::V2 => {
+                read(&self.dirs[0].join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+            }
+        }
+    }
+
+    /// Whether every task of the cgroup has stopped (the freeze took effect).
+    pub fn freeze_complete(&self) -> bool {
+        match self.version {
+            CgroupVersion::V1 => {
+                read(&self.dirs[3].join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            CgroupVersion::V2 => {
+                read(&self.dirs[0].join("cgroup.events"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "frozen"))
+                    == Some(1)
+            }
+        }
+    }
+
     /// Remove the cgroup directories, killing what is left in them and retrying while the
     /// kernel still counts exiting tasks, for at most `patience`.
     pub fn remove(&self, patience: Duration) -> Result<(), CgroupError> {
@@ -447,6 +474,10 @@ mod tests {
         assert_eq!(cg.pids(), vec![7, 12]);
         cg.set_frozen(true).expect("freeze");
         assert_eq!(r(&leaf.join("cgroup.freeze")), "1");
+        assert!(cg.is_frozen());
+        assert!(!cg.freeze_complete(), "no cgroup.events yet");
+        std::fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 1\n").expect("w");
+        assert!(cg.freeze_complete());
         std::fs::write(leaf.join("cgroup.procs"), "").expect("w");
         cg.remove(Duration::from_millis(100)).expect("remove");
         assert!(!leaf.exists());

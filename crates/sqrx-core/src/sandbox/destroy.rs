@@ -43,6 +43,12 @@ impl Sandbox {
     }
 
     pub(crate) fn cleanup(&self) -> Result<(), SandboxError> {
+        // Frozen tasks on cgroup v1 do not die of SIGKILL until thawed.
+        if let Some(cg) = &self.state.cgroup
+            && cg.is_frozen()
+        {
+            let _ = cg.set_frozen(false);
+        }
         kill_and_wait(self.state.init_pid, Some(self.state.init_start));
         tracing::debug!(sandbox = %self.id(), "init gone");
         if let Some(cg) = &self.state.cgroup {

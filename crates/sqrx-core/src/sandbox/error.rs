@@ -114,6 +114,12 @@ pub enum SandboxError {
         #[source]
         source: serde_json::Error,
     },
+    /// The sandbox is paused: resume it first.
+    #[error("sandbox {id} is paused; resume it first")]
+    Paused {
+        /// The id.
+        id: String,
+    },
     /// A layer cannot be removed while sandboxes use it.
     #[error("layer {layer} is used by sandbox(es) {sandboxes}; destroy them first")]
     LayerInUse {
@@ -140,7 +146,7 @@ impl SandboxError {
             SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound { .. } | SandboxError::Dead { .. } => ErrorKind::NotFound,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
-            SandboxError::LayerInUse { .. } => ErrorKind::Conflict,
+            SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
             SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }

@@ -77,8 +77,14 @@ impl Sandbox {
         }
     }
 
-    /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`].
+    /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`], a
+    /// paused sandbox (whose init is frozen too) as [`SandboxError::Paused`].
     async fn connect(&self) -> Result<UnixStream, SandboxError> {
+        if self.is_paused() {
+            return Err(SandboxError::Paused {
+                id: self.id().to_string(),
+            });
+        }
         match UnixStream::connect(self.dir().join("control.sock")).await {
             Ok(s) => Ok(s),
             Err(e) => {

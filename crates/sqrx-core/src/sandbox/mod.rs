@@ -10,6 +10,7 @@ mod error;
 mod exec;
 mod logs;
 mod mounts;
+mod pause;
 mod runtime;
 mod spec;
 mod state;

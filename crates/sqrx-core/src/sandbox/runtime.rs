@@ -69,7 +69,7 @@ impl std::fmt::Debug for Runtime {
 pub struct SandboxInfo {
     /// The id.
     pub id: String,
-    /// `running` or `dead`.
+    /// `running`, `paused` or `dead`.
     pub status: &'static str,
     /// Layer names, base first.
     pub layers: Vec<String>,
@@ -118,7 +118,13 @@ impl Sandbox {
         let s = &self.state;
         SandboxInfo {
             id: s.spec.id.clone(),
-            status: if s.init_alive() { "running" } else { "dead" },
+            status: if !s.init_alive() {
+                "dead"
+            } else if self.is_paused() {
+                "paused"
+            } else {
+                "running"
+            },
             layers: s.layers.iter().map(|l| l.name.clone()).collect(),
             owner: s.spec.owner.clone(),
             created: s.created,

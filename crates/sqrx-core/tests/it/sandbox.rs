@@ -702,3 +702,56 @@ fn dropping_an_exec_stream_kills_the_exec() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// CPU time (user + system ticks) of every process in the sandbox's freezer cgroup.
+fn cpu_ticks(id: &str) -> u64 {
+    let procs = cgroup_dirs(id)
+        .into_iter()
+        .find(|p| p.starts_with("/sys/fs/cgroup/freezer"))
+        .expect("freezer cgroup");
+    std::fs::read_to_string(procs.join("cgroup.procs"))
+        .expect("procs")
+        .lines()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+        .filter_map(|stat| {
+            let rest = stat[stat.rfind(')')? + 2..].to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+#[test]
+fn pause_stops_everything_and_resume_continues() {
+    if !privileged("pause_stops_everything_and_resume_continues") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("pause");
+    sh(
+        &sb,
+        "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done &",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    sb.pause().expect("pause");
+    assert!(sb.is_paused());
+    assert_eq!(t.rt.get("pause").expect("get").info().status, "paused");
+    let e = block(sb.exec(ExecRequest::new("true"))).expect_err("paused");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let before = cpu_ticks("pause");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        cpu_ticks("pause") <= before + 1,
+        "a paused sandbox used CPU"
+    );
+    sb.resume().expect("resume");
+    let a: u64 = out(&sb, "cat /tmp/count").trim().parse().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(200));
+    let b: u64 = out(&sb, "cat /tmp/count").trim().parse().unwrap_or(0);
+    assert!(b > a, "the loop continues after resume ({a} -> {b})");
+    // a paused sandbox can still be destroyed
+    sb.pause().expect("pause again");
+    let id = sb.id().to_string();
+    sb.destroy().expect("destroy paused");
+    assert!(cgroup_dirs(&id).is_empty());
+}

@@ -1,0 +1,47 @@
+//! `Sandbox::pause` and `Sandbox::resume`: the cgroup freezer stops every process of the
+//! sandbox (init included) where it is; nothing runs and no CPU is used until resume.
+
+use std::time::{Duration, Instant};
+
+use super::SandboxError;
+use super::runtime::Sandbox;
+
+impl Sandbox {
+    fn cgroup_or_err(&self) -> Result<&crate::cgroup::SandboxCgroup, SandboxError> {
+        self.state
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| SandboxError::Invalid {
+                field: "sandbox",
+                reason: format!("sandbox {} has no cgroup to freeze", self.id()),
+            })
+    }
+
+    /// Whether the sandbox is paused.
+    pub fn is_paused(&self) -> bool {
+        self.state.cgroup.as_ref().is_some_and(|c| c.is_frozen())
+    }
+
+    /// Freeze every process of the sandbox. Execs are refused with
+    /// [`SandboxError::Paused`] until [`Sandbox::resume`]. Returns once the freeze took effect.
+    pub fn pause(&self) -> Result<(), SandboxError> {
+        let cg = self.cgroup_or_err()?;
+        cg.set_frozen(true)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cg.freeze_complete() {
+            if Instant::now() > deadline {
+                return Err(SandboxError::Invalid {
+                    field: "pause",
+                    reason: "the processes did not freeze within 5 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Thaw a paused sandbox: every process continues where it was.
+    pub fn resume(&self) -> Result<(), SandboxError> {
+        Ok(self.cgroup_or_err()?.set_frozen(false)?)
+    }
+}
