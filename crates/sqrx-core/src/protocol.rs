@@ -115,6 +115,9 @@ pub struct Exit {
     pub stdout_truncated: bool,
     /// stderr passed the cap.
     pub stderr_truncated: bool,
+    /// The exec's sequence number in this sandbox (from 1; 0 for background processes).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Why init could not do what was asked.

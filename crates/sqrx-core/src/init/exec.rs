@@ -83,7 +83,7 @@ fn set_nonblocking(fd: &impl AsFd) {
 }
 
 /// Run `spec`, streaming its output on `stream` until it exits.
-pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
+pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, seq: &std::sync::atomic::AtomicU64) {
     let mut cmd = match command(&spec) {
         Ok(c) => c,
         Err((kind, msg)) => return fail(&mut stream, kind, msg),
@@ -305,5 +305,6 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec) {
     let base = exit_of(status);
     exit.code = base.code;
     exit.signal = base.signal;
+    exit.seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
     let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
 }

@@ -38,6 +38,8 @@ impl Spawned {
 
 pub(super) struct State {
     pub spawned: Mutex<Spawned>,
+    /// Numbers the execs of this sandbox, for the host's exec history.
+    pub exec_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Confine the server itself: everything it starts inherits this.
@@ -60,6 +62,7 @@ pub(super) fn serve(listener: UnixListener) {
     }
     let state = Arc::new(State {
         spawned: Mutex::new(Spawned::default()),
+        exec_seq: std::sync::atomic::AtomicU64::new(0),
     });
     for conn in listener.incoming() {
         match conn {
@@ -118,7 +121,7 @@ fn handle(mut stream: UnixStream, state: &State) {
         }
         Request::Exec(spec) => {
             drop(spawned);
-            exec::run(stream, spec);
+            exec::run(stream, spec, &state.exec_seq);
         }
         Request::Spawn(spec) => match exec::spawn_background(&spec) {
             Ok(child) => {

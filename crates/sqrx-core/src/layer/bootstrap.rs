@@ -234,6 +234,23 @@ pub(crate) fn host_tree() -> Result<(Tree, u64), LayerError> {
         "NAME=\"sqrx base\"\nID=sqrx\nPRETTY_NAME=\"sqrx base (host programs)\"\n",
         now,
     );
+    // The host's loader cache: the libraries were copied to the same paths, so the dynamic
+    // loader finds each in one lookup instead of probing every search directory (and its
+    // hwcaps subdirectories) through overlayfs on every exec.
+    for conf in ["/etc/ld.so.cache", "/etc/ld.so.conf"] {
+        if let Ok(md) = std::fs::metadata(conf)
+            && md.is_file()
+        {
+            let node = Node {
+                header: Header::from_metadata(&md),
+                kind: NodeKind::File {
+                    data: FileData::Path(conf.into()),
+                    size: md.len(),
+                },
+            };
+            tree.insert(Path::new(conf), node, now);
+        }
+    }
     let bytes = tree.file_bytes();
     Ok((tree, bytes))
 }

@@ -308,6 +308,6 @@ fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
                 reason: log_tail(&config.run_dir),
             });
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(100));
     }
 }

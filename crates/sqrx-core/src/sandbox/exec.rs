@@ -244,7 +244,7 @@ impl Sandbox {
                             finished: chrono::Utc::now(),
                             duration_ms: clock.elapsed().as_millis() as u64,
                         };
-                        sandbox.append_log(&ExecLogEntry::new(&command, &result));
+                        sandbox.append_log(&ExecLogEntry::new(exit.seq, &command, &result));
                         let _ = tx.send(Ok(ExecEvent::Exit(result))).await;
                         return;
                     }

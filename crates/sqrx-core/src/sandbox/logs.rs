@@ -47,9 +47,9 @@ fn head(bytes: &[u8]) -> String {
 }
 
 impl ExecLogEntry {
-    pub(crate) fn new(command: &str, r: &ExecResult) -> Self {
+    pub(crate) fn new(seq: u64, command: &str, r: &ExecResult) -> Self {
         ExecLogEntry {
-            seq: 0,
+            seq,
             command: command.to_string(),
             exit_code: r.exit_code,
             signal: r.signal,
@@ -74,34 +74,12 @@ impl Sandbox {
             .collect()
     }
 
-    /// Append an entry, numbering it; trims the file to the newest entries now and then. Best
-    /// effort: the history never fails an exec.
+    /// Append an entry (numbered by init). One `O_APPEND` write per line, so concurrent
+    /// writers never interleave; the file is trimmed to the newest entries, under a lock, once
+    /// it has clearly outgrown the bound. Best effort: the history never fails an exec.
     pub(crate) fn append_log(&self, entry: &ExecLogEntry) {
         let path = self.dir().join("logs.jsonl");
-        let lock = self.dir().join("logs.lock");
-        let Ok(file) = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock)
-        else {
-            return;
-        };
-        let Ok(mut guard) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        else {
-            return;
-        };
-        // The lock file holds the last sequence number, so appending never reads the history.
-        let mut text = String::new();
-        let _ = std::io::Seek::seek(&mut *guard, std::io::SeekFrom::Start(0));
-        let _ = std::io::Read::read_to_string(&mut *guard, &mut text);
-        let mut entry = entry.clone();
-        entry.seq = text.trim().parse::<u64>().unwrap_or(0) + 1;
-        let _ = guard.set_len(0);
-        let _ = std::io::Seek::seek(&mut *guard, std::io::SeekFrom::Start(0));
-        let _ = guard.write_all(entry.seq.to_string().as_bytes());
-        let line = serde_json::to_string(&entry).unwrap_or_default() + "\n";
+        let line = serde_json::to_string(entry).unwrap_or_default() + "\n";
         let appended = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,27 +89,36 @@ impl Sandbox {
                 f.metadata()
             });
         let result = match appended {
-            // Trim only when the file has clearly outgrown the bound.
-            Ok(md) if md.len() > (MAX_ENTRIES as u64) * 2 * 1024 => {
-                let entries = self.logs();
-                if entries.len() > MAX_ENTRIES {
-                    let keep = &entries[entries.len() - MAX_ENTRIES..];
-                    let text: String = keep
-                        .iter()
-                        .filter_map(|e| serde_json::to_string(e).ok())
-                        .map(|l| l + "\n")
-                        .collect();
-                    let tmp = path.with_extension("jsonl.tmp");
-                    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path))
-                } else {
-                    Ok(())
-                }
-            }
+            Ok(md) if md.len() > (MAX_ENTRIES as u64) * 4 * 1024 => self.trim_log(&path),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot record exec history");
         }
+    }
+
+    fn trim_log(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir().join("logs.lock"))?;
+        let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))?;
+        let mut entries = self.logs();
+        if entries.len() <= MAX_ENTRIES {
+            return Ok(());
+        }
+        entries.sort_by_key(|e| e.seq);
+        let keep = &entries[entries.len() - MAX_ENTRIES..];
+        let text: String = keep
+            .iter()
+            .filter_map(|e| serde_json::to_string(e).ok())
+            .map(|l| l + "\n")
+            .collect();
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
     }
 }

@@ -745,9 +745,15 @@ fn pause_stops_everything_and_resume_continues() {
         "a paused sandbox used CPU"
     );
     sb.resume().expect("resume");
-    let a: u64 = out(&sb, "cat /tmp/count").trim().parse().unwrap_or(0);
+    // The loop rewrites the file constantly: a read may catch it empty, so retry.
+    let count = || -> u64 {
+        (0..20)
+            .find_map(|_| out(&sb, "cat /tmp/count").trim().parse().ok())
+            .expect("a count")
+    };
+    let a = count();
     std::thread::sleep(Duration::from_millis(200));
-    let b: u64 = out(&sb, "cat /tmp/count").trim().parse().unwrap_or(0);
+    let b = count();
     assert!(b > a, "the loop continues after resume ({a} -> {b})");
     // a paused sandbox can still be destroyed
     sb.pause().expect("pause again");
