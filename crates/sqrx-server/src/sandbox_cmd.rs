@@ -62,11 +62,36 @@ pub enum SandboxCmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// List sandboxes.
+    /// List sandboxes, or with an id the files of a directory inside that sandbox.
     Ls {
+        /// A sandbox whose files to list.
+        id: Option<String>,
+        /// The directory inside the sandbox (default /).
+        path: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy a local file into a sandbox (parents created; `-` reads stdin).
+    Put {
+        /// The sandbox id.
+        id: String,
+        /// The local file, or `-`.
+        local: String,
+        /// The path inside the sandbox.
+        path: String,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "644")]
+        mode: String,
+    },
+    /// Copy a file out of a sandbox (`-` writes to stdout).
+    Get {
+        /// The sandbox id.
+        id: String,
+        /// The path inside the sandbox.
+        path: String,
+        /// The local file, or `-`.
+        local: String,
     },
     /// Show one sandbox.
     Info {
@@ -222,7 +247,61 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             };
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
-        SandboxCmd::Ls { json } => {
+        SandboxCmd::Ls {
+            id: Some(id),
+            path,
+            json,
+        } => {
+            let files = rt.get(&id)?.list(path.as_deref().unwrap_or("/"))?;
+            if json {
+                print_json(&files)?;
+            } else {
+                for f in files {
+                    println!(
+                        "{:<8} {:>4o} {:>10} {} {}",
+                        f.kind,
+                        f.mode,
+                        f.size,
+                        f.mtime.format("%Y-%m-%d %H:%M"),
+                        f.name
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Put {
+            id,
+            local,
+            path,
+            mode,
+        } => {
+            let mode = u32::from_str_radix(&mode, 8).map_err(|_| {
+                CliError(format!("--mode expects octal bits like 644, got {mode:?}"))
+            })?;
+            let data = if local == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| CliError(format!("cannot read stdin: {e}")))?;
+                buf
+            } else {
+                std::fs::read(&local).map_err(|e| CliError(format!("cannot read {local}: {e}")))?
+            };
+            rt.get(&id)?.write_file(&path, &data, mode)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Get { id, path, local } => {
+            let data = rt.get(&id)?.read_file(&path)?;
+            if local == "-" {
+                std::io::stdout()
+                    .write_all(&data)
+                    .map_err(|e| CliError(format!("cannot write stdout: {e}")))?;
+            } else {
+                std::fs::write(&local, &data)
+                    .map_err(|e| CliError(format!("cannot write {local}: {e}")))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Ls { id: None, json, .. } => {
             let infos: Vec<_> = rt.list().iter().map(|s| s.info()).collect();
             if json {
                 print_json(&infos)?;

@@ -8,6 +8,7 @@ mod create;
 mod destroy;
 mod error;
 mod exec;
+mod files;
 mod logs;
 mod mounts;
 mod pause;
@@ -17,6 +18,7 @@ mod state;
 
 pub use error::SandboxError;
 pub use exec::{ExecEvent, ExecStream, SpawnHandle};
+pub use files::FileInfo;
 pub use logs::ExecLogEntry;
 pub use runtime::{Runtime, RuntimeConfig, Sandbox, SandboxInfo};
 pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};

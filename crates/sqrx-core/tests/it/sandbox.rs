@@ -761,3 +761,66 @@ fn pause_stops_everything_and_resume_continues() {
     sb.destroy().expect("destroy paused");
     assert!(cgroup_dirs(&id).is_empty());
 }
+
+#[test]
+fn files_are_resolved_inside_the_sandbox() {
+    if !privileged("files_are_resolved_inside_the_sandbox") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("files");
+    sb.write_file("/data/deep/a.txt", b"hello files", 0o640)
+        .expect("write");
+    assert_eq!(
+        out(&sb, "cat /data/deep/a.txt; stat -c %a /data/deep/a.txt"),
+        "hello files640\n"
+    );
+    assert_eq!(
+        sb.read_file("/data/deep/../deep/a.txt").expect("read"),
+        b"hello files"
+    );
+    let st = sb.stat("/data/deep/a.txt").expect("stat");
+    assert_eq!(
+        (st.kind, st.size, st.mode, st.name.as_str()),
+        ("file", 11, 0o640, "a.txt")
+    );
+    sb.mkdir("/data/empty/dir").expect("mkdir");
+    let names: Vec<String> = sb
+        .list("/data")
+        .expect("list")
+        .into_iter()
+        .map(|f| format!("{}:{}", f.name, f.kind))
+        .collect();
+    assert_eq!(names, ["deep:dir", "empty:dir"]);
+
+    // Symlinks resolve inside the sandbox: /etc/hostname here is the base layer's, not the host's.
+    sh(
+        &sb,
+        "ln -s /etc /tmp/etc-link; ln -s ../../../../../../etc/hostname /tmp/climb; ln -s /proc/1/root /tmp/magic",
+    );
+    assert_eq!(
+        sb.read_file("/tmp/etc-link/hostname").expect("abs link"),
+        b"sqrx\n"
+    );
+    assert_eq!(
+        sb.read_file("/tmp/climb").expect("relative climb"),
+        b"sqrx\n"
+    );
+    assert!(
+        sb.read_file("/tmp/magic/etc/hostname").is_err(),
+        "magic links are refused"
+    );
+    // Writing through a symlink in the last component is refused.
+    sh(&sb, "ln -s /etc/passwd /tmp/passwd-link");
+    assert!(sb.write_file("/tmp/passwd-link", b"x", 0o644).is_err());
+    assert!(out(&sb, "cat /etc/passwd").starts_with("root:"));
+
+    let e = sb.read_file("/no/such/file").expect_err("missing");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert_eq!(
+        sb.read_file("relative").expect_err("relative").kind(),
+        ErrorKind::InvalidArgument
+    );
+    sb.remove("/data", true).expect("remove tree");
+    assert_eq!(sh(&sb, "test -e /data").exit_code, Some(1));
+}

@@ -1,0 +1,336 @@
+//! Host-side access to a sandbox's files, resolved safely inside its root.
+//!
+//! Every path is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to the
+//! sandbox's root (`/proc/<init>/root`): `..` and absolute symlinks stay inside the sandbox, and
+//! `/proc` magic links cannot reach host files. Writes never follow a symlink in the last
+//! component. Works while the sandbox is paused.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+use serde::Serialize;
+
+use super::SandboxError;
+use super::runtime::Sandbox;
+
+/// One entry of a sandbox's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileInfo {
+    /// The entry's name.
+    pub name: String,
+    /// Its absolute path inside the sandbox.
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `char`, `block`, `fifo` or `socket`.
+    pub kind: &'static str,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: DateTime<Utc>,
+}
+
+fn kind_of(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => "dir",
+        SFlag::S_IFLNK => "symlink",
+        SFlag::S_IFCHR => "char",
+        SFlag::S_IFBLK => "block",
+        SFlag::S_IFIFO => "fifo",
+        SFlag::S_IFSOCK => "socket",
+        _ => "file",
+    }
+}
+
+fn info(name: &str, path: &str, st: &FileStat) -> FileInfo {
+    FileInfo {
+        name: name.to_string(),
+        path: path.to_string(),
+        kind: kind_of(st),
+        size: st.st_size.max(0) as u64,
+        mode: st.st_mode & 0o7777,
+        mtime: DateTime::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32).unwrap_or_default(),
+    }
+}
+
+/// Split a sandbox path into its normal components; refuses relative paths.
+fn components(path: &str) -> Result<Vec<String>, SandboxError> {
+    let invalid = |reason: &str| SandboxError::Invalid {
+        field: "path",
+        reason: format!("{path:?}: {reason}"),
+    };
+    if !path.starts_with('/') {
+        return Err(invalid("must be absolute"));
+    }
+    if path.contains('\0') {
+        return Err(invalid("contains NUL"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            Component::Prefix(_) => return Err(invalid("unsupported prefix")),
+        }
+    }
+    Ok(out)
+}
+
+fn joined(parts: &[String]) -> String {
+    format!("/{}", parts.join("/"))
+}
+
+impl Sandbox {
+    fn file_err(
+        &self,
+        op: &'static str,
+        path: &str,
+    ) -> impl FnOnce(nix::errno::Errno) -> SandboxError {
+        let path = PathBuf::from(path);
+        move |e| SandboxError::Io {
+            op,
+            path,
+            source: e.into(),
+        }
+    }
+
+    fn root(&self) -> Result<OwnedFd, SandboxError> {
+        let root = format!("/proc/{}/root", self.state.init_pid);
+        if !self.state.init_alive() {
+            return Err(SandboxError::Dead {
+                id: self.id().to_string(),
+            });
+        }
+        nix::fcntl::open(
+            root.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| SandboxError::Io {
+            op: "open the root of",
+            path: root.into(),
+            source: e.into(),
+        })
+    }
+
+    /// Open `parts` inside the root with safe resolution.
+    fn open_in(
+        &self,
+        root: &OwnedFd,
+        parts: &[String],
+        flags: OFlag,
+        op: &'static str,
+    ) -> Result<OwnedFd, SandboxError> {
+        let path = joined(parts);
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        openat2(root.as_fd(), path.as_str(), how).map_err(self.file_err(op, &path))
+    }
+
+    /// The directory `parts`, created with its parents (mode `0o755`) when missing.
+    fn ensure_dir(&self, root: &OwnedFd, parts: &[String]) -> Result<OwnedFd, SandboxError> {
+        let mut dir = self.open_in(root, &[], OFlag::O_PATH | OFlag::O_DIRECTORY, "open")?;
+        for i in 0..parts.len() {
+            match self.open_in(
+                root,
+                &parts[..=i],
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                "open",
+            ) {
+                Ok(fd) => dir = fd,
+                Err(SandboxError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    let path = joined(&parts[..=i]);
+                    match nix::sys::stat::mkdirat(
+                        dir.as_fd(),
+                        parts[i].as_str(),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(e) => return Err(self.file_err("create directory", &path)(e)),
+                    }
+                    dir = self.open_in(
+                        root,
+                        &parts[..=i],
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        "open",
+                    )?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Read a whole file (symlinks resolved inside the sandbox).
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
+        let parts = components(path)?;
+        let root = self.root()?;
+        let fd = self.open_in(&root, &parts, OFlag::O_RDONLY, "read")?;
+        let mut out = Vec::new();
+        std::fs::File::from(fd)
+            .read_to_end(&mut out)
+            .map_err(SandboxError::io("read", path))?;
+        Ok(out)
+    }
+
+    /// Write a whole file with `mode`, creating missing parent directories. Refuses to write
+    /// through a symlink in the last component.
+    pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<(), SandboxError> {
+        let parts = components(path)?;
+        let Some((name, parent)) = parts.split_last() else {
+            return Err(SandboxError::Invalid {
+                field: "path",
+                reason: "cannot write the root".into(),
+            });
+        };
+        let root = self.root()?;
+        let dir = self.ensure_dir(&root, parent)?;
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_TRUNC
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            name.as_str(),
+            flags,
+            Mode::from_bits_truncate(mode & 0o7777),
+        )
+        .map_err(self.file_err("write", path))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(data)
+            .map_err(SandboxError::io("write", path))?;
+        // O_CREAT's mode is filtered by the umask and ignored for existing files.
+        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+            .map_err(self.file_err("chmod", path))
+    }
+
+    /// Create a directory and its parents.
+    pub fn mkdir(&self, path: &str) -> Result<(), SandboxError> {
+        let parts = components(path)?;
+        let root = self.root()?;
+        self.ensure_dir(&root, &parts).map(|_| ())
+    }
+
+    /// Facts about one entry (a symlink itself, not its target).
+    pub fn stat(&self, path: &str) -> Result<FileInfo, SandboxError> {
+        let parts = components(path)?;
+        let root = self.root()?;
+        let Some((name, parent)) = parts.split_last() else {
+            let st = nix::sys::stat::fstat(root.as_fd()).map_err(self.file_err("stat", path))?;
+            return Ok(info("/", "/", &st));
+        };
+        let dir = self.open_in(&root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY, "stat")?;
+        let st = nix::sys::stat::fstatat(
+            dir.as_fd(),
+            name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.file_err("stat", path))?;
+        Ok(info(name, &joined(&parts), &st))
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<FileInfo>, SandboxError> {
+        let parts = components(path)?;
+        let root = self.root()?;
+        let fd = self.open_in(&root, &parts, OFlag::O_RDONLY | OFlag::O_DIRECTORY, "list")?;
+        let base = joined(&parts);
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(self.file_err("list", path))?;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(self.file_err("list", path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        let dirfd = self.open_in(&root, &parts, OFlag::O_PATH | OFlag::O_DIRECTORY, "list")?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let child = if base == "/" {
+                format!("/{name}")
+            } else {
+                format!("{base}/{name}")
+            };
+            // Entries may vanish while we list: skip them.
+            if let Ok(st) = nix::sys::stat::fstatat(
+                dirfd.as_fd(),
+                name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                out.push(info(&name, &child, &st));
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Remove a file, a symlink or (with `recursive`) a directory tree.
+    pub fn remove(&self, path: &str, recursive: bool) -> Result<(), SandboxError> {
+        let parts = components(path)?;
+        let Some((name, parent)) = parts.split_last() else {
+            return Err(SandboxError::Invalid {
+                field: "path",
+                reason: "cannot remove the root".into(),
+            });
+        };
+        let root = self.root()?;
+        let dir = self.open_in(&root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY, "remove")?;
+        self.remove_at(&root, &parts, &dir, name, recursive)
+    }
+
+    fn remove_at(
+        &self,
+        root: &OwnedFd,
+        parts: &[String],
+        dir: &OwnedFd,
+        name: &str,
+        recursive: bool,
+    ) -> Result<(), SandboxError> {
+        use nix::unistd::{UnlinkatFlags, unlinkat};
+        let path = joined(parts);
+        let st =
+            nix::sys::stat::fstatat(dir.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(self.file_err("remove", &path))?;
+        if kind_of(&st) != "dir" {
+            return unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)
+                .map_err(self.file_err("remove", &path));
+        }
+        if recursive {
+            for child in self.list(&path)? {
+                let sub =
+                    self.open_in(root, parts, OFlag::O_PATH | OFlag::O_DIRECTORY, "remove")?;
+                let mut child_parts = parts.to_vec();
+                child_parts.push(child.name.clone());
+                self.remove_at(root, &child_parts, &sub, &child.name, true)?;
+            }
+        }
+        unlinkat(dir.as_fd(), name, UnlinkatFlags::RemoveDir)
+            .map_err(self.file_err("remove", &path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_and_must_be_absolute() {
+        assert_eq!(components("/a/./b/../c").expect("ok"), ["a", "c"]);
+        assert_eq!(components("/../../etc").expect("ok"), ["etc"]);
+        assert!(components("relative").is_err());
+        assert!(components("/a\0b").is_err());
+        assert_eq!(joined(&[]), "/");
+    }
+}
