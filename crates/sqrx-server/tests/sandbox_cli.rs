@@ -155,13 +155,27 @@ fn create_exec_ls_info_logs_rm() {
     assert_eq!(logs[2]["timed_out"], true);
     assert!(cli.ok(&["sandbox", "logs", "c1"]).contains("timeout"));
     // files: put, get, ls
-    let out = cli.run(&["sandbox", "put", "c1", "-", "/work/in.txt", "--mode", "600"], Some(b"payload"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(cli.ok(&["sandbox", "get", "c1", "/work/in.txt", "-"]), "payload");
-    let files: serde_json::Value = serde_json::from_str(&cli.ok(&["sandbox", "ls", "c1", "/work", "--json"])).expect("json");
+    let out = cli.run(
+        &["sandbox", "put", "c1", "-", "/work/in.txt", "--mode", "600"],
+        Some(b"payload"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cli.ok(&["sandbox", "get", "c1", "/work/in.txt", "-"]),
+        "payload"
+    );
+    let files: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "ls", "c1", "/work", "--json"])).expect("json");
     assert_eq!(files[0]["name"], "in.txt");
     assert_eq!(files[0]["mode"], 0o600);
-    assert_eq!(cli.ok(&["sandbox", "exec", "c1", "--", "cat /work/in.txt"]), "payload");
+    assert_eq!(
+        cli.ok(&["sandbox", "exec", "c1", "--", "cat /work/in.txt"]),
+        "payload"
+    );
     let bad = cli.run(&["sandbox", "get", "c1", "/nope", "-"], None);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: "));
