@@ -43,5 +43,5 @@ pub use layer::{
 };
 pub use sandbox::{
     Command, ExecEvent, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox, SandboxError,
-    SandboxInfo, SandboxSpec,
+    SandboxInfo, SandboxSpec, SnapshotInfo,
 };

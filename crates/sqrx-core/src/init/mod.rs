@@ -6,8 +6,8 @@
 //! 1. starts a new session and unshares the mount, UTS, IPC, network and PID namespaces;
 //! 2. forks: the parent prints the child's host pid and exits (so the sandbox outlives the
 //!    program that created it); the child is PID 1 of the new PID namespace;
-//! 3. PID 1 makes every mount private, mounts a size-capped tmpfs for the upper directory, the
-//!    overlay root over the shared layer mounts, `/proc`, a minimal `/dev`, binds the control
+//! 3. PID 1 makes every mount private, mounts the overlay root over the shared layer mounts
+//!    and the upper directory (on a size-capped tmpfs that the host mounted), `/proc`, a minimal `/dev`, binds the control
 //!    socket, and `pivot_root`s into the overlay, while the host moves it into the sandbox's
 //!    cgroup (on cgroup v1 the first move of a burst waits for an RCU grace period: doing both
 //!    at once hides most of it);
@@ -41,8 +41,12 @@ pub struct InitConfig {
     pub hostname: String,
     /// Mounted layer directories, top first (overlay `lowerdir` order).
     pub lowerdirs: Vec<PathBuf>,
-    /// Size of the tmpfs holding the upper directory, in MiB.
-    pub upper_mb: u64,
+    /// The host-mounted tmpfs holding overlayfs's `upper/` and `work/` and the `root/` mount
+    /// point.
+    pub rw_dir: PathBuf,
+    /// Execs are numbered from `exec_seq_base + 1` (non-zero when init is restarted).
+    #[serde(default)]
+    pub exec_seq_base: u64,
     /// The sandbox's directory on the host (the control socket is created in it).
     pub run_dir: PathBuf,
 }

@@ -55,14 +55,15 @@ fn confine() -> Result<(), String> {
 }
 
 /// Serve forever (until the listener fails).
-pub(super) fn serve(listener: UnixListener) {
+/// `exec_seq_base`: the number of the last exec of an earlier init of this sandbox.
+pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
     if let Err(e) = confine() {
         eprintln!("sqrx-init: {e}");
         return;
     }
     let state = Arc::new(State {
         spawned: Mutex::new(Spawned::default()),
-        exec_seq: std::sync::atomic::AtomicU64::new(0),
+        exec_seq: std::sync::atomic::AtomicU64::new(exec_seq_base),
     });
     for conn in listener.incoming() {
         match conn {

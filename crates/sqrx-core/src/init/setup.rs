@@ -93,27 +93,18 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     })?;
     ctx(crate::sys::netdev::loopback_up(), || "bring up lo".into())?;
 
-    let rw = config.run_dir.join("rw");
-    mkdir(&rw, 0o700)?;
-    let size = format!("size={}m,mode=0755", config.upper_mb);
-    mount_fs(
-        "sqrx-upper",
-        &rw,
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&size),
-    )?;
+    let rw = &config.rw_dir;
     let (upper, work, root) = (rw.join("upper"), rw.join("work"), rw.join("root"));
-    for d in [&upper, &work, &root] {
-        mkdir(d, 0o755)?;
-    }
     let lower: Vec<String> = config
         .lowerdirs
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    // No index, redirects or metacopy: the upper then describes its changes with whiteouts
+    // and opaque directories only, which snapshots can pack, and it stays valid when the host
+    // restarts init on a different lower stack (activate).
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
         lower.join(":"),
         upper.display(),
         work.display()
@@ -174,7 +165,7 @@ fn pid1(config: &InitConfig) -> Step<i32> {
 
     match ctx(fork_single_threaded(), || "fork server".into())? {
         Forked::Child => {
-            super::server::serve(listener);
+            super::server::serve(listener, config.exec_seq_base);
             Ok(0)
         }
         Forked::Parent(server) => {

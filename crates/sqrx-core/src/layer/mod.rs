@@ -10,6 +10,7 @@ mod error;
 mod from_dir;
 mod from_host;
 mod from_tar;
+mod from_upper;
 mod inspect;
 mod meta;
 mod name;
@@ -20,8 +21,10 @@ mod verify;
 
 pub use bootstrap::BootstrapPreset;
 pub use error::LayerError;
+pub(crate) use from_upper::pack_upper;
 pub use inspect::{Inspection, inspect_image};
 pub use meta::{BuildOptions, BuildProgress, BuildReport, Compression, Layer, Provenance};
 pub use name::LayerName;
+pub(crate) use store::digest_file;
 pub use store::{BASE_LAYER, LayerStore, pack_dir};
 pub use verify::{Verification, verify_image};

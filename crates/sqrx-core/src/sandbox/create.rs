@@ -32,6 +32,7 @@ impl Drop for Rollback<'_> {
         if let Some(pid) = self.init_pid {
             super::destroy::kill_and_wait(pid, None);
         }
+        super::upper::unmount_upper(&self.dir);
         if let Some(cg) = &self.cgroup {
             let _ = cg.remove(Duration::from_secs(2));
         }
@@ -66,29 +67,42 @@ impl Runtime {
             .collect()
     }
 
-    fn resolve_layers(&self, names: &[String]) -> Result<Vec<Layer>, SandboxError> {
+    /// The store layers `names`, as stack entries (not mounted yet).
+    pub(crate) fn resolve_layers(&self, names: &[String]) -> Result<Vec<LayerRef>, SandboxError> {
         let store = &self.inner.store;
         names
             .iter()
             .map(|n| {
                 let name = LayerName::new(n.as_str())?;
-                match store.get(&name) {
-                    Err(LayerError::NotFound { .. }) if n == BASE_LAYER => Ok(store.ensure_base()?),
-                    other => Ok(other?),
-                }
+                let layer = match store.get(&name) {
+                    Err(LayerError::NotFound { .. }) if n == BASE_LAYER => store.ensure_base()?,
+                    other => other?,
+                };
+                Ok(self.layer_ref(&layer))
             })
             .collect()
     }
 
+    /// A stack entry for a store layer.
+    pub(crate) fn layer_ref(&self, layer: &Layer) -> LayerRef {
+        LayerRef {
+            name: layer.name.to_string(),
+            digest: layer.digest.clone(),
+            mount: self.inner.mounts.mount_point(&layer.digest),
+            image: layer.path.clone(),
+            snapshot: false,
+        }
+    }
+
     /// Sandbox ids are unique per data directory, cgroups per host: qualify the name.
-    fn cgroup_name(&self, id: &str) -> String {
+    pub(crate) fn cgroup_name(&self, id: &str) -> String {
         use sha2::Digest;
         let hash = sha2::Sha256::digest(self.inner.config.data_dir.as_os_str().as_encoded_bytes());
         format!("{id}-{}", &hex::encode(hash)[..8])
     }
 
     /// Take the id and a slot under the limit, atomically across processes.
-    fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
+    pub(crate) fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
         let lock_path = self.inner.sandboxes_dir.join(".lock");
         let _guard = super::mounts::lock_exclusive(&lock_path)?;
         let dir = self.inner.sandboxes_dir.join(id);
@@ -110,7 +124,7 @@ impl Runtime {
         Ok(dir)
     }
 
-    fn init_program(&self) -> Result<(PathBuf, bool), SandboxError> {
+    pub(crate) fn init_program(&self) -> Result<(PathBuf, bool), SandboxError> {
         if let Some(p) = &self.inner.config.init_path {
             return Ok((p.clone(), false));
         }
@@ -134,9 +148,21 @@ impl Runtime {
     /// Create and start a sandbox.
     pub fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
-        let (init, self_exec) = self.init_program()?;
+        self.init_program()?;
         let layers = self.resolve_layers(&spec.layers)?;
         let dir = self.reserve(&spec.id)?;
+        self.launch(spec, dir, layers, None)
+    }
+
+    /// Start a sandbox in its reserved directory `dir` on the lower `stack` (base first): mount
+    /// the layers, make the cgroup and the upper, start init. Undoes everything on failure.
+    pub(crate) fn launch(
+        &self,
+        spec: SandboxSpec,
+        dir: PathBuf,
+        stack: Vec<LayerRef>,
+        active_snapshot: Option<String>,
+    ) -> Result<Sandbox, SandboxError> {
         let mut rb = Rollback {
             rt: self,
             dir: dir.clone(),
@@ -145,31 +171,17 @@ impl Runtime {
             init_pid: None,
             committed: false,
         };
+        let (init, self_exec) = self.init_program()?;
 
         // Announce the mounts before taking them, so a concurrent destroy keeps them.
-        let mounts: Vec<PathBuf> = layers
-            .iter()
-            .map(|l| self.inner.mounts.mount_point(&l.digest))
-            .collect();
-        let layers_json = dir.join("layers.json");
-        let json = serde_json::to_vec(&mounts).map_err(|source| SandboxError::BadState {
-            path: layers_json.clone(),
-            source,
-        })?;
-        std::fs::write(&layers_json, json).map_err(SandboxError::io("write", &layers_json))?;
+        let mounts: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
+        self.announce_mounts(&dir, &mounts)?;
         rb.mounts = mounts;
-        let refs = self.inner.mounts.locked(|| {
-            layers
-                .iter()
-                .map(|l| {
-                    let mount = self.inner.mounts.acquire(l)?;
-                    Ok(LayerRef {
-                        name: l.name.to_string(),
-                        digest: l.digest.clone(),
-                        mount,
-                    })
-                })
-                .collect::<Result<Vec<_>, SandboxError>>()
+        self.inner.mounts.locked(|| {
+            for l in &stack {
+                self.inner.mounts.acquire(l)?;
+            }
+            Ok(())
         })?;
 
         let limits = Limits {
@@ -185,14 +197,9 @@ impl Runtime {
             .cgroups
             .create(&self.cgroup_name(&spec.id), &limits)?;
         rb.cgroup = Some(cgroup.clone());
+        super::upper::mount_upper(&dir, spec.upper_mb)?;
 
-        let config = InitConfig {
-            id: spec.id.clone(),
-            hostname: spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
-            lowerdirs: refs.iter().rev().map(|r| r.mount.clone()).collect(),
-            upper_mb: spec.upper_mb,
-            run_dir: dir.clone(),
-        };
+        let config = init_config(&spec, &dir, &stack);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
         let (pid, start) = start_init(&init, self_exec, &config, &cgroup)?;
         rb.init_pid = Some(pid);
@@ -203,7 +210,8 @@ impl Runtime {
         let state = SandboxState {
             spec,
             created: chrono::Utc::now(),
-            layers: refs,
+            layers: stack,
+            active_snapshot,
             cgroup: Some(cgroup),
             init_pid: pid,
             init_start: start,
@@ -215,6 +223,34 @@ impl Runtime {
             rt: self.clone(),
             state,
         })
+    }
+
+    /// Record in `<dir>/layers.json` the layer mounts a sandbox uses or is about to use.
+    pub(crate) fn announce_mounts(
+        &self,
+        dir: &Path,
+        mounts: &[PathBuf],
+    ) -> Result<(), SandboxError> {
+        let path = dir.join("layers.json");
+        let json = serde_json::to_vec(mounts).map_err(|source| SandboxError::BadState {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = dir.join("layers.json.tmp");
+        std::fs::write(&tmp, json).map_err(SandboxError::io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(SandboxError::io("rename", &path))
+    }
+}
+
+/// What init needs to assemble the sandbox on `stack` (base first).
+pub(crate) fn init_config(spec: &SandboxSpec, dir: &Path, stack: &[LayerRef]) -> InitConfig {
+    InitConfig {
+        id: spec.id.clone(),
+        hostname: spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
+        lowerdirs: stack.iter().rev().map(|r| r.mount.clone()).collect(),
+        rw_dir: super::upper::rw_dir(dir),
+        exec_seq_base: 0,
+        run_dir: dir.to_path_buf(),
     }
 }
 
@@ -229,7 +265,7 @@ fn log_tail(dir: &Path) -> String {
 }
 
 /// Start init and return the host pid and start time of the sandbox's PID 1.
-fn start_init(
+pub(crate) fn start_init(
     init: &Path,
     self_exec: bool,
     config: &InitConfig,
@@ -290,7 +326,7 @@ fn start_init(
 }
 
 /// Wait until init answers a ping on its control socket.
-fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
+pub(crate) fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let socket = config.socket_path();
     loop {

@@ -51,6 +51,7 @@ impl Sandbox {
         }
         kill_and_wait(self.state.init_pid, Some(self.state.init_start));
         tracing::debug!(sandbox = %self.id(), "init gone");
+        super::upper::unmount_upper(&self.dir());
         if let Some(cg) = &self.state.cgroup {
             cg.remove(Duration::from_secs(5))?;
         }

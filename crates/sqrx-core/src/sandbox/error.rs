@@ -128,6 +128,42 @@ pub enum SandboxError {
         /// The sandboxes using it, comma-separated.
         sandboxes: String,
     },
+    /// A snapshot with this label exists.
+    #[error("sandbox {id} already has a snapshot labelled {label}")]
+    SnapshotExists {
+        /// The sandbox.
+        id: String,
+        /// The label.
+        label: String,
+    },
+    /// No snapshot with this label.
+    #[error("sandbox {id} has no snapshot labelled {label}")]
+    SnapshotNotFound {
+        /// The sandbox.
+        id: String,
+        /// The label.
+        label: String,
+    },
+    /// The layer is already part of the sandbox.
+    #[error("layer {layer} is already active in sandbox {id}")]
+    LayerActive {
+        /// The sandbox.
+        id: String,
+        /// The layer.
+        layer: String,
+    },
+    /// A layer that a snapshot was taken on was removed or replaced in the store.
+    #[error(
+        "snapshot {label} was taken on layer {layer}, which has been {what} since; it cannot be restored"
+    )]
+    LayerChanged {
+        /// The snapshot.
+        label: String,
+        /// The layer.
+        layer: String,
+        /// `removed` or `replaced`.
+        what: &'static str,
+    },
     /// A layer problem (unknown layer, corrupt image).
     #[error(transparent)]
     Layer(#[from] LayerError),
@@ -143,8 +179,13 @@ impl SandboxError {
             SandboxError::InvalidId { .. } | SandboxError::Invalid { .. } => {
                 ErrorKind::InvalidArgument
             }
-            SandboxError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            SandboxError::NotFound { .. } | SandboxError::Dead { .. } => ErrorKind::NotFound,
+            SandboxError::AlreadyExists { .. }
+            | SandboxError::SnapshotExists { .. }
+            | SandboxError::LayerActive { .. } => ErrorKind::AlreadyExists,
+            SandboxError::NotFound { .. }
+            | SandboxError::Dead { .. }
+            | SandboxError::SnapshotNotFound { .. } => ErrorKind::NotFound,
+            SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
             SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
             SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,

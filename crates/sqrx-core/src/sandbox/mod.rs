@@ -1,9 +1,11 @@
-//! Sandboxes on the Linux namespace backend: create, exec, spawn, logs, destroy, recovery.
+//! Sandboxes on the Linux namespace backend: create, exec, spawn, logs, files, pause/resume,
+//! snapshot/restore, activate, clone, destroy, recovery.
 //!
 //! Each sandbox is a persistent `sqrx-init` (see [`crate::init`]) in its own mount, PID, IPC,
 //! UTS, network and cgroup namespaces, with an overlay root over shared read-only layer mounts
 //! and a size-capped tmpfs upper, limited by a cgroup. The host talks to it over a Unix socket.
 
+mod clone;
 mod create;
 mod destroy;
 mod error;
@@ -12,13 +14,17 @@ mod files;
 mod logs;
 mod mounts;
 mod pause;
+mod restore;
 mod runtime;
+mod snapshot;
 mod spec;
 mod state;
+mod upper;
 
 pub use error::SandboxError;
 pub use exec::{ExecEvent, ExecStream, SpawnHandle};
 pub use files::FileInfo;
 pub use logs::ExecLogEntry;
 pub use runtime::{Runtime, RuntimeConfig, Sandbox, SandboxInfo};
+pub use snapshot::{SnapshotInfo, validate_label};
 pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use super::SandboxError;
-use crate::layer::Layer;
+use super::state::LayerRef;
 
 /// The shared layer mounts of one data directory.
 #[derive(Debug, Clone)]
@@ -65,19 +65,20 @@ impl LayerMounts {
         self.dir.join(&hex[..hex.len().min(32)])
     }
 
-    /// Mount `layer` if it is not mounted yet; returns the mount point. Call under `locked`.
-    pub fn acquire(&self, layer: &Layer) -> Result<PathBuf, SandboxError> {
+    /// Mount the image of `layer` if it is not mounted yet; returns the mount point. Call
+    /// under `locked`.
+    pub fn acquire(&self, layer: &LayerRef) -> Result<PathBuf, SandboxError> {
         let target = self.mount_point(&layer.digest);
         if is_mount_point(&target) {
             return Ok(target);
         }
         let mount_err = |source: std::io::Error| SandboxError::Mount {
-            layer: layer.name.to_string(),
+            layer: layer.name.clone(),
             target: target.clone(),
             source,
         };
         std::fs::create_dir_all(&target).map_err(mount_err)?;
-        let dev = crate::sys::loopdev::attach_read_only(&layer.path).map_err(mount_err)?;
+        let dev = crate::sys::loopdev::attach_read_only(&layer.image).map_err(mount_err)?;
         nix::mount::mount(
             Some(dev.path.as_path()),
             &target,

@@ -89,6 +89,10 @@ pub struct SandboxInfo {
     pub pids_max: Option<u64>,
     /// Upper layer size in MiB.
     pub upper_mb: u64,
+    /// Bytes written to the upper layer so far.
+    pub upper_bytes: u64,
+    /// The label of the snapshot last restored, if any.
+    pub active_snapshot: Option<String>,
 }
 
 /// A handle on one sandbox.
@@ -125,7 +129,12 @@ impl Sandbox {
             } else {
                 "running"
             },
-            layers: s.layers.iter().map(|l| l.name.clone()).collect(),
+            layers: s
+                .layers
+                .iter()
+                .filter(|l| !l.snapshot)
+                .map(|l| l.name.clone())
+                .collect(),
             owner: s.spec.owner.clone(),
             created: s.created,
             expires: (s.spec.max_lifetime > 0).then(|| {
@@ -137,6 +146,8 @@ impl Sandbox {
             memory_mb: s.spec.memory_mb,
             pids_max: s.spec.pids_max,
             upper_mb: s.spec.upper_mb,
+            upper_bytes: super::upper::used_bytes(&self.dir()),
+            active_snapshot: s.active_snapshot.clone(),
         }
     }
 }

@@ -19,6 +19,12 @@ pub struct LayerRef {
     pub digest: String,
     /// Where it is mounted on the host.
     pub mount: PathBuf,
+    /// Its image: in the layer store, or a snapshot image in the sandbox's directory.
+    #[serde(default)]
+    pub image: PathBuf,
+    /// Whether it is a snapshot (then `name` is the snapshot's label).
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 /// Everything needed to re-attach to or clean up a sandbox from another process.
@@ -28,8 +34,11 @@ pub struct SandboxState {
     pub spec: SandboxSpec,
     /// When it was created.
     pub created: DateTime<Utc>,
-    /// Its layers, base first.
+    /// Its lower layers, base first (layers from the store, then restored snapshots).
     pub layers: Vec<LayerRef>,
+    /// The label of the snapshot last restored, if any.
+    #[serde(default)]
+    pub active_snapshot: Option<String>,
     /// Its cgroup.
     pub cgroup: Option<SandboxCgroup>,
     /// The host pid of its init (PID 1 inside).
@@ -103,6 +112,7 @@ mod tests {
             spec: SandboxSpec::new("x"),
             created: Utc::now(),
             layers: vec![],
+            active_snapshot: None,
             cgroup: None,
             init_pid: std::process::id() as i32,
             init_start: process_start_time(std::process::id() as i32).expect("start"),

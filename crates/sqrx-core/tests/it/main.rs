@@ -8,6 +8,7 @@ mod js;
 mod layer_build;
 mod layer_store;
 mod sandbox;
+mod state;
 mod tar_import;
 
 use sqrx_core::{BuildOptions, LayerName, LayerStore};

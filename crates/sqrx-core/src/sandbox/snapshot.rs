@@ -1,0 +1,322 @@
+//! `Sandbox::snapshot` and `Sandbox::snapshots`: the upper layer packed into a squashfs image
+//! while the sandbox is frozen.
+//!
+//! Snapshots live in `<sandbox dir>/snapshots/`: images named by digest under `images/`
+//! (shared by labels with the same content, hard-linked into clones) and one `<label>.json`
+//! per label that records the lower stack the upper was taken on. A snapshot is therefore a
+//! delta plus its parents: restoring it mounts that stack with the snapshot on top, so a
+//! snapshot taken after a restore still contains everything that was visible (a chain).
+//!
+//! Crash safety: the image is written under `.tmp/`, fsynced and renamed into `images/`; the
+//! label appears last, by hard-linking its fsynced JSON into place (which also refuses a label
+//! that exists). A crash at any point leaves no visible half-written snapshot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::SandboxError;
+use super::mounts::lock_exclusive;
+use super::runtime::Sandbox;
+use super::state::LayerRef;
+use crate::layer::{BuildOptions, LayerError};
+
+/// A snapshot of a sandbox's filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its label, unique in the sandbox.
+    pub label: String,
+    /// When it was taken.
+    pub created: DateTime<Utc>,
+    /// Size of its image in bytes (the upper's changes, compressed).
+    pub size: u64,
+    /// Digest of its image.
+    pub digest: String,
+    /// The snapshot the sandbox had been restored to when this one was taken (its parent in
+    /// the chain), if any.
+    pub parent: Option<String>,
+    /// The store layers below it, base first.
+    pub layers: Vec<String>,
+}
+
+/// What `<label>.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SnapshotMeta {
+    #[serde(flatten)]
+    pub info: SnapshotInfo,
+    /// The lower stack the upper was taken on, base first.
+    pub stack: Vec<LayerRef>,
+}
+
+/// Check a snapshot label: `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`.
+pub fn validate_label(label: &str) -> Result<(), SandboxError> {
+    let bad = |reason: &str| {
+        Err(SandboxError::Invalid {
+            field: "label",
+            reason: format!("{label:?}: {reason}"),
+        })
+    };
+    let b = label.as_bytes();
+    if b.is_empty() || b.len() > 128 {
+        return bad("must be 1-128 characters");
+    }
+    if !b[0].is_ascii_alphanumeric() {
+        return bad("must start with a letter or digit");
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return bad("only letters, digits, '_', '.' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// The default label: the current time, e.g. `20261123T101500.123Z`.
+fn default_label() -> String {
+    Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// `<sandbox dir>/snapshots`.
+pub(crate) fn snapshots_dir(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join("snapshots")
+}
+
+/// Where the image with `digest` lives in `<sandbox dir>/snapshots/images/`.
+pub(crate) fn image_path(sandbox_dir: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    snapshots_dir(sandbox_dir)
+        .join("images")
+        .join(format!("{hex}.sqfs"))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SandboxError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(SandboxError::io("sync", dir))
+}
+
+/// Thaws the sandbox when dropped, if it froze it.
+struct Thaw<'a>(Option<&'a crate::cgroup::SandboxCgroup>);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0
+            && let Err(e) = cg.set_frozen(false)
+        {
+            tracing::warn!(error = %e, "cannot thaw the sandbox after a snapshot");
+        }
+    }
+}
+
+impl Sandbox {
+    /// Serialises snapshot, restore, activate and clone of this sandbox (across processes).
+    pub(crate) fn state_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, SandboxError> {
+        lock_exclusive(&self.dir().join(".state.lock"))
+    }
+
+    /// Freeze the sandbox (unless paused already), pack its upper into an image in
+    /// `<into>/snapshots/images/` and thaw it. Returns the image's digest, size and path.
+    pub(crate) fn pack_upper_into(
+        &self,
+        into: &Path,
+    ) -> Result<(String, u64, PathBuf), SandboxError> {
+        let tmp_dir = snapshots_dir(into).join(".tmp");
+        let images = snapshots_dir(into).join("images");
+        for d in [&tmp_dir, &images] {
+            std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
+        }
+        let tmp = tmp_dir.join(format!(
+            "{}-{}.sqfs",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let lowers: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
+        let upper = super::upper::upper_dir(&self.dir());
+        let packed = {
+            let _thaw = if self.is_paused() {
+                Thaw(None)
+            } else {
+                self.pause()?;
+                Thaw(self.state.cgroup.as_ref())
+            };
+            // The upper is a tmpfs: frozen, its content is complete and stable; nothing to sync.
+            crate::layer::pack_upper(&upper, &lowers, &tmp, &BuildOptions::default())
+        };
+        let done = packed.map_err(SandboxError::from).and_then(|size| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(SandboxError::io("sync", &tmp))?;
+            let digest = crate::layer::digest_file(&tmp)?;
+            let image = image_path(into, &digest);
+            std::fs::rename(&tmp, &image).map_err(SandboxError::io("rename", &image))?;
+            fsync_dir(&images)?;
+            Ok((digest, size, image))
+        });
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done
+    }
+
+    /// Snapshot the sandbox's filesystem under `label` (default: the current time, e.g.
+    /// `20261123T101500.123Z`). The sandbox is frozen while its upper layer is packed, then
+    /// continues. See [`Sandbox::restore`].
+    pub fn snapshot(&self, label: Option<&str>) -> Result<SnapshotInfo, SandboxError> {
+        let label = match label {
+            Some(l) => l.to_string(),
+            None => default_label(),
+        };
+        validate_label(&label)?;
+        let _lock = self.state_lock()?;
+        let dir = self.dir();
+        let meta_path = snapshots_dir(&dir).join(format!("{label}.json"));
+        let exists = || SandboxError::SnapshotExists {
+            id: self.id().to_string(),
+            label: label.clone(),
+        };
+        if meta_path.exists() {
+            return Err(exists());
+        }
+        let started = std::time::Instant::now();
+        let (digest, size, _) = self.pack_upper_into(&dir)?;
+        let info = SnapshotInfo {
+            label: label.clone(),
+            created: Utc::now(),
+            size,
+            digest,
+            parent: self.state.active_snapshot.clone(),
+            layers: self
+                .state
+                .layers
+                .iter()
+                .filter(|l| !l.snapshot)
+                .map(|l| l.name.clone())
+                .collect(),
+        };
+        let meta = SnapshotMeta {
+            info: info.clone(),
+            stack: self.state.layers.clone(),
+        };
+        let tmp = snapshots_dir(&dir)
+            .join(".tmp")
+            .join(format!("{label}.{}.json", std::process::id()));
+        let json = serde_json::to_vec_pretty(&meta).map_err(|source| SandboxError::BadState {
+            path: meta_path.clone(),
+            source,
+        })?;
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&json)?;
+                f.sync_all()
+            })
+            .map_err(SandboxError::io("write", &tmp));
+        let published = written.and_then(|()| match std::fs::hard_link(&tmp, &meta_path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            Err(e) => Err(SandboxError::io("publish", &meta_path)(e)),
+        });
+        let _ = std::fs::remove_file(&tmp);
+        published?;
+        fsync_dir(&snapshots_dir(&dir))?;
+        tracing::info!(
+            sandbox = %self.id(),
+            label = %label,
+            bytes = size,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        Ok(info)
+    }
+
+    pub(crate) fn snapshot_meta(&self, label: &str) -> Result<SnapshotMeta, SandboxError> {
+        validate_label(label)?;
+        let path = snapshots_dir(&self.dir()).join(format!("{label}.json"));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SandboxError::SnapshotNotFound {
+                    id: self.id().to_string(),
+                    label: label.to_string(),
+                });
+            }
+            Err(e) => return Err(SandboxError::io("read", &path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| SandboxError::BadState { path, source })
+    }
+
+    /// The sandbox's snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, SandboxError> {
+        let dir = snapshots_dir(&self.dir());
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SandboxError::io("read", &dir)(e)),
+        };
+        let mut out: Vec<SnapshotInfo> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let label = name.strip_suffix(".json")?;
+                self.snapshot_meta(label).ok().map(|m| m.info)
+            })
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then(a.label.cmp(&b.label)));
+        Ok(out)
+    }
+
+    /// The stack to mount for restoring `meta`: its lower stack with each image checked, and
+    /// the snapshot itself on top.
+    pub(crate) fn restore_stack(&self, meta: &SnapshotMeta) -> Result<Vec<LayerRef>, SandboxError> {
+        let dir = self.dir();
+        let store = self.rt.layers();
+        let mut stack = Vec::with_capacity(meta.stack.len() + 1);
+        for l in &meta.stack {
+            let mut l = l.clone();
+            if l.snapshot {
+                l.image = image_path(&dir, &l.digest);
+            } else {
+                let changed = |what| SandboxError::LayerChanged {
+                    label: meta.info.label.clone(),
+                    layer: l.name.clone(),
+                    what,
+                };
+                let name = crate::layer::LayerName::new(l.name.as_str())?;
+                match store.get(&name) {
+                    Ok(layer) if layer.digest == l.digest => l.image = layer.path,
+                    Ok(_) => return Err(changed("replaced")),
+                    Err(LayerError::NotFound { .. }) => return Err(changed("removed")),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            l.mount = self.rt.inner.mounts.mount_point(&l.digest);
+            stack.push(l);
+        }
+        stack.push(LayerRef {
+            name: meta.info.label.clone(),
+            digest: meta.info.digest.clone(),
+            mount: self.rt.inner.mounts.mount_point(&meta.info.digest),
+            image: image_path(&dir, &meta.info.digest),
+            snapshot: true,
+        });
+        Ok(stack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_the_rule() {
+        for ok in ["s1", "a", "2026-11-23T10.00", "A_b.c-d", &"x".repeat(128)] {
+            assert!(validate_label(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", "ü", &"x".repeat(129), "../x"] {
+            assert!(validate_label(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_label(&default_label()).is_ok());
+    }
+}

@@ -1,0 +1,81 @@
+//! The writable upper layer of a sandbox: a size-capped tmpfs mounted by the host at
+//! `<sandbox dir>/rw`, holding overlayfs's `upper/` and `work/` directories and the `root/`
+//! mount point that init mounts the overlay on (inside its own mount namespace).
+//!
+//! Keeping the tmpfs on the host (not inside init's namespace) is what lets the host pack the
+//! upper for a snapshot, keep it across an init restart (activate) and clear it in O(1) by
+//! mounting a fresh tmpfs (restore).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::SandboxError;
+use super::mounts::is_mount_point;
+
+/// The upper tmpfs of the sandbox whose directory is `sandbox_dir`.
+pub(crate) fn rw_dir(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join("rw")
+}
+
+/// overlayfs's upper directory inside the tmpfs.
+pub(crate) fn upper_dir(sandbox_dir: &Path) -> PathBuf {
+    rw_dir(sandbox_dir).join("upper")
+}
+
+/// Mount an empty tmpfs of `size_mb` at `<sandbox_dir>/rw` with `upper/`, `work/` and `root/`.
+pub(crate) fn mount_upper(sandbox_dir: &Path, size_mb: u64) -> Result<(), SandboxError> {
+    let rw = rw_dir(sandbox_dir);
+    std::fs::create_dir_all(&rw).map_err(SandboxError::io("create", &rw))?;
+    let options = format!("size={size_mb}m,mode=0700");
+    nix::mount::mount(
+        Some("sqrx-upper"),
+        &rw,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| SandboxError::Io {
+        op: "mount the upper tmpfs on",
+        path: rw.clone(),
+        source: e.into(),
+    })?;
+    for d in ["upper", "work", "root"] {
+        let p = rw.join(d);
+        let made = std::fs::create_dir(&p)
+            .and_then(|()| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)));
+        if let Err(e) = made {
+            unmount_upper(sandbox_dir);
+            return Err(SandboxError::Io {
+                op: "create",
+                path: p,
+                source: e,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unmount the upper tmpfs (its content is gone). Does nothing when it is not mounted.
+pub(crate) fn unmount_upper(sandbox_dir: &Path) {
+    let rw = rw_dir(sandbox_dir);
+    if !is_mount_point(&rw) {
+        return;
+    }
+    if let Err(e) = nix::mount::umount2(&rw, MntFlags::MNT_DETACH) {
+        tracing::warn!(path = %rw.display(), error = %e, "cannot unmount the upper tmpfs");
+    }
+}
+
+/// Bytes used in the upper tmpfs.
+pub(crate) fn used_bytes(sandbox_dir: &Path) -> u64 {
+    let rw = rw_dir(sandbox_dir);
+    match nix::sys::statvfs::statvfs(&rw) {
+        Ok(st) => st
+            .blocks()
+            .saturating_sub(st.blocks_free())
+            .saturating_mul(st.fragment_size()),
+        Err(_) => 0,
+    }
+}
