@@ -72,7 +72,7 @@ pub enum SandboxCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Copy a local file into a sandbox (parents created; `-` reads stdin).
+    /// Copy a local file or directory into a sandbox (parents created; `-` reads stdin).
     Put {
         /// The sandbox id.
         id: String,
@@ -118,6 +118,66 @@ pub enum SandboxCmd {
     Resume {
         /// The sandbox id.
         id: String,
+    },
+    /// Snapshot a sandbox's filesystem (label default: the current time).
+    Snapshot {
+        /// The sandbox id.
+        id: String,
+        /// `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`.
+        label: Option<String>,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot (the sandbox's processes are restarted).
+    Restore {
+        /// The sandbox id.
+        id: String,
+        /// The snapshot label.
+        label: String,
+    },
+    /// List a sandbox's snapshots.
+    Snapshots {
+        /// The sandbox id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a layer to a running sandbox (files are kept; its processes are restarted).
+    Activate {
+        /// The sandbox id.
+        id: String,
+        /// The layer name.
+        layer: String,
+    },
+    /// Start a new sandbox from the current state of another.
+    Clone {
+        /// The source sandbox.
+        src: String,
+        /// The new sandbox's id.
+        new: String,
+        /// Print the new sandbox's info as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extract a tar archive into a directory of a sandbox.
+    Upload {
+        /// The sandbox id.
+        id: String,
+        /// The directory inside the sandbox (created when missing).
+        path: String,
+        /// The archive (`-` or absent: stdin).
+        archive: Option<String>,
+    },
+    /// Write a directory of a sandbox as a tar archive.
+    Download {
+        /// The sandbox id.
+        id: String,
+        /// The directory inside the sandbox.
+        path: String,
+        /// The archive to write (`-` or absent: stdout).
+        archive: Option<String>,
     },
     /// Destroy a sandbox.
     Rm {
@@ -278,6 +338,12 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             let mode = u32::from_str_radix(&mode, 8).map_err(|_| {
                 CliError(format!("--mode expects octal bits like 644, got {mode:?}"))
             })?;
+            if local != "-" && Path::new(&local).is_dir() {
+                let sb = rt.get(&id)?;
+                let n = upload_dir(&sb, Path::new(&local), &path)?;
+                println!("{n} entries copied to {path}");
+                return Ok(ExitCode::SUCCESS);
+            }
             let data = if local == "-" {
                 let mut buf = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
@@ -332,6 +398,10 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                 println!("status:   {}", info.status);
                 println!("layers:   {}", info.layers.join(", "));
                 println!("init pid: {}", info.init_pid);
+                if let Some(snap) = &info.active_snapshot {
+                    println!("snapshot: {snap}");
+                }
+                println!("upper:    {} bytes used", info.upper_bytes);
                 println!("created:  {}", info.created);
                 println!(
                     "limits:   cpu {:?}, memory {:?} MiB, pids {:?}, upper {} MiB",
@@ -377,10 +447,102 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             println!("resumed {id}");
             Ok(ExitCode::SUCCESS)
         }
+        SandboxCmd::Snapshot { id, label, json } => {
+            let snap = rt.get(&id)?.snapshot(label.as_deref())?;
+            if json {
+                print_json(&snap)?;
+            } else {
+                println!("{} ({} bytes)", snap.label, snap.size);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Restore { id, label } => {
+            rt.get(&id)?.restore(&label)?;
+            println!("restored {id} to {label}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Snapshots { id, json } => {
+            let snaps = rt.get(&id)?.snapshots()?;
+            if json {
+                print_json(&snaps)?;
+            } else {
+                println!("{:<32} {:>12} {:<20} PARENT", "LABEL", "BYTES", "CREATED");
+                for s in snaps {
+                    println!(
+                        "{:<32} {:>12} {:<20} {}",
+                        s.label,
+                        s.size,
+                        s.created.format("%Y-%m-%d %H:%M:%S"),
+                        s.parent.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Activate { id, layer } => {
+            rt.get(&id)?.activate(&layer)?;
+            println!("activated {layer} in {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Clone { src, new, json } => {
+            let sb = rt.clone_sandbox(&src, &new)?;
+            if json {
+                print_json(&sb.info())?;
+            } else {
+                println!("{new}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Upload { id, path, archive } => {
+            let sb = rt.get(&id)?;
+            let n = match archive.as_deref() {
+                None | Some("-") => sb.upload_tar(&path, std::io::stdin().lock())?,
+                Some(file) => {
+                    let f = std::fs::File::open(file)
+                        .map_err(|e| CliError(format!("cannot open {file}: {e}")))?;
+                    sb.upload_tar(&path, std::io::BufReader::new(f))?
+                }
+            };
+            eprintln!("{n} entries extracted to {path}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Download { id, path, archive } => {
+            let sb = rt.get(&id)?;
+            match archive.as_deref() {
+                None | Some("-") => sb.download_tar(&path, std::io::stdout().lock())?,
+                Some(file) => {
+                    let f = std::fs::File::create(file)
+                        .map_err(|e| CliError(format!("cannot create {file}: {e}")))?;
+                    sb.download_tar(&path, std::io::BufWriter::new(f))?
+                }
+            };
+            Ok(ExitCode::SUCCESS)
+        }
         SandboxCmd::Rm { id } => {
             rt.get(&id)?.destroy()?;
             println!("removed {id}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Copy the local directory `local` into `path` inside the sandbox, streaming a tar archive
+/// through a pipe (never the whole tree in memory).
+fn upload_dir(sb: &sqrx_core::Sandbox, local: &Path, path: &str) -> Result<u64, CliError> {
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| CliError(format!("cannot create a pipe: {e}")))?;
+    let local = local.to_path_buf();
+    let packer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut b = tar::Builder::new(writer);
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &local)?;
+        b.into_inner().map(drop)
+    });
+    let uploaded = sb.upload_tar(path, reader);
+    let packed = packer
+        .join()
+        .map_err(|_| CliError("the archiving thread panicked".into()))?;
+    let n = uploaded?;
+    packed.map_err(|e| CliError(format!("cannot archive the local directory: {e}")))?;
+    Ok(n)
 }

@@ -213,3 +213,164 @@ fn sandbox_errors_are_one_line() {
         fails(&["sandbox", "exec", "dup", "--env", "novalue", "--", "true"]).contains("KEY=VALUE")
     );
 }
+
+#[test]
+fn snapshot_restore_activate_clone_and_tar_through_the_cli() {
+    if !privileged("snapshot_restore_activate_clone_and_tar_through_the_cli") {
+        return;
+    }
+    let cli = Cli::new();
+    cli.ok(&["sandbox", "create", "st"]);
+    cli.ok(&["sandbox", "exec", "st", "--", "echo one > /f"]);
+    assert_eq!(
+        cli.ok(&["sandbox", "snapshot", "st", "s1"])
+            .split(' ')
+            .next(),
+        Some("s1")
+    );
+    cli.ok(&["sandbox", "exec", "st", "--", "echo two > /f"]);
+    let snap: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "snapshot", "st", "s2", "--json"]))
+            .expect("json");
+    assert_eq!(snap["label"], "s2");
+    assert!(snap["size"].as_u64().is_some_and(|s| s > 0));
+    let dup = cli.run(&["sandbox", "snapshot", "st", "s2"], None);
+    assert!(!dup.status.success());
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(err.contains("s2") && err.lines().count() == 1, "{err}");
+
+    cli.ok(&["sandbox", "restore", "st", "s1"]);
+    assert_eq!(cli.ok(&["sandbox", "exec", "st", "--", "cat /f"]), "one\n");
+    let list: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "snapshots", "st", "--json"])).expect("json");
+    let labels: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["label"].as_str())
+        .collect();
+    assert_eq!(labels, ["s1", "s2"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "info", "st", "--json"])).expect("json");
+    assert_eq!(info["active_snapshot"], "s1");
+
+    // A layer built from a directory, activated.
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(src.path().join("opt")).expect("mkdir");
+    std::fs::write(src.path().join("opt/tool"), "tool\n").expect("write");
+    cli.ok(&[
+        "layer",
+        "build",
+        &src.path().display().to_string(),
+        "300-tool",
+    ]);
+    cli.ok(&["sandbox", "activate", "st", "300-tool"]);
+    assert_eq!(
+        cli.ok(&["sandbox", "exec", "st", "--", "cat /opt/tool /f"]),
+        "tool\none\n"
+    );
+
+    // Clone, then a directory copied in with put and out with download.
+    cli.ok(&["sandbox", "clone", "st", "st2"]);
+    assert_eq!(cli.ok(&["sandbox", "exec", "st2", "--", "cat /f"]), "one\n");
+    let local = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(local.path().join("sub")).expect("mkdir");
+    std::fs::write(local.path().join("sub/x.txt"), "x\n").expect("write");
+    cli.ok(&[
+        "sandbox",
+        "put",
+        "st2",
+        &local.path().display().to_string(),
+        "/up",
+    ]);
+    assert_eq!(
+        cli.ok(&["sandbox", "exec", "st2", "--", "cat /up/sub/x.txt"]),
+        "x\n"
+    );
+    let tar = cli.run(&["sandbox", "download", "st2", "/up"], None);
+    assert!(tar.status.success());
+    let names: Vec<String> = tar::Archive::new(tar.stdout.as_slice())
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["sub", "sub/x.txt"]);
+    let up = cli.run(&["sandbox", "upload", "st", "/from-tar"], Some(&tar.stdout));
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(
+        cli.ok(&["sandbox", "exec", "st", "--", "cat /from-tar/sub/x.txt"]),
+        "x\n"
+    );
+
+    let bad = cli.run(&["sandbox", "restore", "st", "nope"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no snapshot labelled nope"));
+}
+
+#[test]
+fn a_crash_mid_snapshot_leaves_no_snapshot() {
+    if !privileged("a_crash_mid_snapshot_leaves_no_snapshot") {
+        return;
+    }
+    let cli = Cli::new();
+    cli.ok(&["sandbox", "create", "crash", "--upper-mb", "700"]);
+    cli.ok(&[
+        "sandbox",
+        "exec",
+        "crash",
+        "--",
+        "head -c 400M /dev/urandom > /big",
+    ]);
+    let mut snap = Command::new(env!("CARGO_BIN_EXE_sqrx"))
+        .arg("--data-dir")
+        .arg(cli.data.path())
+        .args(["sandbox", "snapshot", "crash", "half"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn snapshot");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        snap.try_wait().expect("try_wait").is_none(),
+        "packing 400 MB took < 300 ms"
+    );
+    snap.kill().expect("kill -9");
+    let _ = snap.wait();
+    let list: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "snapshots", "crash", "--json"])).expect("json");
+    assert_eq!(
+        list,
+        serde_json::json!([]),
+        "a half-written snapshot is visible"
+    );
+    // The crash left the sandbox frozen; resume brings it back and the label is free.
+    let tmp = cli.data.path().join("sandboxes/crash/snapshots/.tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).expect("tmp").count(),
+        1,
+        "the interrupted image"
+    );
+    cli.ok(&["sandbox", "resume", "crash"]);
+    cli.ok(&["sandbox", "exec", "crash", "--", "rm /big"]);
+    cli.ok(&["sandbox", "snapshot", "crash", "half"]);
+    assert_eq!(
+        std::fs::read_dir(&tmp).expect("tmp").count(),
+        0,
+        "cleaned up by the next one"
+    );
+    cli.ok(&["sandbox", "restore", "crash", "half"]);
+    assert!(
+        cli.ok(&["sandbox", "exec", "crash", "--", "ls /big 2>&1 || true"])
+            .contains("No such file")
+    );
+}

@@ -58,7 +58,7 @@ fn info(name: &str, path: &str, st: &FileStat) -> FileInfo {
 }
 
 /// Split a sandbox path into its normal components; refuses relative paths.
-fn components(path: &str) -> Result<Vec<String>, SandboxError> {
+pub(super) fn components(path: &str) -> Result<Vec<String>, SandboxError> {
     let invalid = |reason: &str| SandboxError::Invalid {
         field: "path",
         reason: format!("{path:?}: {reason}"),
@@ -69,12 +69,18 @@ fn components(path: &str) -> Result<Vec<String>, SandboxError> {
     if path.contains('\0') {
         return Err(invalid("contains NUL"));
     }
+    if path.len() > 4096 {
+        return Err(invalid("longer than 4096 bytes"));
+    }
     let mut out: Vec<String> = Vec::new();
     for c in Path::new(path).components() {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir => {
                 out.pop();
+            }
+            Component::Normal(n) if n.len() > 255 => {
+                return Err(invalid("a component is longer than 255 bytes"));
             }
             Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
             Component::Prefix(_) => return Err(invalid("unsupported prefix")),
@@ -83,12 +89,12 @@ fn components(path: &str) -> Result<Vec<String>, SandboxError> {
     Ok(out)
 }
 
-fn joined(parts: &[String]) -> String {
+pub(super) fn joined(parts: &[String]) -> String {
     format!("/{}", parts.join("/"))
 }
 
 impl Sandbox {
-    fn file_err(
+    pub(super) fn file_err(
         &self,
         op: &'static str,
         path: &str,
@@ -101,7 +107,7 @@ impl Sandbox {
         }
     }
 
-    fn root(&self) -> Result<OwnedFd, SandboxError> {
+    pub(super) fn root(&self) -> Result<OwnedFd, SandboxError> {
         let root = format!("/proc/{}/root", self.state.init_pid);
         if !self.state.init_alive() {
             return Err(SandboxError::Dead {
@@ -121,7 +127,7 @@ impl Sandbox {
     }
 
     /// Open `parts` inside the root with safe resolution.
-    fn open_in(
+    pub(super) fn open_in(
         &self,
         root: &OwnedFd,
         parts: &[String],
@@ -136,7 +142,11 @@ impl Sandbox {
     }
 
     /// The directory `parts`, created with its parents (mode `0o755`) when missing.
-    fn ensure_dir(&self, root: &OwnedFd, parts: &[String]) -> Result<OwnedFd, SandboxError> {
+    pub(super) fn ensure_dir(
+        &self,
+        root: &OwnedFd,
+        parts: &[String],
+    ) -> Result<OwnedFd, SandboxError> {
         let mut dir = self.open_in(root, &[], OFlag::O_PATH | OFlag::O_DIRECTORY, "open")?;
         for i in 0..parts.len() {
             match self.open_in(
@@ -332,5 +342,7 @@ mod tests {
         assert!(components("relative").is_err());
         assert!(components("/a\0b").is_err());
         assert_eq!(joined(&[]), "/");
+        assert!(components(&format!("/{}", "a".repeat(256))).is_err());
+        assert!(components(&"/a".repeat(2049)).is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! UTS, network and cgroup namespaces, with an overlay root over shared read-only layer mounts
 //! and a size-capped tmpfs upper, limited by a cgroup. The host talks to it over a Unix socket.
 
+mod archive;
 mod clone;
 mod create;
 mod destroy;

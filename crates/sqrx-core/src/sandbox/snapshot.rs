@@ -98,6 +98,21 @@ fn fsync_dir(dir: &Path) -> Result<(), SandboxError> {
         .map_err(SandboxError::io("sync", dir))
 }
 
+/// Remove what snapshots interrupted by a crash left in `.tmp/` (named `<pid>-...`, where the
+/// pid is no longer running).
+fn remove_stale_temporaries(tmp_dir: &Path) {
+    for e in std::fs::read_dir(tmp_dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .split(['-', '.'])
+            .next()
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| super::state::process_start_time(p).is_none()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Thaws the sandbox when dropped, if it froze it.
 struct Thaw<'a>(Option<&'a crate::cgroup::SandboxCgroup>);
 
@@ -128,6 +143,7 @@ impl Sandbox {
         for d in [&tmp_dir, &images] {
             std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
         }
+        remove_stale_temporaries(&tmp_dir);
         let tmp = tmp_dir.join(format!(
             "{}-{}.sqfs",
             std::process::id(),
@@ -202,7 +218,7 @@ impl Sandbox {
         };
         let tmp = snapshots_dir(&dir)
             .join(".tmp")
-            .join(format!("{label}.{}.json", std::process::id()));
+            .join(format!("{}-{label}.json", std::process::id()));
         let json = serde_json::to_vec_pretty(&meta).map_err(|source| SandboxError::BadState {
             path: meta_path.clone(),
             source,

@@ -736,6 +736,11 @@ fn pause_stops_everything_and_resume_continues() {
     sb.pause().expect("pause");
     assert!(sb.is_paused());
     assert_eq!(t.rt.get("pause").expect("get").info().status, "paused");
+    // The counter stands still while paused (the files API works on a paused sandbox).
+    let read = || String::from_utf8(sb.read_file("/tmp/count").expect("read")).expect("utf8");
+    let frozen = read();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read(), frozen, "the counter advanced while paused");
     let e = block(sb.exec(ExecRequest::new("true"))).expect_err("paused");
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     let before = cpu_ticks("pause");

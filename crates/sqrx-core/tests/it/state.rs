@@ -275,3 +275,124 @@ fn a_snapshot_does_not_reach_host_files_through_lower_symlinks() {
     let e = sb.restore("missing").expect_err("missing");
     assert!(matches!(e, SandboxError::SnapshotNotFound { .. }), "{e}");
 }
+
+fn tar_of(entries: &[(&str, tar::EntryType, &str, u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data, mode) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(*mode);
+        h.set_mtime(1_700_000_000);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_size(0);
+                b.append_link(&mut h, path, data).expect("append link");
+            }
+            _ if path.contains("..") => {
+                // tar refuses to write such paths: set the raw name field.
+                h.set_size(data.len() as u64);
+                h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).expect("append raw");
+            }
+            _ => {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_bytes())
+                    .expect("append");
+            }
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn tar_upload_and_download_stay_inside() {
+    if !privileged("tar_upload_and_download_stay_inside") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("tars");
+    let marker = tempfile::Builder::new()
+        .prefix("sqrx-test-marker-")
+        .tempfile()
+        .expect("marker");
+    std::fs::write(marker.path(), "HOST\n").expect("write marker");
+    let host_tmp_name = format!("sqrx-test-escape-{}", std::process::id());
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let archive = tar_of(&[
+        ("d", Directory, "", 0o750),
+        ("d/f.txt", Regular, "hello\n", 0o640),
+        ("d/hard", Link, "d/f.txt", 0o640),
+        ("d/rel", Symlink, "f.txt", 0o777),
+        ("out", Symlink, "/tmp", 0o777),
+        (&format!("out/{host_tmp_name}"), Regular, "inside\n", 0o644),
+    ]);
+    let n = sb.upload_tar("/work", archive.as_slice()).expect("upload");
+    assert_eq!(n, 6);
+    assert_eq!(
+        out(
+            &sb,
+            "cd /work && stat -c '%a %h' d d/f.txt && cat d/rel && readlink out"
+        ),
+        "750 2\n640 2\nhello\n/tmp\n"
+    );
+    assert_eq!(out(&sb, &format!("cat /tmp/{host_tmp_name}")), "inside\n");
+    assert!(
+        !Path::new("/tmp").join(&host_tmp_name).exists(),
+        "a symlink in the archive led out of the sandbox"
+    );
+
+    // A file entry over a symlink to a host file is refused; the host file is untouched.
+    let evil = tar_of(&[
+        ("esc", Symlink, &marker.path().display().to_string(), 0o777),
+        ("esc", Regular, "PWNED\n", 0o644),
+    ]);
+    assert!(sb.upload_tar("/evil", evil.as_slice()).is_err());
+    assert_eq!(
+        std::fs::read_to_string(marker.path()).expect("marker"),
+        "HOST\n"
+    );
+    let climb = tar_of(&[("../../x", Regular, "x", 0o644)]);
+    let e = sb.upload_tar("/work", climb.as_slice()).expect_err("climb");
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    // Download gives the same tree back.
+    let mut buf = Vec::new();
+    let n = sb.download_tar("/work", &mut buf).expect("download");
+    let mut seen = Vec::new();
+    for e in tar::Archive::new(buf.as_slice())
+        .entries()
+        .expect("entries")
+    {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").display().to_string();
+        let mut data = String::new();
+        if e.header().entry_type() == Regular {
+            std::io::Read::read_to_string(&mut e, &mut data).expect("read");
+        }
+        let link = e
+            .link_name()
+            .expect("link")
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        seen.push(format!(
+            "{path} {:o} {data}{link}",
+            e.header().mode().expect("mode")
+        ));
+    }
+    assert_eq!(n as usize, seen.len());
+    assert_eq!(
+        seen,
+        [
+            "d 750 ",
+            "d/f.txt 640 hello\n",
+            "d/hard 640 hello\n",
+            "d/rel 777 f.txt",
+            "out 777 /tmp"
+        ]
+    );
+    let e = sb
+        .download_tar("/missing", Vec::new())
+        .expect_err("missing dir");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
