@@ -29,7 +29,7 @@ pub(crate) fn kill_and_wait(pid: i32, start: Option<u64>) {
             Pid::from_raw(pid),
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
         );
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_micros(250));
     }
 }
 

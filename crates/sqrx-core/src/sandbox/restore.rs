@@ -70,6 +70,8 @@ impl Sandbox {
         clear_upper: bool,
         active_snapshot: Option<String>,
     ) -> Result<(), SandboxError> {
+        let started = std::time::Instant::now();
+        let ms = || started.elapsed().as_micros() as f64 / 1000.0;
         let rt = self.rt.clone();
         let dir = self.dir();
         let old: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
@@ -106,7 +108,9 @@ impl Sandbox {
         if cgroup.is_frozen() {
             cgroup.set_frozen(false)?;
         }
+        tracing::debug!(sandbox = %self.id(), ms = ms(), "layers mounted");
         super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
+        tracing::debug!(sandbox = %self.id(), ms = ms(), "old init gone");
         let restarted = (|| {
             if clear_upper {
                 super::upper::unmount_upper(&dir);
@@ -114,7 +118,9 @@ impl Sandbox {
             }
             let mut config = init_config(&self.state.spec, &dir, &stack);
             config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
+            tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
             let (pid, start) = start_init(&init, self_exec, &config, &cgroup)?;
+            tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
             if let Err(e) = wait_ready(&config, pid) {
                 super::destroy::kill_and_wait(pid, Some(start));
                 return Err(e);
@@ -140,6 +146,7 @@ impl Sandbox {
         self.state.init_pid = pid;
         self.state.init_start = start;
         self.state.save(&rt.state_path(self.id()))?;
+        tracing::debug!(sandbox = %self.id(), ms = ms(), "init serving");
         rt.inner.mounts.locked(|| {
             rt.announce_mounts(&dir, &new)?;
             let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();

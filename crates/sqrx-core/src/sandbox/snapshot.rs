@@ -149,6 +149,7 @@ impl Sandbox {
             std::process::id(),
             Utc::now().timestamp_nanos_opt().unwrap_or_default()
         ));
+        let started = std::time::Instant::now();
         let lowers: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let upper = super::upper::upper_dir(&self.dir());
         let packed = {
@@ -161,11 +162,26 @@ impl Sandbox {
             // The upper is a tmpfs: frozen, its content is complete and stable; nothing to sync.
             crate::layer::pack_upper(&upper, &lowers, &tmp, &BuildOptions::default())
         };
+        tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "upper packed");
         let done = packed.map_err(SandboxError::from).and_then(|size| {
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(SandboxError::io("sync", &tmp))?;
-            let digest = crate::layer::digest_file(&tmp)?;
+            // Hash while the kernel writes the image back: both take a while for big uppers.
+            let (synced, digest) = std::thread::scope(|scope| {
+                let hashing = scope.spawn(|| crate::layer::digest_file(&tmp));
+                let synced = std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(SandboxError::io("sync", &tmp));
+                let digest = hashing
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(LayerError::read(&tmp)(std::io::Error::other(
+                            "the hashing thread panicked",
+                        )))
+                    });
+                (synced, digest)
+            });
+            synced?;
+            let digest = digest?;
+            tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "image synced and hashed");
             let image = image_path(into, &digest);
             std::fs::rename(&tmp, &image).map_err(SandboxError::io("rename", &image))?;
             fsync_dir(&images)?;
