@@ -76,6 +76,14 @@ pub enum Request {
         /// Signal the process group instead of the process.
         group: bool,
     },
+    /// Connect to `127.0.0.1:port` inside the sandbox's network namespace; the reply (a
+    /// [`Kind::Reply`] frame) carries the connected socket as an `SCM_RIGHTS` fd.
+    Connect {
+        /// The TCP port.
+        port: u16,
+        /// Give up after this many milliseconds.
+        timeout_ms: u64,
+    },
 }
 
 /// A process to run inside the sandbox.
@@ -127,6 +135,37 @@ pub struct Failure {
     pub kind: String,
     /// A human-readable message.
     pub message: String,
+}
+
+/// One frame as bytes.
+pub fn encode_frame(kind: Kind, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.push(kind as u8);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
+/// Decode the frame at the start of `bytes`, reading the rest of it from `r` when `bytes` holds
+/// only its beginning.
+pub fn finish_frame(bytes: &[u8], r: &mut impl Read) -> std::io::Result<(Kind, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    let have = bytes.len().min(5);
+    head[..have].copy_from_slice(&bytes[..have]);
+    if have < 5 {
+        r.read_exact(&mut head[have..])?;
+    }
+    let rest = &bytes[have..];
+    let frame = decode(head, |buf| {
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        if n < buf.len() {
+            r.read_exact(&mut buf[n..])?;
+        }
+        Ok(())
+    })?;
+    frame.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
 }
 
 /// Write one frame.

@@ -152,6 +152,10 @@ fn handle(mut stream: UnixStream, state: &State) {
             let exit = child.wait().map(exec::exit_of).unwrap_or_default();
             let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
         }
+        Request::Connect { port, timeout_ms } => {
+            drop(spawned);
+            connect(&mut stream, port, timeout_ms);
+        }
         Request::Signal { pid, signal, group } => {
             drop(spawned);
             let sig = match nix::sys::signal::Signal::try_from(signal) {
@@ -174,6 +178,27 @@ fn handle(mut stream: UnixStream, state: &State) {
                 }
                 Err(e) => fail(&mut stream, "not_found", format!("signal {pid}: {e}")),
             }
+        }
+    }
+}
+
+/// Connect to `127.0.0.1:port` in this network namespace and hand the socket to the host.
+fn connect(stream: &mut UnixStream, port: u16, timeout_ms: u64) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = std::time::Duration::from_millis(timeout_ms.clamp(1, 60_000));
+    match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(tcp) => {
+            let reply = protocol::encode_frame(Kind::Reply, br#"{"ok":true}"#);
+            if let Ok(bytes) = reply {
+                let _ = crate::sys::fdpass::send_with_fd(stream, &bytes, &tcp);
+            }
+        }
+        Err(e) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => "refused",
+                _ => "internal",
+            };
+            fail(stream, kind, format!("cannot connect to port {port}: {e}"));
         }
     }
 }

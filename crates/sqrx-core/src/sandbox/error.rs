@@ -164,6 +164,16 @@ pub enum SandboxError {
         /// `removed` or `replaced`.
         what: &'static str,
     },
+    /// Nothing accepts connections on this port inside the sandbox.
+    #[error("sandbox {id}: port {port} is closed: {reason}")]
+    PortClosed {
+        /// The sandbox.
+        id: String,
+        /// The port.
+        port: u16,
+        /// What init saw.
+        reason: String,
+    },
     /// A layer problem (unknown layer, corrupt image).
     #[error(transparent)]
     Layer(#[from] LayerError),
@@ -188,7 +198,9 @@ impl SandboxError {
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
             SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
-            SandboxError::InitNotFound { .. } => ErrorKind::Unavailable,
+            SandboxError::InitNotFound { .. } | SandboxError::PortClosed { .. } => {
+                ErrorKind::Unavailable
+            }
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }
             | SandboxError::BadState { .. } => ErrorKind::Internal,

@@ -79,7 +79,7 @@ impl Sandbox {
 
     /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`], a
     /// paused sandbox (whose init is frozen too) as [`SandboxError::Paused`].
-    async fn connect(&self) -> Result<UnixStream, SandboxError> {
+    async fn control(&self) -> Result<UnixStream, SandboxError> {
         if self.is_paused() {
             return Err(SandboxError::Paused {
                 id: self.id().to_string(),
@@ -149,7 +149,7 @@ impl Sandbox {
             .unwrap_or(0);
         let started = chrono::Utc::now();
         let clock = std::time::Instant::now();
-        let stream = self.connect().await?;
+        let stream = self.control().await?;
         let (mut rd, mut wr) = stream.into_split();
         write_json(&mut wr, Kind::Request, &Request::Exec(spec))
             .await
@@ -271,7 +271,7 @@ impl Sandbox {
         req.validate()?;
         let mut spec = self.spec_for(&req);
         spec.stdin = false;
-        let mut stream = self.connect().await?;
+        let mut stream = self.control().await?;
         write_json(&mut stream, Kind::Request, &Request::Spawn(spec))
             .await
             .map_err(|e| self.protocol_err(e))?;
@@ -294,7 +294,7 @@ impl Sandbox {
     }
 
     pub(crate) async fn request(&self, req: Request) -> Result<(Kind, Vec<u8>), SandboxError> {
-        let mut stream = self.connect().await?;
+        let mut stream = self.control().await?;
         write_json(&mut stream, Kind::Request, &req)
             .await
             .map_err(|e| self.protocol_err(e))?;

@@ -7,6 +7,7 @@
 
 mod archive;
 mod clone;
+mod connect;
 mod create;
 mod destroy;
 mod error;
@@ -22,6 +23,7 @@ mod spec;
 mod state;
 mod upper;
 
+pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use error::SandboxError;
 pub use exec::{ExecEvent, ExecStream, SpawnHandle};
 pub use files::FileInfo;

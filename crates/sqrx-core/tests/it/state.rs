@@ -396,3 +396,62 @@ fn tar_upload_and_download_stay_inside() {
         .expect_err("missing dir");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
+
+#[test]
+fn connect_reaches_a_port_inside_without_a_route() {
+    if !privileged("connect_reaches_a_port_inside_without_a_route") {
+        return;
+    }
+    let t = TestRuntime::new();
+    t.python_layer();
+    let mut spec = sqrx_core::SandboxSpec::new("conn");
+    spec.layers = vec!["000-base".into(), "100-py".into()];
+    let sb = t.rt.create(spec).expect("create");
+    let e = sb
+        .connect_tcp(8000, std::time::Duration::from_millis(200))
+        .expect_err("nobody listens yet");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        matches!(e, SandboxError::PortClosed { port: 8000, .. }),
+        "{e}"
+    );
+    out(
+        &sb,
+        "mkdir -p /srv && echo served-from-inside > /srv/index.txt && \
+         cd /srv && python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut conn = loop {
+        match sb.connect_tcp(8000, std::time::Duration::from_millis(200)) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "server never came up: {e}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    };
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /index.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).expect("response");
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(resp.ends_with("served-from-inside\n"), "{resp}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = sb.connect(8000).await.expect("async connect");
+        c.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut body = Vec::new();
+        c.read_to_end(&mut body).await.expect("read");
+        assert!(String::from_utf8_lossy(&body).contains("served-from-inside"));
+    });
+}
