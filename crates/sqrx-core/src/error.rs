@@ -5,6 +5,7 @@ use crate::cgroup::CgroupError;
 use crate::js::JsError;
 use crate::layer::LayerError;
 use crate::sandbox::SandboxError;
+use crate::session::SessionError;
 
 /// Every error sqrx-core returns: one variant per module, each with its own typed error.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,9 @@ pub enum Error {
     /// An error from sandboxes (create, exec, destroy).
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// An error from sessions.
+    #[error(transparent)]
+    Session(#[from] SessionError),
     /// An error from control groups.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -78,6 +82,7 @@ impl Error {
             Error::Layer(e) => e.kind(),
             Error::Sandbox(e) => e.kind(),
             Error::Cgroup(e) => e.kind(),
+            Error::Session(e) => e.kind(),
             #[cfg(feature = "js")]
             Error::Js(e) => e.kind(),
         }

@@ -28,6 +28,7 @@ pub mod layer;
 pub mod paths;
 pub mod protocol;
 pub mod sandbox;
+pub mod session;
 #[allow(
     unsafe_code,
     reason = "sys is the one module allowed to hold unsafe code"

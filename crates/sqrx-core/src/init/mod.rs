@@ -62,6 +62,7 @@ impl InitConfig {
 /// exit; otherwise return, and remember that this program can serve as init so a
 /// [`crate::Runtime`] may re-execute it instead of looking for a `sqrx-init` binary.
 pub fn run_if_init() {
+    crate::session::run_if_info_service();
     if std::env::var_os(INIT_ENV).is_some() {
         std::process::exit(main());
     }

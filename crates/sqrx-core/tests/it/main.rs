@@ -8,6 +8,7 @@ mod js;
 mod layer_build;
 mod layer_store;
 mod sandbox;
+mod session;
 mod state;
 mod tar_import;
 

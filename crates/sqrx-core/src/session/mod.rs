@@ -1,0 +1,20 @@
+//! Time-limited sessions: a short-lived sandbox running one service for a remote client, which
+//! reaches it through the host (see [`crate::Sandbox::connect`]); the session ends by itself.
+//!
+//! A [`SessionManager`] opens sessions from named [`SessionTemplate`]s: it creates the sandbox,
+//! starts the template's command in the background, waits until the service accepts a
+//! connection (that moment is `started_at`), and hands out a session id and a random
+//! termination token. A reaper ends sessions at `valid_till` and destroys their sandbox;
+//! watchers ([`SessionManager::watch`]) learn when a session ends, so proxies can close their
+//! clients. Sessions live in the memory of the process that opened them; their sandboxes carry
+//! a lifetime as well, so the runtime's reaper removes them even if that process dies.
+
+mod error;
+mod info_service;
+mod manager;
+mod template;
+
+pub use error::SessionError;
+pub use info_service::{INFO_SERVICE_ENV, run_if_info_service};
+pub use manager::{Session, SessionConfig, SessionManager, SessionStatus};
+pub use template::{DEFAULT_TEMPLATE, SessionTemplate};

@@ -1,0 +1,133 @@
+//! Sessions end to end as root: the built-in info service over WebSocket through
+//! `Sandbox::connect`, TTL expiry, stop by token, limits.
+
+use std::time::Duration;
+
+use sqrx_core::session::{SessionConfig, SessionManager, SessionStatus, SessionTemplate};
+use sqrx_core::{ErrorKind, SandboxError};
+use sqrx_testkit::privileged;
+
+use crate::sandbox::{TestRuntime, block};
+
+fn manager(t: &TestRuntime, max: usize) -> SessionManager {
+    SessionManager::new(
+        t.rt.clone(),
+        SessionConfig {
+            max_sessions: max,
+            reap_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+}
+
+/// The first frame the session's WebSocket service sends, as JSON.
+fn first_frame(t: &TestRuntime, sandbox_id: &str, port: u16) -> serde_json::Value {
+    let sb = t.rt.get(sandbox_id).expect("sandbox");
+    let tcp = sb
+        .connect_tcp(port, Duration::from_secs(2))
+        .expect("connect");
+    let (mut ws, _) = tungstenite::client("ws://session/", tcp).expect("handshake");
+    let msg = ws.read().expect("frame");
+    let _ = ws.close(None);
+    serde_json::from_str(msg.to_text().expect("text")).expect("json")
+}
+
+#[test]
+fn a_session_serves_its_info_and_expires() {
+    if !privileged("a_session_serves_its_info_and_expires") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let m = manager(&t, 10);
+    let s = block(m.open(None, Some("tester"), Some(Duration::from_secs(3)))).expect("open");
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(s.id.len(), 32);
+    assert_eq!(s.termination_token.len(), 32);
+    assert_ne!(s.id, s.termination_token);
+    let started = s.started_at.expect("started_at");
+    assert!(started >= s.created_at && started <= s.valid_till);
+    let info = first_frame(&t, &s.sandbox_id, s.port);
+    assert_eq!(info["hostname"], s.sandbox_id.as_str());
+    assert_eq!(info["layers"], serde_json::json!(["000-base"]));
+    assert!(info["uptime_s"].is_u64(), "{info}");
+
+    // Expiry: the status changes within a second of valid_till and the sandbox goes.
+    let mut watch = m.watch(&s.id).expect("watch");
+    block(async {
+        tokio::time::timeout(Duration::from_secs(6), watch.wait_for(|st| st.is_over()))
+            .await
+            .expect("expired in time")
+            .expect("watch");
+    });
+    let late = chrono::Utc::now() - s.valid_till;
+    assert!(
+        late < chrono::Duration::milliseconds(1000),
+        "expired {late} late"
+    );
+    assert_eq!(
+        m.status(&s.id).expect("status").status,
+        SessionStatus::Expired
+    );
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        matches!(t.rt.get(&s.sandbox_id), Err(SandboxError::NotFound { .. }))
+    });
+    assert!(gone, "the expired session's sandbox is still there");
+}
+
+#[test]
+fn stop_by_token_limits_and_errors() {
+    if !privileged("stop_by_token_limits_and_errors") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let m = manager(&t, 1);
+    let s = block(m.open(None, None, None)).expect("open");
+    let e = block(m.open(None, None, None)).expect_err("limit");
+    assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+    let e = block(m.open(Some("nope"), None, None)).expect_err("template");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = block(m.open(None, None, Some(Duration::from_secs(100_000)))).expect_err("ttl");
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    let wrong = "0".repeat(32);
+    let e = block(m.stop(&wrong)).expect_err("wrong token");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        m.status(&s.id).expect("status").status,
+        SessionStatus::Running
+    );
+    assert!(
+        t.rt.get(&s.sandbox_id).is_ok(),
+        "a wrong token had an effect"
+    );
+
+    let before = s.valid_till;
+    let ext = m
+        .extend(&s.termination_token, Duration::from_secs(60))
+        .expect("extend");
+    assert_eq!(ext.valid_till, before + chrono::Duration::seconds(60));
+
+    let stopped = block(m.stop(&s.termination_token)).expect("stop");
+    assert_eq!(stopped.status, SessionStatus::Stopped);
+    assert!(matches!(
+        t.rt.get(&s.sandbox_id),
+        Err(SandboxError::NotFound { .. })
+    ));
+    // Idempotent, and the slot is free again.
+    assert_eq!(
+        block(m.stop(&s.termination_token)).expect("again").status,
+        SessionStatus::Stopped
+    );
+    let custom = SessionTemplate {
+        name: "shell".into(),
+        command: Some("sleep 1000".into()),
+        start_timeout: 1,
+        ..SessionTemplate::builtin()
+    };
+    m.add_template(custom).expect("template");
+    let e = block(m.open(Some("shell"), None, None)).expect_err("no service");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(m.active(), 0);
+    assert!(t.rt.list().is_empty(), "a failed open left its sandbox");
+}
