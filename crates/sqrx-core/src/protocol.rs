@@ -33,6 +33,8 @@ pub enum Kind {
     Error = 8,
     /// Init → host: a reply to a request that has no process (JSON).
     Reply = 9,
+    /// Host → init: a new terminal size for a pty exec ([`PtySize`], JSON).
+    Resize = 10,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             7 => Kind::Exit,
             8 => Kind::Error,
             9 => Kind::Reply,
+            10 => Kind::Resize,
             _ => return None,
         })
     }
@@ -101,6 +104,19 @@ pub struct ExecSpec {
     pub output_cap: u64,
     /// Whether the host will send stdin frames (otherwise stdin is `/dev/null`).
     pub stdin: bool,
+    /// Run on a pseudo-terminal of this size (stdin, stdout and stderr are the terminal; its
+    /// output comes as stdout frames; the host may send stdin and resize frames).
+    #[serde(default)]
+    pub pty: Option<PtySize>,
+}
+
+/// A terminal size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtySize {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
 }
 
 /// The process started.
@@ -290,6 +306,7 @@ mod tests {
             timeout_ms: Some(5),
             output_cap: 10,
             stdin: false,
+            pty: None,
         });
         write_json(&mut buf, Kind::Request, &req).expect("write");
         write_frame(&mut buf, Kind::Stdout, b"raw\x00bytes").expect("write");

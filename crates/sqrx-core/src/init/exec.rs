@@ -46,7 +46,7 @@ fn command(spec: &ExecSpec) -> Result<Command, (&'static str, String)> {
     Ok(cmd)
 }
 
-fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
+pub(super) fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
     let program = spec.argv.first().map(String::as_str).unwrap_or("");
     match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -84,6 +84,9 @@ fn set_nonblocking(fd: &impl AsFd) {
 
 /// Run `spec`, streaming its output on `stream` until it exits.
 pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, seq: &std::sync::atomic::AtomicU64) {
+    if let Some(size) = spec.pty {
+        return super::pty::run(stream, spec, size, seq);
+    }
     let mut cmd = match command(&spec) {
         Ok(c) => c,
         Err((kind, msg)) => return fail(&mut stream, kind, msg),

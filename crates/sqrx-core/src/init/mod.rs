@@ -18,6 +18,7 @@
 //! The server accepts one request per connection on the control socket ([`crate::protocol`]).
 
 mod exec;
+mod pty;
 mod seccomp;
 mod server;
 mod setup;

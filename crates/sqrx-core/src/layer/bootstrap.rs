@@ -109,6 +109,7 @@ pub const HOST_PROGRAMS: &[&str] = &[
     "top",
     "free",
     "uptime",
+    "stty",
     "busybox",
 ];
 

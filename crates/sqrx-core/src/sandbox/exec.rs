@@ -59,14 +59,14 @@ pub struct SpawnHandle {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Sandbox {
-    fn protocol_err(&self, e: impl std::fmt::Display) -> SandboxError {
+    pub(super) fn protocol_err(&self, e: impl std::fmt::Display) -> SandboxError {
         SandboxError::Protocol {
             id: self.id().to_string(),
             reason: e.to_string(),
         }
     }
 
-    fn command_err(&self, payload: &[u8]) -> SandboxError {
+    pub(super) fn command_err(&self, payload: &[u8]) -> SandboxError {
         match serde_json::from_slice::<Failure>(payload) {
             Ok(f) => SandboxError::Command {
                 id: self.id().to_string(),
@@ -79,7 +79,7 @@ impl Sandbox {
 
     /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`], a
     /// paused sandbox (whose init is frozen too) as [`SandboxError::Paused`].
-    async fn control(&self) -> Result<UnixStream, SandboxError> {
+    pub(super) async fn control(&self) -> Result<UnixStream, SandboxError> {
         if self.is_paused() {
             return Err(SandboxError::Paused {
                 id: self.id().to_string(),
@@ -99,7 +99,7 @@ impl Sandbox {
         }
     }
 
-    fn spec_for(&self, req: &ExecRequest) -> ExecSpec {
+    pub(super) fn spec_for(&self, req: &ExecRequest) -> ExecSpec {
         let mut env = std::collections::BTreeMap::new();
         env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
         env.insert("HOME".to_string(), "/root".to_string());
@@ -123,6 +123,7 @@ impl Sandbox {
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             output_cap: req.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
             stdin: req.stdin.is_some(),
+            pty: None,
         }
     }
 

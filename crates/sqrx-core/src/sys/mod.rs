@@ -5,6 +5,7 @@ pub mod caps;
 pub mod fdpass;
 pub mod loopdev;
 pub mod netdev;
+pub mod pty;
 
 #[cfg(feature = "js")]
 pub mod malloc;

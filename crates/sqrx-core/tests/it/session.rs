@@ -131,3 +131,53 @@ fn stop_by_token_limits_and_errors() {
     assert_eq!(m.active(), 0);
     assert!(t.rt.list().is_empty(), "a failed open left its sandbox");
 }
+
+#[test]
+fn a_pty_exec_is_a_terminal() {
+    if !privileged("a_pty_exec_is_a_terminal") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("tty");
+    block(async {
+        let req = sqrx_core::ExecRequest::new(sqrx_core::Command::Argv(vec!["/bin/sh".into()]));
+        let (mut events, input, _pid) = sb.exec_pty(req, 80, 24).await.expect("pty");
+        let mut screen = String::new();
+        let mut wait_for = async |needle: &str, screen: &mut String| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !screen.contains(needle) {
+                let ev = tokio::time::timeout_at(deadline, events.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no {needle:?} in {screen:?}"))
+                    .expect("open")
+                    .expect("event");
+                if let sqrx_core::ExecEvent::Stdout(d) = ev {
+                    screen.push_str(&String::from_utf8_lossy(&d));
+                }
+            }
+        };
+        input
+            .write(b"readlink /proc/self/fd/0; echo $((6*7))\n".to_vec())
+            .await
+            .expect("type");
+        wait_for("42", &mut screen).await;
+        assert!(screen.contains("/dev/pts/"), "{screen}");
+        input.write(b"stty size\n".to_vec()).await.expect("type");
+        wait_for("24 80", &mut screen).await;
+        input.resize(100, 40).await.expect("resize");
+        input.write(b"stty size\n".to_vec()).await.expect("type");
+        wait_for("40 100", &mut screen).await;
+        input.write(b"exit 3\n".to_vec()).await.expect("type");
+        loop {
+            match events.recv().await {
+                Some(Ok(sqrx_core::ExecEvent::Exit(r))) => {
+                    assert_eq!(r.exit_code, Some(3));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("no exit: {other:?}"),
+            }
+        }
+        assert!(input.resize(0, 1).await.is_err());
+    });
+}
