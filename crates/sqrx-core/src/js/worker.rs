@@ -160,6 +160,8 @@ struct Engine {
     log: Rc<RefCell<LogBuffer>>,
     watch: Rc<Watch>,
     runs: u32,
+    /// Set by the allocator when it refused memory (reset before each execution).
+    refused: Arc<AtomicBool>,
     rt: Runtime,
 }
 
@@ -174,8 +176,13 @@ enum Reuse {
 
 impl Engine {
     fn new(limits: &JsLimits) -> rquickjs::Result<Self> {
-        let rt = Runtime::new()?;
-        rt.set_memory_limit(limits.memory_bytes);
+        // The allocator enforces the heap limit (not QuickJS's own check, which refuses
+        // before any allocator sees the request) so that it can tell us it refused.
+        let refused = Arc::new(AtomicBool::new(false));
+        let rt = Runtime::new_with_alloc(crate::sys::malloc::LimitedAllocator::new(
+            limits.memory_bytes,
+            Arc::clone(&refused),
+        ))?;
         rt.set_max_stack_size(limits.stack_bytes);
         let watch = Rc::new(Watch {
             deadline: Cell::new(None),
@@ -189,6 +196,7 @@ impl Engine {
             log: Rc::default(),
             watch,
             runs: 0,
+            refused,
             rt,
         })
     }
@@ -220,6 +228,7 @@ impl Engine {
         *self.watch.cancel.borrow_mut() = Some(Arc::clone(reply));
         self.log.borrow_mut().reset(limits.max_log_bytes);
 
+        self.refused.store(false, Ordering::Relaxed);
         let outcome = context.with(|ctx| {
             let outcome = self.evaluate(&ctx, request, limits);
             // Calls the script never awaited are abandoned with its context.
@@ -227,20 +236,17 @@ impl Engine {
             outcome
         });
 
-        // An engine that cannot even allocate the error object throws `null`: tell that from a
-        // script's own `throw null` by how full the heap still is.
+        // An uncaught exception after the allocator refused memory is an out-of-memory, whatever
+        // was thrown: `InternalError: out of memory`, or `null` when the engine could not even
+        // allocate that error (the heap may be empty again once the exception unwound).
         let outcome = match outcome {
-            Outcome::Thrown(e) if e.name == NULL_THROWN && e.message == "null" => {
-                let used = usize::try_from(self.rt.memory_usage().malloc_size).unwrap_or(0);
-                if used >= limits.memory_bytes / 4 * 3 {
-                    Outcome::OutOfMemory(oom_error())
-                } else {
-                    Outcome::Thrown(ExecutionError {
-                        name: "Error".into(),
-                        ..e
-                    })
-                }
+            Outcome::Thrown(_) if self.refused.load(Ordering::Relaxed) => {
+                Outcome::OutOfMemory(oom_error())
             }
+            Outcome::Thrown(e) if e.name == NULL_THROWN => Outcome::Thrown(ExecutionError {
+                name: "Error".into(),
+                ..e
+            }),
             o => o,
         };
         self.watch.deadline.set(None);

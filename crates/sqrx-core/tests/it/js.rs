@@ -285,6 +285,30 @@ fn js_out_of_memory_then_next_run_succeeds() {
     assert_eq!(ok(&js, "1+2"), 3);
 }
 
+#[test]
+fn js_out_of_memory_is_recognised_after_the_heap_emptied() {
+    let _g = heavy();
+    let js = one_worker(JsLimits::default());
+    // The data is freed while the exception unwinds out of `fill`, and what reaches the top is
+    // not the engine's own error: still an out-of-memory.
+    let out = run(
+        &js,
+        r#"function fill() { let a = []; for (;;) a.push("y".repeat(1e6)); }
+           try { fill() } catch (e) { throw new Error("gave up: " + e) }"#,
+    );
+    assert_eq!(out.status, ExecutionStatus::OutOfMemory, "{out:?}");
+    // Memory problems a script handles are its own business.
+    let out = run(
+        &js,
+        r#"function fill() { let a = []; for (;;) a.push("y".repeat(1e6)); }
+           let r = "none"; try { fill() } catch (e) { r = "recovered" }; r"#,
+    );
+    assert_eq!(out.status, ExecutionStatus::Success, "{out:?}");
+    assert_eq!(out.result, serde_json::json!("recovered"));
+    // A script's own `throw null` is an ordinary error.
+    assert_eq!(run(&js, "throw null").status, ExecutionStatus::Error);
+}
+
 /// Runs in a child process (see `js_out_of_memory_returns_rss_to_baseline`) so that no other
 /// test's allocations move the RSS.
 #[test]
