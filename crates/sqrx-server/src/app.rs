@@ -71,6 +71,10 @@ fn unbounded(method: &Method, route: &str) -> bool {
             | "/v1/sandboxes/{id}/exec/ws"
             | "/v1/execute"
             | "/api/execute"
+            | "/v1/sandboxes/{id}/snapshot"
+            | "/v1/sandboxes/{id}/restore"
+            | "/v1/sandboxes/{id}/activate"
+            | "/v1/sandboxes/{id}/clone"
             | "/cgi-bin/api/sandboxes/{id}/{action}"
     ) || (method == Method::PUT
         && matches!(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sqrx_core::{Runtime, RuntimeConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::app::app;
@@ -46,6 +47,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot watch SIGTERM/SIGINT: {0}")]
+    Signal(#[source] std::io::Error),
     /// A startup task failed.
     #[error("startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -83,28 +87,26 @@ pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Ru
     Ok(rt)
 }
 
-/// Wait for SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
+/// SIGTERM and SIGINT handlers, installed before the server says it is listening (a signal
+/// that arrives between the two would otherwise kill the process outright).
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServeError> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServeError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Signal)?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM: shutting down"),
-        r = tokio::signal::ctrl_c() => match r {
-            Ok(()) => tracing::info!("SIGINT: shutting down"),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGINT");
-                std::future::pending::<()>().await;
-            }
-        },
     }
 }
 
@@ -117,6 +119,7 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         tracing::info!(sandboxes = ?reaped, "reaped expired sandboxes");
     }
     rt.start_reaper(REAP_INTERVAL);
+    let signals = Signals::install()?;
     let grace = config.shutdown_grace;
     let listen = config.listen.clone();
     let state = AppState::new(rt, config)?;
@@ -138,7 +141,7 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.recv().await;
         let _ = stop_tx.send(true);
     });
     let mut graceful = stop_rx.clone();

@@ -284,7 +284,13 @@ impl Sandbox {
             let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             loop {
-                let frame = match read_frame(&mut rd).await {
+                let read = tokio::select! {
+                    r = read_frame(&mut rd) => r,
+                    // The ExecStream was dropped while the process is quiet: stop now rather
+                    // than at its next output, so init kills the exec's process group.
+                    () = tx.closed() => return,
+                };
+                let frame = match read {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         let _ = tx

@@ -17,7 +17,7 @@ use sqrx_core::{Command, ErrorKind, ExecRequest, Sandbox, SandboxSpec};
 
 use self::model::{
     CgiCreate, CgiExec, CgiExecBody, CgiHealth, CgiInfo, CgiLabel, CgiModule, CgiModuleBody,
-    CgiSnapshotTaken, count, iso, list, number, object, text,
+    CgiSnapshot, CgiSnapshotTaken, count, iso, list, number, object, text,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, RawBody};
@@ -96,6 +96,13 @@ pub fn info_of(sandbox: &Sandbox) -> CgiInfo {
     let info = sandbox.info();
     let spec = sandbox.spec();
     let logs = sandbox.logs();
+    let snapshots = match sandbox.snapshots() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(sandbox = %info.id, error = %e, "cannot list snapshots");
+            Vec::new()
+        }
+    };
     let exec_count = logs.iter().map(|e| e.seq).max().unwrap_or(0);
     let last_active = logs
         .iter()
@@ -111,9 +118,16 @@ pub fn info_of(sandbox: &Sandbox) -> CgiInfo {
         last_active: iso(last_active),
         mounted: info.status != "dead",
         exec_count,
-        upper_bytes: 0,
-        snapshots: Vec::new(),
-        active_snapshot: None,
+        upper_bytes: info.upper_bytes,
+        snapshots: snapshots
+            .into_iter()
+            .map(|s| CgiSnapshot {
+                label: s.label,
+                created: iso(s.created),
+                size: s.size,
+            })
+            .collect(),
+        active_snapshot: info.active_snapshot,
         cpu: spec.cpu,
         memory_mb: spec.memory_mb,
         max_lifetime_s: spec.max_lifetime,
@@ -396,13 +410,6 @@ pub async fn logs(state: AppState, sandbox: Sandbox) -> Result<Json<Vec<CgiExec>
     ))
 }
 
-fn not_yet() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "snapshots and activation are not available in this build yet",
-    )
-}
-
 /// `POST /cgi-bin/api/sandboxes/{id}/activate`: add a layer on top.
 #[utoipa::path(post, path = "/cgi-bin/api/sandboxes/{id}/activate", tag = "cgi-bin",
     params(("id" = String, Path, description = "Sandbox id")),
@@ -410,14 +417,32 @@ fn not_yet() -> ApiError {
     responses((status = 200, body = CgiInfo), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn activate(
-    _state: AppState,
-    _sandbox: Sandbox,
+    state: AppState,
+    mut sandbox: Sandbox,
     fields: Map<String, Value>,
 ) -> Result<Json<CgiInfo>, ApiError> {
-    text(&fields, "module")?
+    let module = text(&fields, "module")?
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ApiError::bad_request("module required"))?;
-    Err(not_yet())
+    if !module
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return Err(ApiError::bad_request(
+            "module: alphanumeric/dash/underscore/dot only",
+        ));
+    }
+    let info = state
+        .blocking(move |_| {
+            Ok::<_, ApiError>(
+                sandbox
+                    .activate(&module)
+                    .map(|()| info_of(&sandbox))
+                    .map_err(sandbox_error),
+            )
+        })
+        .await??;
+    Ok(Json(info))
 }
 
 /// `POST /cgi-bin/api/sandboxes/{id}/snapshot`: pack the writable layer into a snapshot.
@@ -427,12 +452,20 @@ pub async fn activate(
     responses((status = 200, body = CgiSnapshotTaken), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn snapshot(
-    _state: AppState,
-    _sandbox: Sandbox,
+    state: AppState,
+    sandbox: Sandbox,
     fields: Map<String, Value>,
 ) -> Result<Json<CgiSnapshotTaken>, ApiError> {
-    text(&fields, "label")?;
-    Err(not_yet())
+    let label = text(&fields, "label")?.filter(|l| !l.is_empty());
+    let info = state
+        .blocking(move |_| {
+            Ok::<_, ApiError>(sandbox.snapshot(label.as_deref()).map_err(sandbox_error))
+        })
+        .await??;
+    Ok(Json(CgiSnapshotTaken {
+        snapshot: info.label,
+        size: info.size,
+    }))
 }
 
 /// `POST /cgi-bin/api/sandboxes/{id}/restore`: go back to a snapshot.
@@ -442,12 +475,22 @@ pub async fn snapshot(
     responses((status = 200, body = CgiInfo), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn restore(
-    _state: AppState,
-    _sandbox: Sandbox,
+    state: AppState,
+    mut sandbox: Sandbox,
     fields: Map<String, Value>,
 ) -> Result<Json<CgiInfo>, ApiError> {
-    text(&fields, "label")?
+    let label = text(&fields, "label")?
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::bad_request("label required"))?;
-    Err(not_yet())
+    let info = state
+        .blocking(move |_| {
+            Ok::<_, ApiError>(
+                sandbox
+                    .restore(&label)
+                    .map(|()| info_of(&sandbox))
+                    .map_err(sandbox_error),
+            )
+        })
+        .await??;
+    Ok(Json(info))
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod layers;
 pub mod model;
 pub mod sandboxes;
+pub mod snapshots;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +43,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{id}/snapshot", post(snapshots::snapshot))
+        .route("/v1/sandboxes/{id}/snapshots", get(snapshots::list))
+        .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
+        .route("/v1/sandboxes/{id}/activate", post(snapshots::activate))
+        .route("/v1/sandboxes/{id}/clone", post(snapshots::clone))
         .route("/v1/sandboxes/{id}/files", get(files::get_root))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",

@@ -146,6 +146,10 @@ pub struct SandboxView {
     pub pids_max: Option<u64>,
     /// Size of the writable layer, MiB.
     pub upper_mb: u64,
+    /// Bytes used in the writable layer.
+    pub upper_bytes: u64,
+    /// The snapshot it was last restored to.
+    pub active_snapshot: Option<String>,
     /// Lifetime in seconds (0 = none).
     pub max_lifetime: u64,
     /// Environment of every exec.
@@ -172,6 +176,8 @@ impl SandboxView {
             memory_mb: info.memory_mb,
             pids_max: info.pids_max,
             upper_mb: info.upper_mb,
+            upper_bytes: info.upper_bytes,
+            active_snapshot: info.active_snapshot,
             max_lifetime: spec.max_lifetime,
             env: spec.env.clone(),
             allow_net: spec.allow_net.clone(),
