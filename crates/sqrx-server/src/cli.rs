@@ -12,7 +12,8 @@ use crate::sandbox_cmd::{self, SandboxCmd};
 #[derive(Debug, Parser)]
 #[command(name = "sqrx", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Data directory (default: /var/lib/sqrx for root, $XDG_DATA_HOME/sqrx otherwise).
+    /// Data directory (default: $SQUASH_DATA, else /var/lib/sqrx for root, $XDG_DATA_HOME/sqrx
+    /// otherwise).
     #[arg(long, global = true, env = "SQRX_DATA", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -32,6 +33,11 @@ pub enum Command {
     /// Run JavaScript in-process with QuickJS and print the Execution JSON.
     #[command(subcommand)]
     Js(JsCmd),
+    /// Run the HTTP server: the native API (/v1), the sq-sandbox API (/cgi-bin), JavaScript
+    /// (/v1/execute, /api/execute), /openapi.json and /metrics.
+    Serve(sqrx_server::ServeArgs),
+    /// Print the server's OpenAPI document (docs/openapi.json).
+    Openapi,
 }
 
 /// An error already formatted for the one line the CLI prints.
@@ -64,14 +70,23 @@ impl From<sqrx_core::LayerError> for CliError {
 
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
-    let data_dir = cli
-        .data_dir
-        .unwrap_or_else(sqrx_core::paths::default_data_dir);
+    let data_dir = sqrx_server::config::data_dir(cli.data_dir, &sqrx_server::config::process_env);
     match cli.command {
         Command::Layer(cmd) => {
             layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Sandbox(cmd) => sandbox_cmd::run(cmd, &data_dir),
         Command::Js(cmd) => js_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Serve(args) => {
+            let config =
+                sqrx_server::ServerConfig::resolve(&args, &sqrx_server::config::process_env)
+                    .map_err(|e| CliError(e.to_string()))?;
+            sqrx_server::serve::run(config, data_dir).map_err(|e| CliError(e.to_string()))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            print!("{}", sqrx_server::openapi::document());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

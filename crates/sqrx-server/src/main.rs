@@ -1,4 +1,4 @@
-//! `sqrx`: the command-line interface (and, later, `sqrx serve`).
+//! `sqrx`: the command-line interface and `sqrx serve`.
 
 mod cli;
 mod js_cmd;
@@ -13,12 +13,11 @@ fn main() -> ExitCode {
     // This binary doubles as the sandbox init when the runtime re-executes it.
     sqrx_core::init::run_if_init();
     let args = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SQRX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    match &args.command {
+        // The server logs its requests; the CLI only its errors.
+        cli::Command::Serve(serve) => sqrx_server::logging::init(serve.log_format, "info"),
+        _ => sqrx_server::logging::init(sqrx_server::LogFormat::Text, "error"),
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

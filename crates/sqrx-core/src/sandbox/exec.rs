@@ -48,6 +48,44 @@ impl futures_core::Stream for ExecStream {
     }
 }
 
+/// Where a process's stdin comes from.
+enum StdinFeed {
+    /// All of it up front, then end-of-file.
+    Bytes(Vec<u8>),
+    /// Chunks as the caller sends them; end-of-file when the sender is dropped.
+    Channel(mpsc::Receiver<Vec<u8>>),
+}
+
+/// Largest stdin frame sent to init.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+/// The stdin of a process started with [`Sandbox::exec_interactive`]. Dropping it (or
+/// [`ExecStdin::close`]) closes the process's stdin.
+#[derive(Debug)]
+pub struct ExecStdin {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    id: String,
+}
+
+impl ExecStdin {
+    /// Send bytes to the process. Fails once stdin is closed or the exec has ended.
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), SandboxError> {
+        let closed = || SandboxError::Invalid {
+            field: "stdin",
+            reason: format!("the stdin of this exec in sandbox {} is closed", self.id),
+        };
+        match &self.tx {
+            Some(tx) => tx.send(data).await.map_err(|_| closed()),
+            None => Err(closed()),
+        }
+    }
+
+    /// Close the process's stdin (end-of-file). Bytes already sent are delivered first.
+    pub fn close(&mut self) {
+        self.tx = None;
+    }
+}
+
 /// A background process started with [`Sandbox::spawn`].
 #[derive(Debug, Clone)]
 pub struct SpawnHandle {
@@ -140,6 +178,35 @@ impl Sandbox {
 
     /// Run a process and receive its output as it is written.
     pub async fn exec_stream(&self, req: ExecRequest) -> Result<ExecStream, SandboxError> {
+        let feed = req.stdin.clone().map(StdinFeed::Bytes);
+        self.start_exec(req, feed).await
+    }
+
+    /// Run a process whose stdin is fed while it runs: bytes sent through the returned
+    /// [`ExecStdin`] reach the process as they come; closing or dropping it is end-of-file.
+    /// `req.stdin`, if set, is ignored.
+    pub async fn exec_interactive(
+        &self,
+        mut req: ExecRequest,
+    ) -> Result<(ExecStream, ExecStdin), SandboxError> {
+        let (tx, rx) = mpsc::channel(16);
+        // Tells init to give the process a stdin pipe.
+        req.stdin = Some(Vec::new());
+        let stream = self.start_exec(req, Some(StdinFeed::Channel(rx))).await?;
+        Ok((
+            stream,
+            ExecStdin {
+                tx: Some(tx),
+                id: self.id().to_string(),
+            },
+        ))
+    }
+
+    async fn start_exec(
+        &self,
+        req: ExecRequest,
+        feed: Option<StdinFeed>,
+    ) -> Result<ExecStream, SandboxError> {
         req.validate()?;
         let spec = self.spec_for(&req);
         let oom_before = self
@@ -171,16 +238,37 @@ impl Sandbox {
         };
         // stdin is written concurrently with reading output, so a child that produces output
         // before consuming its input never deadlocks.
-        let stdin = req.stdin.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            if let Some(data) = stdin {
-                for chunk in data.chunks(64 * 1024) {
-                    if write_frame(&mut wr, Kind::Stdin, chunk).await.is_err() {
-                        return;
+            match feed {
+                Some(StdinFeed::Bytes(data)) => {
+                    for chunk in data.chunks(STDIN_CHUNK) {
+                        if write_frame(&mut wr, Kind::Stdin, chunk).await.is_err() {
+                            return;
+                        }
                     }
+                    let _ = write_frame(&mut wr, Kind::StdinEof, &[]).await;
                 }
-                let _ = write_frame(&mut wr, Kind::StdinEof, &[]).await;
+                Some(StdinFeed::Channel(mut rx)) => loop {
+                    tokio::select! {
+                        data = rx.recv() => match data {
+                            Some(data) => {
+                                for chunk in data.chunks(STDIN_CHUNK) {
+                                    if write_frame(&mut wr, Kind::Stdin, chunk).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            None => {
+                                let _ = write_frame(&mut wr, Kind::StdinEof, &[]).await;
+                                break;
+                            }
+                        },
+                        // The exec ended (or its stream was dropped) while stdin was open.
+                        _ = &mut done_rx => return,
+                    }
+                },
+                None => {}
             }
             // Keep the write half open until the exec ends: closing it tells init that nobody
             // is listening any more, and init kills the exec's process group.
@@ -190,13 +278,20 @@ impl Sandbox {
         let (tx, rx) = mpsc::channel(64);
         let sandbox = self.clone();
         let command = req.command.display();
+        let workdir = req.workdir.clone();
         tokio::spawn(async move {
             // Dropped when this task ends (exit, error, or the stream was dropped), which
             // releases the write half.
             let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             loop {
-                let frame = match read_frame(&mut rd).await {
+                let read = tokio::select! {
+                    r = read_frame(&mut rd) => r,
+                    // The ExecStream was dropped while the process is quiet: stop now rather
+                    // than at its next output, so init kills the exec's process group.
+                    () = tx.closed() => return,
+                };
+                let frame = match read {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         let _ = tx
@@ -232,6 +327,7 @@ impl Sandbox {
                             .map(|c| c.oom_kills())
                             .unwrap_or(0);
                         let result = ExecResult {
+                            seq: exit.seq,
                             exit_code: exit.code,
                             signal: exit.signal,
                             stdout: out,
@@ -245,7 +341,12 @@ impl Sandbox {
                             finished: chrono::Utc::now(),
                             duration_ms: clock.elapsed().as_millis() as u64,
                         };
-                        sandbox.append_log(&ExecLogEntry::new(exit.seq, &command, &result));
+                        sandbox.append_log(&ExecLogEntry::new(
+                            exit.seq,
+                            &command,
+                            workdir.as_deref(),
+                            &result,
+                        ));
                         let _ = tx.send(Ok(ExecEvent::Exit(result))).await;
                         return;
                     }

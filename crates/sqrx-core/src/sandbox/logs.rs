@@ -20,6 +20,9 @@ pub struct ExecLogEntry {
     pub seq: u64,
     /// The command as one line.
     pub command: String,
+    /// The working directory it ran in (`None` = `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
     /// Exit code.
     pub exit_code: Option<i32>,
     /// Killing signal.
@@ -47,10 +50,11 @@ fn head(bytes: &[u8]) -> String {
 }
 
 impl ExecLogEntry {
-    pub(crate) fn new(seq: u64, command: &str, r: &ExecResult) -> Self {
+    pub(crate) fn new(seq: u64, command: &str, workdir: Option<&str>, r: &ExecResult) -> Self {
         ExecLogEntry {
             seq,
             command: command.to_string(),
+            workdir: workdir.map(str::to_string),
             exit_code: r.exit_code,
             signal: r.signal,
             timed_out: r.timed_out,

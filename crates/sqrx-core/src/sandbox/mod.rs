@@ -26,7 +26,7 @@ mod upper;
 
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use error::SandboxError;
-pub use exec::{ExecEvent, ExecStream, SpawnHandle};
+pub use exec::{ExecEvent, ExecStdin, ExecStream, SpawnHandle};
 pub use files::FileInfo;
 pub use logs::ExecLogEntry;
 pub use pty::PtyInput;

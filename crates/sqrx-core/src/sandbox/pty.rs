@@ -145,6 +145,7 @@ impl Sandbox {
         let (tx, rx) = mpsc::channel(64);
         let sandbox = self.clone();
         let command = req.command.display();
+        let workdir = req.workdir.clone();
         tokio::spawn(async move {
             let _done = done_tx;
             let mut out = Vec::new();
@@ -165,6 +166,7 @@ impl Sandbox {
                     Ok(Some((Kind::Exit, p))) => {
                         let exit: Exit = serde_json::from_slice(&p).unwrap_or_default();
                         let result = ExecResult {
+                            seq: exit.seq,
                             exit_code: exit.code,
                             signal: exit.signal,
                             stdout: out,
@@ -177,7 +179,10 @@ impl Sandbox {
                             duration_ms: clock.elapsed().as_millis() as u64,
                         };
                         sandbox.append_log(&super::logs::ExecLogEntry::new(
-                            exit.seq, &command, &result,
+                            exit.seq,
+                            &command,
+                            workdir.as_deref(),
+                            &result,
                         ));
                         let _ = tx.send(Ok(ExecEvent::Exit(result))).await;
                         return;

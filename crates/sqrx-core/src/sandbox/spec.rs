@@ -72,6 +72,13 @@ pub struct SandboxSpec {
     /// Hostname inside (default: the id).
     #[serde(default)]
     pub hostname: Option<String>,
+    /// What the sandbox is for (free text, shown back; the sq-sandbox `task` field).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Hosts the sandbox may reach (the sq-sandbox `allow_net` field). Stored and reported
+    /// now; enforced once network policies land.
+    #[serde(default)]
+    pub allow_net: Option<Vec<String>>,
 }
 
 impl SandboxSpec {
@@ -88,6 +95,8 @@ impl SandboxSpec {
             max_lifetime: 0,
             env: BTreeMap::new(),
             hostname: None,
+            task: None,
+            allow_net: None,
         }
     }
 
@@ -265,6 +274,10 @@ mod opt_secs {
 /// How an exec ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecResult {
+    /// The exec's sequence number in the sandbox's history (from 1; see
+    /// [`Sandbox::logs`](super::Sandbox::logs)).
+    #[serde(default)]
+    pub seq: u64,
     /// Exit code, when the process exited normally.
     pub exit_code: Option<i32>,
     /// The signal that killed it, if one did.
@@ -296,6 +309,13 @@ impl ExecResult {
     /// stderr as text (lossy UTF-8).
     pub fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl super::Sandbox {
+    /// The spec the sandbox was created with.
+    pub fn spec(&self) -> &SandboxSpec {
+        &self.state.spec
     }
 }
 

@@ -1,0 +1,120 @@
+//! [`app`]: every surface in one router, with the cross-cutting layers (trace, panics, body
+//! limit, metrics, authentication, timeouts) applied once.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{auth, cgi, js_api, metrics, openapi, v1};
+
+/// The whole HTTP surface over `state`: `/v1`, `/cgi-bin`, `/api/execute`, `/openapi.json`,
+/// `/metrics`. Testable without a socket (`tower::ServiceExt::oneshot`).
+pub fn app(state: AppState) -> Router {
+    let json_limit = state.config().max_json_bytes;
+    Router::new()
+        .merge(v1::router(&state))
+        .merge(js_api::router())
+        .merge(cgi::router())
+        .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics_endpoint))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        // Innermost first: the timeout wraps only the handler; auth runs before it; metrics
+        // see every answer, 401s included.
+        .layer(from_fn_with_state(state.clone(), request_timeout))
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("a handler panicked").into_response()
+            },
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Millis),
+                ),
+        )
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Routes whose duration the client chooses (execs, uploads, scripts): no request timeout.
+fn unbounded(method: &Method, route: &str) -> bool {
+    matches!(
+        route,
+        "/v1/sandboxes/{id}/exec"
+            | "/v1/sandboxes/{id}/exec/ws"
+            | "/v1/execute"
+            | "/api/execute"
+            | "/v1/sandboxes/{id}/snapshot"
+            | "/v1/sandboxes/{id}/restore"
+            | "/v1/sandboxes/{id}/activate"
+            | "/v1/sandboxes/{id}/clone"
+            | "/cgi-bin/api/sandboxes/{id}/{action}"
+    ) || (method == Method::PUT
+        && matches!(
+            route,
+            "/v1/layers/{name}" | "/v1/sandboxes/{id}/files/{*path}"
+        ))
+}
+
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let skip = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| unbounded(req.method(), m.as_str()));
+    if skip {
+        return next.run(req).await;
+    }
+    let limit: Duration = state.config().request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`.
+async fn metrics_endpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let census = state
+        .blocking(|rt| {
+            let statuses: Vec<&'static str> = rt.list().iter().map(|s| s.info().status).collect();
+            let layers = rt.layers().list().map(|l| l.len()).unwrap_or(0);
+            Ok::<_, ApiError>((statuses, layers))
+        })
+        .await?;
+    state.metrics().census(census.0.iter().copied(), census.1);
+    let text = state
+        .metrics()
+        .render()
+        .map_err(|e| ApiError::internal(format!("cannot render metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}

@@ -1,0 +1,336 @@
+//! `sqrx serve` options, and their resolution with the sq-sandbox environment variables
+//! (`SQUASH_*`) as aliases of sqrx's own.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line options of `sqrx serve` and `sqrx-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; SQUASH_PORT=P means 127.0.0.1:P].
+    #[arg(long, env = "SQRX_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Require `Authorization: Bearer <TOKEN>` on every route but the health checks and
+    /// /openapi.json [env: SQRX_AUTH_TOKEN or SQUASH_AUTH_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    pub auth_token: Option<String>,
+    /// Most sandboxes alive at once [default: 100; env: SQRX_MAX_SANDBOXES or
+    /// SQUASH_MAX_SANDBOXES].
+    #[arg(long, value_name = "N")]
+    pub max_sandboxes: Option<usize>,
+    /// Size of a sandbox's writable layer when its spec sets none, MiB [default: 512; env:
+    /// SQRX_UPPER_LIMIT_MB or SQUASH_UPPER_LIMIT_MB].
+    #[arg(long, value_name = "MIB")]
+    pub upper_limit_mb: Option<u64>,
+    /// Largest JSON request body, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_JSON_BYTES)]
+    pub max_json_bytes: usize,
+    /// Largest upload (a layer image or tar stream, a file), MiB.
+    #[arg(
+        long,
+        value_name = "MIB",
+        env = "SQRX_MAX_UPLOAD_MB",
+        default_value_t = 4096
+    )]
+    pub max_upload_mb: u64,
+    /// Time limit of requests other than exec, uploads and JavaScript, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Timeout of an exec that asks for none, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub exec_timeout: u64,
+    /// After SIGTERM or SIGINT, how long in-flight requests may take to finish, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// Log format.
+    #[arg(long, value_enum, env = "SQRX_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Do not create the default base layer 000-base at start when the store has none.
+    #[arg(long)]
+    pub no_bootstrap: bool,
+}
+
+impl Default for ServeArgs {
+    /// The same defaults as the command line.
+    fn default() -> Self {
+        ServeArgs {
+            listen: None,
+            auth_token: None,
+            max_sandboxes: None,
+            upper_limit_mb: None,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            max_upload_mb: 4096,
+            request_timeout: 60,
+            exec_timeout: 300,
+            shutdown_grace: 30,
+            log_format: LogFormat::Text,
+            no_bootstrap: false,
+        }
+    }
+}
+
+/// Default largest JSON body: 1 MiB.
+pub const DEFAULT_MAX_JSON_BYTES: usize = 1 << 20;
+
+/// The server's settings, resolved from [`ServeArgs`] and the environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// The bearer token every protected route requires; `None` = no authentication.
+    pub auth_token: Option<String>,
+    /// Most sandboxes alive at once.
+    pub max_sandboxes: usize,
+    /// Upper layer size for sandboxes whose spec sets none, MiB.
+    pub upper_mb: u64,
+    /// Largest JSON request body, bytes.
+    pub max_json_bytes: usize,
+    /// Largest upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Time limit of ordinary requests.
+    pub request_timeout: Duration,
+    /// Timeout of execs that ask for none.
+    pub exec_timeout: Duration,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Create 000-base at start when missing.
+    pub bootstrap: bool,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("auth", &self.auth_token.is_some())
+            .field("max_sandboxes", &self.max_sandboxes)
+            .field("upper_mb", &self.upper_mb)
+            .field("max_json_bytes", &self.max_json_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("exec_timeout", &self.exec_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("log_format", &self.log_format)
+            .field("bootstrap", &self.bootstrap)
+            .finish()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_string(),
+            auth_token: None,
+            max_sandboxes: 100,
+            upper_mb: 512,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            max_upload_bytes: 4096 << 20,
+            request_timeout: Duration::from_secs(60),
+            exec_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            bootstrap: true,
+        }
+    }
+}
+
+/// Where the server listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}: {reason}")]
+pub struct ConfigError {
+    /// The option or variable.
+    pub name: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// The first of `names` set to a non-empty value.
+fn first_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    names: &[&'static str],
+) -> Option<(&'static str, String)> {
+    names
+        .iter()
+        .find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v)))
+}
+
+fn parse_env<T: std::str::FromStr>(
+    env: &dyn Fn(&str) -> Option<String>,
+    names: &[&'static str],
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match first_env(env, names) {
+        None => Ok(None),
+        Some((name, v)) => v.trim().parse().map(Some).map_err(|e| ConfigError {
+            name,
+            reason: format!("{v:?}: {e}"),
+        }),
+    }
+}
+
+impl ServerConfig {
+    /// Resolve `args`, reading environment variables through `env` (`std::env::var` in the
+    /// binaries; a map in tests). Command-line options win over `SQRX_*`, which win over the
+    /// `SQUASH_*` aliases.
+    pub fn resolve(
+        args: &ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let listen = match &args.listen {
+            Some(l) if !l.trim().is_empty() => l.trim().to_string(),
+            _ => match parse_env::<u16>(env, &["SQUASH_PORT"])? {
+                Some(port) => format!("127.0.0.1:{port}"),
+                None => DEFAULT_LISTEN.to_string(),
+            },
+        };
+        let auth_token = match &args.auth_token {
+            Some(t) if !t.is_empty() => Some(t.clone()),
+            _ => first_env(env, &["SQRX_AUTH_TOKEN", "SQUASH_AUTH_TOKEN"]).map(|(_, v)| v),
+        };
+        let max_sandboxes = match args.max_sandboxes {
+            Some(n) => n,
+            None => parse_env(env, &["SQRX_MAX_SANDBOXES", "SQUASH_MAX_SANDBOXES"])?.unwrap_or(100),
+        };
+        if max_sandboxes == 0 {
+            return Err(ConfigError {
+                name: "max sandboxes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let upper_mb = match args.upper_limit_mb {
+            Some(n) => n,
+            None => {
+                parse_env(env, &["SQRX_UPPER_LIMIT_MB", "SQUASH_UPPER_LIMIT_MB"])?.unwrap_or(512)
+            }
+        };
+        if upper_mb == 0 || upper_mb > 1 << 20 {
+            return Err(ConfigError {
+                name: "upper limit",
+                reason: format!("{upper_mb} MiB is outside 1-1048576"),
+            });
+        }
+        if args.max_json_bytes == 0 {
+            return Err(ConfigError {
+                name: "--max-json-bytes",
+                reason: "must be at least 1".into(),
+            });
+        }
+        for (name, secs) in [
+            ("--request-timeout", args.request_timeout),
+            ("--exec-timeout", args.exec_timeout),
+        ] {
+            if secs == 0 {
+                return Err(ConfigError {
+                    name,
+                    reason: "must be at least 1 second".into(),
+                });
+            }
+        }
+        Ok(ServerConfig {
+            listen,
+            auth_token,
+            max_sandboxes,
+            upper_mb,
+            max_json_bytes: args.max_json_bytes,
+            max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
+            request_timeout: Duration::from_secs(args.request_timeout),
+            exec_timeout: Duration::from_secs(args.exec_timeout),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace),
+            log_format: args.log_format,
+            bootstrap: !args.no_bootstrap,
+        })
+    }
+}
+
+/// The data directory: `explicit` (`--data-dir` / `SQRX_DATA`), else `SQUASH_DATA`, else the
+/// default (`/var/lib/sqrx` for root, `$XDG_DATA_HOME/sqrx` otherwise).
+pub fn data_dir(explicit: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    explicit
+        .or_else(|| first_env(env, &["SQUASH_DATA"]).map(|(_, v)| PathBuf::from(v)))
+        .unwrap_or_else(sqrx_core::paths::default_data_dir)
+}
+
+/// Environment lookup for the binaries.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServerConfig::resolve(&ServeArgs::default(), &env_of(&[])).expect("config");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.auth_token, None);
+        assert_eq!(c.max_sandboxes, 100);
+        assert_eq!(c.upper_mb, 512);
+    }
+
+    #[test]
+    fn squash_aliases() {
+        let env = env_of(&[
+            ("SQUASH_PORT", "9090"),
+            ("SQUASH_AUTH_TOKEN", "s3cret"),
+            ("SQUASH_MAX_SANDBOXES", "7"),
+            ("SQUASH_UPPER_LIMIT_MB", "64"),
+            ("SQUASH_DATA", "/srv/squash"),
+        ]);
+        let c = ServerConfig::resolve(&ServeArgs::default(), &env).expect("config");
+        assert_eq!(c.listen, "127.0.0.1:9090");
+        assert_eq!(c.auth_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.max_sandboxes, 7);
+        assert_eq!(c.upper_mb, 64);
+        assert_eq!(data_dir(None, &env), PathBuf::from("/srv/squash"));
+        assert_eq!(
+            data_dir(Some("/x".into()), &env),
+            PathBuf::from("/x"),
+            "--data-dir wins"
+        );
+    }
+
+    #[test]
+    fn sqrx_names_win_and_bad_values_fail() {
+        let env = env_of(&[
+            ("SQRX_AUTH_TOKEN", "mine"),
+            ("SQUASH_AUTH_TOKEN", "theirs"),
+            ("SQRX_MAX_SANDBOXES", "3"),
+            ("SQUASH_MAX_SANDBOXES", "9"),
+        ]);
+        let args = ServeArgs::default();
+        let c = ServerConfig::resolve(&args, &env).expect("config");
+        assert_eq!(c.auth_token.as_deref(), Some("mine"));
+        assert_eq!(c.max_sandboxes, 3);
+        let err = ServerConfig::resolve(&args, &env_of(&[("SQUASH_MAX_SANDBOXES", "lots")]))
+            .expect_err("not a number");
+        assert_eq!(err.name, "SQUASH_MAX_SANDBOXES");
+        assert!(ServerConfig::resolve(&args, &env_of(&[("SQUASH_PORT", "99999")])).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Running the server: open the runtime, make the base layer if needed, listen, and shut down
+//! gracefully on SIGTERM/SIGINT (in-flight requests finish within the grace period; sandboxes
+//! keep running and the next server re-attaches them).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqrx_core::{Runtime, RuntimeConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::app::app;
+use crate::config::ServerConfig;
+use crate::state::AppState;
+
+/// How often expired sandboxes are reaped.
+const REAP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The runtime could not open the data directory.
+    #[error("cannot open the runtime in {dir}: {source}")]
+    Runtime {
+        /// The data directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: sqrx_core::SandboxError,
+    },
+    /// The JavaScript executor could not start.
+    #[error("cannot start the JavaScript executor: {0}")]
+    Js(#[from] sqrx_core::JsError),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime could not start.
+    #[error("cannot start tokio: {0}")]
+    Tokio(#[source] std::io::Error),
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot watch SIGTERM/SIGINT: {0}")]
+    Signal(#[source] std::io::Error),
+    /// A startup task failed.
+    #[error("startup task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Run the server until SIGTERM or SIGINT, on a new multi-threaded tokio runtime.
+pub fn run(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sqrx-server")
+        .build()
+        .map_err(ServeError::Tokio)?
+        .block_on(serve(config, data_dir))
+}
+
+/// Open the runtime for `config` on `data_dir`, creating the base layer when asked and missing.
+pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Runtime, ServeError> {
+    let mut rc = RuntimeConfig::new(&data_dir);
+    rc.max_sandboxes = config.max_sandboxes;
+    let bootstrap = config.bootstrap;
+    let dir = data_dir.clone();
+    let rt = tokio::task::spawn_blocking(move || Runtime::open(rc))
+        .await?
+        .map_err(|source| ServeError::Runtime { dir, source })?;
+    if bootstrap {
+        let store_rt = rt.clone();
+        match tokio::task::spawn_blocking(move || store_rt.layers().ensure_base()).await? {
+            Ok(layer) => {
+                tracing::info!(layer = %layer.name, digest = %layer.digest, "base layer ready")
+            }
+            // The server is still useful (layers can be uploaded); say why creates will fail.
+            Err(e) => tracing::error!(error = %e, "cannot create the base layer 000-base"),
+        }
+    }
+    Ok(rt)
+}
+
+/// SIGTERM and SIGINT handlers, installed before the server says it is listening (a signal
+/// that arrives between the two would otherwise kill the process outright).
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServeError> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServeError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Signal)?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+}
+
+/// Serve until SIGTERM or SIGINT.
+pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
+    let rt = open_runtime(&config, data_dir.clone()).await?;
+    let reaper = rt.clone();
+    let reaped = tokio::task::spawn_blocking(move || reaper.reap()).await?;
+    if !reaped.is_empty() {
+        tracing::info!(sandboxes = ?reaped, "reaped expired sandboxes");
+    }
+    rt.start_reaper(REAP_INTERVAL);
+    let signals = Signals::install()?;
+    let grace = config.shutdown_grace;
+    let listen = config.listen.clone();
+    let state = AppState::new(rt, config)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen.clone(),
+        source,
+    })?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "listening");
+    // One line on stdout for scripts and tests that asked for port 0.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "sqrx: listening on http://{addr}");
+    let _ = out.flush();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        signals.recv().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful = stop_rx.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let mut deadline = stop_rx;
+    tokio::select! {
+        r = server => r.map_err(ServeError::Serve)?,
+        _ = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_s = grace.as_secs(), "requests still running after the grace period; dropping them");
+        }
+    }
+    tracing::info!("stopped; sandboxes keep running");
+    Ok(())
+}

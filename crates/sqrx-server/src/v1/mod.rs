@@ -1,0 +1,59 @@
+//! The native API under `/v1`.
+
+pub mod exec;
+pub mod exec_ws;
+pub mod files;
+pub mod health;
+pub mod layers;
+pub mod model;
+pub mod sandboxes;
+pub mod snapshots;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// The `/v1` routes. Uploads take their own body limit (`max_upload_bytes`); everything else
+/// the app-wide JSON limit.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let upload_limit = usize::try_from(state.config().max_upload_bytes).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/health", get(health::health))
+        .route("/v1/layers", get(layers::list))
+        .route(
+            "/v1/layers/{name}",
+            get(layers::get)
+                .put(layers::upload)
+                .delete(layers::remove)
+                // The upload streams its body and counts it against the limit itself.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/sandboxes",
+            get(sandboxes::list).post(sandboxes::create),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(sandboxes::get).delete(sandboxes::destroy),
+        )
+        .route("/v1/sandboxes/{id}/exec", post(exec::exec))
+        .route("/v1/sandboxes/{id}/exec/ws", get(exec_ws::exec_ws))
+        .route("/v1/sandboxes/{id}/logs", get(sandboxes::logs))
+        .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/v1/sandboxes/{id}/snapshot", post(snapshots::snapshot))
+        .route("/v1/sandboxes/{id}/snapshots", get(snapshots::list))
+        .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
+        .route("/v1/sandboxes/{id}/activate", post(snapshots::activate))
+        .route("/v1/sandboxes/{id}/clone", post(snapshots::clone))
+        .route("/v1/sandboxes/{id}/files", get(files::get_root))
+        .route(
+            "/v1/sandboxes/{id}/files/{*path}",
+            get(files::get)
+                .put(files::put)
+                .delete(files::remove)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+}

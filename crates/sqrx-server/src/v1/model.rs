@@ -1,0 +1,385 @@
+//! The JSON shapes of the native API: what requests carry and what responses hold. Each is a
+//! translation of a core type, so the wire format is defined (and documented in OpenAPI) here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+    /// Live sandboxes.
+    pub sandboxes: usize,
+    /// Layers in the store.
+    pub layers: usize,
+}
+
+/// A layer in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LayerView {
+    /// `NNN-name`, e.g. `000-base`.
+    pub name: String,
+    /// `sha256:<hex>` of the image.
+    pub digest: String,
+    /// Image size in bytes.
+    pub size: u64,
+    /// When it was stored.
+    pub created: DateTime<Utc>,
+    /// `zstd`, `gzip`, `xz` or `lz4`.
+    pub compression: String,
+    /// How it was made (`{"type": "tar", "source": ...}`, ...).
+    #[schema(value_type = Object)]
+    pub provenance: serde_json::Value,
+    /// Paths whose extended attributes were dropped when it was built.
+    pub xattrs_dropped: u64,
+}
+
+impl From<sqrx_core::Layer> for LayerView {
+    fn from(l: sqrx_core::Layer) -> Self {
+        LayerView {
+            name: l.name.to_string(),
+            digest: l.digest,
+            size: l.size,
+            created: l.created,
+            compression: l.compression.as_str().to_string(),
+            provenance: serde_json::to_value(&l.provenance).unwrap_or(serde_json::Value::Null),
+            xattrs_dropped: l.xattrs_dropped,
+        }
+    }
+}
+
+/// A sandbox to create (`POST /v1/sandboxes`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    /// `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`, unique.
+    pub id: String,
+    /// Layer names, base first (default `["000-base"]`).
+    #[serde(default)]
+    pub layers: Option<Vec<String>>,
+    /// Owner (free text).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What it is for (free text).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// CPU limit in cores (`0.5` = half a core); absent = unlimited.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Memory limit, MiB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Task (process/thread) limit.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// Size of the writable layer, MiB (default: the server's upper limit, 512 unless set).
+    #[serde(default)]
+    pub upper_mb: Option<u64>,
+    /// Seconds after which the sandbox is destroyed (0 = never).
+    #[serde(default)]
+    pub max_lifetime: u64,
+    /// Environment for every exec.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Hostname inside (default: the id).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Hosts it may reach (stored; enforced once network policies land).
+    #[serde(default)]
+    pub allow_net: Option<Vec<String>>,
+}
+
+impl CreateSandbox {
+    /// The core spec, with `default_upper_mb` where the request sets no upper size.
+    pub fn into_spec(self, default_upper_mb: u64) -> sqrx_core::SandboxSpec {
+        let mut spec = sqrx_core::SandboxSpec::new(self.id);
+        if let Some(layers) = self.layers {
+            spec.layers = layers;
+        }
+        spec.owner = self.owner;
+        spec.task = self.task;
+        spec.cpu = self.cpu;
+        spec.memory_mb = self.memory_mb;
+        spec.pids_max = self.pids_max;
+        spec.upper_mb = self.upper_mb.unwrap_or(default_upper_mb);
+        spec.max_lifetime = self.max_lifetime;
+        spec.env = self.env;
+        spec.hostname = self.hostname;
+        spec.allow_net = self.allow_net;
+        spec
+    }
+}
+
+/// A sandbox as the native API reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SandboxView {
+    /// The id.
+    pub id: String,
+    /// `running` or `paused`.
+    pub status: String,
+    /// Layer names, base first.
+    pub layers: Vec<String>,
+    /// Owner.
+    pub owner: Option<String>,
+    /// What it is for.
+    pub task: Option<String>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When it will be destroyed, if it has a lifetime.
+    pub expires: Option<DateTime<Utc>>,
+    /// Host pid of its init.
+    pub init_pid: i32,
+    /// CPU limit in cores.
+    pub cpu: Option<f64>,
+    /// Memory limit, MiB.
+    pub memory_mb: Option<u64>,
+    /// Task limit.
+    pub pids_max: Option<u64>,
+    /// Size of the writable layer, MiB.
+    pub upper_mb: u64,
+    /// Bytes used in the writable layer.
+    pub upper_bytes: u64,
+    /// The snapshot it was last restored to.
+    pub active_snapshot: Option<String>,
+    /// Lifetime in seconds (0 = none).
+    pub max_lifetime: u64,
+    /// Environment of every exec.
+    pub env: BTreeMap<String, String>,
+    /// Hosts it may reach (not enforced yet).
+    pub allow_net: Option<Vec<String>>,
+}
+
+impl SandboxView {
+    /// The view of `sandbox`.
+    pub fn of(sandbox: &sqrx_core::Sandbox) -> Self {
+        let info = sandbox.info();
+        let spec = sandbox.spec();
+        SandboxView {
+            id: info.id,
+            status: info.status.to_string(),
+            layers: info.layers,
+            owner: info.owner,
+            task: spec.task.clone(),
+            created: info.created,
+            expires: info.expires,
+            init_pid: info.init_pid,
+            cpu: info.cpu,
+            memory_mb: info.memory_mb,
+            pids_max: info.pids_max,
+            upper_mb: info.upper_mb,
+            upper_bytes: info.upper_bytes,
+            active_snapshot: info.active_snapshot,
+            max_lifetime: spec.max_lifetime,
+            env: spec.env.clone(),
+            allow_net: spec.allow_net.clone(),
+        }
+    }
+}
+
+/// A command: a string runs with `/bin/sh -c`, an array is the program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CommandBody {
+    /// A shell command line.
+    Shell(String),
+    /// Program and arguments, no shell.
+    Argv(Vec<String>),
+}
+
+impl From<CommandBody> for sqrx_core::Command {
+    fn from(c: CommandBody) -> Self {
+        match c {
+            CommandBody::Shell(s) => sqrx_core::Command::Shell(s),
+            CommandBody::Argv(v) => sqrx_core::Command::Argv(v),
+        }
+    }
+}
+
+/// A process to run (`POST /v1/sandboxes/{id}/exec`).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// What to run.
+    pub command: CommandBody,
+    /// Variables added to the sandbox's clean environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute; default `/`).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Text written to the process's stdin (then closed); absent = `/dev/null`.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Kill the exec's whole process tree after this many seconds (default: the server's exec
+    /// timeout, 300 unless set).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+    /// Bytes kept per output stream (default 1 MiB); the rest is dropped and `truncated` set.
+    #[serde(default)]
+    pub output_cap: Option<u64>,
+}
+
+/// Seconds from a client, checked.
+pub fn seconds(field: &str, secs: f64) -> Result<Duration, ApiError> {
+    if secs.is_finite() && secs > 0.0 && secs <= 7.0 * 24.0 * 3600.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid {field}: {secs} is not a number of seconds in (0, 604800]"
+        )))
+    }
+}
+
+impl ExecBody {
+    /// The core request; `default_timeout` applies when the body sets none.
+    pub fn into_request(
+        self,
+        default_timeout: Duration,
+    ) -> Result<sqrx_core::ExecRequest, ApiError> {
+        let mut req = sqrx_core::ExecRequest::new(sqrx_core::Command::from(self.command));
+        req.env = self.env;
+        req.workdir = self.workdir;
+        req.stdin = self.stdin.map(String::into_bytes);
+        req.timeout = Some(match self.timeout {
+            Some(t) => seconds("timeout", t)?,
+            None => default_timeout,
+        });
+        req.output_cap = self.output_cap;
+        Ok(req)
+    }
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecOutput {
+    /// Its number in the sandbox's history.
+    pub seq: u64,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+    /// stdout (UTF-8; invalid sequences replaced).
+    pub stdout: String,
+    /// stderr (UTF-8; invalid sequences replaced).
+    pub stderr: String,
+    /// Output passed the cap and was cut.
+    pub truncated: bool,
+    /// The timeout fired and the exec's process tree was killed.
+    pub timed_out: bool,
+    /// The sandbox's memory limit was hit and the OOM killer struck.
+    pub oom_killed: bool,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// When it ended.
+    pub finished: DateTime<Utc>,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+}
+
+impl From<sqrx_core::ExecResult> for ExecOutput {
+    fn from(r: sqrx_core::ExecResult) -> Self {
+        ExecOutput {
+            seq: r.seq,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            stdout: String::from_utf8_lossy(&r.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            truncated: r.truncated,
+            timed_out: r.timed_out,
+            oom_killed: r.oom_killed,
+            started: r.started,
+            finished: r.finished,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// One exec in a sandbox's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogEntryView {
+    /// Sequence number.
+    pub seq: u64,
+    /// The command as one line.
+    pub command: String,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Killing signal.
+    pub signal: Option<i32>,
+    /// Timed out.
+    pub timed_out: bool,
+    /// OOM-killed.
+    pub oom_killed: bool,
+    /// Output was cut at the cap.
+    pub truncated: bool,
+    /// Start.
+    pub started: DateTime<Utc>,
+    /// End.
+    pub finished: DateTime<Utc>,
+    /// Wall time, ms.
+    pub duration_ms: u64,
+    /// The start of stdout (at most 16 KiB).
+    pub stdout: String,
+    /// The start of stderr (at most 16 KiB).
+    pub stderr: String,
+}
+
+impl From<sqrx_core::sandbox::ExecLogEntry> for LogEntryView {
+    fn from(e: sqrx_core::sandbox::ExecLogEntry) -> Self {
+        LogEntryView {
+            seq: e.seq,
+            command: e.command,
+            workdir: e.workdir,
+            exit_code: e.exit_code,
+            signal: e.signal,
+            timed_out: e.timed_out,
+            oom_killed: e.oom_killed,
+            truncated: e.truncated,
+            started: e.started,
+            finished: e.finished,
+            duration_ms: e.duration_ms,
+            stdout: e.stdout,
+            stderr: e.stderr,
+        }
+    }
+}
+
+/// An entry of a sandbox's filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileView {
+    /// Name.
+    pub name: String,
+    /// Absolute path inside the sandbox.
+    pub path: String,
+    /// `file`, `dir`, `symlink`, `char`, `block`, `fifo` or `socket`.
+    pub kind: String,
+    /// Size, bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: DateTime<Utc>,
+}
+
+impl From<sqrx_core::sandbox::FileInfo> for FileView {
+    fn from(f: sqrx_core::sandbox::FileInfo) -> Self {
+        FileView {
+            name: f.name,
+            path: f.path,
+            kind: f.kind.to_string(),
+            size: f.size,
+            mode: f.mode,
+            mtime: f.mtime,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Shutdown and restart: SIGTERM lets a running exec finish; sandboxes outlive the server and
+//! the next server (on the same data directory) serves them.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqrx_testkit::privileged;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_long_exec_then_restart() {
+    if !privileged("server sigterm_during_a_long_exec_then_restart") {
+        return;
+    }
+    let data = DataDir::new();
+    let mut s = Server::start(&data);
+    let c = client();
+    create(&c, &s, "keep").await;
+    exec(&c, &s, "keep", "echo kept > /data.txt").await;
+
+    let url = s.url("/v1/sandboxes/keep/exec");
+    let long = tokio::spawn(async move {
+        post(&client(), url, json!({"command": "sleep 2; echo finished"})).await
+    });
+    // Let the exec start, then ask the server to stop.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.sigterm();
+    let r = long.await.expect("exec task");
+    assert_eq!(r.0, 200, "the in-flight exec completes: {}", r.1);
+    assert_eq!(r.1["stdout"], "finished\n");
+    let status = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", s.log_text());
+    assert!(
+        c.get(s.url("/v1/health")).send().await.is_err(),
+        "nothing listens any more"
+    );
+
+    // A new server (the other binary, port from SQUASH_PORT) finds the sandbox running.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let s2 = Server::start_with(
+        &data,
+        Binary::Serve,
+        &[],
+        &[("SQUASH_PORT", &port.to_string())],
+    );
+    assert_eq!(s2.addr, format!("127.0.0.1:{port}"));
+    let info = get(&c, s2.url("/v1/sandboxes/keep")).await;
+    assert_eq!(info.0, 200, "{}", info.1);
+    assert_eq!(info.1["status"], "running");
+    assert_eq!(
+        exec(&c, &s2, "keep", "cat /data.txt").await["stdout"],
+        "kept\n"
+    );
+    let logs = get(&c, s2.url("/v1/sandboxes/keep/logs")).await;
+    assert_eq!(logs.1.as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_stops_an_idle_server() {
+    if !privileged("server sigint_stops_an_idle_server") {
+        return;
+    }
+    let data = DataDir::new();
+    let mut s = Server::start_with(&data, Binary::Server, &["--no-bootstrap"], &[]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = s.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(status.success());
+    assert!(s.log_text().contains("SIGINT"));
+}
