@@ -196,7 +196,13 @@ impl Sandbox {
             let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             loop {
-                let frame = match read_frame(&mut rd).await {
+                // A silent process sends nothing, so a dropped ExecStream is noticed here
+                // rather than at the next send; the runtime may live on (a binding's does).
+                let read = tokio::select! {
+                    read = read_frame(&mut rd) => read,
+                    () = tx.closed() => return,
+                };
+                let frame = match read {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         let _ = tx
