@@ -7,7 +7,7 @@ APT_PACKAGES=(
   squashfs-tools   # mksquashfs: the peer in benches/layer_pack (never used by sqrx itself)
   util-linux       # mount, umount, losetup for the privileged tests
   procps           # ps in the default base layer
-  python3 python3-venv python3.11  # the from-host test copies Debian's python3.11
+  python3 python3-venv python3.11  # Python package tests (fresh venv); the from-host test copies python3.11
   nodejs           # the Node binding smoke test
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers
@@ -22,12 +22,4 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# A virtualenv with pytest for the Python tests (kept outside the clone).
-VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
-if [ ! -x "$VENV/bin/pytest" ]; then
-  mkdir -p "$(dirname "$VENV")"
-  /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check pytest >/dev/null
 fi

@@ -722,7 +722,9 @@ fn dropping_a_silent_exec_stream_kills_the_exec_while_the_runtime_lives_on() {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let r = sb
-                .exec(ExecRequest::new("ps -e -o comm= | grep -c '^sleep$' || true"))
+                .exec(ExecRequest::new(
+                    "ps -e -o comm= | grep -c '^sleep$' || true",
+                ))
                 .await
                 .expect("ps");
             if r.stdout == b"0\n" {
