@@ -46,6 +46,7 @@ fn _sqrx(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sandbox::Sandbox>()?;
     m.add_class::<sandbox::SandboxInfo>()?;
     m.add_class::<sandbox::ExecLogEntry>()?;
+    m.add_class::<sandbox::SnapshotInfo>()?;
     m.add_class::<exec::ExecResult>()?;
     m.add_class::<exec::ExecEvent>()?;
     m.add_class::<exec::ExecStream>()?;

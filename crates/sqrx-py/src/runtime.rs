@@ -156,6 +156,15 @@ impl Runtime {
         })
     }
 
+    /// A new sandbox `new_id` with a copy of the sandbox `src`'s filesystem (its layers and
+    /// its current changes) and the same limits.
+    fn clone_sandbox(&self, py: Python<'_>, src: &str, new_id: &str) -> PyResult<Sandbox> {
+        let sb = py
+            .detach(|| self.rt.clone_sandbox(src, new_id))
+            .map_err(to_py)?;
+        Ok(Sandbox::new(sb))
+    }
+
     /// Every live sandbox in the data directory, by id.
     fn list(&self, py: Python<'_>) -> Vec<Sandbox> {
         py.detach(|| self.rt.list())

@@ -36,6 +36,21 @@ impl Handle {
     fn take(&self) -> Option<sqrx_core::Sandbox> {
         self.lock().take()
     }
+
+    /// Run an operation that changes the sandbox (restore, activate: they restart its init)
+    /// on a copy, without holding the lock, then keep the changed copy.
+    fn update<T>(
+        &self,
+        op: impl FnOnce(&mut sqrx_core::Sandbox) -> Result<T, sqrx_core::SandboxError>,
+    ) -> PyResult<T> {
+        let mut sb = self.get()?;
+        let out = op(&mut sb).map_err(to_py)?;
+        let mut slot = self.lock();
+        if slot.is_some() {
+            *slot = Some(sb);
+        }
+        Ok(out)
+    }
 }
 
 /// A running sandbox. Use it as a context manager (`with rt.create(...) as sb:`, or
@@ -190,6 +205,63 @@ impl Sandbox {
         Files::new(self.handle.clone())
     }
 
+    /// Snapshot the sandbox's filesystem as `label` (default: a timestamp). The sandbox is
+    /// frozen while its changes are packed.
+    #[pyo3(signature = (label=None))]
+    fn snapshot(&self, py: Python<'_>, label: Option<&str>) -> PyResult<SnapshotInfo> {
+        let sb = self.handle.get()?;
+        let inner = py.detach(|| sb.snapshot(label)).map_err(to_py)?;
+        Ok(SnapshotInfo { inner })
+    }
+
+    /// `snapshot` for asyncio.
+    #[pyo3(signature = (label=None))]
+    fn snapshot_async<'py>(
+        &self,
+        py: Python<'py>,
+        label: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let sb = self.handle.get()?;
+        crate::bridge::runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let inner = off_thread(move || sb.snapshot(label.as_deref()))
+                .await?
+                .map_err(to_py)?;
+            Ok(SnapshotInfo { inner })
+        })
+    }
+
+    /// The sandbox's snapshots.
+    fn snapshots(&self, py: Python<'_>) -> PyResult<Vec<SnapshotInfo>> {
+        let sb = self.handle.get()?;
+        let list = py.detach(|| sb.snapshots()).map_err(to_py)?;
+        Ok(list
+            .into_iter()
+            .map(|inner| SnapshotInfo { inner })
+            .collect())
+    }
+
+    /// Restore the snapshot `label`: the filesystem becomes what it was then. Every process
+    /// of the sandbox is stopped and it restarts on the snapshot.
+    fn restore(&self, py: Python<'_>, label: &str) -> PyResult<()> {
+        py.detach(|| self.handle.update(|sb| sb.restore(label)))
+    }
+
+    /// `restore` for asyncio.
+    fn restore_async<'py>(&self, py: Python<'py>, label: String) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.handle.clone();
+        crate::bridge::runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            off_thread(move || handle.update(|sb| sb.restore(&label))).await?
+        })
+    }
+
+    /// Add the store layer `layer` on top of the sandbox's layers; files written in the
+    /// sandbox are kept. Every process of the sandbox is stopped and it restarts.
+    fn activate(&self, py: Python<'_>, layer: &str) -> PyResult<()> {
+        py.detach(|| self.handle.update(|sb| sb.activate(layer)))
+    }
+
     /// Stop every process and remove the sandbox; nothing is left behind. Destroying a
     /// destroyed sandbox does nothing.
     fn destroy(&self, py: Python<'_>) -> PyResult<()> {
@@ -317,6 +389,52 @@ impl SandboxInfo {
         format!(
             "SandboxInfo(id={:?}, status={:?}, layers={:?})",
             self.inner.id, self.inner.status, self.inner.layers
+        )
+    }
+}
+
+/// A snapshot of a sandbox's filesystem (`Sandbox.snapshot()`).
+#[pyclass(module = "sqrx", frozen)]
+pub struct SnapshotInfo {
+    inner: sqrx_core::sandbox::SnapshotInfo,
+}
+
+#[pymethods]
+impl SnapshotInfo {
+    /// Its label, unique in the sandbox.
+    #[getter]
+    fn label(&self) -> &str {
+        &self.inner.label
+    }
+    /// When it was taken (UTC).
+    #[getter]
+    fn created(&self) -> DateTime<Utc> {
+        self.inner.created
+    }
+    /// Size of its image in bytes.
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.size
+    }
+    /// Digest of its image.
+    #[getter]
+    fn digest(&self) -> &str {
+        &self.inner.digest
+    }
+    /// The snapshot the sandbox had been restored to when this one was taken, if any.
+    #[getter]
+    fn parent(&self) -> Option<&str> {
+        self.inner.parent.as_deref()
+    }
+    /// The store layers below it, base first.
+    #[getter]
+    fn layers(&self) -> Vec<String> {
+        self.inner.layers.clone()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "SnapshotInfo(label={:?}, size={}, parent={:?})",
+            self.inner.label, self.inner.size, self.inner.parent
         )
     }
 }

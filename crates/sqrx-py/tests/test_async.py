@@ -81,3 +81,14 @@ def test_run_js_async():
         return await asyncio.gather(*(sqrx.run_js_async("input * 2", input=i) for i in range(4)))
 
     assert [r.result for r in asyncio.run(main())] == [0, 2, 4, 6]
+
+
+def test_snapshot_and_restore_async(sb):
+    async def main():
+        sb.files.write("/data/f", b"before")
+        snap = await sb.snapshot_async("a1")
+        sb.files.write("/data/f", b"after")
+        await sb.restore_async(snap.label)
+        return (await sb.exec_async("cat /data/f")).stdout
+
+    assert asyncio.run(main()) == b"before"

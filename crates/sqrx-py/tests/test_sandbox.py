@@ -134,3 +134,30 @@ def test_sandbox_survives_its_runtime_object(data_dir, new_id):
         assert sqrx.Runtime(data_dir).get(sid).exec("echo still").text == "still\n"
     finally:
         sb.destroy()
+
+
+def test_snapshot_and_restore(sb):
+    sb.files.write("/data/state.txt", b"one")
+    info = sb.snapshot("s1")
+    assert info.label == "s1" and info.size > 0 and info.layers == ["000-base"]
+    sb.files.write("/data/state.txt", b"two")
+    sb.files.write("/data/later.txt", b"later")
+    assert [s.label for s in sb.snapshots()] == ["s1"]
+    sb.restore("s1")
+    assert sb.files.read("/data/state.txt") == b"one"
+    assert sb.exec("cat /data/state.txt; test -e /data/later.txt || echo \" gone\"").text == "one gone\n"
+    with pytest.raises(sqrx.NotFound):
+        sb.restore("no-such-snapshot")
+    with pytest.raises(sqrx.AlreadyExists):
+        sb.snapshot("s1")
+
+
+def test_clone_sandbox(rt, sb, new_id):
+    sb.files.write("/data/origin.txt", b"from the source")
+    clone = rt.clone_sandbox(sb.id, new_id())
+    try:
+        assert clone.files.read("/data/origin.txt") == b"from the source"
+        clone.files.write("/data/origin.txt", b"changed in the clone")
+        assert sb.files.read("/data/origin.txt") == b"from the source"
+    finally:
+        clone.destroy()
