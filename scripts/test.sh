@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, checks format and lints, runs the Rust tests
-# (privileged ones included when run as root), the binding smoke tests, then checks that no
-# test leaked a mount or a loop device.
+# (privileged ones included when run as root) and the examples, builds and installs the Python
+# and Node packages and runs their tests and quick starts, then checks that no test leaked a
+# mount, a loop device, a cgroup or a test directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -54,9 +55,24 @@ SQRX_DATA="$EXAMPLE_DATA" "$PYENV/bin/python" examples/python/quickstart.py
 rm -rf "$EXAMPLE_DATA"
 echo "(python steps took $((SECONDS - t0)) s)"
 
-echo "== Node binding smoke test"
-cp "$CARGO_TARGET_DIR/debug/libsqrx_node.so" crates/sqrx-node/sqrx.node
+echo "== Node package: napi build, npm pack, node --test, tsc and the TypeScript quick start"
+# npm pack runs the package's build (@napi-rs/cli + the packaged sqrx-init), in the dev profile.
+t0=$SECONDS
+NODE_TMP=$(mktemp -d /tmp/sqrx-npm-XXXXXX)
+cleanup_dirs+=("$NODE_TMP")
+# npm install, not npm ci: npm 11 rejects this lock file for platform packages of @napi-rs/cli
+# it never installs here (npm/cli#4828).
+(cd crates/sqrx-node && npm install --no-save --no-audit --no-fund && SQRX_NODE_PROFILE=dev npm pack --pack-destination "$NODE_TMP")
+echo "(node package built and packed in $((SECONDS - t0)) s)"
 node --test crates/sqrx-node/__test__/
+(cd examples/typescript && npm ci --no-audit --no-fund \
+  && npm install --no-save --no-audit --no-fund "$NODE_TMP"/sqrx-*.tgz \
+  && npx tsc --noEmit -p . && npx tsc -p .)
+EXAMPLE_DATA=$(mktemp -d /tmp/sqrx-test-examples-XXXXXX)
+cleanup_dirs+=("$EXAMPLE_DATA")
+SQRX_DATA="$EXAMPLE_DATA" node examples/typescript/build/quickstart.js
+rm -rf "$EXAMPLE_DATA"
+echo "(node steps took $((SECONDS - t0)) s)"
 
 echo "== leak check (mounts, loop devices, cgroups, test directories)"
 leaks=0
