@@ -64,6 +64,10 @@ cleanup_dirs+=("$NODE_TMP")
 # it never installs here (npm/cli#4828).
 (cd crates/sqrx-node && npm install --no-save --no-audit --no-fund && SQRX_NODE_PROFILE=dev npm pack --pack-destination "$NODE_TMP")
 echo "(node package built and packed in $((SECONDS - t0)) s)"
+# napi build regenerates index.d.ts from the Rust sources: the committed one must match.
+if ! git diff --exit-code -- crates/sqrx-node/index.d.ts; then
+  echo "crates/sqrx-node/index.d.ts is stale: commit the one napi build generated"; exit 1
+fi
 node --test crates/sqrx-node/__test__/
 (cd examples/typescript && npm ci --no-audit --no-fund \
   && npm install --no-save --no-audit --no-fund "$NODE_TMP"/sqrx-*.tgz \
