@@ -7,27 +7,24 @@ APT_PACKAGES=(
   squashfs-tools   # mksquashfs: the peer in benches/layer_pack (never used by sqrx itself)
   util-linux       # mount, umount, losetup for the privileged tests
   procps           # ps in the default base layer
-  python3 python3-venv python3.11  # the from-host test copies Debian's python3.11
-  nodejs           # the Node binding smoke test
+  python3 python3-venv python3.11  # Python package tests (fresh venv); the from-host test copies python3.11
+  nodejs           # the Node package (its npm comes with nodesource's nodejs, or below)
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers
 )
 
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
-  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-
-# A virtualenv with pytest for the Python tests (kept outside the clone).
-VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
-if [ ! -x "$VENV/bin/pytest" ]; then
-  mkdir -p "$(dirname "$VENV")"
-  /usr/bin/python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check pytest >/dev/null
+# Debian's nodejs ships without npm.
+if ! command -v npm >/dev/null; then
+  echo "deps: installing npm" >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi

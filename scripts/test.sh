@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, checks format and lints, runs the Rust tests
-# (privileged ones included when run as root), the binding smoke tests, then checks that no
-# test leaked a mount or a loop device.
+# (privileged ones included when run as root) and the examples, builds and installs the Python
+# and Node packages and runs their tests and quick starts, then checks that no test leaked a
+# mount, a loop device, a cgroup or a test directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 bash scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-export SQRX_VENV="${SQRX_VENV:-/var/cache/sqrx-ci/venv}"
 export CARGO_TERM_COLOR=never
 
 # What exists before the tests (a developer's own sandboxes, say) is not a leak of the tests.
 sqrx_cgroups() { { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true; } | sort; }
 sqrx_test_dirs() { { ls -d /tmp/sqrx-test-* 2>/dev/null || true; } | sort; }
 BEFORE=$(mktemp -d)
+cleanup_dirs=("$BEFORE")
+trap 'rm -rf "${cleanup_dirs[@]}"' EXIT
 sqrx_cgroups > "$BEFORE/cgroups"
 sqrx_test_dirs > "$BEFORE/dirs"
 
@@ -28,18 +30,53 @@ cargo build --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked
 
-echo "== examples"
+echo "== Rust examples"
 cargo run -q -p sqrx-examples --bin layers
+EXAMPLE_DATA=$(mktemp -d /tmp/sqrx-test-examples-XXXXXX)
+cleanup_dirs+=("$EXAMPLE_DATA")
+SQRX_DATA="$EXAMPLE_DATA" cargo run -q -p sqrx-examples --bin quickstart
+rm -rf "$EXAMPLE_DATA"
 
-echo "== Python binding smoke test"
-PYMOD=$(mktemp -d)
-trap 'rm -rf "$PYMOD" "$BEFORE"' EXIT
-cp "$CARGO_TARGET_DIR/debug/libsqrx.so" "$PYMOD/sqrx.abi3.so"
-PYTHONPATH="$PYMOD" "$SQRX_VENV/bin/pytest" -q crates/sqrx-py/tests
+echo "== Python package: pip install into a fresh virtualenv, pytest, stubtest, quick start"
+# The wheel is built in the dev profile, so it reuses what `cargo build` just compiled; the
+# build backend builds the packaged sqrx-init with the same profile.
+t0=$SECONDS
+PYENV=$(mktemp -d /tmp/sqrx-venv-XXXXXX)
+cleanup_dirs+=("$PYENV")
+/usr/bin/python3 -m venv "$PYENV"
+MATURIN_PEP517_ARGS="--profile dev" "$PYENV/bin/pip" install -q ./crates/sqrx-py pytest mypy
+echo "(python package built and installed in $((SECONDS - t0)) s)"
+# From outside the source tree, so `import sqrx` is the installed package.
+(cd "$PYENV" && "$PYENV/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/crates/sqrx-py/tests")
+(cd "$PYENV" && "$PYENV/bin/python" -m mypy.stubtest sqrx)
+EXAMPLE_DATA=$(mktemp -d /tmp/sqrx-test-examples-XXXXXX)
+cleanup_dirs+=("$EXAMPLE_DATA")
+SQRX_DATA="$EXAMPLE_DATA" "$PYENV/bin/python" examples/python/quickstart.py
+rm -rf "$EXAMPLE_DATA"
+echo "(python steps took $((SECONDS - t0)) s)"
 
-echo "== Node binding smoke test"
-cp "$CARGO_TARGET_DIR/debug/libsqrx_node.so" crates/sqrx-node/sqrx.node
+echo "== Node package: napi build, npm pack, node --test, tsc and the TypeScript quick start"
+# npm pack runs the package's build (@napi-rs/cli + the packaged sqrx-init), in the dev profile.
+t0=$SECONDS
+NODE_TMP=$(mktemp -d /tmp/sqrx-npm-XXXXXX)
+cleanup_dirs+=("$NODE_TMP")
+# npm install, not npm ci: npm 11 rejects this lock file for platform packages of @napi-rs/cli
+# it never installs here (npm/cli#4828).
+(cd crates/sqrx-node && npm install --no-save --no-audit --no-fund && SQRX_NODE_PROFILE=dev npm pack --pack-destination "$NODE_TMP")
+echo "(node package built and packed in $((SECONDS - t0)) s)"
+# napi build regenerates index.d.ts from the Rust sources: the committed one must match.
+if ! git diff --exit-code -- crates/sqrx-node/index.d.ts; then
+  echo "crates/sqrx-node/index.d.ts is stale: commit the one napi build generated"; exit 1
+fi
 node --test crates/sqrx-node/__test__/
+(cd examples/typescript && npm ci --no-audit --no-fund \
+  && npm install --no-save --no-audit --no-fund "$NODE_TMP"/sqrx-*.tgz \
+  && npx tsc --noEmit -p . && npx tsc -p .)
+EXAMPLE_DATA=$(mktemp -d /tmp/sqrx-test-examples-XXXXXX)
+cleanup_dirs+=("$EXAMPLE_DATA")
+SQRX_DATA="$EXAMPLE_DATA" node examples/typescript/build/quickstart.js
+rm -rf "$EXAMPLE_DATA"
+echo "(node steps took $((SECONDS - t0)) s)"
 
 echo "== leak check (mounts, loop devices, cgroups, test directories)"
 leaks=0

@@ -12,7 +12,7 @@ test('version is semver', () => {
 })
 
 test('an empty store lists nothing', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-node-'))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-test-node-'))
   try {
     assert.deepStrictEqual(sqrx.listLayers(dir), [])
   } finally {
@@ -21,11 +21,14 @@ test('an empty store lists nothing', () => {
 })
 
 test('errors carry the kind', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-node-'))
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-test-node-'))
   try {
     const file = path.join(dir, 'file')
     fs.writeFileSync(file, 'not a directory')
-    assert.throws(() => sqrx.listLayers(file), /Internal|InvalidArgument|NotFound/)
+    assert.throws(
+      () => sqrx.listLayers(file),
+      (e) => e instanceof sqrx.SqrxError && sqrx.ERROR_CODES.includes(e.code),
+    )
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

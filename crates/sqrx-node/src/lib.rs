@@ -1,8 +1,19 @@
-//! The `sqrx` Node.js addon (napi-rs). It only translates: all logic lives in `sqrx-core`.
+//! The `sqrx` Node.js addon (napi-rs), loaded by `index.js`. It only translates: arguments in,
+//! core errors out, every blocking call off the JS main thread; all logic lives in `sqrx-core`.
 
 #![allow(missing_docs, reason = "napi macros generate undocumented glue items")]
 
+mod bridge;
+mod error;
+mod exec;
+mod files;
+mod js;
+mod runtime;
+mod sandbox;
+
 use napi_derive::napi;
+
+pub use js::run_js;
 
 /// The sqrx version.
 #[napi]
@@ -19,9 +30,6 @@ pub fn list_layers(data_dir: Option<String>) -> napi::Result<Vec<String>> {
     let list = sqrx_core::LayerStore::open(&dir).and_then(|s| s.list());
     match list {
         Ok(layers) => Ok(layers.into_iter().map(|l| l.name.to_string()).collect()),
-        Err(e) => Err(napi::Error::new(
-            napi::Status::GenericFailure,
-            format!("{}: {e}", e.kind()),
-        )),
+        Err(e) => Err(error::to_napi(e)),
     }
 }

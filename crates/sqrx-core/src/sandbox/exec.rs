@@ -285,10 +285,10 @@ impl Sandbox {
             let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             loop {
+                // A silent process sends nothing, so a dropped ExecStream is noticed here
+                // rather than at the next send; the runtime may live on (a binding's does).
                 let read = tokio::select! {
-                    r = read_frame(&mut rd) => r,
-                    // The ExecStream was dropped while the process is quiet: stop now rather
-                    // than at its next output, so init kills the exec's process group.
+                    read = read_frame(&mut rd) => read,
                     () = tx.closed() => return,
                 };
                 let frame = match read {

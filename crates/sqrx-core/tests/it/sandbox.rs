@@ -703,6 +703,42 @@ fn dropping_an_exec_stream_kills_the_exec() {
     }
 }
 
+#[test]
+fn dropping_a_silent_exec_stream_kills_the_exec_while_the_runtime_lives_on() {
+    if !privileged("dropping_a_silent_exec_stream_kills_the_exec_while_the_runtime_lives_on") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("drop-live");
+    // One runtime for the whole test, as in a long-lived host: the stream's reader task is
+    // not torn down with the runtime, so only the dropped stream can end the exec.
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async {
+        let s = sb
+            .exec_stream(ExecRequest::new("exec sleep 100"))
+            .await
+            .expect("stream");
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = sb
+                .exec(ExecRequest::new(
+                    "ps -e -o comm= | grep -c '^sleep$' || true",
+                ))
+                .await
+                .expect("ps");
+            if r.stdout == b"0\n" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sleep still running after the stream was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// CPU time (user + system ticks) of every process in the sandbox's freezer cgroup.
 fn cpu_ticks(id: &str) -> u64 {
     let procs = cgroup_dirs(id)

@@ -1,0 +1,153 @@
+//! `Runtime`: the entry point, one per data directory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use napi_derive::napi;
+use sqrx_core::SandboxSpec;
+
+use crate::bridge::blocking;
+use crate::error::invalid;
+use crate::sandbox::Sandbox;
+
+/// How often the runtime's reaper destroys sandboxes past their lifetime.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How to open a runtime (every field optional).
+#[napi(object)]
+pub struct RuntimeOptions {
+    /// The data directory; default as the `sqrx` CLI (`$SQRX_DATA`, else `/var/lib/sqrx` for
+    /// root, else `~/.local/share/sqrx`).
+    pub data_dir: Option<String>,
+    /// The `sqrx-init` program; default `$SQRX_INIT`, else the one in this package.
+    pub init_path: Option<String>,
+    /// Most sandboxes alive at once (default 100).
+    pub max_sandboxes: Option<u32>,
+}
+
+/// A sandbox to create.
+#[napi(object)]
+pub struct CreateOptions {
+    /// `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`, unique in the data directory.
+    pub id: String,
+    /// Layer names, base first (default `["000-base"]`, built from the host's programs on
+    /// first use).
+    pub layers: Option<Vec<String>>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<u32>,
+    /// CPU limit in cores (`0.5` = half a core).
+    pub cpu: Option<f64>,
+    /// Task limit.
+    pub pids_max: Option<u32>,
+    /// Size of the writable layer in MiB (default 512).
+    pub upper_mb: Option<u32>,
+    /// Lifetime in milliseconds (rounded up to seconds), after which the runtime destroys it.
+    pub timeout_ms: Option<f64>,
+    /// Environment added to every exec.
+    pub env: Option<HashMap<String, String>>,
+    /// Hostname inside (default: the id).
+    pub hostname: Option<String>,
+    /// Who owns it (free text).
+    pub owner: Option<String>,
+}
+
+fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
+    let mut spec = SandboxSpec::new(o.id);
+    if let Some(layers) = o.layers {
+        spec.layers = layers;
+    }
+    spec.memory_mb = o.memory_mb.map(u64::from);
+    spec.cpu = o.cpu;
+    spec.pids_max = o.pids_max.map(u64::from);
+    if let Some(mb) = o.upper_mb {
+        spec.upper_mb = u64::from(mb);
+    }
+    spec.max_lifetime = match o.timeout_ms {
+        None => 0,
+        Some(ms) if ms.is_finite() && ms > 0.0 && ms < 1e15 => (ms / 1000.0).ceil() as u64,
+        Some(ms) => return Err(invalid(format!("timeoutMs {ms} is not a positive number"))),
+    };
+    spec.env = o.env.unwrap_or_default().into_iter().collect();
+    spec.hostname = o.hostname;
+    spec.owner = o.owner;
+    Ok(spec)
+}
+
+/// Opens the data directory that holds layers and sandboxes. Sandboxes outlive the `Runtime`
+/// object and the process; a new `Runtime` on the same directory finds them.
+#[napi]
+pub struct Runtime {
+    rt: sqrx_core::Runtime,
+}
+
+#[napi]
+impl Runtime {
+    /// Open the data directory (see `RuntimeOptions`).
+    // Configurable, so index.js can wrap it to default `initPath` to the packaged sqrx-init.
+    #[napi(factory, writable = true, configurable = true)]
+    pub async fn open(options: Option<RuntimeOptions>) -> napi::Result<Runtime> {
+        let o = options.unwrap_or(RuntimeOptions {
+            data_dir: None,
+            init_path: None,
+            max_sandboxes: None,
+        });
+        let mut config = sqrx_core::RuntimeConfig::new(
+            o.data_dir
+                .map(Into::into)
+                .unwrap_or_else(sqrx_core::paths::default_data_dir),
+        );
+        config.init_path = o.init_path.map(Into::into);
+        if let Some(max) = o.max_sandboxes {
+            config.max_sandboxes = max as usize;
+        }
+        let rt = blocking(move || sqrx_core::Runtime::open(config)).await?;
+        rt.start_reaper(REAP_INTERVAL);
+        Ok(Runtime { rt })
+    }
+
+    /// The data directory.
+    #[napi(getter)]
+    pub fn data_dir(&self) -> String {
+        self.rt.data_dir().display().to_string()
+    }
+
+    /// Create and start a sandbox.
+    #[napi]
+    pub async fn create(&self, options: CreateOptions) -> napi::Result<Sandbox> {
+        let spec = spec(options)?;
+        let rt = self.rt.clone();
+        Ok(Sandbox::new(blocking(move || rt.create(spec)).await?))
+    }
+
+    /// The sandbox `id`; rejects with code `NotFound` when there is none.
+    #[napi]
+    pub async fn get(&self, id: String) -> napi::Result<Sandbox> {
+        let rt = self.rt.clone();
+        Ok(Sandbox::new(blocking(move || rt.get(&id)).await?))
+    }
+
+    /// Every live sandbox in the data directory, by id.
+    #[napi]
+    pub async fn list(&self) -> napi::Result<Vec<Sandbox>> {
+        let rt = self.rt.clone();
+        let list = blocking(move || Ok::<_, sqrx_core::SandboxError>(rt.list())).await?;
+        Ok(list.into_iter().map(Sandbox::new).collect())
+    }
+
+    /// A new sandbox `newId` with a copy of the sandbox `src`'s files, layers and limits.
+    #[napi]
+    pub async fn clone_sandbox(&self, src: String, new_id: String) -> napi::Result<Sandbox> {
+        let rt = self.rt.clone();
+        Ok(Sandbox::new(
+            blocking(move || rt.clone_sandbox(&src, &new_id)).await?,
+        ))
+    }
+
+    /// The names of the layers in the data directory's store.
+    #[napi]
+    pub async fn layers(&self) -> napi::Result<Vec<String>> {
+        let rt = self.rt.clone();
+        let layers = blocking(move || rt.layers().list()).await?;
+        Ok(layers.into_iter().map(|l| l.name.to_string()).collect())
+    }
+}

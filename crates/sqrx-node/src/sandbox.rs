@@ -1,0 +1,306 @@
+//! `Sandbox`: one sandbox, its execs, files, snapshots and lifecycle.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use napi::bindgen_prelude::Either;
+use napi_derive::napi;
+
+use crate::bridge::blocking;
+use crate::error::to_napi;
+use crate::exec::{ExecOptions, ExecResult, ExecStream, Process, request};
+use crate::files::Files;
+
+/// The core sandbox behind a JS `Sandbox` and its `files`; `None` once destroyed, so a second
+/// `destroy()` (say, an explicit one and then `await using`'s) does nothing.
+pub(crate) struct Handle {
+    id: String,
+    sandbox: Mutex<Option<sqrx_core::Sandbox>>,
+}
+
+impl Handle {
+    fn lock(&self) -> MutexGuard<'_, Option<sqrx_core::Sandbox>> {
+        // A panic while holding the lock cannot leave the Option half-written.
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the core handle (cheap; calls run on it without holding the lock).
+    pub(crate) fn get(&self) -> napi::Result<sqrx_core::Sandbox> {
+        self.lock().clone().ok_or_else(|| {
+            to_napi(sqrx_core::SandboxError::NotFound {
+                id: self.id.clone(),
+            })
+        })
+    }
+
+    fn take(&self) -> Option<sqrx_core::Sandbox> {
+        self.lock().take()
+    }
+
+    /// Keep a changed copy (after restore or activate restarted the sandbox's init).
+    fn put(&self, sandbox: sqrx_core::Sandbox) {
+        let mut slot = self.lock();
+        if slot.is_some() {
+            *slot = Some(sandbox);
+        }
+    }
+}
+
+/// What `sandbox.info()` reports.
+#[napi(object)]
+pub struct SandboxInfo {
+    /// The id.
+    pub id: String,
+    /// `"running"`, `"paused"` or `"dead"`.
+    pub status: String,
+    /// Layer names, base first.
+    pub layers: Vec<String>,
+    /// The owner, if any.
+    pub owner: Option<String>,
+    /// When it was created.
+    pub created: DateTime<Utc>,
+    /// When the runtime's reaper destroys it, if it has a lifetime.
+    pub expires: Option<DateTime<Utc>>,
+    /// Host pid of its init.
+    pub init_pid: i32,
+    /// CPU limit in cores.
+    pub cpu: Option<f64>,
+    /// Memory limit in MiB.
+    pub memory_mb: Option<f64>,
+    /// Task limit.
+    pub pids_max: Option<f64>,
+    /// Size of the writable layer in MiB.
+    pub upper_mb: f64,
+}
+
+/// A snapshot of a sandbox's filesystem.
+#[napi(object)]
+pub struct SnapshotInfo {
+    /// Its label, unique in the sandbox.
+    pub label: String,
+    /// When it was taken.
+    pub created: DateTime<Utc>,
+    /// Size of its image in bytes.
+    pub size: f64,
+    /// Digest of its image.
+    pub digest: String,
+    /// The snapshot the sandbox had been restored to when this one was taken, if any.
+    pub parent: Option<String>,
+    /// The store layers below it, base first.
+    pub layers: Vec<String>,
+}
+
+impl From<sqrx_core::sandbox::SnapshotInfo> for SnapshotInfo {
+    fn from(s: sqrx_core::sandbox::SnapshotInfo) -> Self {
+        SnapshotInfo {
+            label: s.label,
+            created: s.created,
+            size: s.size as f64,
+            digest: s.digest,
+            parent: s.parent,
+            layers: s.layers,
+        }
+    }
+}
+
+/// One exec in a sandbox's history.
+#[napi(object)]
+pub struct ExecLogEntry {
+    /// Sequence number, from 1.
+    pub seq: f64,
+    /// The command as one line.
+    pub command: String,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Killing signal.
+    pub signal: Option<i32>,
+    /// The timeout fired.
+    pub timed_out: bool,
+    /// The OOM killer killed it.
+    pub oom_killed: bool,
+    /// Output was cut at the cap.
+    pub truncated: bool,
+    /// Start time.
+    pub started: DateTime<Utc>,
+    /// End time.
+    pub finished: DateTime<Utc>,
+    /// Wall time in milliseconds.
+    pub duration_ms: f64,
+    /// The start of stdout (at most 16 KiB).
+    pub stdout: String,
+    /// The start of stderr (at most 16 KiB).
+    pub stderr: String,
+}
+
+/// A running sandbox. `await using sb = await rt.create(...)` destroys it at the end of the
+/// scope (`Symbol.asyncDispose`).
+#[napi]
+pub struct Sandbox {
+    handle: Arc<Handle>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(sandbox: sqrx_core::Sandbox) -> Self {
+        Sandbox {
+            handle: Arc::new(Handle {
+                id: sandbox.id().to_string(),
+                sandbox: Mutex::new(Some(sandbox)),
+            }),
+        }
+    }
+}
+
+#[napi]
+impl Sandbox {
+    /// The sandbox id.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.handle.id.clone()
+    }
+
+    /// What it is made of, its limits and its status.
+    #[napi]
+    pub fn info(&self) -> napi::Result<SandboxInfo> {
+        let i = self.handle.get()?.info();
+        Ok(SandboxInfo {
+            id: i.id,
+            status: i.status.to_string(),
+            layers: i.layers,
+            owner: i.owner,
+            created: i.created,
+            expires: i.expires,
+            init_pid: i.init_pid,
+            cpu: i.cpu,
+            memory_mb: i.memory_mb.map(|m| m as f64),
+            pids_max: i.pids_max.map(|p| p as f64),
+            upper_mb: i.upper_mb as f64,
+        })
+    }
+
+    /// Run `command` and resolve with its result once it exits: a string runs with
+    /// `/bin/sh -c`, an array is the argv.
+    #[napi]
+    pub async fn exec(
+        &self,
+        command: Either<String, Vec<String>>,
+        options: Option<ExecOptions>,
+    ) -> napi::Result<ExecResult> {
+        let req = request(command, options)?;
+        let sb = self.handle.get()?;
+        Ok(sb.exec(req).await.map_err(to_napi)?.into())
+    }
+
+    /// Run `command` and iterate its events as they come:
+    /// `for await (const ev of sb.execStream(cmd))`.
+    #[napi]
+    pub fn exec_stream(
+        &self,
+        command: Either<String, Vec<String>>,
+        options: Option<ExecOptions>,
+    ) -> napi::Result<ExecStream> {
+        let req = request(command, options)?;
+        Ok(ExecStream::new(self.handle.get()?, req))
+    }
+
+    /// Start `command` in the background (no stdio); processes outlive the call.
+    #[napi]
+    pub async fn spawn(
+        &self,
+        command: Either<String, Vec<String>>,
+        options: Option<ExecOptions>,
+    ) -> napi::Result<Process> {
+        let req = request(command, options)?;
+        let sb = self.handle.get()?;
+        Ok(Process::new(sb.spawn(req).await.map_err(to_napi)?))
+    }
+
+    /// The sandbox's files: `read`, `write`, `list`, `stat`, `mkdir`, `remove`.
+    #[napi(getter)]
+    pub fn files(&self) -> Files {
+        Files::new(self.handle.clone())
+    }
+
+    /// The exec history, oldest first.
+    #[napi]
+    pub async fn logs(&self) -> napi::Result<Vec<ExecLogEntry>> {
+        let sb = self.handle.get()?;
+        let entries = blocking(move || Ok::<_, sqrx_core::SandboxError>(sb.logs())).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ExecLogEntry {
+                seq: e.seq as f64,
+                command: e.command,
+                exit_code: e.exit_code,
+                signal: e.signal,
+                timed_out: e.timed_out,
+                oom_killed: e.oom_killed,
+                truncated: e.truncated,
+                started: e.started,
+                finished: e.finished,
+                duration_ms: e.duration_ms as f64,
+                stdout: e.stdout,
+                stderr: e.stderr,
+            })
+            .collect())
+    }
+
+    /// Freeze every process; execs are refused (`Conflict`) until `resume()`.
+    #[napi]
+    pub async fn pause(&self) -> napi::Result<()> {
+        let sb = self.handle.get()?;
+        blocking(move || sb.pause()).await
+    }
+
+    /// Thaw a paused sandbox.
+    #[napi]
+    pub async fn resume(&self) -> napi::Result<()> {
+        let sb = self.handle.get()?;
+        blocking(move || sb.resume()).await
+    }
+
+    /// Snapshot the filesystem as `label` (default: a timestamp).
+    #[napi]
+    pub async fn snapshot(&self, label: Option<String>) -> napi::Result<SnapshotInfo> {
+        let sb = self.handle.get()?;
+        Ok(blocking(move || sb.snapshot(label.as_deref()))
+            .await?
+            .into())
+    }
+
+    /// The sandbox's snapshots.
+    #[napi]
+    pub async fn snapshots(&self) -> napi::Result<Vec<SnapshotInfo>> {
+        let sb = self.handle.get()?;
+        let list = blocking(move || sb.snapshots()).await?;
+        Ok(list.into_iter().map(Into::into).collect())
+    }
+
+    /// Restore the snapshot `label`: the filesystem becomes what it was then; every process
+    /// is stopped and the sandbox restarts.
+    #[napi]
+    pub async fn restore(&self, label: String) -> napi::Result<()> {
+        let mut sb = self.handle.get()?;
+        let sb = blocking(move || sb.restore(&label).map(|()| sb)).await?;
+        self.handle.put(sb);
+        Ok(())
+    }
+
+    /// Add the store layer `layer` on top; files written are kept; the sandbox restarts.
+    #[napi]
+    pub async fn activate(&self, layer: String) -> napi::Result<()> {
+        let mut sb = self.handle.get()?;
+        let sb = blocking(move || sb.activate(&layer).map(|()| sb)).await?;
+        self.handle.put(sb);
+        Ok(())
+    }
+
+    /// Stop every process and remove the sandbox; nothing is left behind. Destroying a
+    /// destroyed sandbox does nothing.
+    #[napi]
+    pub async fn destroy(&self) -> napi::Result<()> {
+        match self.handle.take() {
+            Some(sb) => blocking(move || sb.destroy()).await,
+            None => Ok(()),
+        }
+    }
+}

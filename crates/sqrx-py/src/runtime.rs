@@ -1,0 +1,213 @@
+//! `sqrx.Runtime`: the entry point, one per data directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use sqrx_core::SandboxSpec;
+
+use crate::bridge::off_thread;
+use crate::error::{InvalidArgument, to_py};
+use crate::sandbox::Sandbox;
+
+/// How often the runtime's reaper destroys sandboxes past their `timeout`.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `sqrx-init` shipped in this package, next to the extension module. `None` when
+/// `SQRX_INIT` is set, so the core's own search (which reads it) decides.
+fn packaged_init(py: Python<'_>) -> PyResult<Option<PathBuf>> {
+    if std::env::var_os("SQRX_INIT").is_some_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    let module: PathBuf = py.import("sqrx._sqrx")?.getattr("__file__")?.extract()?;
+    Ok(module
+        .parent()
+        .map(|dir| dir.join("sqrx-init"))
+        .filter(|p| p.is_file()))
+}
+
+/// Seconds as the core's whole seconds; a fraction counts as a full second.
+fn lifetime_secs(timeout: Option<f64>) -> PyResult<u64> {
+    match timeout {
+        None => Ok(0),
+        Some(t) if t.is_finite() && t > 0.0 && t < u64::MAX as f64 => Ok(t.ceil() as u64),
+        Some(t) => Err(InvalidArgument::new_err(format!(
+            "invalid timeout: {t} is not a positive number of seconds"
+        ))),
+    }
+}
+
+/// Opens the data directory that holds layers and sandboxes. Sandboxes outlive the
+/// `Runtime` object (and the process); a new `Runtime` on the same directory finds them.
+#[pyclass(module = "sqrx", frozen)]
+pub struct Runtime {
+    rt: sqrx_core::Runtime,
+}
+
+#[pymethods]
+impl Runtime {
+    /// Open `data_dir` (default as the `sqrx` CLI: `$SQRX_DATA`, else `/var/lib/sqrx` for
+    /// root, else `~/.local/share/sqrx`). `init_path` overrides the packaged `sqrx-init`
+    /// (as does `$SQRX_INIT`); `max_sandboxes` bounds the sandboxes alive at once.
+    #[new]
+    #[pyo3(signature = (data_dir=None, *, init_path=None, max_sandboxes=100))]
+    fn new(
+        py: Python<'_>,
+        data_dir: Option<PathBuf>,
+        init_path: Option<PathBuf>,
+        max_sandboxes: usize,
+    ) -> PyResult<Self> {
+        let mut config = sqrx_core::RuntimeConfig::new(
+            data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir),
+        );
+        config.init_path = match init_path {
+            Some(p) => Some(p),
+            None => packaged_init(py)?,
+        };
+        config.max_sandboxes = max_sandboxes;
+        let rt = py
+            .detach(|| sqrx_core::Runtime::open(config))
+            .map_err(to_py)?;
+        rt.start_reaper(REAP_INTERVAL);
+        Ok(Runtime { rt })
+    }
+
+    /// The data directory.
+    #[getter]
+    fn data_dir(&self) -> PathBuf {
+        self.rt.data_dir().to_path_buf()
+    }
+
+    /// Create and start a sandbox. `layers` are layer names, base first (default
+    /// `["000-base"]`, built from the host's programs on first use); `memory_mb`, `cpu`
+    /// (cores) and `pids_max` limit it; `timeout` (seconds) is its lifetime, after which the
+    /// runtime destroys it; `upper_mb` sizes its writable layer; `env` is added to every exec.
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one Python keyword argument each"
+    )]
+    fn create(
+        &self,
+        py: Python<'_>,
+        id: String,
+        layers: Option<Vec<String>>,
+        memory_mb: Option<u64>,
+        timeout: Option<f64>,
+        cpu: Option<f64>,
+        pids_max: Option<u64>,
+        upper_mb: u64,
+        env: Option<BTreeMap<String, String>>,
+        hostname: Option<String>,
+        owner: Option<String>,
+    ) -> PyResult<Sandbox> {
+        let spec = spec(
+            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner,
+        )?;
+        let sb = py.detach(|| self.rt.create(spec)).map_err(to_py)?;
+        Ok(Sandbox::new(sb))
+    }
+
+    /// `create` for asyncio: returns an awaitable of the `Sandbox`.
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one Python keyword argument each"
+    )]
+    fn create_async<'py>(
+        &self,
+        py: Python<'py>,
+        id: String,
+        layers: Option<Vec<String>>,
+        memory_mb: Option<u64>,
+        timeout: Option<f64>,
+        cpu: Option<f64>,
+        pids_max: Option<u64>,
+        upper_mb: u64,
+        env: Option<BTreeMap<String, String>>,
+        hostname: Option<String>,
+        owner: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = spec(
+            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner,
+        )?;
+        let rt = self.rt.clone();
+        crate::bridge::runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let sb = off_thread(move || rt.create(spec)).await?.map_err(to_py)?;
+            Ok(Sandbox::new(sb))
+        })
+    }
+
+    /// The sandbox `id`; raises `NotFound` when there is none.
+    fn get(&self, py: Python<'_>, id: &str) -> PyResult<Sandbox> {
+        let sb = py.detach(|| self.rt.get(id)).map_err(to_py)?;
+        Ok(Sandbox::new(sb))
+    }
+
+    /// `get` for asyncio.
+    fn get_async<'py>(&self, py: Python<'py>, id: String) -> PyResult<Bound<'py, PyAny>> {
+        let rt = self.rt.clone();
+        crate::bridge::runtime()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let sb = off_thread(move || rt.get(&id)).await?.map_err(to_py)?;
+            Ok(Sandbox::new(sb))
+        })
+    }
+
+    /// A new sandbox `new_id` with a copy of the sandbox `src`'s filesystem (its layers and
+    /// its current changes) and the same limits.
+    fn clone_sandbox(&self, py: Python<'_>, src: &str, new_id: &str) -> PyResult<Sandbox> {
+        let sb = py
+            .detach(|| self.rt.clone_sandbox(src, new_id))
+            .map_err(to_py)?;
+        Ok(Sandbox::new(sb))
+    }
+
+    /// Every live sandbox in the data directory, by id.
+    fn list(&self, py: Python<'_>) -> Vec<Sandbox> {
+        py.detach(|| self.rt.list())
+            .into_iter()
+            .map(Sandbox::new)
+            .collect()
+    }
+
+    /// The names of the layers in the data directory's store.
+    fn layers(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let layers = py.detach(|| self.rt.layers().list()).map_err(to_py)?;
+        Ok(layers.into_iter().map(|l| l.name.to_string()).collect())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Runtime(data_dir={:?})", self.rt.data_dir())
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "the fields of SandboxSpec")]
+fn spec(
+    id: String,
+    layers: Option<Vec<String>>,
+    memory_mb: Option<u64>,
+    timeout: Option<f64>,
+    cpu: Option<f64>,
+    pids_max: Option<u64>,
+    upper_mb: u64,
+    env: Option<BTreeMap<String, String>>,
+    hostname: Option<String>,
+    owner: Option<String>,
+) -> PyResult<SandboxSpec> {
+    let mut spec = SandboxSpec::new(id);
+    if let Some(layers) = layers {
+        spec.layers = layers;
+    }
+    spec.memory_mb = memory_mb;
+    spec.max_lifetime = lifetime_secs(timeout)?;
+    spec.cpu = cpu;
+    spec.pids_max = pids_max;
+    spec.upper_mb = upper_mb;
+    spec.env = env.unwrap_or_default();
+    spec.hostname = hostname;
+    spec.owner = owner;
+    Ok(spec)
+}
