@@ -70,8 +70,11 @@ export declare class Files {
 export declare class Process {
   /** Its pid inside the sandbox. */
   get pid(): number
-  /** Wait for the process to exit. */
-  wait(): Promise<ProcessExit>
+  /**
+   * Wait for the process to exit; with `timeoutMs`, reject with code `Timeout` if it still
+   * runs by then (it keeps running and can be waited for again).
+   */
+  wait(timeoutMs?: number | undefined | null): Promise<ProcessExit>
   /** Send `signal` (default 15, SIGTERM) to the process and its process group. */
   kill(signal?: number | undefined | null): Promise<void>
 }

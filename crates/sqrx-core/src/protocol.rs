@@ -69,6 +69,10 @@ pub enum Request {
     Wait {
         /// Its pid (inside the sandbox).
         pid: i32,
+        /// Give up after this many milliseconds (a `timeout` failure; the process stays
+        /// waitable). `None` waits as long as it takes.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     /// Send a signal to a process (its whole process group when `group`).
     Signal {

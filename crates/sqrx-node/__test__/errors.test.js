@@ -57,6 +57,14 @@ describe('errors from sandboxes', privileged(), () => {
     await assert.rejects(limited.create({ id: newId() }), code('LimitExceeded'))
   })
 
+  test('Timeout', async (t) => {
+    const sb = await sandbox(t, ctx.rt)
+    const p = await sb.spawn('sleep 1000')
+    await assert.rejects(p.wait(100), code('Timeout'))
+    await p.kill(9)
+    assert.deepStrictEqual(await p.wait(5000), { signal: 9 })
+  })
+
   test('Conflict', async (t) => {
     const sb = await sandbox(t, ctx.rt)
     await sb.pause()

@@ -237,10 +237,19 @@ impl Process {
         self.handle.pid
     }
 
-    /// Wait for the process to exit.
+    /// Wait for the process to exit; with `timeoutMs`, reject with code `Timeout` if it still
+    /// runs by then (it keeps running and can be waited for again).
     #[napi]
-    pub async fn wait(&self) -> napi::Result<ProcessExit> {
-        let (exit_code, signal) = self.handle.wait().await.map_err(to_napi)?;
+    pub async fn wait(&self, timeout_ms: Option<u32>) -> napi::Result<ProcessExit> {
+        let waited = match timeout_ms {
+            Some(ms) => {
+                self.handle
+                    .wait_timeout(std::time::Duration::from_millis(u64::from(ms)))
+                    .await
+            }
+            None => self.handle.wait().await,
+        };
+        let (exit_code, signal) = waited.map_err(to_napi)?;
         Ok(ProcessExit { exit_code, signal })
     }
 

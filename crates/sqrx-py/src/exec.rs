@@ -342,10 +342,28 @@ impl Process {
         self.handle.pid
     }
 
-    /// Wait for the process to exit; returns `(exit_code, signal)`.
-    fn wait(&self, py: Python<'_>) -> PyResult<(Option<i32>, Option<i32>)> {
+    /// Wait for the process to exit; returns `(exit_code, signal)`. With `timeout` (seconds),
+    /// raises `Timeout` if it still runs by then (it keeps running and can be waited for again).
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(Option<i32>, Option<i32>)> {
         let handle = self.handle.clone();
-        wait(py, async move { handle.wait().await })?.map_err(to_py)
+        let timeout = match timeout {
+            Some(t) if t.is_finite() && t >= 0.0 => Some(std::time::Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(to_py(sqrx_core::SandboxError::Invalid {
+                    field: "timeout",
+                    reason: format!("{t} is not a number of seconds"),
+                }));
+            }
+            None => None,
+        };
+        wait(py, async move {
+            match timeout {
+                Some(t) => handle.wait_timeout(t).await,
+                None => handle.wait().await,
+            }
+        })?
+        .map_err(to_py)
     }
 
     /// Send `signal` (default SIGTERM) to the process and its process group.

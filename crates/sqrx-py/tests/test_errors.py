@@ -68,6 +68,15 @@ def test_limit_exceeded(data_dir, rt, sb, new_id):
         limited.create(new_id())
 
 
+def test_timeout(sb):
+    p = sb.spawn("sleep 1000")
+    with pytest.raises(sqrx.Timeout) as e:
+        p.wait(timeout=0.1)
+    assert e.value.kind == "Timeout"
+    p.kill(9)
+    assert p.wait(timeout=5) == (None, 9)
+
+
 def test_conflict(rt, sb):
     sb.pause()
     try:

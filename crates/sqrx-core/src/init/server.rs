@@ -134,7 +134,7 @@ fn handle(mut stream: UnixStream, state: &State) {
             }
             Err((kind, message)) => fail(&mut stream, kind, message),
         },
-        Request::Wait { pid } => {
+        Request::Wait { pid, timeout_ms } => {
             if let Some(exit) = spawned.exited.remove(&pid) {
                 drop(spawned);
                 let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
@@ -149,7 +149,33 @@ fn handle(mut stream: UnixStream, state: &State) {
                 );
             };
             drop(spawned);
-            let exit = child.wait().map(exec::exit_of).unwrap_or_default();
+            let exit = match timeout_ms {
+                None => child.wait().map(exec::exit_of).unwrap_or_default(),
+                Some(ms) => {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                    loop {
+                        match child.try_wait() {
+                            Ok(Some(status)) => break exec::exit_of(status),
+                            Ok(None) if std::time::Instant::now() < deadline => {
+                                std::thread::sleep(std::time::Duration::from_millis(5));
+                            }
+                            Ok(None) => {
+                                // Still running: put it back so a later wait finds it.
+                                let mut spawned =
+                                    state.spawned.lock().unwrap_or_else(|p| p.into_inner());
+                                spawned.children.insert(pid, child);
+                                drop(spawned);
+                                return fail(
+                                    &mut stream,
+                                    "timeout",
+                                    format!("process {pid} still runs after {ms} ms"),
+                                );
+                            }
+                            Err(_) => break Exit::default(),
+                        }
+                    }
+                }
+            };
             let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
         }
         Request::Connect { port, timeout_ms } => {

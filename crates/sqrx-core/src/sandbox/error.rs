@@ -208,6 +208,7 @@ impl SandboxError {
                 "not_found" => ErrorKind::NotFound,
                 "invalid" => ErrorKind::InvalidArgument,
                 "permission" => ErrorKind::PermissionDenied,
+                "timeout" => ErrorKind::Timeout,
                 _ => ErrorKind::Internal,
             },
             SandboxError::Mount { source, .. } | SandboxError::Io { source, .. } => io_kind(source),

@@ -414,9 +414,29 @@ impl Sandbox {
 impl SpawnHandle {
     /// Wait for the process to exit. Returns its exit code and signal.
     pub async fn wait(&self) -> Result<(Option<i32>, Option<i32>), SandboxError> {
+        self.wait_for(None).await
+    }
+
+    /// Like [`SpawnHandle::wait`], but give up after `timeout` with a `Timeout` error; the
+    /// process keeps running and can be waited for again.
+    pub async fn wait_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(Option<i32>, Option<i32>), SandboxError> {
+        self.wait_for(Some(timeout.as_millis().min(u64::MAX as u128) as u64))
+            .await
+    }
+
+    async fn wait_for(
+        &self,
+        timeout_ms: Option<u64>,
+    ) -> Result<(Option<i32>, Option<i32>), SandboxError> {
         match self
             .sandbox
-            .request(Request::Wait { pid: self.pid })
+            .request(Request::Wait {
+                pid: self.pid,
+                timeout_ms,
+            })
             .await?
         {
             (Kind::Exit, p) => {

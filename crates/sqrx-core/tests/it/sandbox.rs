@@ -616,8 +616,16 @@ fn spawn_wait_and_kill() {
     assert!(h.pid > 1);
     assert_eq!(block(h.wait()).expect("wait"), (Some(7), None));
     let h = block(sb.spawn(ExecRequest::new("sleep 100"))).expect("spawn");
+    // A wait that gives up is a Timeout and leaves the process waitable.
+    let e = block(h.wait_timeout(Duration::from_millis(100))).expect_err("still running");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     block(h.kill(15)).expect("kill");
     assert_eq!(block(h.wait()).expect("wait").1, Some(15));
+    let h = block(sb.spawn(ExecRequest::new("exit 3"))).expect("spawn");
+    assert_eq!(
+        block(h.wait_timeout(Duration::from_secs(5))).expect("in time"),
+        (Some(3), None)
+    );
 }
 
 #[test]
