@@ -11,6 +11,8 @@ APT_PACKAGES=(
   nodejs           # the Node binding smoke test
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers
+  curl             # examples/curl/session.sh (run by the server tests)
+  wrk              # benches/server: HTTP load generator
 )
 
 missing=()
