@@ -11,6 +11,8 @@ APT_PACKAGES=(
   nodejs           # the Node package (its npm comes with nodesource's nodejs, or below)
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers
+  curl             # examples/curl/session.sh (run by the server tests)
+  wrk              # benches/server: HTTP load generator
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

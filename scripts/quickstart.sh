@@ -22,3 +22,16 @@ if [ "$(id -u)" -eq 0 ]; then
   "$SQRX" sandbox logs quickstart
 fi
 "$SQRX" js eval 'const xs = [1, 2, 3]; console.log("from QuickJS"); xs.map(x => x * input.k)' --input '{"k": 2}'
+
+if [ "$(id -u)" -eq 0 ]; then
+  # The server on a free loopback port, driven by the curl example, then stopped (SIGTERM).
+  OUT=$(mktemp)
+  "$SQRX" serve --listen 127.0.0.1:0 >"$OUT" 2>/dev/null &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true; rm -f "$OUT"; "$SQRX" sandbox rm quickstart >/dev/null 2>&1 || true' EXIT
+  for _ in $(seq 600); do grep -q listening "$OUT" && break; sleep 0.1; done
+  URL=$(sed -n 's/^sqrx: listening on //p' "$OUT")
+  echo "== sqrx serve on $URL"
+  SQRX_URL="$URL" SQRX_EXAMPLE_ID=quickstart-http bash examples/curl/session.sh
+  kill -TERM "$SERVER" && wait "$SERVER"
+fi

@@ -105,7 +105,7 @@ impl Server {
         }
         cmd.env_remove("SQRX_INIT").env("SQRX_LOG", "info");
         cmd.arg("--data-dir").arg(data.path());
-        if !args.iter().any(|a| *a == "--listen")
+        if !args.contains(&"--listen")
             && !env
                 .iter()
                 .any(|(k, _)| *k == "SQRX_LISTEN" || *k == "SQUASH_PORT")

@@ -5,6 +5,7 @@
 mod auth;
 mod cgi;
 mod concurrency;
+mod examples;
 mod harness;
 mod js;
 mod layers;

@@ -1,0 +1,284 @@
+//! Handler tests without a socket: the router from `sqrx_server::app`, driven with
+//! `tower::ServiceExt::oneshot`. Nothing here starts a sandbox, so these run without root.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqrx_server::{AppState, ServerConfig, app};
+use tower::ServiceExt;
+
+struct Fixture {
+    router: axum::Router,
+    _data: tempfile::TempDir,
+}
+
+/// An app over an empty data directory, or `None` (with the reason printed) where the runtime
+/// cannot open (no cgroups).
+fn fixture(config: ServerConfig) -> Option<Fixture> {
+    let data = tempfile::Builder::new()
+        .prefix("sqrx-test-app-")
+        .tempdir()
+        .expect("tempdir");
+    let rt = match sqrx_core::Runtime::open(sqrx_core::RuntimeConfig::new(data.path())) {
+        Ok(rt) => rt,
+        Err(e) if std::env::var_os("SQRX_REQUIRE_PRIVILEGED").is_none() => {
+            eprintln!("skipped: cannot open a runtime here: {e}");
+            return None;
+        }
+        Err(e) => panic!("cannot open a runtime: {e}"),
+    };
+    let state = AppState::new(rt, config).expect("state");
+    Some(Fixture {
+        router: app(state),
+        _data: data,
+    })
+}
+
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, Value, String) {
+    let resp = f.router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = if ct.starts_with("application/json") && !bytes.is_empty() {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    } else {
+        Value::Null
+    };
+    (status, v, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn json_req(method: &str, uri: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+fn bare(method: &str, uri: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn openapi_document_is_committed() {
+    let Some(f) = fixture(ServerConfig::default()) else {
+        return;
+    };
+    let (status, _, served) = call(&f, bare("GET", "/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.json"
+    ))
+    .expect("docs/openapi.json");
+    assert!(
+        served == committed,
+        "docs/openapi.json differs from the server's document: regenerate it with \
+         `cargo run -p sqrx-server --bin sqrx -- openapi > docs/openapi.json`"
+    );
+    let doc: Value = serde_json::from_str(&served).expect("JSON");
+    for path in [
+        "/v1/health",
+        "/v1/sandboxes",
+        "/v1/sandboxes/{id}/exec",
+        "/v1/sandboxes/{id}/exec/ws",
+        "/v1/layers/{name}",
+        "/v1/execute",
+        "/api/execute",
+        "/cgi-bin/health",
+        "/cgi-bin/api/sandboxes/{id}/exec",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["paths"]["/v1/health"]["get"]["security"].is_null());
+    assert!(doc["paths"]["/v1/sandboxes"]["get"]["security"].is_array());
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let Some(f) = fixture(ServerConfig {
+        max_json_bytes: 1024,
+        ..ServerConfig::default()
+    }) else {
+        return;
+    };
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            json_req("POST", "/v1/sandboxes", "{"),
+            StatusCode::BAD_REQUEST,
+            "parse",
+        ),
+        (
+            json_req("POST", "/v1/sandboxes", "{\"id\": []}"),
+            StatusCode::BAD_REQUEST,
+            "id",
+        ),
+        (
+            json_req("POST", "/v1/sandboxes", "{}"),
+            StatusCode::BAD_REQUEST,
+            "missing field",
+        ),
+        (
+            bare("POST", "/v1/sandboxes"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            json_req(
+                "POST",
+                "/v1/sandboxes",
+                &format!("{{\"id\":\"{}\"}}", "a".repeat(2000)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (
+            json_req("POST", "/v1/sandboxes", "{\"id\": \"a/b\"}"),
+            StatusCode::BAD_REQUEST,
+            "invalid sandbox id",
+        ),
+        (
+            bare("GET", "/v1/sandboxes/missing"),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            bare("DELETE", "/v1/sandboxes/missing"),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            bare("GET", "/v1/layers/000-none"),
+            StatusCode::NOT_FOUND,
+            "000-none",
+        ),
+        (
+            bare("GET", "/v1/layers/nonsense"),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (bare("GET", "/nowhere"), StatusCode::NOT_FOUND, "no route"),
+        (
+            bare("DELETE", "/v1/health"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "DELETE",
+        ),
+        (
+            bare("GET", "/v1/sandboxes/x/exec/ws"),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            bare("GET", "/v1/sandboxes/x/files/a?list=1&list=2"),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            bare("PUT", "/v1/layers/100-x"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            json_req("POST", "/v1/execute", "{\"file\": \"x.js\"}"),
+            StatusCode::NOT_FOUND,
+            "x.js",
+        ),
+        (
+            json_req("POST", "/cgi-bin/api/sandboxes", "{}"),
+            StatusCode::BAD_REQUEST,
+            "id required",
+        ),
+        (
+            bare("POST", "/cgi-bin/api/sandboxes"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/json",
+        ),
+        (
+            bare("GET", "/cgi-bin/api/sandboxes/ghost"),
+            StatusCode::NOT_FOUND,
+            "not found: ghost",
+        ),
+        (
+            bare("GET", "/cgi-bin/api/sandboxes/ghost/logs"),
+            StatusCode::NOT_FOUND,
+            "not found: ghost",
+        ),
+        (
+            bare("PUT", "/cgi-bin/api/sandboxes"),
+            StatusCode::BAD_REQUEST,
+            "method not allowed",
+        ),
+    ];
+    for (req, status, needle) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (got, body, text) = call(&f, req).await;
+        assert_eq!(got, status, "{what}: {text}");
+        let msg = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: not a JSON error: {text:?}"));
+        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_js_metrics_and_auth() {
+    let Some(f) = fixture(ServerConfig {
+        auth_token: Some("t0ken".into()),
+        ..ServerConfig::default()
+    }) else {
+        return;
+    };
+    let (status, body, _) = call(&f, bare("GET", "/v1/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["sandboxes"], 0);
+    assert_eq!(body["layers"], 0);
+    let (_, body, _) = call(&f, bare("GET", "/cgi-bin/health")).await;
+    assert_eq!(body["base_ready"], false);
+
+    let (status, body, _) = call(&f, bare("GET", "/v1/sandboxes")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))
+    );
+    let authed = |mut r: Request<Body>| {
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            "Bearer t0ken".parse().expect("header"),
+        );
+        r
+    };
+    let (status, body, _) = call(&f, authed(bare("GET", "/v1/sandboxes"))).await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+
+    let (status, body, _) = call(
+        &f,
+        authed(json_req(
+            "POST",
+            "/api/execute",
+            "{\"code\": \"[1,2,3].map(x => x * input)\", \"input\": 2}",
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"], json!([2, 4, 6]));
+
+    let (status, _, text) = call(&f, authed(bare("GET", "/metrics"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("sqrx_js_executions_total{status=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("status=\"401\""), "{text}");
+}
