@@ -202,23 +202,19 @@ impl Sandbox {
         ))
     }
 
-    async fn start_exec(
+    /// Ask init to start `spec`; returns the connection's halves and the process's pid.
+    pub(super) async fn start_process(
         &self,
-        req: ExecRequest,
-        feed: Option<StdinFeed>,
-    ) -> Result<ExecStream, SandboxError> {
-        req.validate()?;
-        let spec = self.spec_for(&req);
-        let oom_before = self
-            .state
-            .cgroup
-            .as_ref()
-            .map(|c| c.oom_kills())
-            .unwrap_or(0);
-        let started = chrono::Utc::now();
-        let clock = std::time::Instant::now();
-        let stream = self.control().await?;
-        let (mut rd, mut wr) = stream.into_split();
+        spec: ExecSpec,
+    ) -> Result<
+        (
+            tokio::net::unix::OwnedReadHalf,
+            tokio::net::unix::OwnedWriteHalf,
+            i32,
+        ),
+        SandboxError,
+    > {
+        let (mut rd, mut wr) = self.control().await?.into_split();
         write_json(&mut wr, Kind::Request, &Request::Exec(spec))
             .await
             .map_err(|e| self.protocol_err(e))?;
@@ -236,6 +232,25 @@ impl Sandbox {
                 return Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0))));
             }
         };
+        Ok((rd, wr, pid))
+    }
+
+    async fn start_exec(
+        &self,
+        req: ExecRequest,
+        feed: Option<StdinFeed>,
+    ) -> Result<ExecStream, SandboxError> {
+        req.validate()?;
+        let spec = self.spec_for(&req);
+        let oom_before = self
+            .state
+            .cgroup
+            .as_ref()
+            .map(|c| c.oom_kills())
+            .unwrap_or(0);
+        let started = chrono::Utc::now();
+        let clock = std::time::Instant::now();
+        let (mut rd, mut wr, pid) = self.start_process(spec).await?;
         // stdin is written concurrently with reading output, so a child that produces output
         // before consuming its input never deadlocks.
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();

@@ -9,7 +9,7 @@ use super::exec::ExecEvent;
 use super::runtime::Sandbox;
 use super::spec::{ExecRequest, ExecResult};
 use crate::protocol::tokio_io::{read_frame, write_frame, write_json};
-use crate::protocol::{Exit, Kind, PtySize, Request, Started};
+use crate::protocol::{Exit, Kind, PtySize};
 
 enum Input {
     Data(Vec<u8>),
@@ -96,24 +96,7 @@ impl Sandbox {
         spec.pty = Some(PtySize { cols, rows });
         let started = chrono::Utc::now();
         let clock = std::time::Instant::now();
-        let (mut rd, mut wr) = self.control().await?.into_split();
-        write_json(&mut wr, Kind::Request, &Request::Exec(spec))
-            .await
-            .map_err(|e| self.protocol_err(e))?;
-        let pid = match read_frame(&mut rd)
-            .await
-            .map_err(|e| self.protocol_err(e))?
-        {
-            Some((Kind::Started, p)) => {
-                serde_json::from_slice::<Started>(&p)
-                    .map_err(|e| self.protocol_err(e))?
-                    .pid
-            }
-            Some((Kind::Error, p)) => return Err(self.command_err(&p)),
-            other => {
-                return Err(self.protocol_err(format!("unexpected reply {:?}", other.map(|f| f.0))));
-            }
-        };
+        let (mut rd, mut wr, pid) = self.start_process(spec).await?;
 
         let (in_tx, mut in_rx) = mpsc::channel::<Input>(64);
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();

@@ -79,7 +79,7 @@ pub fn sh(sb: &Sandbox, cmd: &str) -> ExecResult {
     block(sb.exec(ExecRequest::new(cmd))).unwrap_or_else(|e| panic!("exec {cmd:?}: {e}"))
 }
 
-fn out(sb: &Sandbox, cmd: &str) -> String {
+pub fn out(sb: &Sandbox, cmd: &str) -> String {
     let r = sh(sb, cmd);
     assert_eq!(
         r.exit_code,

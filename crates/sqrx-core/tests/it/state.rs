@@ -5,19 +5,7 @@ use std::path::Path;
 use sqrx_core::{ErrorKind, LayerName, Runtime, RuntimeConfig, Sandbox, SandboxError};
 use sqrx_testkit::privileged;
 
-use crate::sandbox::{TestRuntime, sh};
-
-fn out(sb: &Sandbox, cmd: &str) -> String {
-    let r = sh(sb, cmd);
-    assert_eq!(
-        r.exit_code,
-        Some(0),
-        "{cmd}: {}{}",
-        r.stdout_text(),
-        r.stderr_text()
-    );
-    r.stdout_text()
-}
+use crate::sandbox::{TestRuntime, out};
 
 /// A one-line summary of the paths the chain test cares about.
 fn view(sb: &Sandbox) -> String {
