@@ -30,12 +30,16 @@ pub enum SessionError {
         reason: String,
     },
     /// The session's service never accepted a connection.
-    #[error("the session's service did not accept connections on port {port} within {secs} s")]
+    #[error(
+        "the session's service did not accept connections on port {port} within {secs} s (last: {last})"
+    )]
     ServiceDidNotStart {
         /// The port it should listen on.
         port: u16,
         /// How long we waited.
         secs: u64,
+        /// The last probe's error.
+        last: String,
     },
     /// The sandbox underneath failed.
     #[error(transparent)]

@@ -355,15 +355,21 @@ impl SessionManager {
                 probe.connect_tcp(port, Duration::from_millis(200))
             })
             .await;
-            match accepted {
+            let last = match accepted {
                 Ok(Ok(_)) => return Ok(Utc::now()),
-                Ok(Err(SandboxError::PortClosed { .. })) | Err(_) => {}
-                Ok(Err(e)) => return Err(e.into()),
-            }
+                // A sandbox that died cannot start its service any more.
+                Ok(Err(e @ (SandboxError::Dead { .. } | SandboxError::NotFound { .. }))) => {
+                    return Err(e.into());
+                }
+                // Anything else may be the service still coming up: try again until the deadline.
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
             if std::time::Instant::now() > deadline {
                 return Err(SessionError::ServiceDidNotStart {
                     port: t.port,
                     secs: t.start_timeout,
+                    last,
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
