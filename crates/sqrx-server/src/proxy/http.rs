@@ -149,12 +149,12 @@ pub async fn redirect(
 }
 
 /// `ANY /proxy/{sandbox_id}/{port}/{*path}`: forward the request to the service.
-#[utoipa::path(method(get, post, put, delete, patch, head, options),
+#[utoipa::path(method(get, post, put, patch, delete),
     path = "/proxy/{sandbox_id}/{port}/{path}", tag = "proxy",
     params(("sandbox_id" = String, Path, description = "Sandbox id"),
            ("port" = u16, Path, description = "TCP port inside the sandbox"),
            ("path" = String, Path, description = "Path (and query) passed to the service")),
-    description = "Any method. The request is relayed to 127.0.0.1:PORT inside the sandbox \
+    description = "Any method (HEAD, OPTIONS and others too). The request is relayed to 127.0.0.1:PORT inside the sandbox \
         over HTTP/1.1 (bodies streamed both ways, hop-by-hop headers removed, X-Forwarded-* \
         added); WebSocket upgrades are relayed too. The answer is the service's.",
     responses((status = 200, description = "The service's response, whatever its status"),
