@@ -372,7 +372,7 @@ async fn sessions_and_proxy_without_a_sandbox() {
         (
             authed(bare("GET", "/v1/sandboxes/nobox/pty")),
             StatusCode::BAD_REQUEST,
-            "websocket",
+            "upgrade",
         ),
     ];
     for (req, status, needle) in cases {
