@@ -15,16 +15,17 @@ use tracing::Level;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, cgi, js_api, metrics, openapi, v1};
+use crate::{auth, cgi, js_api, metrics, openapi, proxy, v1};
 
-/// The whole HTTP surface over `state`: `/v1`, `/cgi-bin`, `/api/execute`, `/openapi.json`,
-/// `/metrics`. Testable without a socket (`tower::ServiceExt::oneshot`).
+/// The whole HTTP surface over `state`: `/v1`, `/cgi-bin`, `/api/execute`, the sessions'
+/// `/{session_id}/ws`, `/proxy`, `/openapi.json`, `/metrics`. Testable without a socket (`tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
     let json_limit = state.config().max_json_bytes;
     Router::new()
         .merge(v1::router(&state))
         .merge(js_api::router())
         .merge(cgi::router())
+        .merge(proxy::router())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_endpoint))
         .fallback(no_route)
@@ -63,12 +64,17 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// Routes whose duration the client chooses (execs, uploads, scripts): no request timeout.
+/// Routes whose duration the client chooses (execs, uploads, scripts, proxied requests and
+/// WebSockets): no request timeout.
 fn unbounded(method: &Method, route: &str) -> bool {
     matches!(
         route,
         "/v1/sandboxes/{id}/exec"
             | "/v1/sandboxes/{id}/exec/ws"
+            | "/v1/sandboxes/{id}/pty"
+            | "/{session_id}/ws"
+            | "/proxy/{sandbox_id}/{port}/"
+            | "/proxy/{sandbox_id}/{port}/{*path}"
             | "/v1/execute"
             | "/api/execute"
             | "/v1/sandboxes/{id}/snapshot"
@@ -112,6 +118,7 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Result<Response, Api
         })
         .await?;
     state.metrics().census(census.0.iter().copied(), census.1);
+    state.metrics().sessions_active(state.sessions().active());
     let text = state
         .metrics()
         .render()

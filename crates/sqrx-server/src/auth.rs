@@ -1,7 +1,8 @@
-//! Bearer-token authentication: with a token configured, every route but the health checks
-//! and the OpenAPI document needs `Authorization: Bearer <token>`.
+//! Bearer-token authentication: with a token configured, every route but the health checks,
+//! the OpenAPI document and the session routes that carry their own capability needs
+//! `Authorization: Bearer <token>`.
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -11,9 +12,30 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Paths anyone may call: load balancers and clients probing readiness, and the API
-/// description.
-pub const PUBLIC_PATHS: [&str; 3] = ["/v1/health", "/cgi-bin/health", "/openapi.json"];
+/// Routes anyone may call: load balancers and clients probing readiness, the API
+/// description, and the session routes whose path holds a 128-bit random capability (the
+/// session id for its WebSocket and status, the termination token for stop), as squarex's
+/// public endpoint works. A browser cannot set `Authorization` on a WebSocket, and whoever
+/// opened the session (`POST /v1/try`, which needs the token) hands these out.
+pub const PUBLIC_PATHS: [&str; 6] = [
+    "/v1/health",
+    "/cgi-bin/health",
+    "/openapi.json",
+    "/{session_id}/ws",
+    "/v1/status/{session_id}",
+    "/v1/stop/{termination_token}",
+];
+
+/// Is the request for a public route?
+fn is_public(req: &Request) -> bool {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    PUBLIC_PATHS
+        .iter()
+        .any(|p| route == Some(*p) || req.uri().path() == *p)
+}
 
 /// Does `header` (an `Authorization` value) carry `token`? The comparison takes the same time
 /// wherever the first differing byte is.
@@ -29,7 +51,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     let Some(token) = state.config().auth_token.as_deref() else {
         return next.run(req).await;
     };
-    if PUBLIC_PATHS.contains(&req.uri().path()) {
+    if is_public(&req) {
         return next.run(req).await;
     }
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());

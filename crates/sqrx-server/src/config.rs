@@ -1,8 +1,12 @@
 //! `sqrx serve` options, and their resolution with the sq-sandbox environment variables
-//! (`SQUASH_*`) as aliases of sqrx's own.
+//! (`SQUASH_*`) as aliases of sqrx's own; the optional TOML file (`--config sqrx.toml`) with
+//! session templates and limits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
+use sqrx_core::session::SessionTemplate;
 
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -58,6 +62,14 @@ pub struct ServeArgs {
     /// Do not create the default base layer 000-base at start when the store has none.
     #[arg(long)]
     pub no_bootstrap: bool,
+    /// A TOML file with session templates (`[[template]]` tables) and session limits
+    /// (`[sessions]`); see docs/sessions.md.
+    #[arg(long, env = "SQRX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The host (and port) session URLs name, as clients reach this server
+    /// [default: the Host header of the `POST /v1/try` request].
+    #[arg(long, env = "SQRX_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -75,7 +87,92 @@ impl Default for ServeArgs {
             shutdown_grace: 30,
             log_format: LogFormat::Text,
             no_bootstrap: false,
+            config: None,
+            public_host: None,
         }
+    }
+}
+
+/// Limits of the session manager (`[sessions]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionLimits {
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+    /// Longest a session may live, seconds.
+    pub max_ttl: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_sessions: 100,
+            max_ttl: 3600,
+        }
+    }
+}
+
+/// The config file (`--config sqrx.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Session limits.
+    #[serde(default)]
+    pub sessions: SessionLimits,
+    /// Session templates, in addition to the built-in `default` (a template of that name
+    /// replaces it).
+    #[serde(default, rename = "template")]
+    pub templates: Vec<SessionTemplate>,
+}
+
+impl ConfigFile {
+    /// Parse and check a config file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.sessions.max_sessions == 0 {
+            return Err("sessions.max_sessions must be at least 1".into());
+        }
+        if file.sessions.max_ttl == 0 {
+            return Err("sessions.max_ttl must be at least 1 second".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &file.templates {
+            let which = format!("template {:?}", t.name);
+            if t.name.trim().is_empty() {
+                return Err("a template has an empty name".into());
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("{which} is defined twice"));
+            }
+            if t.port == 0 {
+                return Err(format!("{which} needs a port (1-65535)"));
+            }
+            if t.ttl == 0 || t.ttl > file.sessions.max_ttl {
+                return Err(format!(
+                    "{which}: ttl {} is outside 1-{} (sessions.max_ttl)",
+                    t.ttl, file.sessions.max_ttl
+                ));
+            }
+            if t.start_timeout == 0 {
+                return Err(format!("{which}: start_timeout must be at least 1 second"));
+            }
+            if t.layers.is_empty() {
+                return Err(format!("{which} has no layers"));
+            }
+        }
+        Ok(file)
+    }
+
+    /// Read and check the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            name: "--config",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Self::parse(&text).map_err(|reason| ConfigError {
+            name: "--config",
+            reason: format!("{}: {reason}", path.display()),
+        })
     }
 }
 
@@ -83,7 +180,7 @@ impl Default for ServeArgs {
 pub const DEFAULT_MAX_JSON_BYTES: usize = 1 << 20;
 
 /// The server's settings, resolved from [`ServeArgs`] and the environment.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct ServerConfig {
     /// Address to listen on (`host:port`; port 0 picks a free one).
     pub listen: String,
@@ -107,6 +204,12 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Create 000-base at start when missing.
     pub bootstrap: bool,
+    /// The host session URLs name; `None` = the request's `Host` header.
+    pub public_host: Option<String>,
+    /// Session limits.
+    pub sessions: SessionLimits,
+    /// Session templates besides the built-in one.
+    pub templates: Vec<SessionTemplate>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -123,6 +226,12 @@ impl std::fmt::Debug for ServerConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
             .field("bootstrap", &self.bootstrap)
+            .field("public_host", &self.public_host)
+            .field("sessions", &self.sessions)
+            .field(
+                "templates",
+                &self.templates.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -141,6 +250,9 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             log_format: LogFormat::Text,
             bootstrap: true,
+            public_host: None,
+            sessions: SessionLimits::default(),
+            templates: Vec::new(),
         }
     }
 }
@@ -242,6 +354,20 @@ impl ServerConfig {
                 });
             }
         }
+        let file = match &args.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let public_host = match args.public_host.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) if h.contains('/') || h.chars().any(char::is_whitespace) => {
+                return Err(ConfigError {
+                    name: "--public-host",
+                    reason: format!("{h:?} must be a host[:port], without scheme or path"),
+                });
+            }
+            Some(h) => Some(h.to_string()),
+        };
         Ok(ServerConfig {
             listen,
             auth_token,
@@ -254,6 +380,9 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             log_format: args.log_format,
             bootstrap: !args.no_bootstrap,
+            public_host,
+            sessions: file.sessions,
+            templates: file.templates,
         })
     }
 }
@@ -332,5 +461,61 @@ mod tests {
             .expect_err("not a number");
         assert_eq!(err.name, "SQUASH_MAX_SANDBOXES");
         assert!(ServerConfig::resolve(&args, &env_of(&[("SQUASH_PORT", "99999")])).is_err());
+    }
+
+    #[test]
+    fn config_file() {
+        let file = ConfigFile::parse(
+            r#"
+            [sessions]
+            max_sessions = 5
+            max_ttl = 600
+
+            [[template]]
+            name = "notebook"
+            layers = ["000-base", "100-python3"]
+            command = "python3 -m http.server 8888"
+            port = 8888
+            ttl = 300
+            memory_mb = 512
+            env = { A = "b" }
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(file.sessions.max_sessions, 5);
+        let t = &file.templates[0];
+        assert_eq!(t.name, "notebook");
+        assert_eq!(t.port, 8888);
+        assert_eq!(t.start_timeout, 20, "default");
+        assert_eq!(t.env.get("A").map(String::as_str), Some("b"));
+        assert_eq!(ConfigFile::parse("").expect("empty"), ConfigFile::default());
+        for (bad, needle) in [
+            ("[sessions]\nmax_sesions = 1", "unknown field"),
+            ("[[template]]\nname = \"a\"", "port"),
+            ("[[template]]\nname = \"a\"\nport = 0", "needs a port"),
+            ("[[template]]\nname = \"a\"\nport = 1\nttl = 99999", "ttl"),
+            (
+                "[[template]]\nname = \"a\"\nport = 1\n[[template]]\nname = \"a\"\nport = 2",
+                "twice",
+            ),
+        ] {
+            let e = ConfigFile::parse(bad).expect_err(bad);
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn public_host() {
+        let args = ServeArgs {
+            public_host: Some("sandbox.example.com".into()),
+            ..ServeArgs::default()
+        };
+        let c = ServerConfig::resolve(&args, &env_of(&[])).expect("config");
+        assert_eq!(c.public_host.as_deref(), Some("sandbox.example.com"));
+        let args = ServeArgs {
+            public_host: Some("https://x/".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServerConfig::resolve(&args, &env_of(&[])).is_err());
     }
 }

@@ -114,6 +114,12 @@ impl From<sqrx_core::LayerError> for ApiError {
     }
 }
 
+impl From<sqrx_core::session::SessionError> for ApiError {
+    fn from(e: sqrx_core::session::SessionError) -> Self {
+        Self::from_kind(e.kind(), e)
+    }
+}
+
 impl From<sqrx_core::JsError> for ApiError {
     fn from(e: sqrx_core::JsError) -> Self {
         Self::from_kind(e.kind(), e)

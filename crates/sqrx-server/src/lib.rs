@@ -1,5 +1,6 @@
 //! The sqrx reference server: an HTTP/WebSocket front for `sqrx-core` with the native API
-//! (`/v1`), the sq-sandbox compatible API (`/cgi-bin`), in-process JavaScript
+//! (`/v1`), sessions (`/v1/try`, `/{session_id}/ws`), the reverse proxy into sandboxes
+//! (`/proxy`), the sq-sandbox compatible API (`/cgi-bin`), in-process JavaScript
 //! (`/v1/execute`, `/api/execute`), an OpenAPI document and Prometheus metrics. It holds no
 //! sandbox logic: every handler translates HTTP into core calls (blocking ones on the
 //! blocking pool) and core errors into JSON errors.
@@ -26,6 +27,7 @@ pub mod js_api;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod serve;
 pub mod state;
 pub mod v1;

@@ -38,6 +38,44 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// What a relayed WebSocket (or other upgraded connection) is, for the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsKind {
+    /// A session's public endpoint (`/{session_id}/ws`).
+    Session,
+    /// An upgrade through `/proxy/...`.
+    Proxy,
+    /// A terminal (`/v1/sandboxes/{id}/pty`).
+    Pty,
+}
+
+impl WsKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            WsKind::Session => "session",
+            WsKind::Proxy => "proxy",
+            WsKind::Pty => "pty",
+        }
+    }
+}
+
+/// Counts one open connection in `sqrx_websockets_open` until dropped.
+#[derive(Debug)]
+pub struct OpenConnection {
+    gauge: Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +94,10 @@ pub struct Metrics {
     exec_duration: HistogramFamily<OutcomeLabels>,
     js: Family<StatusLabels, Counter>,
     js_duration: Histogram,
+    sessions_opened: Family<OutcomeLabels, Counter>,
+    sessions_active: Gauge,
+    websockets: Family<KindLabels, Gauge>,
+    websockets_total: Family<KindLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,8 +197,36 @@ impl Metrics {
             "JavaScript execution time",
             js_duration.clone(),
         );
+        let sessions_opened = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sqrx_sessions_opened",
+            "POST /v1/try by outcome (success, error)",
+            sessions_opened.clone(),
+        );
+        let sessions_active = Gauge::default();
+        registry.register(
+            "sqrx_sessions_active",
+            "Sessions starting or running",
+            sessions_active.clone(),
+        );
+        let websockets = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "sqrx_websockets_open",
+            "Relayed WebSockets and upgraded connections open now, by kind (session, proxy, pty)",
+            websockets.clone(),
+        );
+        let websockets_total = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "sqrx_websockets",
+            "Relayed WebSockets and upgraded connections opened, by kind",
+            websockets_total.clone(),
+        );
         Metrics {
             registry,
+            sessions_opened,
+            sessions_active,
+            websockets,
+            websockets_total,
             http_requests,
             http_duration,
             sandboxes,
@@ -196,6 +266,33 @@ impl Metrics {
             })
             .inc();
         self.js_duration.observe(seconds);
+    }
+
+    /// Count one `POST /v1/try`.
+    pub fn session_opened(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "error" };
+        self.sessions_opened
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Set the number of sessions starting or running.
+    pub fn sessions_active(&self, n: usize) {
+        self.sessions_active
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Count a relayed connection of `kind` as open until the returned guard drops.
+    pub fn websocket_opened(&self, kind: WsKind) -> OpenConnection {
+        let labels = KindLabels {
+            kind: kind.as_str().to_string(),
+        };
+        self.websockets_total.get_or_create(&labels).inc();
+        let gauge = self.websockets.get_or_create(&labels).clone();
+        gauge.inc();
+        OpenConnection { gauge }
     }
 
     /// Set the sandbox gauges from a census (`status` of every live sandbox) and the layer

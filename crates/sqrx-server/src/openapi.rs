@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{cgi, error, js_api, v1};
+use crate::{cgi, error, js_api, proxy, v1};
 
 /// Declares the bearer scheme and applies it to every operation but the public ones.
 struct BearerAuth;
@@ -33,6 +33,8 @@ impl Modify for BearerAuth {
                 &mut item.post,
                 &mut item.delete,
                 &mut item.patch,
+                &mut item.head,
+                &mut item.options,
             ]
             .into_iter()
             .flatten()
@@ -49,6 +51,7 @@ impl Modify for BearerAuth {
     info(
         title = "sqrx",
         description = "Fast, composable sandboxes for untrusted code: the native API (/v1), \
+            sessions (/v1/try, /{session_id}/ws), the reverse proxy into sandboxes (/proxy), \
             the sq-sandbox compatible API (/cgi-bin) and in-process JavaScript (/v1/execute, \
             /api/execute). Errors are always {\"error\": \"...\"}. See docs/api.md.",
         license(name = "Apache-2.0")
@@ -60,7 +63,9 @@ impl Modify for BearerAuth {
         v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume,
         v1::snapshots::snapshot, v1::snapshots::list, v1::snapshots::restore,
         v1::snapshots::activate, v1::snapshots::clone,
-        v1::exec::exec, v1::exec_ws::exec_ws,
+        v1::exec::exec, v1::exec_ws::exec_ws, v1::pty::pty,
+        v1::sessions::try_session, v1::sessions::status, v1::sessions::stop,
+        v1::sessions::stop_delete, proxy::session::session_ws, proxy::http::proxy,
         v1::files::get_root, v1::files::get, v1::files::put, v1::files::remove,
         js_api::execute, js_api::execute_compat,
         cgi::health, cgi::modules, cgi::list_sandboxes, cgi::create, cgi::get, cgi::destroy,
@@ -69,11 +74,14 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         error::ErrorBody,
-        v1::exec_ws::WsExecRequest, v1::exec_ws::ServerFrame,
+        v1::exec_ws::WsExecRequest, v1::exec_ws::ServerFrame, v1::pty::PtyFrame,
+        v1::sessions::TryRequest, v1::sessions::TryResponse, v1::sessions::StatusResponse,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "v1", description = "The native API"),
+        (name = "sessions", description = "Time-limited sessions (squarex): a sandbox running one service, reached over WebSocket"),
+        (name = "proxy", description = "HTTP and WebSocket reverse proxy into any port of a sandbox"),
         (name = "js", description = "JavaScript with QuickJS, in-process"),
         (name = "cgi-bin", description = "sq-sandbox compatible API"),
         (name = "ops", description = "Operations"),

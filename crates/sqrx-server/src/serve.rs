@@ -29,9 +29,9 @@ pub enum ServeError {
         #[source]
         source: sqrx_core::SandboxError,
     },
-    /// The JavaScript executor could not start.
-    #[error("cannot start the JavaScript executor: {0}")]
-    Js(#[from] sqrx_core::JsError),
+    /// The shared state (JavaScript executor, session templates) could not be built.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -145,7 +145,9 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         let _ = stop_tx.send(true);
     });
     let mut graceful = stop_rx.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    // Peer addresses reach handlers (the proxy's X-Forwarded-For).
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = graceful.wait_for(|stop| *stop).await;
     });
     let mut deadline = stop_rx;

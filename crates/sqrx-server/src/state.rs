@@ -1,16 +1,19 @@
-//! [`AppState`]: what every handler shares (the runtime, the JavaScript executors, the metrics,
-//! the settings), and the bridge that runs blocking core calls off the async threads.
+//! [`AppState`]: what every handler shares (the runtime, the session manager, the reverse
+//! proxy's upstream client, the JavaScript executors, the metrics, the settings), and the
+//! bridge that runs blocking core calls off the async threads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqrx_core::js::{JsExecutor, JsLimits};
+use sqrx_core::session::{SessionConfig, SessionError, SessionManager};
 use sqrx_core::{Runtime, Sandbox};
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::proxy::Upstream;
 
 /// Executors for non-default limits kept at once; past this the cache starts over.
 const MAX_CUSTOM_EXECUTORS: usize = 8;
@@ -67,6 +70,8 @@ impl JsPool {
 
 struct Inner {
     rt: Runtime,
+    sessions: SessionManager,
+    upstream: Upstream,
     js: JsPool,
     metrics: Metrics,
     config: ServerConfig,
@@ -87,12 +92,48 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Why the server's state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The JavaScript executor could not start.
+    #[error("cannot start the JavaScript executor: {0}")]
+    Js(#[from] sqrx_core::JsError),
+    /// A session template from the config file was refused.
+    #[error("session template {name:?}: {source}")]
+    Template {
+        /// The template's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: SessionError,
+    },
+}
+
 impl AppState {
-    /// State over an opened runtime.
-    pub fn new(rt: Runtime, config: ServerConfig) -> Result<Self, sqrx_core::JsError> {
+    /// State over an opened runtime: starts the session manager (and its reaper) with the
+    /// configured templates.
+    pub fn new(rt: Runtime, config: ServerConfig) -> Result<Self, StateError> {
+        let sessions = SessionManager::new(
+            rt.clone(),
+            SessionConfig {
+                max_sessions: config.sessions.max_sessions,
+                max_ttl: Duration::from_secs(config.sessions.max_ttl),
+                ..SessionConfig::default()
+            },
+        );
+        for t in &config.templates {
+            sessions
+                .add_template(t.clone())
+                .map_err(|source| StateError::Template {
+                    name: t.name.clone(),
+                    source,
+                })?;
+        }
         Ok(AppState {
             inner: Arc::new(Inner {
+                upstream: Upstream::new(rt.clone()),
                 rt,
+                sessions,
                 js: JsPool::new(JsLimits::default())?,
                 metrics: Metrics::new(),
                 config,
@@ -103,6 +144,16 @@ impl AppState {
     /// The runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.rt
+    }
+
+    /// The session manager.
+    pub fn sessions(&self) -> &SessionManager {
+        &self.inner.sessions
+    }
+
+    /// The reverse proxy's client for connections into sandboxes.
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
     }
 
     /// The JavaScript executors.

@@ -99,10 +99,19 @@ async fn openapi_document_is_committed() {
         "/cgi-bin/health",
         "/cgi-bin/api/sandboxes/{id}/exec",
         "/metrics",
+        "/v1/try",
+        "/v1/status/{session_id}",
+        "/v1/stop/{termination_token}",
+        "/{session_id}/ws",
+        "/proxy/{sandbox_id}/{port}/{path}",
+        "/v1/sandboxes/{id}/pty",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["paths"]["/v1/health"]["get"]["security"].is_null());
+    assert!(doc["paths"]["/{session_id}/ws"]["get"]["security"].is_null());
+    assert!(doc["paths"]["/v1/try"]["post"]["security"].is_array());
+    assert!(doc["paths"]["/proxy/{sandbox_id}/{port}/{path}"]["put"]["security"].is_array());
     assert!(doc["paths"]["/v1/sandboxes"]["get"]["security"].is_array());
 }
 
@@ -281,4 +290,99 @@ async fn health_js_metrics_and_auth() {
         "{text}"
     );
     assert!(text.contains("status=\"401\""), "{text}");
+}
+
+#[tokio::test]
+async fn sessions_and_proxy_without_a_sandbox() {
+    let Some(f) = fixture(ServerConfig {
+        auth_token: Some("tok".into()),
+        ..ServerConfig::default()
+    }) else {
+        return;
+    };
+    let authed = |mut r: Request<Body>| {
+        r.headers_mut()
+            .insert(header::AUTHORIZATION, "Bearer tok".parse().expect("header"));
+        r
+    };
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        // Opening and proxying need the token ...
+        (
+            bare("POST", "/v1/try"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            bare("GET", "/proxy/a/80/"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            bare("GET", "/v1/sandboxes/a/pty"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        // ... the session routes carry their own capability.
+        (
+            bare("GET", &format!("/v1/status/{unknown}")),
+            StatusCode::NOT_FOUND,
+            "session not found",
+        ),
+        (
+            bare("POST", &format!("/v1/stop/{unknown}")),
+            StatusCode::NOT_FOUND,
+            "session not found",
+        ),
+        (
+            bare("DELETE", &format!("/v1/stop/{unknown}")),
+            StatusCode::NOT_FOUND,
+            "session not found",
+        ),
+        (
+            bare("GET", &format!("/{unknown}/ws")),
+            StatusCode::NOT_FOUND,
+            "session not found",
+        ),
+        (
+            authed(json_req("POST", "/v1/try", r#"{"ttl": 0}"#)),
+            StatusCode::BAD_REQUEST,
+            "ttl",
+        ),
+        (
+            authed(json_req("POST", "/v1/try", r#"{"template": "nope"}"#)),
+            StatusCode::NOT_FOUND,
+            "nope",
+        ),
+        (
+            authed(json_req("POST", "/v1/try", "{")),
+            StatusCode::BAD_REQUEST,
+            "invalid body",
+        ),
+        (
+            authed(bare("GET", "/proxy/nobox/80/x")),
+            StatusCode::NOT_FOUND,
+            "nobox",
+        ),
+        (
+            authed(bare("GET", "/proxy/nobox/0/x")),
+            StatusCode::BAD_REQUEST,
+            "port",
+        ),
+        (
+            authed(bare("GET", "/v1/sandboxes/nobox/pty")),
+            StatusCode::BAD_REQUEST,
+            "upgrade",
+        ),
+    ];
+    for (req, status, needle) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (got, body, text) = call(&f, req).await;
+        assert_eq!(got, status, "{what}: {text}");
+        let msg = body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(msg.contains(needle), "{what}: {text} lacks {needle:?}");
+    }
 }

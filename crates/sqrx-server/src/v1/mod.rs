@@ -6,7 +6,9 @@ pub mod files;
 pub mod health;
 pub mod layers;
 pub mod model;
+pub mod pty;
 pub mod sandboxes;
+pub mod sessions;
 pub mod snapshots;
 
 use axum::Router;
@@ -40,6 +42,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/sandboxes/{id}/exec", post(exec::exec))
         .route("/v1/sandboxes/{id}/exec/ws", get(exec_ws::exec_ws))
+        .route("/v1/sandboxes/{id}/pty", get(pty::pty))
+        .route("/v1/try", post(sessions::try_session))
+        .route("/v1/status/{session_id}", get(sessions::status))
+        .route(
+            "/v1/stop/{termination_token}",
+            post(sessions::stop).delete(sessions::stop_delete),
+        )
         .route("/v1/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))

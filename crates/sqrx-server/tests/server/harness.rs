@@ -64,7 +64,9 @@ pub struct Server {
 }
 
 /// Environment variables a developer's shell might set that would change the server.
-const SCRUB: [&str; 12] = [
+const SCRUB: [&str; 14] = [
+    "SQRX_CONFIG",
+    "SQRX_PUBLIC_HOST",
     "SQRX_LISTEN",
     "SQRX_AUTH_TOKEN",
     "SQRX_MAX_SANDBOXES",

@@ -1,0 +1,319 @@
+//! `ANY /proxy/{sandbox_id}/{port}/{*path}`: an HTTP/1.1 reverse proxy into any port of any
+//! sandbox, WebSocket (and other) upgrades included.
+//!
+//! The request goes to the service with its method, path after the prefix, query, headers
+//! and body; bodies stream both ways and are never held whole. Hop-by-hop headers are dropped
+//! in both directions (RFC 9110 §7.6.1); `X-Forwarded-For`, `-Host`, `-Proto` and `-Prefix`
+//! are added; the server's own bearer token is never passed on. An upgrade the service
+//! accepts (101) becomes a byte pipe between the client and the service.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::PathAndQuery;
+use axum::http::{StatusCode, Version};
+use axum::response::{IntoResponse, Redirect, Response};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Path;
+use crate::metrics::WsKind;
+use crate::state::AppState;
+
+/// The route's path parameters (the rest of the path is taken from the raw URI, so its
+/// percent-encoding reaches the service untouched).
+#[derive(Debug, Deserialize)]
+pub struct ProxyTarget {
+    sandbox_id: String,
+    port: String,
+}
+
+/// Buffer per direction of an upgraded connection.
+const PIPE_BUFFER: usize = 16 * 1024;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// pre-standard `Keep-Alive` and `Proxy-Connection`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Does `headers` ask to switch protocols (`Connection: upgrade` plus `Upgrade`)?
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_tokens(headers).any(|t| t == "upgrade")
+}
+
+/// The lower-cased tokens of every `Connection` header.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+}
+
+/// Drop the hop-by-hop headers, and those the `Connection` header names. With `upgrade`, keep
+/// `Upgrade` and say `Connection: upgrade` (the one hop-by-hop exchange a proxy relays).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<String> = connection_tokens(headers).collect();
+    for name in named {
+        if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
+            if upgrade && h == header::UPGRADE {
+                continue;
+            }
+            headers.remove(h);
+        }
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Add the `X-Forwarded-*` headers: the client's address appended to any `X-Forwarded-For`
+/// chain, the host it asked for, the scheme, and the prefix the proxy removed.
+fn add_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, prefix: &str) {
+    if let Some(addr) = client {
+        let ip = addr.ip().to_string();
+        let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(prefix) {
+        headers.insert(X_FORWARDED_PREFIX, v);
+    }
+}
+
+/// The path and query the service sees: what follows `/proxy/{id}/{port}` in the raw path.
+fn upstream_path(uri: &axum::http::Uri) -> Result<PathAndQuery, ApiError> {
+    let raw = uri.path();
+    // "", "proxy", id, port, rest
+    let rest = raw.splitn(5, '/').nth(4).unwrap_or("");
+    let pq = match uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    pq.parse()
+        .map_err(|e| ApiError::bad_request(format!("invalid proxy path: {e}")))
+}
+
+fn port_of(raw: &str) -> Result<u16, ApiError> {
+    match raw.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid port {raw:?}: must be 1-65535"
+        ))),
+    }
+}
+
+/// `ANY /proxy/{sandbox_id}/{port}`: redirect to the directory form, so relative links in
+/// the service's pages resolve under the prefix.
+pub async fn redirect(
+    Path(target): Path<ProxyTarget>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    port_of(&target.port)?;
+    let to = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    Ok(Redirect::permanent(&to).into_response())
+}
+
+/// `ANY /proxy/{sandbox_id}/{port}/{*path}`: forward the request to the service.
+#[utoipa::path(method(get, post, put, patch, delete),
+    path = "/proxy/{sandbox_id}/{port}/{path}", tag = "proxy",
+    params(("sandbox_id" = String, Path, description = "Sandbox id"),
+           ("port" = u16, Path, description = "TCP port inside the sandbox"),
+           ("path" = String, Path, description = "Path (and query) passed to the service")),
+    description = "Any method (HEAD, OPTIONS and others too). The request is relayed to 127.0.0.1:PORT inside the sandbox \
+        over HTTP/1.1 (bodies streamed both ways, hop-by-hop headers removed, X-Forwarded-* \
+        added); WebSocket upgrades are relayed too. The answer is the service's.",
+    responses((status = 200, description = "The service's response, whatever its status"),
+              (status = 101, description = "The service accepted an upgrade (WebSocket)"),
+              (status = 400, description = "Invalid port or path", body = ErrorBody),
+              (status = 404, description = "No such sandbox", body = ErrorBody),
+              (status = 409, description = "The sandbox is paused", body = ErrorBody),
+              (status = 502, description = "Nothing listens on the port, or the service failed", body = ErrorBody),
+              (status = 504, description = "The service sent no response head in time", body = ErrorBody)))]
+pub async fn proxy(
+    State(state): State<AppState>,
+    Path(target): Path<ProxyTarget>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let port = port_of(&target.port)?;
+    let id = target.sandbox_id;
+    let path = upstream_path(req.uri())?;
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let upgrade = wants_upgrade(req.headers());
+    // Taken before the request is handed on: resolves once our 101 reached the client.
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if state.config().auth_token.is_some() {
+        // The bearer token opens this server: it must never reach code in a sandbox.
+        headers.remove(header::AUTHORIZATION);
+    }
+    add_forwarded(headers, client, &format!("/proxy/{id}/{port}"));
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send :authority instead; HTTP/1.1 services need a Host.
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| format!("127.0.0.1:{port}"));
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let limit = state.config().request_timeout;
+    let sent = state.upstream().send(&id, port, path, req);
+    let mut response = match tokio::time::timeout(limit, sent).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the service on port {port} in sandbox {id} sent no response within {} s",
+                    limit.as_secs()
+                ),
+            ));
+        }
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_side)) = (switching, client_side) {
+        let service_side = hyper::upgrade::on(&mut response);
+        let metrics = state.clone();
+        tokio::spawn(async move {
+            let (client_io, service_io) = match tokio::join!(client_side, service_side) {
+                (Ok(c), Ok(s)) => (c, s),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::debug!(error = %e, "proxied upgrade failed");
+                    return;
+                }
+            };
+            let _open = metrics.metrics().websocket_opened(WsKind::Proxy);
+            let mut client_io = TokioIo::new(client_io);
+            let mut service_io = TokioIo::new(service_io);
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut client_io,
+                &mut service_io,
+                PIPE_BUFFER,
+                PIPE_BUFFER,
+            )
+            .await;
+        });
+    }
+    strip_hop_by_hop(response.headers_mut(), switching);
+    Ok(response.map(Body::new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+        ]);
+        assert!(!wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = headers(&[
+            ("host", "example.com:8080"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        add_forwarded(&mut h, Some(([127, 0, 0, 1], 5000).into()), "/proxy/a/80");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "example.com:8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-prefix"], "/proxy/a/80");
+    }
+
+    #[test]
+    fn paths() {
+        let p = |u: &str| {
+            upstream_path(&u.parse().expect("uri"))
+                .expect("path")
+                .to_string()
+        };
+        assert_eq!(p("/proxy/a/80/"), "/");
+        assert_eq!(p("/proxy/a/80/x/y%20z?q=1&r"), "/x/y%20z?q=1&r");
+        assert_eq!(p("/proxy/a/80/x//y/"), "/x//y/");
+        assert!(port_of("0").is_err());
+        assert!(port_of("65536").is_err());
+        assert_eq!(port_of("8080").ok(), Some(8080));
+    }
+}

@@ -1,0 +1,309 @@
+//! `/proxy/{sandbox_id}/{port}/...`: HTTP and WebSocket into services inside sandboxes.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqrx_testkit::privileged;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::*;
+use crate::services::*;
+
+/// The header `name` as the service saw it (the first one), from the describing server.
+fn seen<'a>(described: &'a Value, name: &str) -> Option<&'a str> {
+    described["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_through_the_proxy() {
+    if !privileged("server http_through_the_proxy") {
+        return;
+    }
+    let data = DataDir::new();
+    python_layer(&data);
+    let token = "proxy-token";
+    let s = Server::start_with(&data, Binary::Server, &[], &[("SQRX_AUTH_TOKEN", token)]);
+    let c = client();
+    let created = send(
+        c.post(s.url("/v1/sandboxes"))
+            .bearer_auth(token)
+            .json(&json!({"id": "web", "layers": ["000-base", PY_LAYER]})),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+
+    // The proxy is subject to the server's auth.
+    let refused = send(c.get(s.url("/proxy/web/8000/"))).await;
+    assert_error(&refused, 401, "unauthorized");
+    let authed = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {token}").parse().expect("header"),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()
+            .expect("client")
+    };
+    let c = authed();
+
+    // A 50 MB file served by python3 -m http.server, byte-exact through the proxy.
+    let big: Vec<u8> = {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..50_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    };
+    let want = hex::encode(Sha256::digest(&big));
+    let put = send(
+        c.put(s.url("/v1/sandboxes/web/files/srv/big.bin"))
+            .body(big),
+    )
+    .await;
+    assert!(put.0 == 200 || put.0 == 201 || put.0 == 204, "{put:?}");
+    let started = post(
+        &c,
+        s.url("/v1/sandboxes/web/exec"),
+        json!({"command": "python3 -m http.server 8000 --bind 127.0.0.1 --directory /srv >/tmp/http.log 2>&1 &"}),
+    )
+    .await;
+    assert_eq!(started.0, 200, "{}", started.1);
+    wait_for_port(&c, &s, "web", 8000).await;
+    let t = Instant::now();
+    let resp = c
+        .get(s.url("/proxy/web/8000/big.bin"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some("50000000")
+    );
+    let mut hasher = Sha256::new();
+    let mut len = 0usize;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("chunk");
+        len += chunk.len();
+        hasher.update(&chunk);
+    }
+    assert_eq!(len, 50_000_000);
+    assert_eq!(hex::encode(hasher.finalize()), want, "the download differs");
+    eprintln!("50 MB through the proxy in {:?}", t.elapsed());
+    let listing = c
+        .get(s.url("/proxy/web/8000/?C=N"))
+        .send()
+        .await
+        .expect("listing");
+    assert_eq!(listing.status(), 200);
+    assert!(listing.text().await.expect("text").contains("big.bin"));
+
+    // Requests as the service sees them: method, raw path and query, body streamed, hop-by-hop
+    // headers gone, X-Forwarded-* added, our bearer token withheld.
+    start_python(&c, &s, "web", HTTP_ECHO_PY, 8001).await;
+    let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let upload_sha = hex::encode(Sha256::digest(&upload));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        upload.chunks(100_000).map(|c| Ok(c.to_vec())).collect();
+    let resp = c
+        .post(s.url("/proxy/web/8001/a/b%20c/?x=1&y=%2F"))
+        .header("x-custom", "kept")
+        .header("te", "trailers")
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    assert!(headers.get("keep-alive").is_none() && headers.get("x-hop").is_none());
+    let described: Value = resp.json().await.expect("json");
+    assert_eq!(described["method"], "POST");
+    assert_eq!(described["path"], "/a/b%20c/?x=1&y=%2F");
+    assert_eq!(described["body_len"], 3_000_000);
+    assert_eq!(described["body_sha256"], upload_sha);
+    assert_eq!(seen(&described, "x-custom"), Some("kept"));
+    assert_eq!(seen(&described, "te"), None);
+    assert_eq!(seen(&described, "authorization"), None, "the token leaked");
+    assert_eq!(
+        seen(&described, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen(&described, "x-forwarded-host"), Some(s.addr.as_str()));
+    assert_eq!(seen(&described, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen(&described, "x-forwarded-prefix"),
+        Some("/proxy/web/8001")
+    );
+    assert_eq!(seen(&described, "host"), Some(s.addr.as_str()));
+    // Keep-alive upstream: many requests in a row all work.
+    for i in 0..50 {
+        let got = get(&c, s.url(&format!("/proxy/web/8001/n/{i}"))).await;
+        assert_eq!(got.0, 200);
+        assert_eq!(got.1["path"], format!("/n/{i}"));
+    }
+    // No trailing slash: a redirect to the directory form.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_redirects
+        .get(s.url("/proxy/web/8001?q=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/proxy/web/8001/?q=1");
+
+    // Errors.
+    assert_error(&get(&c, s.url("/proxy/web/9/")).await, 502, "port 9");
+    assert_error(&get(&c, s.url("/proxy/nobox/8000/")).await, 404, "nobox");
+    assert_error(&get(&c, s.url("/proxy/web/0/")).await, 400, "port");
+    assert_error(&get(&c, s.url("/proxy/web/http/")).await, 400, "port");
+    // A paused sandbox refuses new connections (a pooled one would wait for the resume, as a
+    // frozen server does).
+    let paused = post(&c, s.url("/v1/sandboxes/web/pause"), json!({})).await;
+    assert_eq!(paused.0, 200, "{}", paused.1);
+    assert_error(&get(&c, s.url("/proxy/web/8002/x")).await, 409, "paused");
+    let resumed = post(&c, s.url("/v1/sandboxes/web/resume"), json!({})).await;
+    assert_eq!(resumed.0, 200, "{}", resumed.1);
+    let deleted = send(c.delete(s.url("/v1/sandboxes/web"))).await;
+    assert_eq!(deleted.0, 204);
+    assert_error(&get(&c, s.url("/proxy/web/8001/")).await, 404, "web");
+}
+
+/// Echo one message on every connection and check it comes back.
+async fn round(conns: &mut [Ws], round: usize) {
+    for (i, ws) in conns.iter_mut().enumerate() {
+        ws.send(Message::Text(format!("{round}:{i}").into()))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} is gone in round {round}: {e}"));
+    }
+    for (i, ws) in conns.iter_mut().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} is silent in round {round}"));
+        match got {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), format!("{round}:{i}")),
+            other => panic!("connection {i} in round {round}: {other:?}"),
+        }
+    }
+}
+
+/// 500 WebSockets through the proxy to one sandbox's echo service stay connected and
+/// responsive. Lasts `SQRX_WS_SOAK_SECS` (default 10; `benches/proxy/run.sh` runs it for 60)
+/// and prints the server's memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_through_the_proxy() {
+    if !privileged("server websockets_through_the_proxy") {
+        return;
+    }
+    let secs: u64 = std::env::var("SQRX_WS_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let count: usize = std::env::var("SQRX_WS_SOAK_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let data = DataDir::new();
+    python_layer(&data);
+    let s = Server::start(&data);
+    let c = client();
+    python_sandbox(&c, &s, "echo").await;
+    start_python(&c, &s, "echo", WS_ECHO_PY, 9000).await;
+    let idle_rss = rss_kib(s.pid());
+
+    // Binary and large messages, a ping, through the plain byte pipe.
+    let mut one = ws_connect(&s, "/proxy/echo/9000/").await;
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    one.send(Message::Binary(big.clone().into()))
+        .await
+        .expect("send");
+    match one.next().await {
+        Some(Ok(Message::Binary(b))) => assert!(b[..] == big[..], "1 MiB came back different"),
+        other => panic!("{other:?}"),
+    }
+    one.send(Message::Ping(b"p".to_vec().into()))
+        .await
+        .expect("ping");
+    assert!(matches!(one.next().await, Some(Ok(Message::Pong(p))) if &p[..] == b"p"));
+    // Not a WebSocket service: the service's own answer comes back.
+    let plain = c
+        .get(s.url("/proxy/echo/9000/"))
+        .send()
+        .await
+        .expect("plain GET");
+    assert_eq!(plain.status(), 400);
+    assert_eq!(plain.text().await.expect("body"), "websocket only\n");
+    drop(one);
+
+    let mut conns = Vec::with_capacity(count);
+    let t = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(50) {
+        let opened = futures_util::future::join_all(
+            chunk.iter().map(|_| ws_connect(&s, "/proxy/echo/9000/")),
+        )
+        .await;
+        conns.extend(opened);
+    }
+    eprintln!("{count} WebSockets open in {:?}", t.elapsed());
+    round(&mut conns, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut n = 1;
+    let mut peak = rss_kib(s.pid());
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2).min(deadline - Instant::now())).await;
+        round(&mut conns, n).await;
+        peak = peak.max(rss_kib(s.pid()));
+        n += 1;
+    }
+    let open = {
+        let text = c
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find(|l| l.starts_with("sqrx_websockets_open{kind=\"proxy\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        open as usize, count,
+        "relayed connections the server counts"
+    );
+    eprintln!(
+        "RESULT websockets={count} secs={secs} rounds={n} server_rss_idle_kib={idle_rss} \
+         server_rss_peak_kib={peak}"
+    );
+    for ws in &mut conns {
+        let _ = ws.close(None).await;
+    }
+}

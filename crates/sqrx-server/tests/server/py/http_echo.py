@@ -1,0 +1,62 @@
+# An HTTP/1.1 server that answers every request with JSON describing it: method, path (with
+# query), headers, and the length and sha256 of the body it read (Content-Length or chunked).
+# Listens on 0.0.0.0:$PORT (default 8001).
+import hashlib
+import http.server
+import json
+import os
+
+
+class Describe(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def body(self):
+        digest, size = hashlib.sha256(), 0
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                n = int(self.rfile.readline().split(b";")[0], 16)
+                if n == 0:
+                    self.rfile.readline()
+                    break
+                chunk = self.rfile.read(n)
+                digest.update(chunk)
+                size += len(chunk)
+                self.rfile.readline()
+        else:
+            left = int(self.headers.get("Content-Length", "0"))
+            while left:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+                left -= len(chunk)
+        return size, digest.hexdigest()
+
+    def answer(self):
+        size, sha = self.body()
+        out = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                "body_len": size,
+                "body_sha256": sha,
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.send_header("Keep-Alive", "timeout=5")
+        self.send_header("X-Hop", "dropped")
+        self.send_header("Connection", "keep-alive, X-Hop")
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = answer
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8001"))), Describe).serve_forever()
