@@ -25,7 +25,6 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::router(&state))
         .merge(js_api::router())
         .merge(cgi::router())
-        .merge(proxy::router())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_endpoint))
         .fallback(no_route)
@@ -41,16 +40,36 @@ pub fn app(state: AppState) -> Router {
                 ApiError::internal("a handler panicked").into_response()
             },
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Millis),
-                ),
-        )
+        .layer(request_log())
+        .merge(proxied(&state))
         .with_state(state)
+}
+
+/// One log line per request: method, path, status, latency.
+fn request_log() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    DefaultMakeSpan,
+    tower_http::trace::DefaultOnRequest,
+    DefaultOnResponse,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .on_response(
+            DefaultOnResponse::new()
+                .level(Level::INFO)
+                .latency_unit(tower_http::LatencyUnit::Millis),
+        )
+}
+
+/// The reverse proxy and the sessions' WebSockets, with a lighter stack than the API: their
+/// requests and bodies are the services' (no request timeout, no body limit, and a handler
+/// that only relays has no panic to catch), but they are authenticated, counted and logged
+/// like every other request.
+fn proxied(state: &AppState) -> Router<AppState> {
+    proxy::router()
+        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(request_log())
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {

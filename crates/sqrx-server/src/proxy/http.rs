@@ -9,7 +9,6 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::uri::PathAndQuery;
@@ -201,7 +200,7 @@ pub async fn proxy(
     *req.version_mut() = Version::HTTP_11;
 
     let limit = state.config().request_timeout;
-    let sent = state.upstream().send(&id, port, path, req);
+    let sent = state.upstream().send(&id, port, path, req, upgrade);
     let mut response = match tokio::time::timeout(limit, sent).await {
         Ok(r) => r?,
         Err(_) => {
@@ -240,7 +239,7 @@ pub async fn proxy(
         });
     }
     strip_hop_by_hop(response.headers_mut(), switching);
-    Ok(response.map(Body::new))
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get};
 
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::Upstream;
 
 use crate::state::AppState;
 

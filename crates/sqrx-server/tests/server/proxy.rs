@@ -156,12 +156,19 @@ async fn http_through_the_proxy() {
         Some("/proxy/web/8001")
     );
     assert_eq!(seen(&described, "host"), Some(s.addr.as_str()));
-    // Keep-alive upstream: many requests in a row all work.
+    // Keep-alive upstream: requests in a row reuse the connection into the sandbox.
+    let mut peers = std::collections::BTreeSet::new();
     for i in 0..50 {
         let got = get(&c, s.url(&format!("/proxy/web/8001/n/{i}"))).await;
         assert_eq!(got.0, 200);
         assert_eq!(got.1["path"], format!("/n/{i}"));
+        peers.insert(got.1["peer_port"].as_u64().expect("peer port"));
     }
+    assert!(
+        peers.len() <= 2,
+        "50 requests took {} connections",
+        peers.len()
+    );
     // No trailing slash: a redirect to the directory form.
     let no_redirects = reqwest::Client::builder()
         .no_proxy()

@@ -76,11 +76,12 @@ async fn a_shell_on_a_terminal() {
     assert_eq!(closed.code, CloseCode::Normal);
     assert_eq!(closed.reason.as_str(), "exited with code 3");
 
-    // Leaving kills the shell and whatever it started.
+    // Leaving kills the shell and its foreground job (the terminal's controlling process
+    // goes, so the kernel hangs up the foreground process group).
     let mut ws = ws_connect(&s, "/v1/sandboxes/tty/pty").await;
     let mut screen = String::new();
-    typed(&mut ws, "sleep 1000 & echo started\n").await;
-    wait_for(&mut ws, &mut screen, "started").await;
+    typed(&mut ws, "echo started; sleep 1000\n").await;
+    wait_for(&mut ws, &mut screen, "started\r\n").await;
     drop(ws);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -137,7 +137,7 @@ async fn echo_a_thousand_messages_through_a_session() {
             _ => (i * 7919) % 20_000,
         };
         let body: Vec<u8> = (0..len).map(|k| b'a' + ((i + k) % 26) as u8).collect();
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Message::Binary(body.into())
         } else {
             Message::Text(String::from_utf8(body).expect("ascii").into())

@@ -42,6 +42,7 @@ class Describe(http.server.BaseHTTPRequestHandler):
                 "headers": [[k.lower(), v] for k, v in self.headers.items()],
                 "body_len": size,
                 "body_sha256": sha,
+                "peer_port": self.client_address[1],
             }
         ).encode()
         self.send_response(200)
