@@ -12,7 +12,8 @@ APT_PACKAGES=(
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers
   curl             # examples/curl/session.sh (run by the server tests)
-  wrk              # benches/server: HTTP load generator
+  wrk              # benches/server, benches/proxy: HTTP load generator
+  nginx            # benches/proxy: the reverse proxy peer (never started as a service)
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -22,7 +22,6 @@ DATA="$WORK/data"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   "$BIN/sqrx" --data-dir "$DATA" sandbox rm bench >/dev/null 2>&1 || true
   rm -rf "$WORK"

@@ -83,17 +83,14 @@ async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// Routes whose duration the client chooses (execs, uploads, scripts, proxied requests and
-/// WebSockets): no request timeout.
+/// Routes whose duration the client chooses (execs, uploads, scripts, terminals): no request
+/// timeout. (The proxy's routes have none either: see [`proxied`].)
 fn unbounded(method: &Method, route: &str) -> bool {
     matches!(
         route,
         "/v1/sandboxes/{id}/exec"
             | "/v1/sandboxes/{id}/exec/ws"
             | "/v1/sandboxes/{id}/pty"
-            | "/{session_id}/ws"
-            | "/proxy/{sandbox_id}/{port}/"
-            | "/proxy/{sandbox_id}/{port}/{*path}"
             | "/v1/execute"
             | "/api/execute"
             | "/v1/sandboxes/{id}/snapshot"

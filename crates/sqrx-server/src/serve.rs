@@ -147,6 +147,11 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     let mut graceful = stop_rx.clone();
     // Peer addresses reach handlers (the proxy's X-Forwarded-For).
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Responses and relayed frames are written whole: Nagle would only hold back the last
+    // small segment of each (as nginx, which sets TCP_NODELAY on keep-alive connections).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         let _ = graceful.wait_for(|stop| *stop).await;
     });

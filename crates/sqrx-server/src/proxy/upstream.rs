@@ -256,18 +256,15 @@ impl Upstream {
     ) -> Result<Response<Body>, ExchangeError> {
         let mut response = std::pin::pin!(sender.try_send_request(req));
         let mut live = Some(conn);
-        // Poll the response and the connection that produces it, until the head is in.
+        // Poll the connection, then the response it produces, until the head is in. (This
+        // order finds the head in the same poll that read it.)
         let head = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(ExchangeError::of));
-            }
-            if let Some(c) = live.as_mut() {
-                match c.poll_without_shutdown(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    // Finished (closed, or failed): the response future says how, once the
-                    // dispatcher has let go of the request.
-                    Poll::Ready(_) => live = None,
-                }
+            if let Some(c) = live.as_mut()
+                && c.poll_without_shutdown(cx).is_ready()
+            {
+                // Finished (closed, or failed): the response future says how, now that the
+                // dispatcher has let go of the request.
+                live = None;
             }
             response
                 .as_mut()
