@@ -25,6 +25,10 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The bench starts its own nginx on a loopback port; a packaged service would hold port 80.
+  if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 # Debian's nodejs ships without npm.
 if ! command -v npm >/dev/null; then

@@ -62,6 +62,11 @@ pub(super) fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, 
         std::io::ErrorKind::PermissionDenied => {
             ("permission", format!("{program}: permission denied"))
         }
+        // fork/clone fails with EAGAIN at the pids limit and ENOMEM at the memory limit.
+        _ if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) => (
+            "limit",
+            format!("cannot start {program}: {e} (the sandbox's pids or memory limit is reached)"),
+        ),
         _ => ("internal", format!("cannot start {program}: {e}")),
     }
 }
@@ -310,4 +315,34 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, seq: &std::sync::atomi
     exit.signal = base.signal;
     exit.seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
     let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &str) -> ExecSpec {
+        ExecSpec {
+            argv: vec![argv.into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            timeout_ms: None,
+            output_cap: 0,
+            stdin: false,
+            pty: None,
+        }
+    }
+
+    #[test]
+    fn spawn_errors_are_classified() {
+        let kind = |raw| spawn_error(&spec("python3"), std::io::Error::from_raw_os_error(raw)).0;
+        assert_eq!(kind(libc::EAGAIN), "limit");
+        assert_eq!(kind(libc::ENOMEM), "limit");
+        assert_eq!(kind(libc::ENOENT), "not_found");
+        assert_eq!(kind(libc::EACCES), "permission");
+        assert_eq!(kind(libc::EIO), "internal");
+        let (_, message) =
+            spawn_error(&spec("sh"), std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert!(message.contains("pids or memory limit"), "{message}");
+    }
 }

@@ -78,7 +78,8 @@ pub enum SandboxError {
     Command {
         /// The id.
         id: String,
-        /// `not_found`, `invalid`, `permission` or `internal`.
+        /// `not_found`, `invalid`, `permission`, `limit` (a pids or memory limit), `timeout` or
+        /// `internal`.
         kind: String,
         /// Init's message.
         message: String,
@@ -209,6 +210,7 @@ impl SandboxError {
                 "invalid" => ErrorKind::InvalidArgument,
                 "permission" => ErrorKind::PermissionDenied,
                 "timeout" => ErrorKind::Timeout,
+                "limit" => ErrorKind::LimitExceeded,
                 _ => ErrorKind::Internal,
             },
             SandboxError::Mount { source, .. } | SandboxError::Io { source, .. } => io_kind(source),

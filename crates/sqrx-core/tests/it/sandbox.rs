@@ -268,6 +268,14 @@ for name, nr, args in [("kexec_load", 246, (0, 0, 0, 0)), ("init_module", 175, (
     assert_eq!(text.lines().count(), 9, "{text}");
 }
 
+fn pids_current(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("pids.current"))
+        .expect("pids.current")
+        .trim()
+        .parse()
+        .expect("number")
+}
+
 #[test]
 fn limits_memory_pids_cpu_and_disk() {
     if !privileged("limits_memory_pids_cpu_and_disk") {
@@ -301,11 +309,7 @@ fn limits_memory_pids_cpu_and_disk() {
         .into_iter()
         .find(|p| p.starts_with("/sys/fs/cgroup/pids"))
         .expect("pids cgroup");
-    let current: u64 = std::fs::read_to_string(pids_dir.join("pids.current"))
-        .expect("pids.current")
-        .trim()
-        .parse()
-        .expect("number");
+    let current = pids_current(&pids_dir);
     assert!(current <= 40, "pids_max 40 but {current} tasks");
     let events = std::fs::read_to_string(pids_dir.join("pids.events")).expect("pids.events");
     assert!(
@@ -319,6 +323,15 @@ fn limits_memory_pids_cpu_and_disk() {
     assert!(host.success() && started.elapsed() < Duration::from_secs(1));
     block(bomb.kill(9)).expect("kill bomb");
     let _ = block(bomb.wait());
+    // The shell is reaped first; its orphaned `sleep`s are reaped by init right after.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids_current(&pids_dir) > 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the bomb's processes outlived kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let busy = "import time\ns=time.time(); c=time.process_time()\nwhile time.time()-s < 2: pass\nprint(time.process_time()-c)";
     let r = block(sb.exec(ExecRequest::new(Command::Argv(vec![
