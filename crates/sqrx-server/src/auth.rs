@@ -48,22 +48,29 @@ pub fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
 
 /// Middleware refusing unauthenticated requests with 401 `{"error":"unauthorized"}`.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = state.config().auth_token.as_deref() else {
-        return next.run(req).await;
-    };
-    if is_public(&req) {
+    if state.config().auth_token.is_none() || is_public(&req) {
         return next.run(req).await;
     }
+    match refusal(&state, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The 401 answer for a request to a non-public route without the server's token, if it
+/// lacks it.
+pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
+    let token = state.config().auth_token.as_deref()?;
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
     if bearer_matches(header, token) {
-        return next.run(req).await;
+        return None;
     }
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     response.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
-    response
+    Some(response)
 }
 
 #[cfg(test)]

@@ -10,8 +10,20 @@ use sqrx_core::{Runtime, RuntimeConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
+use futures_util::future::{BoxFuture, Either};
+use tower::Service;
+
 use crate::app::app;
 use crate::config::ServerConfig;
+use crate::proxy;
 use crate::state::AppState;
 
 /// How often expired sandboxes are reaped.
@@ -145,8 +157,10 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         let _ = stop_tx.send(true);
     });
     let mut graceful = stop_rx.clone();
-    // Peer addresses reach handlers (the proxy's X-Forwarded-For).
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = MakeConn {
+        router: app(state.clone()),
+        state,
+    };
     // Responses and relayed frames are written whole: Nagle would only hold back the last
     // small segment of each (as nginx, which sets TCP_NODELAY on keep-alive connections).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -167,4 +181,64 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     }
     tracing::info!("stopped; sandboxes keep running");
     Ok(())
+}
+
+/// Makes the service for each accepted connection.
+#[derive(Clone)]
+struct MakeConn {
+    router: Router,
+    state: AppState,
+}
+
+impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for MakeConn {
+    type Response = Conn;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Conn, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(Conn {
+            router: self.router.clone(),
+            state: self.state.clone(),
+            client: *incoming.remote_addr(),
+        }))
+    }
+}
+
+/// The service of one connection: proxied requests go the direct way
+/// ([`proxy::direct`]), everything else to the router, with the peer's address as
+/// [`ConnectInfo`] (the proxy's `X-Forwarded-For`).
+#[derive(Clone)]
+struct Conn {
+    router: Router,
+    state: AppState,
+    client: SocketAddr,
+}
+
+impl Service<Request> for Conn {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        BoxFuture<'static, Result<Response, Infallible>>,
+        <Router as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if proxy::direct::target(req.uri().path()).is_some() {
+            let state = self.state.clone();
+            let client = self.client;
+            return Either::Left(Box::pin(async move {
+                Ok(proxy::direct::serve(state, client, req).await)
+            }));
+        }
+        req.extensions_mut().insert(ConnectInfo(self.client));
+        Either::Right(self.router.call(req))
+    }
 }

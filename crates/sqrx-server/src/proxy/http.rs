@@ -166,15 +166,26 @@ pub async fn redirect(
 pub async fn proxy(
     State(state): State<AppState>,
     Path(target): Path<ProxyTarget>,
-    mut req: Request,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let port = port_of(&target.port)?;
-    let id = target.sandbox_id;
-    let path = upstream_path(req.uri())?;
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    forward(&state, target.sandbox_id, &target.port, client, req).await
+}
+
+/// Relay `req` (whose path starts with `/proxy/{id}/{port_raw}/`) to the service, for the
+/// `client` that sent it.
+pub async fn forward(
+    state: &AppState,
+    id: String,
+    port_raw: &str,
+    client: Option<SocketAddr>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let port = port_of(port_raw)?;
+    let path = upstream_path(req.uri())?;
     let upgrade = wants_upgrade(req.headers());
     // Taken before the request is handed on: resolves once our 101 reached the client.
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));

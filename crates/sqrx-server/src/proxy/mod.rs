@@ -3,6 +3,7 @@
 //! (`/{session_id}/ws`). Neither needs an IP route into the sandbox: connections are made by
 //! the sandbox's init and passed back (see `sqrx_core::Sandbox::connect`).
 
+pub mod direct;
 pub mod http;
 pub mod session;
 pub mod upstream;

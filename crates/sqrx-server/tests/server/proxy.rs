@@ -169,6 +169,35 @@ async fn http_through_the_proxy() {
         "50 requests took {} connections",
         peers.len()
     );
+    // A percent-encoded sandbox id takes the router's way (which decodes it) to the same place.
+    let got = get(&c, s.url("/proxy/w%65b/8001/enc")).await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert_eq!(got.1["path"], "/enc");
+    // Proxied requests are counted under their route, both ways.
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let counted = |line_start: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deep = counted(
+        "sqrx_http_requests_total{method=\"GET\",route=\"/proxy/{sandbox_id}/{port}/{*path}\",status=\"200\"}",
+    );
+    assert!(deep >= 52.0, "proxied GETs counted: {deep}\n{metrics}");
+    let refused = counted(
+        "sqrx_http_requests_total{method=\"GET\",route=\"/proxy/{sandbox_id}/{port}/\",status=\"401\"}",
+    );
+    assert_eq!(refused, 1.0, "the refused request counted: {metrics}");
     // No trailing slash: a redirect to the directory form.
     let no_redirects = reqwest::Client::builder()
         .no_proxy()

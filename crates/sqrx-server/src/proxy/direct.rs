@@ -1,0 +1,82 @@
+//! The proxy's hot path: the server hands `/proxy/{sandbox_id}/{port}/...` requests straight
+//! to [`forward`](super::http::forward), past the router and its middleware stack, which cost
+//! more per request than relaying it does. The request is authenticated, counted and logged
+//! as the router's `/proxy` routes do (those routes stay, for [`app`](crate::app::app) used as
+//! a plain router and for ids that need percent-decoding).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+
+use super::http::forward;
+use crate::auth;
+use crate::state::AppState;
+
+/// The route label of a proxied request with a path after the port.
+pub const ROUTE: &str = "/proxy/{sandbox_id}/{port}/{*path}";
+/// The route label of a proxied request for the service's root.
+pub const ROUTE_ROOT: &str = "/proxy/{sandbox_id}/{port}/";
+
+/// The sandbox id and port of a `/proxy/{id}/{port}/...` path, and whether a path follows the
+/// port, when the direct path can take it: both segments plain (percent-encoded ones go to the
+/// router, which decodes them).
+pub fn target(path: &str) -> Option<(&str, &str, bool)> {
+    let rest = path.strip_prefix("/proxy/")?;
+    let (id, rest) = rest.split_once('/')?;
+    let (port, after) = rest.split_once('/')?;
+    if id.is_empty() || id.contains('%') || port.contains('%') {
+        return None;
+    }
+    Some((id, port, !after.is_empty()))
+}
+
+/// Answer a request whose path [`target`] accepted, sent by `client`.
+pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Response {
+    let started = Instant::now();
+    let Some((id, port, deeper)) = target(req.uri().path()) else {
+        // Not reached: the server only sends requests that `target` took.
+        return crate::error::ApiError::not_found("no such proxy route").into_response();
+    };
+    let (id, port) = (id.to_string(), port.to_string());
+    let route = if deeper { ROUTE } else { ROUTE_ROOT };
+    let method = req.method().clone();
+    let uri = tracing::enabled!(tracing::Level::INFO).then(|| req.uri().clone());
+    let response = match auth::refusal(&state, &req) {
+        Some(refused) => refused,
+        None => forward(&state, id, &port, Some(client), req)
+            .await
+            .into_response(),
+    };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state
+        .metrics()
+        .http(method.as_str(), route, status, elapsed.as_secs_f64());
+    if let Some(uri) = uri {
+        tracing::info!(%method, %uri, status, latency_ms = elapsed.as_millis() as u64, "finished processing request");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(target("/proxy/a/80/"), Some(("a", "80", false)));
+        assert_eq!(target("/proxy/a/80/x/y"), Some(("a", "80", true)));
+        assert_eq!(
+            target("/proxy/a/x/"),
+            Some(("a", "x", false)),
+            "bad ports are forward's"
+        );
+        assert_eq!(target("/proxy/a/80"), None, "the redirect is the router's");
+        assert_eq!(target("/proxy//80/"), None);
+        assert_eq!(target("/proxy/a%2Fb/80/"), None, "decoded by the router");
+        assert_eq!(target("/v1/sandboxes"), None);
+        assert_eq!(target("/proxyx/a/80/"), None);
+    }
+}
