@@ -77,10 +77,9 @@ pub(super) fn run(
     drop(cmd);
     drop(pty.slave);
     let pid = child.id() as i32;
-    let pgid = nix::unistd::Pid::from_raw(pid);
-    let kill_group = || {
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-    };
+    // The process leads a session of its own (its terminal's): a shell with job control puts
+    // each job in a process group of its own, so the whole session is what goes.
+    let kill_group = || kill_session(pid);
     if protocol::write_json(&mut stream, Kind::Started, &Started { pid }).is_err() {
         kill_group();
         let _ = child.wait();
@@ -179,4 +178,56 @@ pub(super) fn run(
     exit.signal = base.signal;
     exit.seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
     let _ = protocol::write_json(&mut stream, Kind::Exit, &exit);
+}
+
+/// SIGKILL every process of session `sid` (this pid namespace's `/proc` lists only the
+/// sandbox's processes). Run twice: a process may fork while the first pass runs.
+fn kill_session(sid: i32) {
+    for _ in 0..2 {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if session_of(&stat) == Some(sid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// The session id in a `/proc/<pid>/stat` line (its sixth field; the command name before it
+/// may hold spaces and parentheses, so fields are counted from the last `)`).
+fn session_of(stat: &str) -> Option<i32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_of;
+
+    #[test]
+    fn session_ids_are_read_past_odd_names() {
+        assert_eq!(session_of("42 (sh) S 1 42 42 34816 42 4194560"), Some(42));
+        assert_eq!(session_of("7 (a) b (c)) R 1 5 9 0 -1"), Some(9));
+        assert_eq!(session_of("garbage"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        assert_eq!(
+            session_of(&own),
+            Some(nix::unistd::getsid(None).expect("sid").as_raw())
+        );
+    }
 }

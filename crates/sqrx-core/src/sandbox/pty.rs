@@ -68,7 +68,7 @@ impl PtyInput {
 
 impl Sandbox {
     /// Start `req` on a new pseudo-terminal of `cols` x `rows`. Returns the terminal's output
-    /// (stdout events, then the exit; dropping the receiver kills the process group) and its
+    /// (stdout events, then the exit; dropping the receiver kills the terminal's whole session) and its
     /// input. `req.stdin` and `req.output_cap` are ignored.
     pub async fn exec_pty(
         &self,
@@ -119,7 +119,7 @@ impl Sandbox {
                         }
                     }
                     // The exec ended or its receiver was dropped: closing the write half tells
-                    // init nobody listens any more, which kills the process group.
+                    // init nobody listens any more, which kills the terminal's session.
                     _ = &mut done_rx => return,
                 }
             }

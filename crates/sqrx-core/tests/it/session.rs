@@ -181,3 +181,62 @@ fn a_pty_exec_is_a_terminal() {
         assert!(input.resize(0, 1).await.is_err());
     });
 }
+
+#[test]
+fn a_terminal_whose_host_left_takes_its_jobs_along() {
+    if !privileged("a_terminal_whose_host_left_takes_its_jobs_along") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("ttyjobs");
+    block(async {
+        let req = sqrx_core::ExecRequest::new(sqrx_core::Command::Argv(vec!["/bin/sh".into()]));
+        let (mut events, input, _pid) = sb.exec_pty(req, 80, 24).await.expect("pty");
+        // Job control: the background job gets a process group of its own.
+        input
+            .write(b"set -m; sleep 1000 & sleep 1001 & echo JOBS=$((1+1))\n".to_vec())
+            .await
+            .expect("type");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut screen = String::new();
+        while !screen.contains("JOBS=2") {
+            let ev = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no JOBS=2 in {screen:?}"))
+                .expect("open")
+                .expect("event");
+            if let sqrx_core::ExecEvent::Stdout(d) = ev {
+                screen.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+        let groups = sb
+            .exec(sqrx_core::ExecRequest::new(
+                "for p in /proc/[0-9]*; do read -r l < $p/stat && case $l in *'(sleep)'*) echo \"$l\";; esac; done",
+            ))
+            .await
+            .expect("ps");
+        let text = groups.stdout_text();
+        assert_eq!(text.lines().count(), 2, "two jobs running: {text}");
+        // The host goes away.
+        drop(events);
+        drop(input);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = sb
+                .exec(sqrx_core::ExecRequest::new(
+                    "for p in /proc/[0-9]*; do read -r l < $p/stat 2>/dev/null && case $l in *'(sleep)'*) echo \"$l\";; esac; done",
+                ))
+                .await
+                .expect("ps");
+            if left.stdout_text().trim().is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "jobs outlived their terminal: {}",
+                left.stdout_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
