@@ -68,8 +68,8 @@ impl PtyInput {
 
 impl Sandbox {
     /// Start `req` on a new pseudo-terminal of `cols` x `rows`. Returns the terminal's output
-    /// (stdout events, then the exit; dropping the receiver kills the terminal's whole session) and its
-    /// input. `req.stdin` and `req.output_cap` are ignored.
+    /// (stdout events, then the exit; dropping the receiver kills the terminal's whole
+    /// session) and its input. `req.stdin` and `req.output_cap` are ignored.
     pub async fn exec_pty(
         &self,
         req: ExecRequest,
