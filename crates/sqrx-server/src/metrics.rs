@@ -1,10 +1,12 @@
 //! Prometheus metrics (prometheus-client; no global recorder, so every [`Metrics`] is its own
 //! registry and tests can build as many apps as they like).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,8 +20,8 @@ use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    route: String,
+    method: Cow<'static, str>,
+    route: Cow<'static, str>,
     status: u16,
 }
 
@@ -239,10 +241,10 @@ impl Metrics {
     }
 
     /// Count one HTTP request.
-    pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn http(&self, method: &Method, route: Cow<'static, str>, status: u16, seconds: f64) {
         let labels = HttpLabels {
-            method: method.to_string(),
-            route: route.to_string(),
+            method: method_label(method),
+            route,
             status,
         };
         self.http_requests.get_or_create(&labels).inc();
@@ -330,20 +332,40 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// make one series per sandbox id).
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .map_or(Cow::Borrowed("unmatched"), |m| {
+            Cow::Owned(m.as_str().to_string())
+        });
     let response = next.run(req).await;
     state.metrics().http(
         &method,
-        &route,
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// A method's label, without an allocation for the standard ones.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    match STANDARD.iter().find(|(m, _)| m == method) {
+        Some((_, name)) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_string()),
+    }
 }
 
 /// A shared handle on the metrics.

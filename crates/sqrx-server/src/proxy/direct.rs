@@ -53,7 +53,7 @@ pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Respons
     let elapsed = started.elapsed();
     state
         .metrics()
-        .http(method.as_str(), route, status, elapsed.as_secs_f64());
+        .http(&method, route.into(), status, elapsed.as_secs_f64());
     if let Some(uri) = uri {
         tracing::info!(%method, %uri, status, latency_ms = elapsed.as_millis() as u64, "finished processing request");
     }
