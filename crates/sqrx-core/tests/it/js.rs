@@ -382,6 +382,22 @@ fn js_out_of_memory_returns_rss_to_baseline() {
 }
 
 #[test]
+fn js_cyclic_garbage_is_collected_during_an_execution() {
+    let _g = heavy();
+    // ~50 MB of cycles in total, never more than a few live: only the collector running on its
+    // own during the script keeps it under 8 MiB. Twice, since the executor collects and
+    // resets the collector's threshold itself between executions.
+    let js = one_worker(JsLimits {
+        memory_bytes: 8 << 20,
+        ..JsLimits::default()
+    });
+    for _ in 0..2 {
+        let code = "for (let i = 0; i < 3e5; i++) { const a = {i}; a.self = {a}; } 'done'";
+        assert_eq!(ok(&js, code), "done");
+    }
+}
+
+#[test]
 fn js_deep_recursion_is_a_range_error() {
     let js = executor();
     let e = thrown(&js, "function f(n) { return f(n + 1) + 1 } f(0)");
