@@ -135,17 +135,25 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     let grace = config.shutdown_grace;
     let listen = config.listen.clone();
     let state = AppState::new(rt, config)?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    let bind_error = |source| ServeError::Bind {
         addr: listen.clone(),
         source,
-    })?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "listening");
+    };
+    let wanted = tokio::net::lookup_host(&listen)
+        .await
+        .map_err(bind_error)?
+        .next()
+        .ok_or_else(|| bind_error(std::io::Error::other("the address resolves to nothing")))?;
+    // One listening socket per HTTP thread, all on the same port (SO_REUSEPORT: the kernel
+    // spreads connections over them); the first one fixes the port when 0 was asked for.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let first = reuseport_listener(wanted).map_err(bind_error)?;
+    let addr = first.local_addr().map_err(bind_error)?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(addr).map_err(bind_error)?);
+    }
+    tracing::info!(%addr, threads, data_dir = %data_dir.display(), "listening");
     // One line on stdout for scripts and tests that asked for port 0.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "sqrx: listening on http://{addr}");
@@ -156,22 +164,35 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         signals.recv().await;
         let _ = stop_tx.send(true);
     });
-    let mut graceful = stop_rx.clone();
     let service = MakeConn {
         router: app(state.clone()),
         state,
     };
-    // Responses and relayed frames are written whole: Nagle would only hold back the last
-    // small segment of each (as nginx, which sets TCP_NODELAY on keep-alive connections).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
+    let mut shards = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (service, stop) = (service.clone(), stop_rx.clone());
+        let shard = std::thread::Builder::new()
+            .name(format!("sqrx-http-{i}"))
+            .spawn(move || serve_shard(listener, service, stop))
+            .map_err(ServeError::Tokio)?;
+        shards.push(shard);
+    }
+    let served = tokio::task::spawn_blocking(move || {
+        for shard in shards {
+            match shard.join() {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(ServeError::Serve(std::io::Error::other(
+                        "an HTTP thread panicked",
+                    )));
+                }
+            }
+        }
+        Ok(())
     });
     let mut deadline = stop_rx;
     tokio::select! {
-        r = server => r.map_err(ServeError::Serve)?,
+        r = served => r??,
         _ = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
@@ -181,6 +202,51 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     }
     tracing::info!("stopped; sandboxes keep running");
     Ok(())
+}
+
+/// A non-blocking listening socket on `addr` that other sockets of this process may share
+/// (`SO_REUSEPORT`; the kernel only lets the same user join).
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serve connections from `listener` on this thread, on a runtime of its own, until `stop`
+/// (then the open requests finish). A connection is served where it was accepted from start
+/// to end, its upstream connections included: no task moves between threads, as an nginx
+/// worker. (Background work, blocking calls and the sandboxes' timers stay on the main
+/// runtime and the runtimes' blocking pools.)
+fn serve_shard(
+    listener: std::net::TcpListener,
+    service: MakeConn,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Tokio)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
+        // Responses and relayed frames are written whole: Nagle would only hold back the
+        // last small segment of each (as nginx, which sets TCP_NODELAY on keep-alive
+        // connections).
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(ServeError::Serve)
+    })
 }
 
 /// Makes the service for each accepted connection.

@@ -35,7 +35,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per (sandbox, port).
 const MAX_IDLE_PER_TARGET: usize = 256;
 
-type Key = (String, u16);
+/// Idle connections are kept per HTTP thread (see `serve`): a connection is registered with
+/// the runtime of the thread that made it, and is best used from there.
+type Key = (std::thread::ThreadId, String, u16);
 type Conn = http1::Connection<TokioIo<TcpStream>, Body>;
 
 struct IdleConn {
@@ -189,7 +191,7 @@ impl Upstream {
         upgrade: bool,
     ) -> Result<Response<Body>, ApiError> {
         *req.uri_mut() = Uri::from(path);
-        let key: Key = (id.to_string(), port);
+        let key: Key = (std::thread::current().id(), id.to_string(), port);
         if upgrade {
             let io = self.connect(id, port).await?;
             return self.send_upgrade(id, port, io, req).await;
