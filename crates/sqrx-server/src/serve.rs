@@ -67,7 +67,8 @@ pub enum ServeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Run the server until SIGTERM or SIGINT, on a new multi-threaded tokio runtime.
+/// Run the server until SIGTERM or SIGINT: startup and background work on a multi-threaded
+/// tokio runtime, HTTP on one single-threaded runtime per core (see `serve_shard`).
 pub fn run(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -220,8 +221,8 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 /// Serve connections from `listener` on this thread, on a runtime of its own, until `stop`
 /// (then the open requests finish). A connection is served where it was accepted from start
 /// to end, its upstream connections included: no task moves between threads, as an nginx
-/// worker. (Background work, blocking calls and the sandboxes' timers stay on the main
-/// runtime and the runtimes' blocking pools.)
+/// worker. Tasks a request spawns run on the same thread; blocking calls go to this runtime's
+/// blocking pool; the server's background work (reapers) stays on the main runtime.
 fn serve_shard(
     listener: std::net::TcpListener,
     service: MakeConn,
