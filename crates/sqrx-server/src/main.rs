@@ -9,11 +9,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The server allocates and frees small buffers on every request from several threads;
-/// mimalloc does that with less work than glibc's malloc (see docs/benchmarks.md, proxy).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // This binary doubles as the sandbox init when the runtime re-executes it.
     sqrx_core::init::run_if_init();

@@ -7,11 +7,6 @@ use clap::Parser;
 use sqrx_server::config::{data_dir, process_env};
 use sqrx_server::{ServeArgs, ServerConfig};
 
-/// The server allocates and frees small buffers on every request from several threads;
-/// mimalloc does that with less work than glibc's malloc (see docs/benchmarks.md, proxy).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The sqrx HTTP server.
 #[derive(Debug, Parser)]
 #[command(name = "sqrx-server", version, about)]
