@@ -140,18 +140,12 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         addr: listen.clone(),
         source,
     };
-    let wanted = tokio::net::lookup_host(&listen)
-        .await
-        .map_err(bind_error)?
-        .next()
-        .ok_or_else(|| bind_error(std::io::Error::other("the address resolves to nothing")))?;
-    // One listening socket per HTTP thread, all on the same port (SO_REUSEPORT: the kernel
-    // spreads connections over them); the first one fixes the port when 0 was asked for.
+    // One HTTP thread per core, each accepting on a listening socket of its own, all on the
+    // same port (SO_REUSEPORT: the kernel spreads connections evenly over them).
+    let addr = free_address(&listen).await.map_err(bind_error)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let first = reuseport_listener(wanted).map_err(bind_error)?;
-    let addr = first.local_addr().map_err(bind_error)?;
-    let mut listeners = vec![first];
-    for _ in 1..threads {
+    let mut listeners = Vec::with_capacity(threads);
+    for _ in 0..threads {
         listeners.push(reuseport_listener(addr).map_err(bind_error)?);
     }
     tracing::info!(%addr, threads, data_dir = %data_dir.display(), "listening");
@@ -205,7 +199,33 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     Ok(())
 }
 
-/// A non-blocking listening socket on `addr` that other sockets of this process may share
+/// The address to listen on for `listen` (`HOST:PORT`, port 0 for any): the first address it
+/// resolves to that is free, with the port the kernel picked for port 0. A plain socket is
+/// bound to find out, so an address any other socket holds is refused (EADDRINUSE) as usual,
+/// even one held by another server that also uses SO_REUSEPORT.
+async fn free_address(listen: &str) -> std::io::Result<SocketAddr> {
+    let mut last = std::io::Error::other("the address resolves to nothing");
+    for wanted in tokio::net::lookup_host(listen).await? {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(wanted),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        probe.set_reuse_address(true)?;
+        match probe.bind(&wanted.into()) {
+            Ok(()) => {
+                return probe
+                    .local_addr()?
+                    .as_socket()
+                    .ok_or_else(|| std::io::Error::other("not an IP address"));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A non-blocking listening socket on `addr` that the other HTTP threads' sockets share
 /// (`SO_REUSEPORT`; the kernel only lets the same user join).
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};

@@ -346,3 +346,29 @@ pub fn chunked(data: &[u8], size: usize) -> Vec<u8> {
     out.extend_from_slice(b"0\r\n\r\n");
     out
 }
+
+/// The server's /metrics text.
+pub async fn metrics_text(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// The value of the metric line starting with `line_prefix` in a /metrics text (0 when
+/// absent).
+pub fn metric_in(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A metric's value from the server's /metrics (0 when absent).
+pub async fn metric(c: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
+    metric_in(&metrics_text(c, s).await, line_prefix)
+}

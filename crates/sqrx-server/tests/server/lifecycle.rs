@@ -77,3 +77,47 @@ async fn sigint_stops_an_idle_server() {
     assert!(status.success());
     assert!(s.log_text().contains("SIGINT"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_in_use_is_refused() {
+    if !privileged("server a_port_in_use_is_refused") {
+        return;
+    }
+    let data = DataDir::new();
+    let s = Server::start_with(&data, Binary::Server, &["--no-bootstrap"], &[]);
+    // A second server on the same port (its HTTP threads share their port with each other,
+    // never with another process).
+    let other = DataDir::new();
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_sqrx-server"))
+        .args(["--no-bootstrap", "--listen", &s.addr, "--data-dir"])
+        .arg(other.path())
+        .env_remove("SQRX_AUTH_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().expect("log file"))
+        .spawn()
+        .expect("run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on {}", s.addr);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success());
+    let err = std::fs::read_to_string(log.path()).expect("read log");
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+    // The first one still answers every request.
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, s.url("/v1/health")).await.0, 200);
+    }
+}

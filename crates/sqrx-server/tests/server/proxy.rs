@@ -174,22 +174,8 @@ async fn http_through_the_proxy() {
     assert_eq!(got.0, 200, "{}", got.1);
     assert_eq!(got.1["path"], "/enc");
     // Proxied requests are counted under their route, both ways.
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let counted = |line_start: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let metrics = metrics_text(&c, &s).await;
+    let counted = |line_start: &str| metric_in(&metrics, line_start);
     let deep = counted(
         "sqrx_http_requests_total{method=\"GET\",route=\"/proxy/{sandbox_id}/{port}/{*path}\",status=\"200\"}",
     );
@@ -316,21 +302,7 @@ async fn websockets_through_the_proxy() {
         peak = peak.max(rss_kib(s.pid()));
         n += 1;
     }
-    let open = {
-        let text = c
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find(|l| l.starts_with("sqrx_websockets_open{kind=\"proxy\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let open = metric(&c, &s, "sqrx_websockets_open{kind=\"proxy\"}").await;
     assert_eq!(
         open as usize, count,
         "relayed connections the server counts"

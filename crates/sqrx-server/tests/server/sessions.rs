@@ -71,23 +71,6 @@ async fn sandboxes(c: &reqwest::Client, s: &Server) -> Vec<String> {
         .collect()
 }
 
-/// A metric's value from /metrics (0 when absent).
-async fn metric(c: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_a_thousand_messages_through_a_session() {
     if !privileged("server echo_a_thousand_messages_through_a_session") {

@@ -187,14 +187,7 @@ async fn metrics_openapi_and_json_logs() {
     assert_eq!(js.0, 200);
     let _ = get(&c, s.url("/v1/sandboxes/none")).await;
 
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&c, &s).await;
     for needle in [
         "sqrx_http_requests_total{method=\"POST\",route=\"/v1/sandboxes/{id}/exec\",status=\"200\"} 2",
         "sqrx_http_requests_total{method=\"GET\",route=\"/v1/sandboxes/{id}\",status=\"404\"} 1",
