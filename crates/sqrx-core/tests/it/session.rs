@@ -132,6 +132,25 @@ fn stop_by_token_limits_and_errors() {
     assert!(t.rt.list().is_empty(), "a failed open left its sandbox");
 }
 
+/// Append a terminal's output to `screen` until it shows `needle` (10 s at most).
+async fn read_until(
+    events: &mut tokio::sync::mpsc::Receiver<Result<sqrx_core::ExecEvent, SandboxError>>,
+    needle: &str,
+    screen: &mut String,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !screen.contains(needle) {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in {screen:?}"))
+            .expect("open")
+            .expect("event");
+        if let sqrx_core::ExecEvent::Stdout(d) = ev {
+            screen.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+}
+
 #[test]
 fn a_pty_exec_is_a_terminal() {
     if !privileged("a_pty_exec_is_a_terminal") {
@@ -143,19 +162,8 @@ fn a_pty_exec_is_a_terminal() {
         let req = sqrx_core::ExecRequest::new(sqrx_core::Command::Argv(vec!["/bin/sh".into()]));
         let (mut events, input, _pid) = sb.exec_pty(req, 80, 24).await.expect("pty");
         let mut screen = String::new();
-        let mut wait_for = async |needle: &str, screen: &mut String| {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !screen.contains(needle) {
-                let ev = tokio::time::timeout_at(deadline, events.recv())
-                    .await
-                    .unwrap_or_else(|_| panic!("no {needle:?} in {screen:?}"))
-                    .expect("open")
-                    .expect("event");
-                if let sqrx_core::ExecEvent::Stdout(d) = ev {
-                    screen.push_str(&String::from_utf8_lossy(&d));
-                }
-            }
-        };
+        let mut wait_for =
+            async |needle: &str, screen: &mut String| read_until(&mut events, needle, screen).await;
         input
             .write(b"readlink /proc/self/fd/0; echo $((6*7))\n".to_vec())
             .await
@@ -197,18 +205,7 @@ fn a_terminal_whose_host_left_takes_its_jobs_along() {
             .write(b"set -m; sleep 1000 & sleep 1001 & echo JOBS=$((1+1))\n".to_vec())
             .await
             .expect("type");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut screen = String::new();
-        while !screen.contains("JOBS=2") {
-            let ev = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no JOBS=2 in {screen:?}"))
-                .expect("open")
-                .expect("event");
-            if let sqrx_core::ExecEvent::Stdout(d) = ev {
-                screen.push_str(&String::from_utf8_lossy(&d));
-            }
-        }
+        read_until(&mut events, "JOBS=2", &mut String::new()).await;
         let groups = sb
             .exec(sqrx_core::ExecRequest::new(
                 "for p in /proc/[0-9]*; do read -r l < $p/stat && case $l in *'(sleep)'*) echo \"$l\";; esac; done",
