@@ -493,6 +493,10 @@ mod tests {
             ("[sessions]\nmax_sesions = 1", "unknown field"),
             ("[[template]]\nname = \"a\"", "port"),
             ("[[template]]\nname = \"a\"\nport = 0", "needs a port"),
+            (
+                "[[template]]\nname = \"a\"\nport = 1\nmemory = 512",
+                "unknown field `memory`",
+            ),
             ("[[template]]\nname = \"a\"\nport = 1\nttl = 99999", "ttl"),
             (
                 "[[template]]\nname = \"a\"\nport = 1\n[[template]]\nname = \"a\"\nport = 2",

@@ -18,6 +18,7 @@ fn default_start_timeout() -> u64 {
 
 /// A kind of session: which layers, which service on which port, for how long.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SessionTemplate {
     /// The template's name.
     pub name: String,
