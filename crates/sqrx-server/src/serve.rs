@@ -1,24 +1,23 @@
 //! Running the server: open the runtime, make the base layer if needed, listen, and shut down
 //! gracefully on SIGTERM/SIGINT (in-flight requests finish within the grace period; sandboxes
-//! keep running and the next server re-attaches them).
-
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use sqrx_core::{Runtime, RuntimeConfig};
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
+//! keep running and the next server re-attaches them). HTTP is served by one single-threaded
+//! runtime per core; `/proxy` requests skip the router (see [`crate::proxy::direct`]).
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use axum::serve::{IncomingStream, Listener};
 use futures_util::future::{BoxFuture, Either};
+use sqrx_core::{Runtime, RuntimeConfig};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
 use tower::Service;
 
 use crate::app::app;
