@@ -1,5 +1,5 @@
 //! The proxy's hot path: the server hands `/proxy/{sandbox_id}/{port}/...` requests straight
-//! to [`forward`](super::http::forward), past the router and its middleware stack, which cost
+//! to [`forward`], past the router and its middleware stack, which cost
 //! more per request than relaying it does. The request is authenticated, counted and logged
 //! as the router's `/proxy` routes do (those routes stay, for [`app`](crate::app::app) used as
 //! a plain router and for ids that need percent-decoding).
