@@ -2,8 +2,9 @@
 //! for a worker stuck past its deadline.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::host::{self, HostFn, HostFunction, HostFuture, HostResult};
@@ -17,9 +18,6 @@ use super::{Execution, ExecutionStatus, JsError, JsLimits, JsRequest};
 /// the watchdog.
 pub const ABANDON_GRACE: Duration = Duration::from_millis(25);
 
-/// How often the watchdog looks at the workers.
-const WATCHDOG_TICK: Duration = Duration::from_millis(10);
-
 /// Extra stack for a worker thread beyond the script's own stack limit: the engine's C frames
 /// outside the limit and the host-side conversion of results.
 const THREAD_STACK_HEADROOM: usize = 8 << 20;
@@ -32,6 +30,13 @@ pub(crate) struct Shared {
     queue_ready: Condvar,
     slots: Mutex<Vec<Arc<Slot>>>,
     shutdown: AtomicBool,
+    /// When the watchdog looks at the workers next, in nanoseconds since `epoch`; `u64::MAX`
+    /// while it sleeps until woken (no execution running).
+    next_look: AtomicU64,
+    epoch: Instant,
+    watchdog: OnceLock<Thread>,
+    /// How many times the watchdog looked (for tests).
+    looks: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,6 +45,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Have the watchdog look at the workers by `deadline` + [`ABANDON_GRACE`] (called when an
+    /// execution with that deadline starts). Wakes it only when it would sleep past that.
+    pub(crate) fn watch_until(&self, deadline: Instant) {
+        let at = self.nanos(deadline + ABANDON_GRACE);
+        if self.next_look.fetch_min(at, Ordering::SeqCst) > at
+            && let Some(w) = self.watchdog.get()
+        {
+            w.unpark();
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
     /// The next job, or `None` once the executor shuts down.
     pub(crate) fn next_job(&self) -> Option<Job> {
         let mut q = lock(&self.queue);
@@ -174,6 +194,10 @@ impl JsExecutorBuilder {
             queue_ready: Condvar::new(),
             slots: Mutex::new(Vec::with_capacity(workers)),
             shutdown: AtomicBool::new(false),
+            next_look: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
+            watchdog: OnceLock::new(),
+            looks: AtomicU64::new(0),
         });
         let mut executor = JsExecutor {
             shared: Arc::clone(&shared),
@@ -192,6 +216,9 @@ impl JsExecutorBuilder {
                 index: workers,
                 source,
             })?;
+        let _ = shared.watchdog.set(watchdog.thread().clone());
+        // Executions that started before the watchdog's thread was known.
+        watchdog.thread().unpark();
         executor.watchdog = Some(watchdog);
         Ok(executor)
     }
@@ -216,49 +243,79 @@ fn spawn_worker(shared: &Arc<Shared>, index: usize) -> Result<Arc<Slot>, JsError
 /// that never polls the interrupt handler), and replaces that worker with a new thread. The
 /// stuck thread is left to finish on its own: its memory is bounded by the runtime's limit,
 /// and it exits as soon as the engine returns.
+///
+/// It sleeps until the earliest running execution's deadline + ABANDON_GRACE, or until woken
+/// when none runs: an idle executor costs no wake-ups. A look that an execution starting
+/// meanwhile may have missed (`next_look` changed under it) is done again.
 fn watchdog(shared: &Arc<Shared>) {
     while !shared.shutdown.load(Ordering::Acquire) {
-        std::thread::park_timeout(WATCHDOG_TICK);
-        let now = Instant::now();
-        let mut slots = lock(&shared.slots);
-        for i in 0..slots.len() {
-            let stuck = {
-                let f = lock(&slots[i].in_flight);
-                match f.as_ref() {
-                    Some(f) if now >= f.deadline + ABANDON_GRACE => {
-                        Some((Arc::clone(&f.reply), f.started))
-                    }
-                    _ => None,
+        shared.next_look.store(u64::MAX, Ordering::SeqCst);
+        let earliest = look(shared);
+        if shared
+            .next_look
+            .compare_exchange(u64::MAX, earliest, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            continue;
+        }
+        if earliest == u64::MAX {
+            std::thread::park();
+        } else {
+            let now = shared.nanos(Instant::now());
+            std::thread::park_timeout(Duration::from_nanos(earliest.saturating_sub(now)));
+        }
+    }
+}
+
+/// Abandon the workers stuck past their deadline; returns when to look next (nanoseconds
+/// since the epoch, `u64::MAX` when nothing runs).
+fn look(shared: &Arc<Shared>) -> u64 {
+    shared.looks.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let mut earliest = u64::MAX;
+    let mut slots = lock(&shared.slots);
+    for i in 0..slots.len() {
+        let stuck = {
+            let f = lock(&slots[i].in_flight);
+            match f.as_ref() {
+                Some(f) if now >= f.deadline + ABANDON_GRACE => {
+                    Some((Arc::clone(&f.reply), f.started))
                 }
-            };
-            let Some((reply, started)) = stuck else {
-                continue;
-            };
-            let index = slots[i].index;
-            slots[i].abandoned.store(true, Ordering::Release);
-            let answered = reply.send(Execution {
-                status: ExecutionStatus::Timeout,
-                result: serde_json::Value::Null,
-                error: Some(worker::timeout_error(shared.limits.timeout)),
-                log: Vec::new(),
-                execution_time_ms: Execution::millis(started.elapsed()),
-            });
-            tracing::warn!(
-                worker = index,
-                answered,
-                "js worker stuck in a builtin past its deadline; abandoning it"
-            );
-            match spawn_worker(shared, index) {
-                Ok(slot) => slots[i] = slot,
-                Err(e) => {
-                    // Keep the old slot (marked abandoned, so it is not answered for twice);
-                    // the next tick cannot retry it, so say so loudly.
-                    tracing::error!(error = %e, "cannot replace an abandoned js worker");
-                    lock(&slots[i].in_flight).take();
+                Some(f) => {
+                    earliest = earliest.min(shared.nanos(f.deadline + ABANDON_GRACE));
+                    None
                 }
+                None => None,
+            }
+        };
+        let Some((reply, started)) = stuck else {
+            continue;
+        };
+        let index = slots[i].index;
+        slots[i].abandoned.store(true, Ordering::Release);
+        let answered = reply.send(Execution {
+            status: ExecutionStatus::Timeout,
+            result: serde_json::Value::Null,
+            error: Some(worker::timeout_error(shared.limits.timeout)),
+            log: Vec::new(),
+            execution_time_ms: Execution::millis(started.elapsed()),
+        });
+        tracing::warn!(
+            worker = index,
+            answered,
+            "js worker stuck in a builtin past its deadline; abandoning it"
+        );
+        match spawn_worker(shared, index) {
+            Ok(slot) => slots[i] = slot,
+            Err(e) => {
+                // Keep the old slot (marked abandoned, so it is not answered for twice);
+                // the next look cannot retry it, so say so loudly.
+                tracing::error!(error = %e, "cannot replace an abandoned js worker");
+                lock(&slots[i].in_flight).take();
             }
         }
     }
+    earliest
 }
 
 impl JsExecutor {
@@ -311,8 +368,26 @@ impl Drop for JsExecutor {
         self.shared.queue_ready.notify_all();
         if let Some(w) = self.watchdog.take() {
             w.thread().unpark();
-            // The watchdog exits within a tick; workers finish on their own.
+            // The watchdog exits as soon as it wakes; workers finish on their own.
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_executor_has_a_sleeping_watchdog() {
+        let js = JsExecutor::builder().workers(1).build().expect("executor");
+        let out = js.run_blocking(JsRequest::new("1+2"));
+        assert_eq!(out.status, ExecutionStatus::Success);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = js.shared.looks.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = js.shared.looks.load(Ordering::Relaxed) - before;
+        // It wakes at most once more, at the finished execution's old deadline.
+        assert!(idle <= 1, "the idle watchdog looked {idle} times in 500 ms");
     }
 }

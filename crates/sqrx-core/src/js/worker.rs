@@ -694,11 +694,13 @@ pub(crate) fn run(shared: Arc<Shared>, slot: Arc<Slot>) {
             ));
             continue;
         };
+        let deadline = started + limits.timeout;
         slot.set(Some(InFlight {
             started,
-            deadline: started + limits.timeout,
+            deadline,
             reply: Arc::clone(&job.reply),
         }));
+        shared.watch_until(deadline);
         let (execution, reuse) = eng.execute(&context, &job.request, &job.reply, &limits, started);
         slot.set(None);
         job.reply.send(execution);
