@@ -14,16 +14,17 @@ use crate::state::AppState;
 
 /// Routes anyone may call: load balancers and clients probing readiness, the API
 /// description, and the session routes whose path holds a 128-bit random capability (the
-/// session id for its WebSocket and status, the termination token for stop), as squarex's
+/// session id for its WebSocket and status, the termination token for stop and extend), as squarex's
 /// public endpoint works. A browser cannot set `Authorization` on a WebSocket, and whoever
 /// opened the session (`POST /v1/try`, which needs the token) hands these out.
-pub const PUBLIC_PATHS: [&str; 6] = [
+pub const PUBLIC_PATHS: [&str; 7] = [
     "/v1/health",
     "/cgi-bin/health",
     "/openapi.json",
     "/{session_id}/ws",
     "/v1/status/{session_id}",
     "/v1/stop/{termination_token}",
+    "/v1/extend/{termination_token}",
 ];
 
 /// Is the request for a public route?

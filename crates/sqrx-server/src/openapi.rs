@@ -65,7 +65,7 @@ impl Modify for BearerAuth {
         v1::snapshots::activate, v1::snapshots::clone,
         v1::exec::exec, v1::exec_ws::exec_ws, v1::pty::pty,
         v1::sessions::try_session, v1::sessions::status, v1::sessions::stop,
-        v1::sessions::stop_delete, proxy::session::session_ws, proxy::http::proxy,
+        v1::sessions::stop_delete, v1::sessions::extend, proxy::session::session_ws, proxy::http::proxy,
         v1::files::get_root, v1::files::get, v1::files::put, v1::files::remove,
         js_api::execute, js_api::execute_compat,
         cgi::health, cgi::modules, cgi::list_sandboxes, cgi::create, cgi::get, cgi::destroy,
@@ -75,7 +75,7 @@ impl Modify for BearerAuth {
     components(schemas(
         error::ErrorBody,
         v1::exec_ws::WsExecRequest, v1::exec_ws::ServerFrame, v1::pty::PtyFrame,
-        v1::sessions::TryRequest, v1::sessions::TryResponse, v1::sessions::StatusResponse,
+        v1::sessions::TryRequest, v1::sessions::TryResponse, v1::sessions::StatusResponse, v1::sessions::ExtendRequest,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -49,6 +49,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/v1/stop/{termination_token}",
             post(sessions::stop).delete(sessions::stop_delete),
         )
+        .route("/v1/extend/{termination_token}", post(sessions::extend))
         .route("/v1/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))

@@ -1,5 +1,5 @@
 //! Sessions (squarex's API): `POST /v1/try`, `GET /v1/status/{session_id}`,
-//! `POST|DELETE /v1/stop/{termination_token}`. The client reaches the session's service at the
+//! `POST|DELETE /v1/stop/{termination_token}`, and ours: `POST /v1/extend/{termination_token}`. The client reaches the session's service at the
 //! returned `session` address (`GET /{session_id}/ws`, see [`crate::proxy::session`]).
 
 use axum::Json;
@@ -25,6 +25,15 @@ pub struct TryRequest {
     /// Time to live in seconds (default: the template's; at most the server's maximum).
     #[serde(default)]
     pub ttl: Option<f64>,
+}
+
+/// The body of `POST /v1/extend/{termination_token}`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// Seconds to add to the session's `valid_till`. A session never lives past the server's
+    /// maximum TTL counted from its creation: a longer extension stops there.
+    pub seconds: f64,
 }
 
 /// A session just opened.
@@ -188,6 +197,24 @@ pub async fn stop_delete(
     token: Path<String>,
 ) -> Result<Json<StatusResponse>, ApiError> {
     stop(state, token).await
+}
+
+/// `POST /v1/extend/{termination_token}`: push the session's end back (up to the server's
+/// maximum TTL from its creation). The answer has the new `valid_till`.
+#[utoipa::path(post, path = "/v1/extend/{termination_token}", tag = "sessions",
+    params(("termination_token" = String, Path, description = "The token from POST /v1/try")),
+    request_body = ExtendRequest,
+    responses((status = 200, body = StatusResponse),
+              (status = 400, description = "Not a number of seconds, or the session has ended", body = ErrorBody),
+              (status = 404, description = "No session has this token", body = ErrorBody)))]
+pub async fn extend(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    crate::extract::Json(req): crate::extract::Json<ExtendRequest>,
+) -> Result<Json<StatusResponse>, ApiError> {
+    let by = seconds("seconds", req.seconds)?;
+    let s = state.sessions().extend(&token, by)?;
+    Ok(Json(StatusResponse::of(&s)))
 }
 
 #[cfg(test)]

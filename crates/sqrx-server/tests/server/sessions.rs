@@ -339,6 +339,72 @@ async fn stop_by_token_limits_errors_and_auth() {
     let listed = send(c.get(s.url("/v1/sandboxes")).bearer_auth(token)).await;
     assert_eq!(listed.1.as_array().map(Vec::len), Some(1));
 
+    // Extend by token (no bearer needed): valid_till moves by the seconds asked, never past
+    // max_ttl from creation; bad bodies and unknown tokens change nothing.
+    let till = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["valid_till"].as_str().expect("valid_till"))
+            .expect("rfc3339")
+    };
+    let before = till(&get(&c, s.url(&format!("/v1/status/{id}"))).await.1);
+    let extended = post(
+        &c,
+        s.url(&format!("/v1/extend/{stop_token}")),
+        json!({"seconds": 60}),
+    )
+    .await;
+    assert_eq!(extended.0, 200, "{}", extended.1);
+    assert_eq!(extended.1["status"], "running");
+    assert_eq!((till(&extended.1) - before).num_seconds(), 60);
+    let status = get(&c, s.url(&format!("/v1/status/{id}"))).await;
+    assert_eq!(till(&status.1), till(&extended.1));
+    let created =
+        chrono::DateTime::parse_from_rfc3339(session["created_at"].as_str().expect("created_at"))
+            .expect("rfc3339");
+    let capped = post(
+        &c,
+        s.url(&format!("/v1/extend/{stop_token}")),
+        json!({"seconds": 86400}),
+    )
+    .await;
+    assert_eq!(capped.0, 200, "{}", capped.1);
+    assert_eq!(
+        (till(&capped.1) - created).num_seconds(),
+        900,
+        "capped at max_ttl"
+    );
+    for (path, body, status, needle) in [
+        (
+            format!("/v1/extend/{wrong}"),
+            json!({"seconds": 5}),
+            404,
+            "not found",
+        ),
+        (
+            format!("/v1/extend/{stop_token}"),
+            json!({"seconds": 0}),
+            400,
+            "seconds",
+        ),
+        (
+            format!("/v1/extend/{stop_token}"),
+            json!({"seconds": "x"}),
+            400,
+            "invalid",
+        ),
+        (
+            format!("/v1/extend/{stop_token}"),
+            json!({"secs": 5}),
+            400,
+            "unknown field",
+        ),
+    ] {
+        assert_error(&post(&c, s.url(&path), body).await, status, needle);
+    }
+    assert_eq!(
+        till(&get(&c, s.url(&format!("/v1/status/{id}"))).await.1),
+        till(&capped.1)
+    );
+
     // Stop: the client is told, the sandbox goes; stopping again is fine.
     let stopped = send(c.delete(s.url(&format!("/v1/stop/{stop_token}")))).await;
     assert_eq!(stopped.0, 200, "{}", stopped.1);
@@ -347,6 +413,16 @@ async fn stop_by_token_limits_errors_and_auth() {
     assert_eq!(
         (code, reason.as_str()),
         (CloseCode::Normal, "session stopped")
+    );
+    assert_error(
+        &post(
+            &c,
+            s.url(&format!("/v1/extend/{stop_token}")),
+            json!({"seconds": 5}),
+        )
+        .await,
+        400,
+        "ended",
     );
     let again = send(c.post(s.url(&format!("/v1/stop/{stop_token}")))).await;
     assert_eq!(again.0, 200);
