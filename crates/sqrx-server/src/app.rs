@@ -91,6 +91,7 @@ fn unbounded(method: &Method, route: &str) -> bool {
         "/v1/sandboxes/{id}/exec"
             | "/v1/sandboxes/{id}/exec/ws"
             | "/v1/sandboxes/{id}/pty"
+            | "/v1/sandboxes/{id}/archive"
             | "/v1/execute"
             | "/api/execute"
             | "/v1/sandboxes/{id}/snapshot"

@@ -67,6 +67,7 @@ impl Modify for BearerAuth {
         v1::sessions::try_session, v1::sessions::status, v1::sessions::stop,
         v1::sessions::stop_delete, v1::sessions::extend, proxy::session::session_ws, proxy::http::proxy,
         v1::files::get_root, v1::files::get, v1::files::put, v1::files::remove,
+        v1::archive::upload, v1::archive::download,
         js_api::execute, js_api::execute_compat,
         cgi::health, cgi::modules, cgi::list_sandboxes, cgi::create, cgi::get, cgi::destroy,
         cgi::exec, cgi::logs, cgi::activate, cgi::snapshot, cgi::restore,
@@ -76,6 +77,7 @@ impl Modify for BearerAuth {
         error::ErrorBody,
         v1::exec_ws::WsExecRequest, v1::exec_ws::ServerFrame, v1::pty::PtyFrame,
         v1::sessions::TryRequest, v1::sessions::TryResponse, v1::sessions::StatusResponse, v1::sessions::ExtendRequest,
+        v1::archive::Unpacked,
     )),
     modifiers(&BearerAuth),
     tags(

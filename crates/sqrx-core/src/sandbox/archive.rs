@@ -47,8 +47,14 @@ fn entry_parts(path: &Path) -> Result<Vec<String>, SandboxError> {
     Ok(out)
 }
 
+/// A failure to read the archive: the input is not a (complete) tar stream, which is the
+/// caller's to fix (`InvalidArgument`), unlike failures to write what it holds.
 fn tar_err(op: &'static str, dir: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
-    SandboxError::io(op, dir)
+    let dir = dir.to_string();
+    move |e| SandboxError::Invalid {
+        field: "archive",
+        reason: format!("cannot {op} {dir}: {e}"),
+    }
 }
 
 fn set_times(fd: &OwnedFd, mtime: u64) {

@@ -116,10 +116,10 @@ pub fn upload_kind(headers: &HeaderMap) -> Result<UploadKind, ApiError> {
 }
 
 /// A reader that fails once more than `remaining` bytes came through, and says so.
-struct Limited<R> {
-    inner: R,
-    remaining: u64,
-    exceeded: Arc<AtomicBool>,
+pub(crate) struct Limited<R> {
+    pub(crate) inner: R,
+    pub(crate) remaining: u64,
+    pub(crate) exceeded: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for Limited<R> {

@@ -1,5 +1,6 @@
 //! The native API under `/v1`.
 
+pub mod archive;
 pub mod exec;
 pub mod exec_ws;
 pub mod files;
@@ -58,6 +59,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
         .route("/v1/sandboxes/{id}/activate", post(snapshots::activate))
         .route("/v1/sandboxes/{id}/clone", post(snapshots::clone))
+        .route(
+            "/v1/sandboxes/{id}/archive",
+            get(archive::download)
+                .put(archive::upload)
+                // The upload streams its body and counts it against the limit itself.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/sandboxes/{id}/files", get(files::get_root))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",

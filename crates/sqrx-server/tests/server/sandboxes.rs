@@ -143,6 +143,88 @@ async fn create_exec_logs_pause_files_destroy() {
         "",
     );
 
+    // A directory as a tar stream, both ways.
+    let tar = {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, mode) in [
+            ("proj/run.sh", &b"#!/bin/sh\necho run\n"[..], 0o755),
+            ("proj/data/big.bin", &[7u8; 300_000][..], 0o600),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).expect("append");
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "proj/link", "run.sh").expect("link");
+        b.into_inner().expect("tar")
+    };
+    let up = send(
+        c.put(s.url("/v1/sandboxes/box1/archive?path=/srv/app"))
+            .header("content-type", "application/x-tar")
+            .body(tar),
+    )
+    .await;
+    assert_eq!(up.0, 200, "{}", up.1);
+    assert_eq!(up.1["entries"], 3);
+    let ran = exec(&c, &s, "box1", "/srv/app/proj/run.sh; stat -c '%a %s' /srv/app/proj/data/big.bin; readlink /srv/app/proj/link").await;
+    assert_eq!(ran["stdout"], "run\n600 300000\nrun.sh\n", "{ran}");
+    let down = c
+        .get(s.url("/v1/sandboxes/box1/archive?path=/srv/app/proj"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(down.status(), 200);
+    assert_eq!(down.headers()["content-type"], "application/x-tar");
+    let bytes = down.bytes().await.expect("body");
+    let mut seen = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(&bytes[..]).entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").display().to_string();
+        let mode = entry.header().mode().expect("mode") & 0o7777;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read");
+        seen.insert(path, (mode, data.len()));
+    }
+    assert_eq!(seen.get("run.sh"), Some(&(0o755, 19)), "{seen:?}");
+    assert_eq!(
+        seen.get("data/big.bin"),
+        Some(&(0o600, 300_000)),
+        "{seen:?}"
+    );
+    assert!(seen.contains_key("link"), "{seen:?}");
+    for (req, status, needle) in [
+        (
+            c.get(s.url("/v1/sandboxes/box1/archive?path=/nope")),
+            404,
+            "",
+        ),
+        (
+            c.get(s.url("/v1/sandboxes/box1/archive?path=/srv/app/proj/run.sh")),
+            400,
+            "not a directory",
+        ),
+        (c.get(s.url("/v1/sandboxes/box1/archive")), 400, "path"),
+        (
+            c.get(s.url("/v1/sandboxes/nobox/archive?path=/")),
+            404,
+            "nobox",
+        ),
+        (
+            c.put(s.url("/v1/sandboxes/box1/archive?path=/srv/x"))
+                .body("this is not a tar archive, not at all, no no no no no no no no no no no"),
+            400,
+            "",
+        ),
+    ] {
+        assert_error(&send(req).await, status, needle);
+    }
+
     let gone = delete(&c, s.url("/v1/sandboxes/box1")).await;
     assert_eq!(gone, (204, serde_json::Value::Null));
     assert_error(
