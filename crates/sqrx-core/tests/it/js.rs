@@ -309,14 +309,9 @@ fn js_out_of_memory_is_recognised_after_the_heap_emptied() {
     assert_eq!(run(&js, "throw null").status, ExecutionStatus::Error);
 }
 
-/// Runs in a child process (see `js_out_of_memory_returns_rss_to_baseline`) so that no other
-/// test's allocations move the RSS.
-#[test]
-#[ignore = "run by js_out_of_memory_returns_rss_to_baseline in a child process"]
-fn js_oom_rss_child() {
-    if std::env::var_os("SQRX_JS_RSS_CHILD").is_none() {
-        return;
-    }
+/// The body of `js_out_of_memory_returns_rss_to_baseline`, run in a child process of the test
+/// binary so that no other test's allocations move the RSS.
+fn oom_rss_in_this_process() {
     let js = one_worker(JsLimits::default());
     for _ in 0..20 {
         ok(
@@ -362,12 +357,15 @@ fn rss_bytes() -> u64 {
 
 #[test]
 fn js_out_of_memory_returns_rss_to_baseline() {
+    if std::env::var_os("SQRX_JS_RSS_CHILD").is_some() {
+        return oom_rss_in_this_process();
+    }
     let _g = heavy();
+    // The same test again, alone in a child process (which takes the branch above).
     let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "js::js_oom_rss_child",
+            "js::js_out_of_memory_returns_rss_to_baseline",
             "--exact",
-            "--ignored",
             "--nocapture",
         ])
         .env("SQRX_JS_RSS_CHILD", "1")
