@@ -66,12 +66,17 @@ pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     if bearer_matches(header, token) {
         return None;
     }
+    Some(unauthorized())
+}
+
+/// The 401 answer to a request without the server's token.
+pub fn unauthorized() -> Response {
     let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response();
     response.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
-    Some(response)
+    response
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod cgi;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod js_api;

@@ -1,28 +1,22 @@
 //! Running the server: open the runtime, make the base layer if needed, listen, and shut down
 //! gracefully on SIGTERM/SIGINT (in-flight requests finish within the grace period; sandboxes
 //! keep running and the next server re-attaches them). HTTP is served by one single-threaded
-//! runtime per core; `/proxy` requests skip the router (see [`crate::proxy::direct`]).
+//! runtime per core, which reads `/proxy` requests itself (see [`crate::connection`]).
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
-use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
-use futures_util::future::{BoxFuture, Either};
 use sqrx_core::{Runtime, RuntimeConfig};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
-use tower::Service;
+use tokio_util::task::TaskTracker;
 
 use crate::app::app;
 use crate::config::ServerConfig;
-use crate::proxy;
+use crate::connection::{self, Routes};
 use crate::state::AppState;
 
 /// How often expired sandboxes are reaped.
@@ -158,16 +152,13 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
         signals.recv().await;
         let _ = stop_tx.send(true);
     });
-    let service = MakeConn {
-        router: app(state.clone()),
-        state,
-    };
+    let router = app(state.clone());
     let mut shards = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (service, stop) = (service.clone(), stop_rx.clone());
+        let (router, state, stop) = (router.clone(), state.clone(), stop_rx.clone());
         let shard = std::thread::Builder::new()
             .name(format!("sqrx-http-{i}"))
-            .spawn(move || serve_shard(listener, service, stop))
+            .spawn(move || serve_shard(listener, router, state, stop))
             .map_err(ServeError::Tokio)?;
         shards.push(shard);
     }
@@ -244,7 +235,8 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 /// blocking pool; the server's background work (reapers) stays on the main runtime.
 fn serve_shard(
     listener: std::net::TcpListener,
-    service: MakeConn,
+    router: Router,
+    state: AppState,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -253,78 +245,47 @@ fn serve_shard(
         .map_err(ServeError::Tokio)?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
-        // Responses and relayed frames are written whole: Nagle would only hold back the
-        // last small segment of each (as nginx, which sets TCP_NODELAY on keep-alive
-        // connections).
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            });
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(ServeError::Serve)
+        let connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|stop| *stop) => break,
+            };
+            let (tcp, client) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            };
+            // Responses and relayed frames are written whole: Nagle would only hold back
+            // the last small segment of each (nginx sets TCP_NODELAY on keep-alive
+            // connections too).
+            let _ = tcp.set_nodelay(true);
+            let routes = Routes {
+                router: router.clone(),
+                state: state.clone(),
+                client,
+            };
+            connections.spawn(connection::serve(tcp, client, routes, stop.clone()));
+        }
+        drop(listener);
+        connections.close();
+        connections.wait().await;
+        Ok(())
     })
 }
 
-/// Makes the service for each accepted connection.
-#[derive(Clone)]
-struct MakeConn {
-    router: Router,
-    state: AppState,
-}
-
-impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for MakeConn {
-    type Response = Conn;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Conn, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+/// After a failed accept: a connection the client gave up on is nothing; anything else
+/// (out of file descriptors, say) is logged and accepting pauses for a second, as axum does.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
     }
-
-    fn call(&mut self, incoming: IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(Conn {
-            router: self.router.clone(),
-            state: self.state.clone(),
-            client: *incoming.remote_addr(),
-        }))
-    }
-}
-
-/// The service of one connection: proxied requests go the direct way
-/// ([`proxy::direct`]), everything else to the router, with the peer's address as
-/// [`ConnectInfo`] (the proxy's `X-Forwarded-For`).
-#[derive(Clone)]
-struct Conn {
-    router: Router,
-    state: AppState,
-    client: SocketAddr,
-}
-
-impl Service<Request> for Conn {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<
-        BoxFuture<'static, Result<Response, Infallible>>,
-        <Router as Service<Request>>::Future,
-    >;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        if proxy::direct::target(req.uri().path()).is_some() {
-            let state = self.state.clone();
-            let client = self.client;
-            return Either::Left(Box::pin(async move {
-                Ok(proxy::direct::serve(state, client, req).await)
-            }));
-        }
-        req.extensions_mut().insert(ConnectInfo(self.client));
-        Either::Right(self.router.call(req))
-    }
+    tracing::error!(error = %e, "accept error");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

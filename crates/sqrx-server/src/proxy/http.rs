@@ -124,7 +124,8 @@ fn upstream_path(uri: &axum::http::Uri) -> Result<PathAndQuery, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid proxy path: {e}")))
 }
 
-fn port_of(raw: &str) -> Result<u16, ApiError> {
+/// The port of a proxy path, 1-65535.
+pub fn port_of(raw: &str) -> Result<u16, ApiError> {
     match raw.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(ApiError::bad_request(format!(

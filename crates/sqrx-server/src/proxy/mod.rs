@@ -4,7 +4,9 @@
 //! the sandbox's init and passed back (see `sqrx_core::Sandbox::connect`).
 
 pub mod direct;
+pub mod framing;
 pub mod http;
+pub mod relay;
 pub mod session;
 pub mod upstream;
 

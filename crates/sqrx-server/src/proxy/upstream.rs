@@ -59,11 +59,36 @@ impl IdleConn {
 
 type IdleMap = Mutex<HashMap<Key, Vec<IdleConn>>>;
 
+/// An idle connection of the relay ([`super::relay`]): a plain socket between two exchanges.
+struct IdleStream {
+    stream: TcpStream,
+    since: Instant,
+}
+
+impl IdleStream {
+    /// Still usable: young enough, and nothing (an end of stream, stray bytes) arrived since
+    /// its last exchange. The readiness the runtime has seen is asked first, so a quiet
+    /// connection costs no read.
+    fn usable(&self) -> bool {
+        if self.since.elapsed() >= IDLE_TIMEOUT {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+type StreamMap = Mutex<HashMap<Key, Vec<IdleStream>>>;
+
 /// Pooled HTTP/1.1 connections into sandboxes. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
     rt: Runtime,
     idle: Arc<IdleMap>,
+    streams: Arc<StreamMap>,
     sweeping: Arc<std::sync::Once>,
 }
 
@@ -73,8 +98,8 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-fn lock(idle: &IdleMap) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<IdleConn>>> {
-    idle.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Why an exchange failed.
@@ -101,12 +126,13 @@ impl Upstream {
         Upstream {
             rt,
             idle: Arc::new(Mutex::new(HashMap::new())),
+            streams: Arc::new(Mutex::new(HashMap::new())),
             sweeping: Arc::new(std::sync::Once::new()),
         }
     }
 
     /// A fresh connection to `port` in sandbox `id`.
-    async fn connect(&self, id: &str, port: u16) -> Result<TcpStream, ApiError> {
+    pub async fn connect(&self, id: &str, port: u16) -> Result<TcpStream, ApiError> {
         let rt = self.rt.clone();
         let sid = id.to_string();
         // Looking the sandbox up reads its state file and asking init for the socket blocks on
@@ -157,10 +183,40 @@ impl Upstream {
         }
     }
 
+    /// An idle plain connection to `port` in sandbox `id` that is still usable, if this
+    /// thread has one.
+    pub fn take_stream(&self, id: &str, port: u16) -> Option<TcpStream> {
+        let key: Key = (std::thread::current().id(), id.to_string(), port);
+        let mut streams = lock(&self.streams);
+        let list = streams.get_mut(&key)?;
+        while let Some(s) = list.pop() {
+            if s.usable() {
+                return Some(s.stream);
+            }
+        }
+        None
+    }
+
+    /// Keep a plain connection whose exchange ended cleanly for the next request to `port`
+    /// in sandbox `id` from this thread.
+    pub fn keep_stream(&self, id: &str, port: u16, stream: TcpStream) {
+        self.start_sweeper();
+        let key: Key = (std::thread::current().id(), id.to_string(), port);
+        let mut streams = lock(&self.streams);
+        let list = streams.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_TARGET {
+            list.push(IdleStream {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
     /// Close idle connections past their time or closed by the service (a destroyed
     /// sandbox's, say), every few seconds, for as long as the pool exists.
     fn start_sweeper(&self) {
-        let weak: Weak<IdleMap> = Arc::downgrade(&self.idle);
+        let idle: Weak<IdleMap> = Arc::downgrade(&self.idle);
+        let streams: Weak<StreamMap> = Arc::downgrade(&self.streams);
         self.sweeping.call_once(|| {
             let Ok(handle) = tokio::runtime::Handle::try_current() else {
                 return;
@@ -168,9 +224,15 @@ impl Upstream {
             handle.spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(5)).await;
-                    let Some(idle) = weak.upgrade() else { return };
+                    let (Some(idle), Some(streams)) = (idle.upgrade(), streams.upgrade()) else {
+                        return;
+                    };
                     lock(&idle).retain(|_, list| {
                         list.retain_mut(IdleConn::usable);
+                        !list.is_empty()
+                    });
+                    lock(&streams).retain(|_, list| {
+                        list.retain(IdleStream::usable);
                         !list.is_empty()
                     });
                 }
