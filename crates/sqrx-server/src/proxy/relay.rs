@@ -37,16 +37,15 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const CHUNK: usize = 64 * 1024;
 
 /// Headers that describe one connection (RFC 9110 §7.6.1), never relayed, plus those the
-/// relay sets itself. `Transfer-Encoding` is not among them: the relay passes a chunked
-/// body as it came, so its coding goes along.
-const DROPPED: [&str; 12] = [
+/// relay sets itself. `Transfer-Encoding` and `Trailer` are not among them: the relay passes
+/// a chunked body as it came, trailers included, so its coding goes along.
+const DROPPED: [&str; 11] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "upgrade",
     "x-forwarded-for",
     "x-forwarded-host",
@@ -594,7 +593,7 @@ async fn respond(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if named(&DROPPED[..8], h.name) || (named(&listed, h.name) && !named(&FRAMING, h.name)) {
+        if named(&DROPPED[..7], h.name) || (named(&listed, h.name) && !named(&FRAMING, h.name)) {
             continue;
         }
         header(&mut out, h.name.as_bytes(), h.value);

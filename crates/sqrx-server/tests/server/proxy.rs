@@ -198,6 +198,7 @@ async fn http_through_the_proxy() {
         .expect("redirect");
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], "/proxy/web/8001/?q=1");
+    relayed_framings(&s, &c, token).await;
 
     // Errors.
     assert_error(&get(&c, s.url("/proxy/web/9/")).await, 502, "port 9");
@@ -214,6 +215,139 @@ async fn http_through_the_proxy() {
     let deleted = send(c.delete(s.url("/v1/sandboxes/web"))).await;
     assert_eq!(deleted.0, 204);
     assert_error(&get(&c, s.url("/proxy/web/8001/")).await, 404, "web");
+}
+
+/// Write `requests` on one connection to the server and read until it closes (the last
+/// request should say `Connection: close`): the whole transcript.
+async fn transcript(s: &Server, requests: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(requests).await.expect("write");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut got))
+        .await
+        .expect("the server kept the connection open")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// What follows the first `needle` in `text` (which must hold it).
+fn past<'a>(text: &'a str, needle: &str, whole: &str) -> &'a str {
+    match text.find(needle) {
+        Some(at) => &text[at + needle.len()..],
+        None => panic!("{needle:?} missing from what is left of:\n{whole}"),
+    }
+}
+
+/// The response framings a reverse proxy must get right, on keep-alive and pipelined
+/// connections, as raw bytes on the wire: chunked with trailers, HEAD, 204, interim 103,
+/// a length a client tried to have dropped, a 401 that keeps the connection, a connection
+/// that turns to API requests, a body ended by the service's close, `Expect`, and a
+/// pooled connection the service closed.
+async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let requests = format!(
+        "GET /proxy/web/8001/kind/chunked HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
+         HEAD /proxy/web/8001/head HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
+         GET /proxy/web/8001/kind/empty HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
+         GET /proxy/web/8001/kind/hints HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
+         GET /proxy/web/8001/refused HTTP/1.1\r\nHost: h\r\n\r\n\
+         POST /proxy/web/8001/five HTTP/1.1\r\nHost: h\r\n{auth}Connection: content-length\r\n\
+         Content-Length: 5\r\n\r\nhello\
+         GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n\
+         GET /proxy/web/8001/last HTTP/1.1\r\nHost: h\r\n{auth}Connection: close\r\n\r\n"
+    );
+    let whole = transcript(s, requests.as_bytes()).await;
+    let rest = past(&whole, "HTTP/1.1 200 OK\r\n", &whole);
+    let rest = past(rest, "Transfer-Encoding: chunked\r\n", &whole);
+    let rest = past(rest, "Trailer: X-Sum", &whole);
+    let rest = past(rest, "\r\n\r\n", &whole);
+    let (body, rest) = rest.split_at(
+        rest.find("HTTP/1.1 ")
+            .unwrap_or_else(|| panic!("no response after the chunked one:\n{whole}")),
+    );
+    assert_eq!(
+        body, "6\r\nhello \r\n8\r\nchunked \r\n5\r\nworld\r\n0\r\nX-Sum: 3\r\n\r\n",
+        "{whole}"
+    );
+    // HEAD: the length of what a GET would get, and no body.
+    let rest = past(rest, "HTTP/1.1 200 OK\r\n", &whole);
+    let (head, rest) = rest.split_once("\r\n\r\n").expect("end of the HEAD head");
+    assert!(head.contains("Content-Length: 42"), "{whole}");
+    assert!(rest.starts_with("HTTP/1.1 204 No Content\r\n"), "{whole}");
+    let rest = past(rest, "\r\n\r\n", &whole);
+    assert!(rest.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{whole}");
+    let rest = past(rest, "Link: </style.css>; rel=preload\r\n", &whole);
+    let rest = past(rest, "HTTP/1.1 200 OK\r\n", &whole);
+    let rest = past(rest, "\r\n\r\nhints", &whole);
+    assert!(rest.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{whole}");
+    let rest = past(rest, "\"unauthorized\"}", &whole);
+    let rest = past(rest, "\"path\": \"/five\"", &whole);
+    let rest = past(rest, "\"body_len\": 5,", &whole);
+    // The API answers on the same connection, then the proxy again (the router's way).
+    let rest = past(rest, "HTTP/1.1 200 OK\r\n", &whole);
+    let rest = past(rest, "\"ok\"", &whole);
+    let rest = past(rest, "HTTP/1.1 200 OK\r\n", &whole);
+    past(rest, "\"path\": \"/last\"", &whole);
+
+    // A body that ends with the service's connection: the client's closes after it.
+    let whole = transcript(
+        s,
+        format!("GET /proxy/web/8001/kind/close HTTP/1.1\r\nHost: h\r\n{auth}\r\n").as_bytes(),
+    )
+    .await;
+    let head = whole.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nconnection: close"),
+        "{whole}"
+    );
+    assert!(whole.ends_with("\r\n\r\nuntil the end"), "{whole}");
+
+    // Expect: 100-continue is served by hyper, which asks for the body.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(&s.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /proxy/web/8001/expect HTTP/1.1\r\nHost: h\r\n{auth}Expect: 100-continue\r\n\
+             Content-Length: 3\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut interim = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut interim))
+            .await
+            .expect("no 100 Continue")
+            .expect("read");
+        assert!(
+            interim[..n].starts_with(b"HTTP/1.1 100 Continue\r\n"),
+            "{}",
+            String::from_utf8_lossy(&interim[..n])
+        );
+        tcp.write_all(b"abc").await.expect("body");
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest).await.expect("read");
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.contains("\"body_len\": 3,"), "{rest}");
+    }
+
+    // The service closes a connection it said it would keep: the next requests still work.
+    for path in ["kind/bye", "a", "kind/bye", "b", "c"] {
+        let resp = c
+            .get(s.url(&format!("/proxy/web/8001/{path}")))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(
+            body == "bye" || body.contains(&format!("\"/{path}\"")),
+            "{path}: {body}"
+        );
+    }
 }
 
 /// Echo one message on every connection and check it comes back.
