@@ -94,10 +94,26 @@ curl -fsS --noproxy '*' "$URL/proxy/bench/8000/" | grep -q hello
 curl -fsS --noproxy '*' "http://127.0.0.1:$NGINX/" | grep -q hello
 
 echo "machine: $(nproc) cores, $(uname -r); $(nginx -v 2>&1); wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}'); ${DURATION}s per run"
-wrk_run() { # name url
-  local line
+# CPU time (user, system; clock ticks) of the processes $1 (a command printing PIDs).
+cpu_ticks() {
+  local u=0 s=0 p f
+  for p in $(eval "$1"); do
+    f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+    set -- $f
+    u=$((u + ${12})) s=$((s + ${13}))
+  done
+  echo "$u $s"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+wrk_run() { # name url pids-command
+  local name=$1 line before after requests
+  before=$(cpu_ticks "$3")
   line=$(wrk -t2 -c64 -d"${DURATION}s" -s benches/server/wrk.lua "$2" | grep '^RESULT')
-  echo "HTTP $1 c=64 ${line#RESULT }"
+  after=$(cpu_ticks "$3")
+  requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
+  # The proxy's CPU per request (user + system), from its processes' counters.
+  set -- $before $after
+  echo "HTTP $name c=64 ${line#RESULT } cpu_us_per_req=$(( ($3 - $1 + $4 - $2) * TICK_US / requests )) (user $(( ($3 - $1) * TICK_US / requests )), sys $(( ($4 - $2) * TICK_US / requests )))"
 }
 # Warm up every path.
 for u in "http://127.0.0.1:$HOST_HTTP/" "http://127.0.0.1:$NGINX/" "$URL/proxy/bench/8000/"; do
@@ -105,10 +121,10 @@ for u in "http://127.0.0.1:$HOST_HTTP/" "http://127.0.0.1:$NGINX/" "$URL/proxy/b
 done
 # Alternate the two proxies twice, so drift on the shared machine hits both.
 for round in 1 2; do
-  wrk_run "nginx (keepalive upstream)" "http://127.0.0.1:$NGINX/"
-  wrk_run "sqrx /proxy" "$URL/proxy/bench/8000/"
+  wrk_run "nginx (keepalive upstream)" "http://127.0.0.1:$NGINX/" 'pgrep -P "$(cat "$WORK/nginx.pid")"; cat "$WORK/nginx.pid"'
+  wrk_run "sqrx /proxy" "$URL/proxy/bench/8000/" 'echo $SERVER'
 done
-wrk_run "direct (no proxy)" "http://127.0.0.1:$HOST_HTTP/"
+wrk_run "direct (no proxy)" "http://127.0.0.1:$HOST_HTTP/" 'echo ${PIDS[0]}'
 echo "sqrx server RSS after HTTP: $(awk '/VmRSS/ {print $2, $3}' /proc/$SERVER/status)"
 
 ws_run() { # name url

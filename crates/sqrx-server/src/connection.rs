@@ -77,6 +77,13 @@ pub async fn serve(
         if after == After::Close {
             return;
         }
+        // A long body grew the buffers: an idle connection keeps small ones.
+        if scratch.capacity() > relay::HEAD_READ {
+            scratch = BytesMut::new();
+        }
+        if buf.capacity() > MAX_REQUEST_HEAD {
+            buf = BytesMut::from(&buf[..]);
+        }
     }
 }
 
@@ -130,6 +137,10 @@ impl AsyncRead for Replay {
         let n = self.read.len().min(buf.remaining());
         buf.put_slice(&self.read[..n]);
         self.read.advance(n);
+        if self.read.is_empty() {
+            // Let the read buffer go rather than keep it for the connection's life.
+            self.read = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -33,8 +33,10 @@ use crate::state::AppState;
 const MAX_HEADERS: usize = 100;
 /// Longest response head taken from a service.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Bytes read at a time from either side.
+/// Bytes read at a time from either side while relaying a body.
 const CHUNK: usize = 64 * 1024;
+/// Bytes read at a time for a response head (most responses fit whole).
+pub const HEAD_READ: usize = 16 * 1024;
 
 /// Headers that describe one connection (RFC 9110 §7.6.1), never relayed, plus those the
 /// relay sets itself. `Transfer-Encoding` and `Trailer` are not among them: the relay passes
@@ -481,7 +483,7 @@ async fn read_head(conn: &mut TcpStream, scratch: &mut BytesMut) -> std::io::Res
                 Err(e) => return Err(std::io::Error::other(format!("bad response head: {e}"))),
             }
         }
-        scratch.reserve(CHUNK);
+        scratch.reserve(HEAD_READ);
         if conn.read_buf(scratch).await? == 0 {
             return Ok(None);
         }
