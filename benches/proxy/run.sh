@@ -6,7 +6,7 @@
 # (a layer made with `sqrx layer from-host`) behind sqrx, on the host behind nginx. Loopback only.
 # With --soak, also runs the 500-WebSocket soak test for 60 s (server memory).
 #
-#   bash benches/proxy/run.sh [DURATION_S] [--soak]        (as root; results on stdout)
+#   [ROUNDS=N] bash benches/proxy/run.sh [DURATION_S] [--soak]   (as root; results on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${1:-10}"
@@ -119,8 +119,9 @@ wrk_run() { # name url pids-command
 for u in "http://127.0.0.1:$HOST_HTTP/" "http://127.0.0.1:$NGINX/" "$URL/proxy/bench/8000/"; do
   wrk -t2 -c64 -d2s "$u" >/dev/null
 done
-# Alternate the two proxies twice, so drift on the shared machine hits both.
-for round in 1 2; do
+# Alternate the two proxies (ROUNDS times, 2 by default), so drift on the shared machine hits
+# both.
+for _ in $(seq "${ROUNDS:-2}"); do
   wrk_run "nginx (keepalive upstream)" "http://127.0.0.1:$NGINX/" 'pgrep -P "$(cat "$WORK/nginx.pid")"; cat "$WORK/nginx.pid"'
   wrk_run "sqrx /proxy" "$URL/proxy/bench/8000/" 'echo $SERVER'
 done
