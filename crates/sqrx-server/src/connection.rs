@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -75,7 +76,7 @@ pub async fn serve(
         )
         .await;
         if after == After::Close {
-            return;
+            return linger_close(tcp).await;
         }
         // A long body grew the buffers: an idle connection keeps small ones.
         if scratch.capacity() > relay::HEAD_READ {
@@ -85,6 +86,33 @@ pub async fn serve(
             buf = BytesMut::from(&buf[..]);
         }
     }
+}
+
+/// How long a closing connection waits for the client to finish sending.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped while waiting.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Close `tcp` without losing the response just written: send our end of stream, then read
+/// and drop what the client still sends (a body the answer left unread, pipelined requests)
+/// until it closes too, for a little while. Closing a socket with unread bytes would reset the
+/// connection, and the client could lose the response (nginx's "lingering close").
+async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 8 * 1024];
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while dropped < LINGER_BYTES {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Serve the rest of the connection with hyper (HTTP/1.1 with upgrades, or HTTP/2), `read`

@@ -595,7 +595,12 @@ async fn respond(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if named(&DROPPED[..7], h.name) || (named(&listed, h.name) && !named(&FRAMING, h.name)) {
+        if named(&DROPPED[..7], h.name)
+            || (named(&listed, h.name) && !named(&FRAMING, h.name))
+            // A transfer coding frames the body: a length beside it would mislead whoever
+            // reads the response next (RFC 9112 §6.3).
+            || (coding.is_some() && h.name.eq_ignore_ascii_case("content-length"))
+        {
             continue;
         }
         header(&mut out, h.name.as_bytes(), h.value);

@@ -244,8 +244,9 @@ fn past<'a>(text: &'a str, needle: &str, whole: &str) -> &'a str {
 /// The response framings a reverse proxy must get right, on keep-alive and pipelined
 /// connections, as raw bytes on the wire: chunked with trailers, HEAD, 204, interim 103,
 /// a length a client tried to have dropped, a 401 that keeps the connection, a connection
-/// that turns to API requests, a body ended by the service's close, `Expect`, and a
-/// pooled connection the service closed.
+/// that turns to API requests, a length beside a chunked coding, a refusal while the body
+/// is still coming, a body ended by the service's close, `Expect`, and a pooled connection
+/// the service closed.
 async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
     let auth = format!("Authorization: Bearer {token}\r\n");
     let requests = format!(
@@ -291,6 +292,58 @@ async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
     let rest = past(rest, "\"ok\"", &whole);
     let rest = past(rest, "HTTP/1.1 200 OK\r\n", &whole);
     past(rest, "\"path\": \"/last\"", &whole);
+
+    // A length beside a transfer coding is dropped (whoever reads next would trust it).
+    let whole = transcript(
+        s,
+        format!(
+            "GET /proxy/web/8001/kind/both HTTP/1.1\r\nHost: h\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (head, body) = whole.split_once("\r\n\r\n").expect("a head");
+    assert!(head.contains("Transfer-Encoding: chunked"), "{whole}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{whole}"
+    );
+    assert!(body.ends_with("0\r\nX-Sum: 3\r\n\r\n"), "{whole}");
+
+    // Refused with a body on its way: the answer arrives whole, the connection is not reset
+    // under the client's writes (the server reads the rest before closing).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(&s.addr)
+            .await
+            .expect("connect");
+        let (mut rx, mut tx) = tcp.into_split();
+        let writer = tokio::spawn(async move {
+            let head =
+                "POST /proxy/web/8001/big HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n";
+            tx.write_all(head.as_bytes()).await?;
+            for _ in 0..100 {
+                tx.write_all(&[b'x'; 10_000]).await?;
+            }
+            tx.shutdown().await
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), rx.read_to_end(&mut got))
+            .await
+            .expect("the server kept the connection open")
+            .expect("the connection was reset");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{got}");
+        assert!(
+            got.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{got}"
+        );
+        writer
+            .await
+            .expect("writer")
+            .expect("the body could not be written");
+    }
 
     // A body that ends with the service's connection: the client's closes after it.
     let whole = transcript(

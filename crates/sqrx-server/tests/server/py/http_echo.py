@@ -1,7 +1,7 @@
 # An HTTP/1.1 server that answers every request with JSON describing it: method, path (with
 # query), headers, and the length and sha256 of the body it read (Content-Length or chunked).
 # Listens on 0.0.0.0:$PORT (default 8001). Paths under /kind/ answer in the other ways a
-# proxy must relay: chunked with a trailer, delimited by the connection's end, 204, a 103
+# proxy must relay: chunked with a trailer (and with a misleading length beside it), delimited by the connection's end, 204, a 103
 # before the answer, and a keep-alive answer on a connection closed right after it.
 import hashlib
 import http.server
@@ -59,8 +59,10 @@ class Describe(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
 
     def kind(self, what):
-        if what == "chunked":
+        if what in ("chunked", "both"):
             self.send_response(200)
+            if what == "both":
+                self.send_header("Content-Length", "999")
             self.send_header("Transfer-Encoding", "chunked")
             self.send_header("Trailer", "X-Sum")
             self.end_headers()
