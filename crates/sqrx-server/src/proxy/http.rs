@@ -124,6 +124,17 @@ fn upstream_path(uri: &axum::http::Uri) -> Result<PathAndQuery, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid proxy path: {e}")))
 }
 
+/// The answer when the service sent no response head within `limit`.
+pub fn no_response_in_time(id: &str, port: u16, limit: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "the service on port {port} in sandbox {id} sent no response within {} s",
+            limit.as_secs()
+        ),
+    )
+}
+
 /// The port of a proxy path, 1-65535.
 pub fn port_of(raw: &str) -> Result<u16, ApiError> {
     match raw.parse::<u16>() {
@@ -215,15 +226,7 @@ pub async fn forward(
     let sent = state.upstream().send(&id, port, path, req, upgrade);
     let mut response = match tokio::time::timeout(limit, sent).await {
         Ok(r) => r?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the service on port {port} in sandbox {id} sent no response within {} s",
-                    limit.as_secs()
-                ),
-            ));
-        }
+        Err(_) => return Err(no_response_in_time(&id, port, limit)),
     };
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::direct::{ROUTE, ROUTE_ROOT, target};
 use super::framing::{Chunks, Framing};
-use super::http::port_of;
+use super::http::{no_response_in_time, port_of};
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -95,9 +95,20 @@ fn named(list: &[&str], name: &str) -> bool {
     list.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-/// The comma-separated tokens of a header value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
+/// Read a `Connection` value: the header names it lists go to `listed`; whether it says
+/// `close`.
+fn connection_options<'h>(value: &'h [u8], listed: &mut Vec<&'h str>) -> bool {
+    let mut close = false;
+    for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        if t.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if let Ok(t) = std::str::from_utf8(t)
+            && !t.is_empty()
+        {
+            listed.push(t);
+        }
+    }
+    close
 }
 
 /// Parse the request head at the start of `buf`, from `client`, for a server whose bearer
@@ -151,15 +162,7 @@ pub fn parse(buf: &[u8], token: Option<&str>, client: SocketAddr) -> Parsed {
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if let Ok(t) = std::str::from_utf8(t)
-                    && !t.is_empty()
-                {
-                    listed.push(t);
-                }
-            }
+            close |= connection_options(h.value, &mut listed);
         } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
             return Parsed::Other;
         } else if name.eq_ignore_ascii_case("host") {
@@ -374,17 +377,7 @@ async fn exchange(
     let sent = send(state, client, buf, scratch, plan, port);
     let (upstream, head_len) = match tokio::time::timeout(limit, sent).await {
         Ok(sent) => sent?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the service on port {port} in sandbox {} sent no response within {} s",
-                    plan.id,
-                    limit.as_secs()
-                ),
-            )
-            .into());
-        }
+        Err(_) => return Err(no_response_in_time(&plan.id, port, limit).into()),
     };
     respond(
         state, client, upstream, scratch, head_len, plan, port, stopping,
@@ -555,16 +548,10 @@ async fn respond(
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             coding = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_upstream = false;
-                } else if let Ok(t) = std::str::from_utf8(t)
-                    && !t.is_empty()
-                {
-                    listed.push(t);
-                }
-            }
+        } else if h.name.eq_ignore_ascii_case("connection")
+            && connection_options(h.value, &mut listed)
+        {
+            keep_upstream = false;
         }
     }
     let mut framing = if plan.method == Method::HEAD || status == 204 || status == 304 {
