@@ -5,18 +5,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use super::SessionError;
+use super::files::SessionFiles;
 use super::info_service::INFO_SERVICE_ENV;
 use super::template::{DEFAULT_TEMPLATE, SessionTemplate};
 use crate::layer::{LayerError, LayerName};
 use crate::sandbox::{ExecRequest, Runtime, SandboxError, SandboxSpec};
 
 /// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// The sandbox is up, the service is not accepting connections yet.
@@ -37,7 +38,7 @@ impl SessionStatus {
 }
 
 /// One session.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     /// Random 128-bit id (hex); also the capability to reach its service.
     pub id: String,
@@ -95,6 +96,7 @@ struct Inner {
     config: SessionConfig,
     templates: Mutex<HashMap<String, SessionTemplate>>,
     sessions: Mutex<HashMap<String, Entry>>,
+    files: SessionFiles,
 }
 
 /// Opens and ends sessions. Cheap to clone; one per process.
@@ -122,20 +124,69 @@ fn random_hex() -> Result<String, SessionError> {
 const SERVICE_LAYER: &str = "010-sqrx-service";
 
 impl SessionManager {
-    /// A manager on `rt` with the built-in template; starts its reaper thread.
+    /// A manager on `rt` with the built-in template; takes over the sessions a previous
+    /// manager on the same data directory left (see [`recover`](Self::recover)) and starts
+    /// its reaper thread.
     pub fn new(rt: Runtime, config: SessionConfig) -> Self {
         let mut templates = HashMap::new();
         templates.insert(DEFAULT_TEMPLATE.to_string(), SessionTemplate::builtin());
         let manager = SessionManager {
             inner: Arc::new(Inner {
+                files: SessionFiles::new(rt.data_dir()),
                 rt,
                 config,
                 templates: Mutex::new(templates),
                 sessions: Mutex::new(HashMap::new()),
             }),
         };
+        manager.recover();
         manager.start_reaper();
         manager
+    }
+
+    /// Take over the sessions saved in the data directory by an earlier manager (a server
+    /// that was restarted): ended ones stay queryable for `keep_ended`; open ones carry on
+    /// until their `valid_till`, except those whose sandbox is gone and those the earlier
+    /// manager was still starting, which end at the next reap (their sandbox destroyed).
+    fn recover(&self) {
+        let now = Utc::now();
+        let keep = chrono::Duration::from_std(self.inner.config.keep_ended)
+            .unwrap_or(chrono::Duration::hours(1));
+        let mut recovered = 0;
+        for mut session in self.inner.files.load() {
+            if session.status.is_over() && session.valid_till + keep < now {
+                self.forget(&session.id);
+                continue;
+            }
+            if !session.status.is_over() {
+                // `get` answers only for a sandbox whose init still runs.
+                let alive = self.inner.rt.get(&session.sandbox_id).is_ok();
+                if session.status == SessionStatus::Starting || !alive {
+                    session.valid_till = session.valid_till.min(now);
+                }
+                recovered += 1;
+            }
+            let (status_tx, _) = watch::channel(session.status);
+            self.sessions()
+                .insert(session.id.clone(), Entry { session, status_tx });
+        }
+        if recovered > 0 {
+            tracing::info!(sessions = recovered, "took over open sessions");
+        }
+    }
+
+    /// Save `session`'s current state for a manager that takes over later.
+    fn save(&self, session: &Session) {
+        if let Err(e) = self.inner.files.save(session) {
+            tracing::warn!(session = %session.id, error = %e, "cannot save the session; a restarted server will not know it");
+        }
+    }
+
+    /// Remove the saved state of session `id`.
+    fn forget(&self, id: &str) {
+        if let Err(e) = self.inner.files.remove(id) {
+            tracing::warn!(session = %id, error = %e, "cannot remove the session's file");
+        }
     }
 
     /// Add or replace a template.
@@ -268,6 +319,7 @@ impl SessionManager {
                 },
             );
         }
+        self.save(&session);
         match self.start(&t, &session).await {
             Ok(started_at) => {
                 let mut sessions = self.sessions();
@@ -279,11 +331,15 @@ impl SessionManager {
                     entry.session.started_at = Some(started_at);
                     entry.status_tx.send_replace(SessionStatus::Running);
                 }
+                let session = entry.session.clone();
+                drop(sessions);
+                self.save(&session);
                 tracing::info!(session = %id, template = %t.name, "session open");
-                Ok(entry.session.clone())
+                Ok(session)
             }
             Err(e) => {
                 self.sessions().remove(&id);
+                self.forget(&id);
                 let rt = self.inner.rt.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Ok(sb) = rt.get(&sandbox_id) {
@@ -431,7 +487,10 @@ impl SessionManager {
         let wanted = entry.session.valid_till
             + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
         entry.session.valid_till = wanted.min(limit);
-        Ok(entry.session.clone())
+        let session = entry.session.clone();
+        drop(sessions);
+        self.save(&session);
+        Ok(session)
     }
 
     async fn end(&self, id: &str, status: SessionStatus) -> Result<Session, SessionError> {
@@ -445,6 +504,7 @@ impl SessionManager {
             entry.status_tx.send_replace(status);
             (entry.session.clone(), entry.session.sandbox_id.clone())
         };
+        self.save(&session);
         let rt = self.inner.rt.clone();
         let destroyed = tokio::task::spawn_blocking(move || match rt.get(&sandbox_id) {
             Ok(sb) => sb.destroy(),
@@ -473,8 +533,17 @@ impl SessionManager {
             .unwrap_or(chrono::Duration::hours(1));
         let due: Vec<String> = {
             let mut sessions = self.sessions();
-            sessions
-                .retain(|_, e| !(e.session.status.is_over() && e.session.valid_till + keep < now));
+            let mut forgotten = Vec::new();
+            sessions.retain(|id, e| {
+                let keep = !(e.session.status.is_over() && e.session.valid_till + keep < now);
+                if !keep {
+                    forgotten.push(id.clone());
+                }
+                keep
+            });
+            for id in forgotten {
+                self.forget(&id);
+            }
             sessions
                 .values()
                 .filter(|e| !e.session.status.is_over() && e.session.valid_till <= now)

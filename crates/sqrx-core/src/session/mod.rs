@@ -6,10 +6,12 @@
 //! connection (that moment is `started_at`), and hands out a session id and a random
 //! termination token. A reaper ends sessions at `valid_till` and destroys their sandbox;
 //! watchers ([`SessionManager::watch`]) learn when a session ends, so proxies can close their
-//! clients. Sessions live in the memory of the process that opened them; their sandboxes carry
-//! a lifetime as well, so the runtime's reaper removes them even if that process dies.
+//! clients. Sessions are saved in the data directory (`sessions/<id>.json`), so a manager
+//! started again on it takes them over; their sandboxes carry a lifetime as well, so the
+//! runtime's reaper removes them even if no manager runs.
 
 mod error;
+mod files;
 mod info_service;
 mod manager;
 mod template;

@@ -132,6 +132,107 @@ fn stop_by_token_limits_and_errors() {
     assert!(t.rt.list().is_empty(), "a failed open left its sandbox");
 }
 
+/// Write a session file as a manager would.
+fn save_session(t: &TestRuntime, s: &sqrx_core::session::Session) {
+    let dir = t.rt.data_dir().join("sessions");
+    std::fs::create_dir_all(&dir).expect("sessions dir");
+    std::fs::write(
+        dir.join(format!("{}.json", s.id)),
+        serde_json::to_vec(s).expect("json"),
+    )
+    .expect("write session");
+}
+
+#[test]
+fn a_new_manager_takes_over_the_sessions_of_the_last() {
+    if !privileged("a_new_manager_takes_over_the_sessions_of_the_last") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let m = manager(&t, 10);
+    let kept = block(m.open(None, None, Some(Duration::from_secs(60)))).expect("open");
+    let kept = m
+        .extend(&kept.termination_token, Duration::from_secs(30))
+        .expect("extend");
+    let stopped = block(m.open(None, None, None)).expect("open");
+    let stopped = block(m.stop(&stopped.termination_token)).expect("stop");
+    // What a manager that died at the wrong moment leaves: a session it was starting (its
+    // sandbox made), one whose sandbox has gone since, and one that ended long ago.
+    let now = chrono::Utc::now();
+    let starting = sqrx_core::session::Session {
+        id: "a".repeat(32),
+        termination_token: "b".repeat(32),
+        sandbox_id: format!("session-{}", "a".repeat(32)),
+        status: SessionStatus::Starting,
+        started_at: None,
+        ..kept.clone()
+    };
+    t.create(&starting.sandbox_id);
+    let orphan = sqrx_core::session::Session {
+        id: "c".repeat(32),
+        termination_token: "d".repeat(32),
+        sandbox_id: format!("session-{}", "c".repeat(32)),
+        ..kept.clone()
+    };
+    let ancient = sqrx_core::session::Session {
+        id: "e".repeat(32),
+        termination_token: "f".repeat(32),
+        sandbox_id: format!("session-{}", "e".repeat(32)),
+        status: SessionStatus::Expired,
+        created_at: now - chrono::Duration::hours(3),
+        valid_till: now - chrono::Duration::hours(2),
+        ..kept.clone()
+    };
+    for s in [&starting, &orphan, &ancient] {
+        save_session(&t, s);
+    }
+    drop(m);
+
+    let m = manager(&t, 10);
+    assert_eq!(
+        m.status(&kept.id).expect("kept"),
+        kept,
+        "taken over as it was"
+    );
+    assert_eq!(
+        m.status(&stopped.id).expect("stopped").status,
+        SessionStatus::Stopped
+    );
+    assert!(
+        m.status(&ancient.id).is_err(),
+        "an old ended session is forgotten"
+    );
+    let sessions_dir = t.rt.data_dir().join("sessions");
+    assert!(!sessions_dir.join(format!("{}.json", ancient.id)).exists());
+    // The half-started and the orphaned session end at the next reap; the sandbox goes.
+    for id in [&starting.id, &orphan.id] {
+        let mut watch = m.watch(id).expect("watch");
+        block(async {
+            tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|st| st.is_over()))
+                .await
+                .expect("ended in time")
+                .expect("watch");
+        });
+        assert_eq!(m.status(id).expect("status").status, SessionStatus::Expired);
+    }
+    assert!(matches!(
+        t.rt.get(&starting.sandbox_id),
+        Err(SandboxError::NotFound { .. })
+    ));
+    // The kept session's service still answers, and its token still stops it.
+    let info = first_frame(&t, &kept.sandbox_id, kept.port);
+    assert_eq!(info["hostname"], kept.sandbox_id.as_str());
+    assert_eq!(m.active(), 1);
+    let ended = block(m.stop(&kept.termination_token)).expect("stop");
+    assert_eq!(ended.status, SessionStatus::Stopped);
+    assert!(t.rt.get(&kept.sandbox_id).is_err(), "the sandbox stayed");
+    let saved: sqrx_core::session::Session = serde_json::from_slice(
+        &std::fs::read(sessions_dir.join(format!("{}.json", kept.id))).expect("file"),
+    )
+    .expect("json");
+    assert_eq!(saved.status, SessionStatus::Stopped, "the end is saved too");
+}
+
 /// Append a terminal's output to `screen` until it shows `needle` (10 s at most).
 async fn read_until(
     events: &mut tokio::sync::mpsc::Receiver<Result<sqrx_core::ExecEvent, SandboxError>>,

@@ -439,3 +439,72 @@ async fn stop_by_token_limits_errors_and_auth() {
     let t = got.1["termination_token"].as_str().expect("token");
     assert_eq!(send(c.post(s.url(&format!("/v1/stop/{t}")))).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_outlive_a_server_restart() {
+    if !privileged("server sessions_outlive_a_server_restart") {
+        return;
+    }
+    let data = DataDir::new();
+    let mut s = Server::start(&data);
+    let c = client();
+    let kept = open(&c, &s, Some(json!({"ttl": 120}))).await;
+    let id = kept["session_id"].as_str().expect("id").to_string();
+    let token = kept["termination_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let extended = post(
+        &c,
+        s.url(&format!("/v1/extend/{token}")),
+        json!({"seconds": 30}),
+    )
+    .await;
+    assert_eq!(extended.0, 200, "{}", extended.1);
+    let stopped = open(&c, &s, None).await;
+    let stopped_id = stopped["session_id"].as_str().expect("id").to_string();
+    let stop = send(c.post(s.url(&format!(
+        "/v1/stop/{}",
+        stopped["termination_token"].as_str().expect("token")
+    ))))
+    .await;
+    assert_eq!(stop.0, 200, "{}", stop.1);
+
+    s.sigterm();
+    let status = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", s.log_text());
+
+    // The next server on the data directory knows both sessions as they were.
+    let s = Server::start(&data);
+    let status = get(&c, s.url(&format!("/v1/status/{id}"))).await;
+    assert_eq!(
+        status.1,
+        json!({"session_id": id, "status": "running", "valid_till": extended.1["valid_till"]}),
+    );
+    let status = get(&c, s.url(&format!("/v1/status/{stopped_id}"))).await;
+    assert_eq!(status.1["status"], "stopped");
+    assert_eq!(metric(&c, &s, "sqrx_sessions_active").await, 1.0);
+    // Its WebSocket serves again, and its token still ends it.
+    let mut ws = ws_connect(&s, &format!("/{id}/ws")).await;
+    let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a frame in time")
+        .expect("open")
+        .expect("frame");
+    let info: Value = serde_json::from_str(frame.to_text().expect("text")).expect("json");
+    assert_eq!(info["hostname"], format!("session-{id}"));
+    let stop = send(c.delete(s.url(&format!("/v1/stop/{token}")))).await;
+    assert_eq!(stop.0, 200, "{}", stop.1);
+    let (code, reason) = until_closed(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Normal, "session stopped")
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !sandboxes(&c, &s).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the sandbox stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
