@@ -201,7 +201,7 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start) = start_init(&init, self_exec, &config, &cgroup)?;
+        let (pid, start) = start_init(&init, self_exec, &config, &cgroup, None)?;
         rb.init_pid = Some(pid);
         tracing::debug!(sandbox = %spec.id, pid, "init started");
         wait_ready(&config, pid)?;
@@ -264,12 +264,16 @@ fn log_tail(dir: &Path) -> String {
     }
 }
 
-/// Start init and return the host pid and start time of the sandbox's PID 1.
+/// Start init and return the host pid and start time of the sandbox's PID 1. `predecessor`
+/// is a PID 1 (pid, start time) of the same sandbox that was sent SIGKILL: it dies while this
+/// one starts, and is waited for before this one joins the cgroup (so the two never share
+/// the sandbox's limits).
 pub(crate) fn start_init(
     init: &Path,
     self_exec: bool,
     config: &InitConfig,
     cgroup: &SandboxCgroup,
+    predecessor: Option<(i32, u64)>,
 ) -> Result<(i32, u64), SandboxError> {
     let failed = |reason: String| SandboxError::InitFailed {
         id: config.id.clone(),
@@ -308,6 +312,9 @@ pub(crate) fn start_init(
         _ => return Err(failed(log_tail(&config.run_dir))),
     };
     let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&config.run_dir)))?;
+    if let Some((old, old_start)) = predecessor {
+        super::destroy::kill_and_wait(old, Some(old_start));
+    }
     // Move PID 1 into the cgroup while it builds its root; then let it start the server, which
     // (like everything after it) is born inside the cgroup.
     let joined = cgroup.add(pid);

@@ -4,20 +4,28 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::SandboxError;
 use super::runtime::Sandbox;
 use super::state::process_start_time;
 
-/// SIGKILL `pid` (if it is still the process started at `start`) and wait until it is gone.
-pub(crate) fn kill_and_wait(pid: i32, start: Option<u64>) {
+/// Send SIGKILL to `pid` if it is still the process that started at `start`; whether it was.
+pub(crate) fn kill(pid: i32, start: Option<u64>) -> bool {
     let current = process_start_time(pid);
     if current.is_none() || (start.is_some() && current != start) {
+        return false;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    true
+}
+
+/// SIGKILL `pid` (if it is still the process started at `start`) and wait until it is gone.
+pub(crate) fn kill_and_wait(pid: i32, start: Option<u64>) {
+    if !kill(pid, start) {
         return;
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     // Not our child (init re-parented itself): wait by watching /proc. Once PID 1 of the
     // namespace is gone, the kernel has killed the rest of it too.

@@ -109,8 +109,10 @@ impl Sandbox {
             cgroup.set_frozen(false)?;
         }
         tracing::debug!(sandbox = %self.id(), ms = ms(), "layers mounted");
-        super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
-        tracing::debug!(sandbox = %self.id(), ms = ms(), "old init gone");
+        // The old init dies while the new one starts (its own namespaces, a fresh upper);
+        // `start_init` waits for it to be gone before the new one joins the cgroup.
+        let old_init = (self.state.init_pid, self.state.init_start);
+        super::destroy::kill(old_init.0, Some(old_init.1));
         let restarted = (|| {
             if clear_upper {
                 super::upper::unmount_upper(&dir);
@@ -119,7 +121,7 @@ impl Sandbox {
             let mut config = init_config(&self.state.spec, &dir, &stack);
             config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
-            let (pid, start) = start_init(&init, self_exec, &config, &cgroup)?;
+            let (pid, start) = start_init(&init, self_exec, &config, &cgroup, Some(old_init))?;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
             if let Err(e) = wait_ready(&config, pid) {
                 super::destroy::kill_and_wait(pid, Some(start));
