@@ -172,6 +172,8 @@ impl Runtime {
             committed: false,
         };
         let (init, self_exec) = self.init_program()?;
+        // The init program loads while the layers are mounted.
+        let launcher = Launcher::spawn(&init, self_exec, &spec.id, &dir)?;
 
         // Announce the mounts before taking them, so a concurrent destroy keeps them.
         let mounts: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
@@ -201,7 +203,7 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start) = start_init(&init, self_exec, &config, &cgroup, None)?;
+        let (pid, start) = launcher.start(&config, &cgroup, None)?;
         rb.init_pid = Some(pid);
         tracing::debug!(sandbox = %spec.id, pid, "init started");
         wait_ready(&config, pid)?;
@@ -264,72 +266,108 @@ fn log_tail(dir: &Path) -> String {
     }
 }
 
-/// Start init and return the host pid and start time of the sandbox's PID 1. `predecessor`
-/// is a PID 1 (pid, start time) of the same sandbox that was sent SIGKILL: it dies while this
-/// one starts, and is waited for before this one joins the cgroup (so the two never share
-/// the sandbox's limits).
-pub(crate) fn start_init(
-    init: &Path,
-    self_exec: bool,
-    config: &InitConfig,
-    cgroup: &SandboxCgroup,
-    predecessor: Option<(i32, u64)>,
-) -> Result<(i32, u64), SandboxError> {
-    let failed = |reason: String| SandboxError::InitFailed {
-        id: config.id.clone(),
-        reason,
-    };
-    let log_path = config.run_dir.join("init.log");
-    let log = std::fs::File::create(&log_path).map_err(SandboxError::io("create", &log_path))?;
-    let mut cmd = std::process::Command::new(init);
-    // init gets nothing from the host's environment: no tokens or credentials leak.
-    cmd.env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    if self_exec {
-        cmd.env(INIT_ENV, "1");
+/// An init program started and waiting for its configuration on stdin: it loads while the
+/// host mounts layers and prepares the upper. Dropped unused, it is killed and reaped.
+pub(crate) struct Launcher {
+    child: std::process::Child,
+    id: String,
+    run_dir: PathBuf,
+}
+
+impl Launcher {
+    /// Run the init program `init` (with `self_exec`, the current executable acting as init)
+    /// for sandbox `id` whose run directory is `run_dir` (its stderr goes to `init.log` there).
+    pub(crate) fn spawn(
+        init: &Path,
+        self_exec: bool,
+        id: &str,
+        run_dir: &Path,
+    ) -> Result<Self, SandboxError> {
+        let log_path = run_dir.join("init.log");
+        let log =
+            std::fs::File::create(&log_path).map_err(SandboxError::io("create", &log_path))?;
+        let mut cmd = std::process::Command::new(init);
+        // init gets nothing from the host's environment: no tokens or credentials leak.
+        cmd.env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if self_exec {
+            cmd.env(INIT_ENV, "1");
+        }
+        let child = cmd.spawn().map_err(|e| SandboxError::InitFailed {
+            id: id.to_string(),
+            reason: format!("cannot run {}: {e}", init.display()),
+        })?;
+        Ok(Launcher {
+            child,
+            id: id.to_string(),
+            run_dir: run_dir.to_path_buf(),
+        })
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {}: {e}", init.display())))?;
-    let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
-    json.push(b'\n');
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| failed("no stdin pipe".into()))?;
-    stdin
-        .write_all(&json)
-        .map_err(|e| failed(format!("cannot send config: {e}")))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
+
+    /// Send `config` and start the sandbox's PID 1; its host pid and start time. `predecessor`
+    /// is a PID 1 (pid, start time) of the same sandbox that was sent SIGKILL: it dies while
+    /// this one starts, and is waited for before this one joins the cgroup (so the two never
+    /// share the sandbox's limits).
+    pub(crate) fn start(
+        mut self,
+        config: &InitConfig,
+        cgroup: &SandboxCgroup,
+        predecessor: Option<(i32, u64)>,
+    ) -> Result<(i32, u64), SandboxError> {
+        let failed = |reason: String| SandboxError::InitFailed {
+            id: self.id.clone(),
+            reason,
+        };
+        let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
+        json.push(b'\n');
+        let mut stdin = self
+            .child
+            .stdin
+            .take()
+            .ok_or_else(|| failed("no stdin pipe".into()))?;
+        stdin
+            .write_all(&json)
+            .map_err(|e| failed(format!("cannot send config: {e}")))?;
+        let mut line = String::new();
+        if let Some(out) = self.child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let status = self.child.wait().map_err(|e| failed(e.to_string()))?;
+        let pid: i32 = match line.trim().parse() {
+            Ok(pid) if status.success() => pid,
+            _ => return Err(failed(log_tail(&self.run_dir))),
+        };
+        let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&self.run_dir)))?;
+        if let Some((old, old_start)) = predecessor {
+            super::destroy::kill_and_wait(old, Some(old_start));
+        }
+        // Move PID 1 into the cgroup while it builds its root; then let it start the server,
+        // which (like everything after it) is born inside the cgroup.
+        let joined = cgroup.add(pid);
+        if let Err(e) = joined {
+            super::destroy::kill_and_wait(pid, Some(start));
+            return Err(e.into());
+        }
+        stdin.write_all(b"g").map_err(|e| {
+            failed(format!(
+                "cannot start init: {e}; {}",
+                log_tail(&self.run_dir)
+            ))
+        })?;
+        drop(stdin);
+        Ok((pid, start))
     }
-    let status = child.wait().map_err(|e| failed(e.to_string()))?;
-    let pid: i32 = match line.trim().parse() {
-        Ok(pid) if status.success() => pid,
-        _ => return Err(failed(log_tail(&config.run_dir))),
-    };
-    let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&config.run_dir)))?;
-    if let Some((old, old_start)) = predecessor {
-        super::destroy::kill_and_wait(old, Some(old_start));
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Unused (the host failed before sending the config), or already exited: either way
+        // nothing is left running or unreaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    // Move PID 1 into the cgroup while it builds its root; then let it start the server, which
-    // (like everything after it) is born inside the cgroup.
-    let joined = cgroup.add(pid);
-    if let Err(e) = joined {
-        super::destroy::kill_and_wait(pid, Some(start));
-        return Err(e.into());
-    }
-    stdin.write_all(b"g").map_err(|e| {
-        failed(format!(
-            "cannot start init: {e}; {}",
-            log_tail(&config.run_dir)
-        ))
-    })?;
-    drop(stdin);
-    Ok((pid, start))
 }
 
 /// Wait until init answers a ping on its control socket.

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::SandboxError;
-use super::create::{init_config, start_init, wait_ready};
+use super::create::{Launcher, init_config, wait_ready};
 use super::runtime::Sandbox;
 use super::state::LayerRef;
 
@@ -78,6 +78,9 @@ impl Sandbox {
         let new: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
         let mut both = old.clone();
         both.extend(new.iter().filter(|m| !old.contains(m)).cloned());
+        // The new init program loads while the layers are mounted (killed if that fails).
+        let (init, self_exec) = rt.init_program()?;
+        let launcher = Launcher::spawn(&init, self_exec, self.id(), &dir)?;
         // Everything that can fail without harm comes first: the new layers are mounted while
         // the sandbox still runs on the old ones.
         rt.announce_mounts(&dir, &both)?;
@@ -95,7 +98,6 @@ impl Sandbox {
             });
             return Err(e);
         }
-        let (init, self_exec) = rt.init_program()?;
         let cgroup = self
             .state
             .cgroup
@@ -121,7 +123,7 @@ impl Sandbox {
             let mut config = init_config(&self.state.spec, &dir, &stack);
             config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
-            let (pid, start) = start_init(&init, self_exec, &config, &cgroup, Some(old_init))?;
+            let (pid, start) = launcher.start(&config, &cgroup, Some(old_init))?;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
             if let Err(e) = wait_ready(&config, pid) {
                 super::destroy::kill_and_wait(pid, Some(start));
