@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Timeout of an exec that asks for none, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub exec_timeout: u64,
+    /// How long a client connection may wait between requests, or take to send a request's
+    /// head, before the server closes it, seconds (relayed WebSockets are not affected).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub idle_timeout: u64,
     /// After SIGTERM or SIGINT, how long in-flight requests may take to finish, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,
@@ -84,6 +88,7 @@ impl Default for ServeArgs {
             max_upload_mb: 4096,
             request_timeout: 60,
             exec_timeout: 300,
+            idle_timeout: 60,
             shutdown_grace: 30,
             log_format: LogFormat::Text,
             no_bootstrap: false,
@@ -198,6 +203,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Timeout of execs that ask for none.
     pub exec_timeout: Duration,
+    /// How long a client connection may idle between requests or take to send a head.
+    pub idle_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// Log format.
@@ -223,6 +230,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("exec_timeout", &self.exec_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
             .field("bootstrap", &self.bootstrap)
@@ -247,6 +255,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 4096 << 20,
             request_timeout: Duration::from_secs(60),
             exec_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             log_format: LogFormat::Text,
             bootstrap: true,
@@ -346,6 +355,7 @@ impl ServerConfig {
         for (name, secs) in [
             ("--request-timeout", args.request_timeout),
             ("--exec-timeout", args.exec_timeout),
+            ("--idle-timeout", args.idle_timeout),
         ] {
             if secs == 0 {
                 return Err(ConfigError {
@@ -377,6 +387,7 @@ impl ServerConfig {
             max_upload_bytes: args.max_upload_mb.saturating_mul(1 << 20),
             request_timeout: Duration::from_secs(args.request_timeout),
             exec_timeout: Duration::from_secs(args.exec_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
             log_format: args.log_format,
             bootstrap: !args.no_bootstrap,
@@ -421,6 +432,13 @@ mod tests {
         assert_eq!(c.auth_token, None);
         assert_eq!(c.max_sandboxes, 100);
         assert_eq!(c.upper_mb, 512);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        let zero = ServeArgs {
+            idle_timeout: 0,
+            ..ServeArgs::default()
+        };
+        let e = ServerConfig::resolve(&zero, &env_of(&[])).expect_err("zero idle timeout");
+        assert_eq!(e.name, "--idle-timeout");
     }
 
     #[test]

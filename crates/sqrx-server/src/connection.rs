@@ -17,7 +17,7 @@ use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::{BoxFuture, Either};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -45,7 +45,10 @@ pub async fn serve(
     let mut buf = BytesMut::with_capacity(BUFFER);
     let mut scratch = BytesMut::new();
     let token = routes.state.config().auth_token.clone();
+    let idle = routes.state.config().idle_timeout;
     loop {
+        // The next request's head must be in within the idle timeout.
+        let deadline = tokio::time::Instant::now() + idle;
         let plan = loop {
             match relay::parse(&buf, token.as_deref(), client) {
                 Parsed::Relay(plan) => break plan,
@@ -63,6 +66,7 @@ pub async fn serve(
                 },
                 // Between requests, a stopping server closes the connection.
                 _ = stop.wait_for(|stop| *stop), if buf.is_empty() => return,
+                () = tokio::time::sleep_until(deadline) => return,
             }
         };
         let stopping = *stop.borrow();
@@ -124,10 +128,16 @@ async fn hand_to_hyper(
     routes: Routes,
     mut stop: watch::Receiver<bool>,
 ) {
+    let idle = routes.state.config().idle_timeout;
     let service = TowerToHyperService::new(
         routes.map_request(|req: axum::http::Request<Incoming>| req.map(Body::new)),
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A connection idle between requests (or slow to send a head) is closed, as by the relay.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
     // HTTP/2 WebSockets use the extended CONNECT (RFC 8441), as with axum::serve.
     builder.http2().enable_connect_protocol();
     let io = TokioIo::new(Replay { read, tcp });

@@ -121,3 +121,50 @@ async fn a_port_in_use_is_refused() {
         assert_eq!(get(&c, s.url("/v1/health")).await.0, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !privileged("server idle_connections_are_closed") {
+        return;
+    }
+    let data = DataDir::new();
+    let s = Server::start_with(
+        &data,
+        Binary::Server,
+        &["--no-bootstrap", "--idle-timeout", "1"],
+        &[],
+    );
+    // Nothing sent; after an answer from the relay (a 404 keeps the connection); after an
+    // answer from hyper; half a request head: each is closed about a second later.
+    for sent in [
+        "",
+        "GET /proxy/nobox/80/ HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /v1/health HTTP/1.1\r\nHo",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(&s.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(sent.as_bytes()).await.expect("write");
+        let started = std::time::Instant::now();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{sent:?}: still open after 10 s"))
+            .expect("read");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{sent:?}: closed after {waited:?}"
+        );
+        let got = String::from_utf8_lossy(&got);
+        if sent.ends_with("\r\n\r\n") {
+            assert!(got.starts_with("HTTP/1.1 "), "{sent:?}: {got}");
+            assert!(
+                !got.contains("connection: close"),
+                "{sent:?} was answered with a close: {got}"
+            );
+        }
+    }
+}
