@@ -215,10 +215,18 @@ fn a_new_manager_takes_over_the_sessions_of_the_last() {
         });
         assert_eq!(m.status(id).expect("status").status, SessionStatus::Expired);
     }
-    assert!(matches!(
+    // Watchers learn of the end first; the sandbox goes right after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !matches!(
         t.rt.get(&starting.sandbox_id),
         Err(SandboxError::NotFound { .. })
-    ));
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-started session's sandbox stayed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The kept session's service still answers, and its token still stops it.
     let info = first_frame(&t, &kept.sandbox_id, kept.port);
     assert_eq!(info["hostname"], kept.sandbox_id.as_str());
