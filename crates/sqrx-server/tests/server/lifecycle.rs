@@ -155,7 +155,7 @@ async fn idle_connections_are_closed() {
             .expect("read");
         let waited = started.elapsed();
         assert!(
-            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
             "{sent:?}: closed after {waited:?}"
         );
         let got = String::from_utf8_lossy(&got);
