@@ -60,6 +60,8 @@ pub async fn serve(
             }
             buf.reserve(BUFFER);
             tokio::select! {
+                // Bytes that are there win (and the timers are then never armed).
+                biased;
                 read = tcp.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
