@@ -71,6 +71,15 @@ async fn sandboxes(c: &reqwest::Client, s: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Wait (5 s at most) until the server lists no sandbox.
+async fn until_no_sandboxes(c: &reqwest::Client, s: &Server) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !sandboxes(c, s).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the sandbox stayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_a_thousand_messages_through_a_session() {
     if !privileged("server echo_a_thousand_messages_through_a_session") {
@@ -225,11 +234,7 @@ async fn a_session_expires_at_its_ttl() {
     assert_eq!(status.1["status"], "expired");
 
     // The sandbox is gone, and nothing is left behind.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !sandboxes(&c, &s).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the sandbox stayed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_no_sandboxes(&c, &s).await;
     let gone = get(&c, s.url(&format!("/v1/sandboxes/session-{id}"))).await;
     assert_error(&gone, 404, "not found");
     assert_eq!(metric(&c, &s, "sqrx_sessions_active").await, 0.0);
@@ -502,9 +507,5 @@ async fn sessions_outlive_a_server_restart() {
         (code, reason.as_str()),
         (CloseCode::Normal, "session stopped")
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !sandboxes(&c, &s).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the sandbox stayed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_no_sandboxes(&c, &s).await;
 }
