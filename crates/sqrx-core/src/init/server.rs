@@ -61,6 +61,7 @@ pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
         eprintln!("sqrx-init: {e}");
         return;
     }
+    super::setup::say_ready();
     let state = Arc::new(State {
         spawned: Mutex::new(Spawned::default()),
         exec_seq: std::sync::atomic::AtomicU64::new(exec_seq_base),

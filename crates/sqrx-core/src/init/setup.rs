@@ -170,9 +170,27 @@ fn pid1(config: &InitConfig) -> Step<i32> {
         }
         Forked::Parent(server) => {
             drop(listener);
+            // Only the server may hold the host's pipe: when it dies, the host sees the end.
+            release_stdout();
             Ok(reap_until(server))
         }
     }
+}
+
+/// Point stdout (the host's pipe) at /dev/null, so this process no longer holds the pipe
+/// and nothing written later reaches it (or, were fd 1 closed, a socket opened in its place).
+fn release_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// Tell the host, on the pipe it reads, that the server is ready (confined and about to
+/// accept on the control socket), then let the pipe go.
+pub(super) fn say_ready() {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
+    release_stdout();
 }
 
 /// A minimal /dev: a few character devices, pts and shm. No host disks.

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use super::runtime::{Runtime, Sandbox};
 use super::state::{LayerRef, SandboxState, process_start_time};
 use super::{SandboxError, SandboxSpec};
 use crate::cgroup::{Limits, SandboxCgroup};
 use crate::init::{INIT_ENV, InitConfig};
 use crate::layer::{BASE_LAYER, Layer, LayerError, LayerName};
-use crate::protocol::{self, Kind, Request};
 
 /// Undoes a partial create unless committed.
 struct Rollback<'a> {
@@ -203,10 +204,10 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start) = launcher.start(&config, &cgroup, None)?;
+        let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
         rb.init_pid = Some(pid);
         tracing::debug!(sandbox = %spec.id, pid, "init started");
-        wait_ready(&config, pid)?;
+        ready.wait()?;
         tracing::debug!(sandbox = %spec.id, "init serving");
 
         let state = SandboxState {
@@ -315,7 +316,7 @@ impl Launcher {
         config: &InitConfig,
         cgroup: &SandboxCgroup,
         predecessor: Option<(i32, u64)>,
-    ) -> Result<(i32, u64), SandboxError> {
+    ) -> Result<(i32, u64, Ready), SandboxError> {
         let failed = |reason: String| SandboxError::InitFailed {
             id: self.id.clone(),
             reason,
@@ -331,9 +332,13 @@ impl Launcher {
             .write_all(&json)
             .map_err(|e| failed(format!("cannot send config: {e}")))?;
         let mut line = String::new();
-        if let Some(out) = self.child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
+        let mut out = BufReader::new(
+            self.child
+                .stdout
+                .take()
+                .ok_or_else(|| failed("no stdout pipe".into()))?,
+        );
+        let _ = out.read_line(&mut line);
         let status = self.child.wait().map_err(|e| failed(e.to_string()))?;
         let pid: i32 = match line.trim().parse() {
             Ok(pid) if status.success() => pid,
@@ -357,7 +362,54 @@ impl Launcher {
             ))
         })?;
         drop(stdin);
-        Ok((pid, start))
+        let ready = Ready {
+            out,
+            id: self.id.clone(),
+            run_dir: self.run_dir.clone(),
+        };
+        Ok((pid, start, ready))
+    }
+}
+
+/// The pipe on which a starting init's server says it is ready.
+pub(crate) struct Ready {
+    out: BufReader<std::process::ChildStdout>,
+    id: String,
+    run_dir: PathBuf,
+}
+
+impl Ready {
+    /// Wait until init's server says `ready` (confined, accepting on its control socket); an
+    /// init that dies first closes the pipe, and the error carries its log's tail.
+    pub(crate) fn wait(mut self) -> Result<(), SandboxError> {
+        use std::os::fd::AsFd;
+        let failed = |reason: String| SandboxError::InitFailed {
+            id: self.id.clone(),
+            reason,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(failed(format!(
+                    "not ready within 10 s; {}",
+                    log_tail(&self.run_dir)
+                )));
+            }
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.out.get_ref().as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => continue,
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(failed(format!("cannot wait for init: {e}"))),
+            }
+        }
+        let mut line = String::new();
+        match self.out.read_line(&mut line) {
+            Ok(_) if line == "ready\n" => Ok(()),
+            _ => Err(failed(log_tail(&self.run_dir))),
+        }
     }
 }
 
@@ -367,28 +419,5 @@ impl Drop for Launcher {
         // nothing is left running or unreaped.
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Wait until init answers a ping on its control socket.
-pub(crate) fn wait_ready(config: &InitConfig, pid: i32) -> Result<(), SandboxError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let socket = config.socket_path();
-    loop {
-        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            if protocol::write_json(&mut s, Kind::Request, &Request::Ping).is_ok()
-                && matches!(protocol::read_frame(&mut s), Ok(Some((Kind::Reply, _))))
-            {
-                return Ok(());
-            }
-        }
-        if process_start_time(pid).is_none() || Instant::now() > deadline {
-            return Err(SandboxError::InitFailed {
-                id: config.id.clone(),
-                reason: log_tail(&config.run_dir),
-            });
-        }
-        std::thread::sleep(Duration::from_micros(100));
     }
 }

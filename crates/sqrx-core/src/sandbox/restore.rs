@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::SandboxError;
-use super::create::{Launcher, init_config, wait_ready};
+use super::create::{Launcher, init_config};
 use super::runtime::Sandbox;
 use super::state::LayerRef;
 
@@ -123,9 +123,9 @@ impl Sandbox {
             let mut config = init_config(&self.state.spec, &dir, &stack);
             config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
-            let (pid, start) = launcher.start(&config, &cgroup, Some(old_init))?;
+            let (pid, start, ready) = launcher.start(&config, &cgroup, Some(old_init))?;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
-            if let Err(e) = wait_ready(&config, pid) {
+            if let Err(e) = ready.wait() {
                 super::destroy::kill_and_wait(pid, Some(start));
                 return Err(e);
             }
