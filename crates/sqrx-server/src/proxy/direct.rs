@@ -1,9 +1,11 @@
-//! The proxy's hot path: the server hands `/proxy/{sandbox_id}/{port}/...` requests straight
-//! to [`forward`], past the router and its middleware stack, which cost
-//! more per request than relaying it does. The request is authenticated, counted and logged
-//! as the router's `/proxy` routes do (those routes stay, for [`app`](crate::app::app) used as
-//! a plain router and for ids that need percent-decoding).
-
+//! The proxy's path on connections hyper serves (see [`crate::connection`]: upgrades such as
+//! WebSockets, `Expect`, HTTP/1.0 and HTTP/2 clients, connections that also use the API): the
+//! server hands `/proxy/{sandbox_id}/{port}/...` requests straight to [`forward`], past the
+//! router and its middleware stack, which cost more per request than relaying it does. The
+//! request is authenticated, counted and logged as the router's `/proxy` routes do (those
+//! routes stay, for [`app`](crate::app::app) used as a plain router and for ids that need
+//! percent-decoding). Plain HTTP/1.1 requests on connections the server reads itself take
+//! the faster [`relay`](super::relay).
 use std::net::SocketAddr;
 use std::time::Instant;
 

@@ -2,6 +2,9 @@
 //! (`/proxy/{sandbox_id}/{port}/...`) and the sessions' public WebSocket endpoint
 //! (`/{session_id}/ws`). Neither needs an IP route into the sandbox: connections are made by
 //! the sandbox's init and passed back (see `sqrx_core::Sandbox::connect`).
+//!
+//! Plain HTTP/1.1 proxy requests are relayed by [`relay`] (with [`framing`]); upgrades and
+//! everything hyper serves go through [`direct`] and [`http`], over [`upstream`]'s pool.
 
 pub mod direct;
 pub mod framing;
