@@ -125,8 +125,8 @@ const SERVICE_LAYER: &str = "010-sqrx-service";
 
 impl SessionManager {
     /// A manager on `rt` with the built-in template; takes over the sessions a previous
-    /// manager on the same data directory left (see [`recover`](Self::recover)) and starts
-    /// its reaper thread.
+    /// manager on the same data directory left (open ones carry on, see the module docs) and
+    /// starts its reaper thread.
     pub fn new(rt: Runtime, config: SessionConfig) -> Self {
         let mut templates = HashMap::new();
         templates.insert(DEFAULT_TEMPLATE.to_string(), SessionTemplate::builtin());
