@@ -886,3 +886,36 @@ fn files_are_resolved_inside_the_sandbox() {
     sb.remove("/data", true).expect("remove tree");
     assert_eq!(sh(&sb, "test -e /data").exit_code, Some(1));
 }
+
+#[test]
+fn an_init_that_dies_before_it_is_ready_fails_the_create_at_once() {
+    if !privileged("an_init_that_dies_before_it_is_ready_fails_the_create_at_once") {
+        return;
+    }
+    // An "init" that reports the pid of a process it leaves behind, as the real launcher does,
+    // then exits without any server to say it is ready.
+    let bin = tempfile::Builder::new()
+        .prefix("sqrx-test-badinit-")
+        .tempdir()
+        .expect("tempdir");
+    let script = bin.path().join("bad-init");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nread config\nsleep 60 </dev/null >/dev/null 2>&1 &\necho $!\n\
+         echo 'bad-init: no root for you' >&2\nexit 0\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let t = TestRuntime::with(|c| c.init_path = Some(script.clone()));
+    let started = Instant::now();
+    let e =
+        t.rt.create(SandboxSpec::new("badinit"))
+            .expect_err("an init that never gets ready");
+    let took = started.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(e.to_string().contains("no root for you"), "{e}");
+    // The pipe's end says it, not the 10 s deadline.
+    assert!(took < Duration::from_secs(3), "the failure took {took:?}");
+    assert!(t.rt.list().is_empty(), "a failed create left a sandbox");
+}
