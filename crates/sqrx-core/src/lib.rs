@@ -43,6 +43,6 @@ pub use layer::{
     LayerError, LayerName, LayerStore, Provenance, Verification,
 };
 pub use sandbox::{
-    Command, ExecEvent, ExecRequest, ExecResult, Runtime, RuntimeConfig, Sandbox, SandboxError,
-    SandboxInfo, SandboxSpec, SnapshotInfo,
+    Command, ExecEvent, ExecRequest, ExecResult, IdRange, Isolation, Runtime, RuntimeConfig,
+    Sandbox, SandboxError, SandboxInfo, SandboxSpec, SnapshotInfo,
 };

@@ -1,6 +1,25 @@
 //! Where sqrx keeps its data by default.
 
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Create (or truncate) `path` for writing, readable and writable by its owner only (0600):
+/// state, logs, images and metadata of the data directory are nobody else's business.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Make the directory `path` (created with its parents if missing) reachable by its owner only
+/// (0700).
+pub(crate) fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
 
 /// The environment variable that overrides the data directory.
 pub const DATA_DIR_ENV: &str = "SQRX_DATA";

@@ -33,7 +33,21 @@ pub struct Limits {
 }
 
 /// The v1 controllers sqrx uses.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer", "devices"];
+
+/// The devices a sandbox may open or create (v1 `devices` controller syntax): null, zero,
+/// full, random, urandom, tty, ptmx and the pts of its own devpts. Everything else is denied,
+/// whatever node a layer or a mount brings (overlay whiteouts, char 0/0, are always allowed).
+pub const DEVICE_ALLOW_LIST: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 /// The parent of every sandbox cgroup.
 const PARENT: &str = "sqrx";
 const CFS_PERIOD_US: u64 = 100_000;
@@ -168,7 +182,13 @@ impl CgroupRoot {
                 source,
             })?;
         }
-        let [memory, cpu, pids, _freezer] = [0, 1, 2, 3].map(|i| &cg.dirs[i]);
+        let [memory, cpu, pids, _freezer, devices] = [0, 1, 2, 3, 4].map(|i| &cg.dirs[i]);
+        if devices.is_dir() {
+            write(&devices.join("devices.deny"), "a")?;
+            for rule in DEVICE_ALLOW_LIST {
+                write(&devices.join("devices.allow"), rule)?;
+            }
+        }
         if let Some(bytes) = limits.memory_bytes {
             write(&memory.join("memory.limit_in_bytes"), &bytes.to_string())?;
             // Without this the limit only covers RAM and a host with swap would swap instead.
@@ -256,7 +276,7 @@ fn quota_us(cores: f64) -> u64 {
 pub struct SandboxCgroup {
     /// The layout.
     pub version: CgroupVersion,
-    /// Its directories (v1: memory, cpu, pids, freezer, in that order).
+    /// Its directories (v1: memory, cpu, pids, freezer and devices, in that order).
     pub dirs: Vec<PathBuf>,
 }
 
@@ -526,6 +546,21 @@ mod tests {
         let root = CgroupRoot::detect_at(missing.path()).expect("detect");
         let e = root.create("box", &limits()).expect_err("no cpu hierarchy");
         assert!(e.to_string().contains("cpu"), "{e}");
+    }
+
+    #[test]
+    fn v1_devices_deny_all_then_allow_the_list() {
+        let d = fake_v1(&["memory", "cpu", "pids", "freezer", "devices"]);
+        let root = CgroupRoot::detect_at(d.path()).expect("detect");
+        let cg = root.create("box", &limits()).expect("create");
+        let r = |p: &str| std::fs::read_to_string(d.path().join(p)).expect(p);
+        assert_eq!(r("devices/sqrx/box/devices.deny"), "a");
+        // A fake file keeps the last write; the kernel's takes each rule.
+        assert_eq!(
+            r("devices/sqrx/box/devices.allow"),
+            *DEVICE_ALLOW_LIST.last().expect("rules")
+        );
+        assert_eq!(cg.procs_files().len(), 5);
     }
 
     #[test]

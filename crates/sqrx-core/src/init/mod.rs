@@ -18,6 +18,7 @@
 //! The server accepts one request per connection on the control socket ([`crate::protocol`]).
 
 mod exec;
+mod masks;
 mod pty;
 mod seccomp;
 mod server;
@@ -50,7 +51,16 @@ pub struct InitConfig {
     pub exec_seq_base: u64,
     /// The sandbox's directory on the host (the control socket is created in it).
     pub run_dir: PathBuf,
+    /// The first host id of the sandbox's user namespace (ids `0..65536` inside map to
+    /// `id_base..id_base+65536`); `None` runs the sandbox as host root (the `host-root`
+    /// isolation opt-in).
+    #[serde(default)]
+    pub id_base: Option<u32>,
 }
+
+/// Marks, in init's log, a failure caused by a kernel that cannot isolate the sandbox with a
+/// user namespace and idmapped mounts.
+pub const ISOLATION_UNSUPPORTED: &str = "isolation unsupported:";
 
 impl InitConfig {
     /// The control socket path.
@@ -77,6 +87,11 @@ pub fn self_exec_enabled() -> bool {
 
 /// The init program. Returns the process exit code.
 pub fn main() -> i32 {
+    // Whatever the embedding process leaked without O_CLOEXEC ends here, before anything else.
+    if let Err(e) = crate::sys::idmap::close_from(3) {
+        eprintln!("sqrx-init: cannot close inherited descriptors: {e}");
+        return 2;
+    }
     // One line of JSON; stdin stays open: the host later sends one byte once it has moved
     // PID 1 into the sandbox's cgroup.
     let mut input = String::new();

@@ -1,14 +1,18 @@
 //! The seccomp deny-list every sandboxed process runs under (built with `seccompiler`).
 //!
-//! Two filters are installed: one returns `EPERM` for calls that could reach beyond the
-//! sandbox, one makes `clone3` look unimplemented (`ENOSYS`) so that libc falls back to `clone`,
-//! whose flags the first filter can inspect (`clone3` passes them in memory, out of reach).
+//! Three filters are installed. The first refuses the x32 ABI on x86_64 (its calls carry the
+//! x86_64 architecture tag with bit 30 set in the number, so a deny-list by number alone would
+//! miss them). The second kills a process that uses any other architecture's calling
+//! convention (i386 `int 0x80` on x86_64: `seccompiler`'s architecture check) and returns
+//! `EPERM` for calls that could reach beyond the sandbox. The third makes `clone3` look
+//! unimplemented (`ENOSYS`) so that libc falls back to `clone`, whose flags the second filter
+//! can inspect (`clone3` passes them in memory, out of reach).
 
 use std::collections::BTreeMap;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    SeccompRule, TargetArch, sock_filter,
 };
 
 /// Calls refused with `EPERM`, whatever their arguments.
@@ -54,13 +58,53 @@ const DENIED: &[i64] = &[
     libc::SYS_syslog,
     libc::SYS_vhangup,
     libc::SYS_fanotify_init,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_process_madvise,
+    libc::SYS_kcmp,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    SYS_OPEN_TREE_ATTR,
+    libc::SYS_uselib,
+    libc::SYS_nfsservctl,
 ];
+
+/// `open_tree_attr` (Linux 6.15; one number on every architecture since the unified table).
+const SYS_OPEN_TREE_ATTR: i64 = 467;
+
+/// Socket families refused: `AF_VSOCK` reaches the hypervisor's host side.
+const DENIED_FAMILIES: &[i32] = &[libc::AF_VSOCK];
 
 /// The compiled filters, built once per server and applied between fork and exec.
 #[derive(Debug, Clone)]
 pub(super) struct Filters {
+    x32: BpfProgram,
     deny: BpfProgram,
     clone3: BpfProgram,
+}
+
+/// `x32` ABI calls (x86_64 numbers with `__X32_SYSCALL_BIT`) fail with `EPERM`; everything
+/// else passes to the next filter. Empty elsewhere than on x86_64.
+fn x32_filter() -> BpfProgram {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        // seccomp_data.nr is at offset 0.
+        insn(BPF_LD_W_ABS, 0, 0, 0),
+        insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(BPF_RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32),
+        insn(BPF_RET_K, 0, 0, RET_ALLOW),
+    ]
 }
 
 fn arch() -> TargetArch {
@@ -105,6 +149,14 @@ impl Filters {
         }
         debug_assert!(ns_flags != 0);
         rules.insert(libc::SYS_clone, clone_rules);
+        let mut socket_rules = Vec::new();
+        for family in DENIED_FAMILIES {
+            let cond =
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *family as u64)
+                    .map_err(|e| e.to_string())?;
+            socket_rules.push(SeccompRule::new(vec![cond]).map_err(|e| e.to_string())?);
+        }
+        rules.insert(libc::SYS_socket, socket_rules);
         let deny = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
@@ -121,11 +173,19 @@ impl Filters {
         )
         .and_then(BpfProgram::try_from)
         .map_err(|e| e.to_string())?;
-        Ok(Filters { deny, clone3 })
+        Ok(Filters {
+            x32: x32_filter(),
+            deny,
+            clone3,
+        })
     }
 
     /// Install both filters on the calling thread. Async-signal-safe (no allocation).
     pub fn apply(&self) -> std::io::Result<()> {
+        if !self.x32.is_empty() {
+            seccompiler::apply_filter(&self.x32)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
         seccompiler::apply_filter(&self.deny).map_err(|e| std::io::Error::other(e.to_string()))?;
         seccompiler::apply_filter(&self.clone3).map_err(|e| std::io::Error::other(e.to_string()))
     }

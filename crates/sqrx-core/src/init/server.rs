@@ -47,7 +47,12 @@ fn confine() -> Result<(), String> {
     let filters = Filters::build().map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     // The workload must be the OOM killer's choice: only PID 1 keeps its protection.
     let _ = crate::sys::caps::reset_oom_score_adj();
-    crate::sys::caps::drop_to_default().map_err(|e| format!("cannot drop capabilities: {e}"))?;
+    // Not dumpable: the workload (same uid) cannot ptrace this server or reach its memory and
+    // descriptors through /proc/<pid>/*; exec'd children are dumpable again.
+    crate::sys::idmap::set_non_dumpable()
+        .map_err(|e| format!("cannot make the server non-dumpable: {e}"))?;
+    crate::sys::caps::drop_to_default(crate::sys::caps::last_cap())
+        .map_err(|e| format!("cannot drop capabilities: {e}"))?;
     crate::sys::caps::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     filters
         .apply()
@@ -62,6 +67,8 @@ pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
         return;
     }
     super::setup::say_ready();
+    // The host's pipe (stdin) and init.log (stderr) are host files: the server keeps neither.
+    super::setup::release_stdio();
     let state = Arc::new(State {
         spawned: Mutex::new(Spawned::default()),
         exec_seq: std::sync::atomic::AtomicU64::new(exec_seq_base),

@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -12,13 +13,14 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use super::InitConfig;
 use crate::sys::{Forked, fork_single_threaded};
 
-type Step<T> = Result<T, String>;
+pub(super) type Step<T> = Result<T, String>;
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> Step<T> {
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-/// Run the outer stage (session, unshare, fork). Returns the exit code of this process.
+/// Run the outer stage (user namespace, session, unshare, fork). Returns the exit code of this
+/// process.
 pub(super) fn start(config: &InitConfig) -> Step<i32> {
     ctx(nix::unistd::setsid(), || "setsid".into())?;
     // The OOM killer should pick the sandbox's workload, never its init and server (inherited
@@ -26,6 +28,18 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         eprintln!("sqrx-init: cannot protect init from the OOM killer: {e}");
     }
+    // The sandbox's user namespace: made first (its helper must not be PID 1 of the new PID
+    // namespace). The other namespaces stay owned by the host's user namespace, so root in the
+    // sandbox has no capability over its mounts, network, hostname or IPC.
+    let userns = match config.id_base {
+        Some(base) => Some(ctx(crate::sys::idmap::new_user_namespace(base), || {
+            format!(
+                "{} cannot create a user namespace",
+                super::ISOLATION_UNSUPPORTED
+            )
+        })?),
+        None => None,
+    };
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -41,7 +55,7 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
             })?;
             Ok(0)
         }
-        Forked::Child => match pid1(config) {
+        Forked::Child => match pid1(config, userns) {
             Ok(code) => Ok(code),
             Err(e) => {
                 // stderr goes to the sandbox's init.log.
@@ -75,8 +89,12 @@ fn mount_fs(
     )
 }
 
+/// The directory (in PID 1's private mount namespace only) where the sandbox's view of its
+/// layers is staged before the pivot; detached with the old root.
+const STAGE: &str = "stage";
+
 /// PID 1: build the root, pivot into it, start the server, reap.
-fn pid1(config: &InitConfig) -> Step<i32> {
+fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     // Nothing mounted from here on may propagate back to the host.
     ctx(
         mount(
@@ -92,24 +110,72 @@ fn pid1(config: &InitConfig) -> Step<i32> {
         "sethostname".into()
     })?;
     ctx(crate::sys::netdev::loopback_up(), || "bring up lo".into())?;
+    if userns.is_some() {
+        // The network namespace belongs to the host's user namespace, so root in the sandbox
+        // holds no CAP_NET_BIND_SERVICE over it: let every uid bind low ports, as on a machine
+        // where the workload is root.
+        ctx(
+            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
+            || "allow low ports".into(),
+        )?;
+    }
 
-    let rw = &config.rw_dir;
-    let (upper, work, root) = (rw.join("upper"), rw.join("work"), rw.join("root"));
-    let lower: Vec<String> = config
-        .lowerdirs
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let stage = config.run_dir.join(STAGE);
+    mkdir(&stage, 0o700)?;
+    mount_fs(
+        "sqrx-stage",
+        &stage,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0700"),
+    )?;
+    // Relative layer names keep the overlay's options short and the host's paths out of the
+    // sandbox's /proc/self/mountinfo.
+    ctx(std::env::set_current_dir(&stage), || {
+        format!("chdir {}", stage.display())
+    })?;
+    let ns = userns.as_ref().map(|fd| fd.as_fd());
+    let mut lower = Vec::with_capacity(config.lowerdirs.len());
+    for (i, dir) in config.lowerdirs.iter().enumerate() {
+        let name = format!("l{i}");
+        stage_mount(dir, Path::new(&name), ns, true)?;
+        lower.push(name);
+    }
+    stage_mount(&config.rw_dir, Path::new("rw"), ns, false)?;
+    mkdir(Path::new("root"), 0o755)?;
+    mkdir(Path::new("nodes"), 0o755)?;
+    mount_fs(
+        "sqrx-nodes",
+        Path::new("nodes"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=4k,mode=0755"),
+    )?;
+
+    // From here on, files this process creates in the sandbox belong to the sandbox's root.
+    // overlayfs also keeps the mounter's ids for its own work files: with an idmapped upper
+    // they must be ids the sandbox's namespace maps.
+    let fs_ids = match config.id_base {
+        Some(base) => Some(ctx(crate::sys::idmap::act_as(base), || {
+            "act as the sandbox's root".into()
+        })?),
+        None => None,
+    };
     // No index, redirects or metacopy: the upper then describes its changes with whiteouts
     // and opaque directories only, which snapshots can pack, and it stays valid when the host
     // restarts init on a different lower stack (activate).
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        "lowerdir={},upperdir=rw/upper,workdir=rw/work,index=off,redirect_dir=off,metacopy=off",
         lower.join(":"),
-        upper.display(),
-        work.display()
     );
-    mount_fs("sqrx", &root, "overlay", MsFlags::empty(), Some(&opts))?;
+    let root = stage.join("root");
+    mount_fs(
+        "sqrx",
+        &root,
+        "overlay",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&opts),
+    )?;
 
     for (dir, mode) in [
         ("proc", 0o555),
@@ -122,6 +188,7 @@ fn pid1(config: &InitConfig) -> Step<i32> {
             mkdir(&p, mode)?;
         }
     }
+    setup_dev(&root.join("dev"), &stage.join("nodes"))?;
     mount_fs(
         "proc",
         &root.join("proc"),
@@ -130,14 +197,15 @@ fn pid1(config: &InitConfig) -> Step<i32> {
         None,
     )?;
     // sysfs of the sandbox's own network namespace, read-only; optional.
-    let _ = mount(
+    let sys_mounted = mount(
         Some("sysfs"),
         &root.join("sys"),
         Some("sysfs"),
         MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
-    );
-    setup_dev(&root.join("dev"))?;
+    )
+    .is_ok();
+    super::masks::apply(&root, &stage.join("nodes/null"), sys_mounted)?;
 
     // Bind the control socket in the host's view of the filesystem, before leaving it.
     let socket = config.socket_path();
@@ -151,6 +219,7 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     )?;
 
     pivot_into(&root)?;
+    drop(fs_ids);
 
     // The host has moved us into the sandbox's cgroup when this byte arrives; EOF means it gave
     // up on this sandbox.
@@ -162,14 +231,27 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     ctx(unshare(CloneFlags::CLONE_NEWCGROUP), || {
         "unshare cgroup namespace".into()
     })?;
+    // PID 1 stays host root (it only reaps): nothing in the sandbox may read its memory or
+    // descriptors through /proc/1.
+    ctx(crate::sys::idmap::set_non_dumpable(), || {
+        "make init non-dumpable".into()
+    })?;
 
     match ctx(fork_single_threaded(), || "fork server".into())? {
         Forked::Child => {
+            if let Some(ns) = userns {
+                if let Err(e) = crate::sys::idmap::become_root_in(ns.as_fd()) {
+                    eprintln!("sqrx-init: cannot enter the sandbox's user namespace: {e}");
+                    return Ok(1);
+                }
+                drop(ns);
+            }
             super::server::serve(listener, config.exec_seq_base);
             Ok(0)
         }
         Forked::Parent(server) => {
             drop(listener);
+            drop(userns);
             // Only the server may hold the host's pipe: when it dies, the host sees the end.
             release_stdout();
             Ok(reap_until(server))
@@ -177,11 +259,52 @@ fn pid1(config: &InitConfig) -> Step<i32> {
     }
 }
 
+/// Attach at `name` (relative to the stage) a private clone of the mount at `dir`: `nosuid`,
+/// `nodev`, read-only when `read_only`, and idmapped through `userns` when there is one.
+fn stage_mount(
+    dir: &Path,
+    name: &Path,
+    userns: Option<BorrowedFd<'_>>,
+    read_only: bool,
+) -> Step<()> {
+    use crate::sys::idmap;
+    mkdir(name, 0o755)?;
+    let m = ctx(idmap::clone_mount(dir), || {
+        format!("clone mount {}", dir.display())
+    })?;
+    ctx(idmap::set_mount_attrs(&m, userns, read_only), || {
+        let marker = if userns.is_some() {
+            super::ISOLATION_UNSUPPORTED
+        } else {
+            ""
+        };
+        format!(
+            "{marker} cannot make an idmapped mount of {}",
+            dir.display()
+        )
+    })?;
+    ctx(idmap::attach(&m, name), || {
+        format!("attach {} at {}", dir.display(), name.display())
+    })
+}
+
 /// Point stdout (the host's pipe) at /dev/null, so this process no longer holds the pipe
 /// and nothing written later reaches it (or, were fd 1 closed, a socket opened in its place).
 fn release_stdout() {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// Point stdin and stderr at /dev/null: the server holds no host file once it serves.
+pub(super) fn release_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
 }
 
@@ -193,36 +316,54 @@ pub(super) fn say_ready() {
     release_stdout();
 }
 
-/// A minimal /dev: a few character devices, pts and shm. No host disks.
-fn setup_dev(dev: &Path) -> Step<()> {
+/// The device nodes of every sandbox (name, major, minor), all `0666`.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// A minimal /dev: a `nodev` tmpfs where only sqrx's own nodes work (each bind-mounted from
+/// `nodes`, a staging tmpfs that allows devices), pts and shm. No host disks.
+fn setup_dev(dev: &Path, nodes: &Path) -> Step<()> {
     mount_fs(
         "sqrx-dev",
         dev,
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
         Some("size=64k,mode=0755"),
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
-        let p = dev.join(name);
+    for (name, major, minor) in DEVICES {
+        let node = nodes.join(name);
         ctx(
             mknod(
-                &p,
+                &node,
                 SFlag::S_IFCHR,
                 Mode::from_bits_truncate(0o666),
                 makedev(major, minor),
             ),
-            || format!("mknod {}", p.display()),
+            || format!("mknod {}", node.display()),
         )?;
         ctx(
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)),
-            || format!("chmod {}", p.display()),
+            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666)),
+            || format!("chmod {}", node.display()),
+        )?;
+        let target = dev.join(name);
+        ctx(std::fs::File::create(&target), || {
+            format!("create {}", target.display())
+        })?;
+        ctx(
+            mount(
+                Some(&node),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            ),
+            || format!("bind {}", target.display()),
         )?;
     }
     for (link, target) in [

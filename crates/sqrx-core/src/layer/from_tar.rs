@@ -155,8 +155,14 @@ pub(crate) fn tree_from_tar(
                     }
                 }
             }
-            tar::EntryType::Char => NodeKind::CharDevice(dev()?),
-            tar::EntryType::Block => NodeKind::BlockDevice(dev()?),
+            // Only overlay whiteouts (char 0/0): a layer never brings a device node.
+            tar::EntryType::Char if dev()? == 0 => NodeKind::CharDevice(0),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(LayerError::UnsupportedEntry {
+                    entry: shown,
+                    kind: "device node; layers may hold overlay whiteouts (char 0/0) only".into(),
+                });
+            }
             tar::EntryType::Fifo => NodeKind::Fifo,
             tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
             other => {

@@ -10,7 +10,6 @@
 //! (overlayfs never looks below an opaque directory), so the expansion recurses into them.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -129,7 +128,8 @@ pub(crate) fn pack_upper(
     check_options(opts)?;
     let (tree, opaque) = tree_from_upper(upper, lowers)?;
     tracing::debug!(upper = %upper.display(), opaque, "upper described");
-    let mut file = File::create(image).map_err(LayerError::store("create", image))?;
+    let mut file =
+        crate::paths::create_private(image).map_err(LayerError::store("create", image))?;
     pack(&tree, opts, &mut file, &image.display().to_string())
 }
 

@@ -33,6 +33,8 @@ pub struct Inspection {
     pub symlinks: u64,
     /// Character and block devices (overlay whiteouts are character devices 0/0).
     pub devices: u64,
+    /// Device nodes that are not overlay whiteouts (char 0/0): imports refuse them.
+    pub device_nodes: u64,
     /// FIFOs and sockets.
     pub other: u64,
     /// Sum of the regular files' sizes.
@@ -163,6 +165,7 @@ pub fn inspect_image(path: &Path) -> Result<Inspection, LayerError> {
         directories: 0,
         symlinks: 0,
         devices: 0,
+        device_nodes: 0,
         other: 0,
         uncompressed_bytes: 0,
         mod_time: fs.mod_time,
@@ -175,7 +178,16 @@ pub fn inspect_image(path: &Path) -> Result<Inspection, LayerError> {
             }
             InnerNode::Dir(_) => out.directories += 1,
             InnerNode::Symlink(_) => out.symlinks += 1,
-            InnerNode::CharacterDevice(_) | InnerNode::BlockDevice(_) => out.devices += 1,
+            InnerNode::CharacterDevice(d) => {
+                out.devices += 1;
+                if d.device_number != 0 {
+                    out.device_nodes += 1;
+                }
+            }
+            InnerNode::BlockDevice(_) => {
+                out.devices += 1;
+                out.device_nodes += 1;
+            }
             InnerNode::NamedPipe | InnerNode::Socket => out.other += 1,
         }
     }

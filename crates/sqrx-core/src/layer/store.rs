@@ -73,7 +73,9 @@ pub struct LayerStore {
 impl LayerStore {
     /// Open (creating if needed) the store under `data_dir/layers`.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<Self, LayerError> {
-        let dir = data_dir.as_ref().join("layers");
+        let data_dir = data_dir.as_ref();
+        crate::paths::private_dir(data_dir).map_err(LayerError::store("create", data_dir))?;
+        let dir = data_dir.join("layers");
         let tmp = dir.join(".tmp");
         std::fs::create_dir_all(&tmp).map_err(LayerError::store("create", &tmp))?;
         Ok(LayerStore { dir })
@@ -212,7 +214,8 @@ impl LayerStore {
         started: Instant,
     ) -> Result<BuildReport, LayerError> {
         let image_tmp = staging.join("image.sqfs");
-        let mut file = File::create(&image_tmp).map_err(LayerError::store("create", &image_tmp))?;
+        let mut file = crate::paths::create_private(&image_tmp)
+            .map_err(LayerError::store("create", &image_tmp))?;
         pack(tree, opts, &mut file, name.as_str())?;
         // Hash the image (from the page cache) while it is flushed to disk.
         let (digest, synced) = std::thread::scope(|scope| {
@@ -291,7 +294,8 @@ impl LayerStore {
             path: meta_tmp.clone(),
             source,
         })?;
-        let mut f = File::create(&meta_tmp).map_err(LayerError::store("create", &meta_tmp))?;
+        let mut f = crate::paths::create_private(&meta_tmp)
+            .map_err(LayerError::store("create", &meta_tmp))?;
         f.write_all(&json)
             .map_err(LayerError::store("write", &meta_tmp))?;
         f.sync_all().map_err(LayerError::store("sync", &meta_tmp))?;
@@ -393,7 +397,8 @@ impl LayerStore {
         }
         let staging = self.staging()?;
         let image_tmp = staging.path().join("image.sqfs");
-        let mut f = File::create(&image_tmp).map_err(LayerError::store("create", &image_tmp))?;
+        let mut f = crate::paths::create_private(&image_tmp)
+            .map_err(LayerError::store("create", &image_tmp))?;
         std::io::copy(&mut reader, &mut f).map_err(|source| LayerError::ReadSource {
             path: PathBuf::from(origin),
             source,
@@ -402,7 +407,17 @@ impl LayerStore {
             .map_err(LayerError::store("sync", &image_tmp))?;
         drop(f);
         let verified = verify_image(&image_tmp)?;
-        let compression = compression_from_name(&inspect_image(&image_tmp)?.compression);
+        let inspection = inspect_image(&image_tmp)?;
+        if inspection.device_nodes > 0 {
+            return Err(LayerError::CorruptImage {
+                path: PathBuf::from(origin),
+                reason: format!(
+                    "it holds {} device node(s); layers may hold overlay whiteouts (char 0/0) only",
+                    inspection.device_nodes
+                ),
+            });
+        }
+        let compression = compression_from_name(&inspection.compression);
         let provenance = Provenance::Image {
             source: origin.to_string(),
         };

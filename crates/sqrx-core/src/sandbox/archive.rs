@@ -71,6 +71,7 @@ impl Sandbox {
     pub fn upload_tar(&self, dir: &str, reader: impl Read) -> Result<u64, SandboxError> {
         let base = components(dir)?;
         let root = self.root()?;
+        let _as_root = self.as_sandbox_root()?;
         self.ensure_dir(&root, &base)?;
         let mut archive = tar::Archive::new(reader);
         let mut count = 0u64;
@@ -99,7 +100,11 @@ impl Sandbox {
             let kind = header.entry_type();
             let parent_fd = self.ensure_dir(&root, &parent)?;
             let owned = |fd: &OwnedFd| {
-                let to = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok());
+                // The archive's ids are the sandbox's; ids it does not map are left alone.
+                let to = |v: Option<u64>| {
+                    v.and_then(|v| u32::try_from(v).ok())
+                        .and_then(|id| self.host_id(id))
+                };
                 let _ = nix::unistd::fchown(
                     fd.as_fd(),
                     to(uid).map(nix::unistd::Uid::from_raw),
@@ -117,19 +122,15 @@ impl Sandbox {
                     owned(&fd);
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let flags = OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_TRUNC
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC;
-                    let fd = nix::fcntl::openat(
-                        parent_fd.as_fd(),
-                        name.as_str(),
-                        flags,
-                        Mode::from_bits_truncate(mode),
-                    )
-                    .map_err(self.file_err("write", &path))?;
-                    let mut file = std::fs::File::from(fd);
+                    let mut file = self.open_regular_at(
+                        &parent_fd,
+                        name,
+                        OFlag::O_WRONLY | OFlag::O_CREAT,
+                        mode,
+                        &path,
+                    )?;
+                    file.set_len(0)
+                        .map_err(SandboxError::io("truncate", &path))?;
                     std::io::copy(&mut entry, &mut file)
                         .map_err(SandboxError::io("write", &path))?;
                     let fd = OwnedFd::from(file);
@@ -254,6 +255,8 @@ impl Sandbox {
                 continue;
             };
             let mut header = header_for(&st);
+            header.set_uid(u64::from(self.sandbox_id(st.st_uid)));
+            header.set_gid(u64::from(self.sandbox_id(st.st_gid)));
             match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
                 SFlag::S_IFDIR => {
                     header.set_entry_type(tar::EntryType::Directory);
@@ -262,33 +265,36 @@ impl Sandbox {
                         .append_data(&mut header, &path, std::io::empty())
                         .map_err(werr)?;
                     *count += 1;
-                    let Ok(child) = nix::fcntl::openat(
-                        dirfd.as_fd(),
-                        name.as_str(),
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    ) else {
+                    // Another filesystem mounted here (/proc, /dev, ...) is not the sandbox's:
+                    // its mount point is archived empty.
+                    let how = nix::fcntl::OpenHow::new()
+                        .flags(
+                            OFlag::O_RDONLY
+                                | OFlag::O_DIRECTORY
+                                | OFlag::O_NOFOLLOW
+                                | OFlag::O_CLOEXEC,
+                        )
+                        .resolve(
+                            nix::fcntl::ResolveFlag::RESOLVE_BENEATH
+                                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV
+                                | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS,
+                        );
+                    let Ok(child) = nix::fcntl::openat2(dirfd.as_fd(), name.as_str(), how) else {
                         continue;
                     };
                     self.archive_dir(&child, &shown_child, &path, builder, count)?;
                 }
                 SFlag::S_IFREG => {
-                    let Ok(fd) = nix::fcntl::openat(
-                        dirfd.as_fd(),
-                        name.as_str(),
-                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    ) else {
+                    let Ok(file) =
+                        self.open_regular_at(dirfd, &name, OFlag::O_RDONLY, 0, &shown_child)
+                    else {
                         continue;
                     };
                     let size = st.st_size.max(0) as u64;
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(size);
                     // Exactly `size` bytes even if the file changes meanwhile.
-                    let data = std::fs::File::from(fd)
-                        .take(size)
-                        .chain(std::io::repeat(0))
-                        .take(size);
+                    let data = file.take(size).chain(std::io::repeat(0)).take(size);
                     builder
                         .append_data(&mut header, &path, data)
                         .map_err(werr)?;

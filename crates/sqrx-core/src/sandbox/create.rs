@@ -22,6 +22,7 @@ struct Rollback<'a> {
     mounts: Vec<PathBuf>,
     cgroup: Option<SandboxCgroup>,
     init_pid: Option<i32>,
+    ids: Option<super::IdRange>,
     committed: bool,
 }
 
@@ -50,6 +51,9 @@ impl Drop for Rollback<'_> {
                 .release(&self.mounts, &self.rt.mounts_in_use(&id));
             Ok(())
         });
+        if let Some(ids) = self.ids {
+            self.rt.inner.ids.release(ids, &self.dir);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -170,6 +174,7 @@ impl Runtime {
             mounts: Vec::new(),
             cgroup: None,
             init_pid: None,
+            ids: None,
             committed: false,
         };
         let (init, self_exec) = self.init_program()?;
@@ -201,8 +206,13 @@ impl Runtime {
             .create(&self.cgroup_name(&spec.id), &limits)?;
         rb.cgroup = Some(cgroup.clone());
         super::upper::mount_upper(&dir, spec.upper_mb)?;
+        let ids = match self.inner.config.isolation {
+            super::Isolation::UserNamespace => Some(self.inner.ids.allocate(&dir)?),
+            super::Isolation::HostRoot => None,
+        };
+        rb.ids = ids;
 
-        let config = init_config(&spec, &dir, &stack);
+        let config = init_config(&spec, &dir, &stack, ids);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
         let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
         rb.init_pid = Some(pid);
@@ -218,6 +228,7 @@ impl Runtime {
             cgroup: Some(cgroup),
             init_pid: pid,
             init_start: start,
+            ids,
         };
         state.save(&dir.join("state.json"))?;
         rb.committed = true;
@@ -240,13 +251,20 @@ impl Runtime {
             source,
         })?;
         let tmp = dir.join("layers.json.tmp");
-        std::fs::write(&tmp, json).map_err(SandboxError::io("write", &tmp))?;
+        crate::paths::create_private(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
+            .map_err(SandboxError::io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(SandboxError::io("rename", &path))
     }
 }
 
 /// What init needs to assemble the sandbox on `stack` (base first).
-pub(crate) fn init_config(spec: &SandboxSpec, dir: &Path, stack: &[LayerRef]) -> InitConfig {
+pub(crate) fn init_config(
+    spec: &SandboxSpec,
+    dir: &Path,
+    stack: &[LayerRef],
+    ids: Option<super::IdRange>,
+) -> InitConfig {
     InitConfig {
         id: spec.id.clone(),
         hostname: spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
@@ -254,6 +272,23 @@ pub(crate) fn init_config(spec: &SandboxSpec, dir: &Path, stack: &[LayerRef]) ->
         rw_dir: super::upper::rw_dir(dir),
         exec_seq_base: 0,
         run_dir: dir.to_path_buf(),
+        id_base: ids.map(|r| r.base),
+    }
+}
+
+/// The error for an init that failed with `reason` (its log's tail): a kernel that cannot
+/// isolate the sandbox is told apart from other failures.
+fn init_failed(id: &str, reason: String) -> SandboxError {
+    if reason.contains(crate::init::ISOLATION_UNSUPPORTED) {
+        SandboxError::IsolationUnsupported {
+            id: id.to_string(),
+            reason,
+        }
+    } else {
+        SandboxError::InitFailed {
+            id: id.to_string(),
+            reason,
+        }
     }
 }
 
@@ -285,8 +320,8 @@ impl Launcher {
         run_dir: &Path,
     ) -> Result<Self, SandboxError> {
         let log_path = run_dir.join("init.log");
-        let log =
-            std::fs::File::create(&log_path).map_err(SandboxError::io("create", &log_path))?;
+        let log = crate::paths::create_private(&log_path)
+            .map_err(SandboxError::io("create", &log_path))?;
         let mut cmd = std::process::Command::new(init);
         // init gets nothing from the host's environment: no tokens or credentials leak.
         cmd.env_clear()
@@ -317,10 +352,7 @@ impl Launcher {
         cgroup: &SandboxCgroup,
         predecessor: Option<(i32, u64)>,
     ) -> Result<(i32, u64, Ready), SandboxError> {
-        let failed = |reason: String| SandboxError::InitFailed {
-            id: self.id.clone(),
-            reason,
-        };
+        let failed = |reason: String| init_failed(&self.id, reason);
         let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
         json.push(b'\n');
         let mut stdin = self
@@ -383,10 +415,7 @@ impl Ready {
     /// init that dies first closes the pipe, and the error carries its log's tail.
     pub(crate) fn wait(mut self) -> Result<(), SandboxError> {
         use std::os::fd::AsFd;
-        let failed = |reason: String| SandboxError::InitFailed {
-            id: self.id.clone(),
-            reason,
-        };
+        let failed = |reason: String| init_failed(&self.id, reason);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

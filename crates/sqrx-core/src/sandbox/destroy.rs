@@ -76,6 +76,9 @@ impl Sandbox {
             Ok(())
         })?;
         let dir = self.dir();
+        if let Some(ids) = self.state.ids {
+            rt.inner.ids.release(ids, &dir);
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

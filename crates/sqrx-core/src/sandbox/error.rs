@@ -65,6 +65,16 @@ pub enum SandboxError {
         /// What init reported.
         reason: String,
     },
+    /// The kernel cannot isolate the sandbox with a user namespace and idmapped mounts.
+    #[error(
+        "sandbox {id} cannot be isolated on this kernel: {reason} (needs Linux 6.3+ with idmapped mounts on squashfs, tmpfs and overlayfs; an operator may opt into isolation = \"host-root\", where root in a sandbox is root on the host)"
+    )]
+    IsolationUnsupported {
+        /// The id.
+        id: String,
+        /// What init reported.
+        reason: String,
+    },
     /// Talking to the sandbox's init failed.
     #[error("sandbox {id}: control connection failed: {reason}")]
     Protocol {
@@ -199,9 +209,9 @@ impl SandboxError {
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
             SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
             SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
-            SandboxError::InitNotFound { .. } | SandboxError::PortClosed { .. } => {
-                ErrorKind::Unavailable
-            }
+            SandboxError::InitNotFound { .. }
+            | SandboxError::PortClosed { .. }
+            | SandboxError::IsolationUnsupported { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }
             | SandboxError::BadState { .. } => ErrorKind::Internal,

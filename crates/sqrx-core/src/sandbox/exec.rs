@@ -242,6 +242,7 @@ impl Sandbox {
     ) -> Result<ExecStream, SandboxError> {
         req.validate()?;
         let spec = self.spec_for(&req);
+        let cap = spec.output_cap;
         let oom_before = self
             .state
             .cgroup
@@ -299,6 +300,9 @@ impl Sandbox {
             // releases the write half.
             let _done = done_tx;
             let (mut out, mut err) = (Vec::new(), Vec::new());
+            // The host keeps the cap itself: init runs as the sandbox's root, and a workload
+            // that took over its server could otherwise send without end.
+            let mut host_truncated = false;
             loop {
                 // A silent process sends nothing, so a dropped ExecStream is noticed here
                 // rather than at the next send; the runtime may live on (a binding's does).
@@ -322,12 +326,20 @@ impl Sandbox {
                 match frame {
                     // A dropped ExecStream ends the exec: init kills its process group.
                     (Kind::Stdout, data) => {
+                        let data = cap_chunk(&out, data, cap, &mut host_truncated);
+                        if data.is_empty() {
+                            continue;
+                        }
                         out.extend_from_slice(&data);
                         if tx.send(Ok(ExecEvent::Stdout(data))).await.is_err() {
                             return;
                         }
                     }
                     (Kind::Stderr, data) => {
+                        let data = cap_chunk(&err, data, cap, &mut host_truncated);
+                        if data.is_empty() {
+                            continue;
+                        }
                         err.extend_from_slice(&data);
                         if tx.send(Ok(ExecEvent::Stderr(data))).await.is_err() {
                             return;
@@ -347,7 +359,9 @@ impl Sandbox {
                             signal: exit.signal,
                             stdout: out,
                             stderr: err,
-                            truncated: exit.stdout_truncated || exit.stderr_truncated,
+                            truncated: exit.stdout_truncated
+                                || exit.stderr_truncated
+                                || host_truncated,
                             timed_out: exit.timed_out,
                             // The OOM killer may pick any process of the exec (a child of
                             // the shell, say), so the cgroup's counter is the evidence.
@@ -472,5 +486,32 @@ impl SpawnHandle {
             })
             .await
             .map(|_| ())
+    }
+}
+
+/// What of `data` still fits under `cap` after `buf`; sets `truncated` when something is cut.
+fn cap_chunk(buf: &[u8], mut data: Vec<u8>, cap: u64, truncated: &mut bool) -> Vec<u8> {
+    let room = usize::try_from(cap)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(buf.len());
+    if data.len() > room {
+        data.truncate(room);
+        *truncated = true;
+    }
+    data
+}
+
+#[cfg(test)]
+mod cap_tests {
+    #[test]
+    fn chunks_past_the_cap_are_cut_and_flagged() {
+        let mut t = false;
+        assert_eq!(super::cap_chunk(b"abc", b"de".to_vec(), 5, &mut t), b"de");
+        assert!(!t);
+        assert_eq!(super::cap_chunk(b"abcd", b"efg".to_vec(), 5, &mut t), b"e");
+        assert!(t);
+        let mut t = false;
+        assert!(super::cap_chunk(b"abcde", b"f".to_vec(), 5, &mut t).is_empty());
+        assert!(t);
     }
 }

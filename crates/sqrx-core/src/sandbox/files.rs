@@ -1,9 +1,12 @@
 //! Host-side access to a sandbox's files, resolved safely inside its root.
 //!
-//! Every path is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to the
-//! sandbox's root (`/proc/<init>/root`): `..` and absolute symlinks stay inside the sandbox, and
-//! `/proc` magic links cannot reach host files. Writes never follow a symlink in the last
-//! component. Works while the sandbox is paused.
+//! Every path is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS)`
+//! relative to the sandbox's root (`/proc/<init>/root`): `..` and absolute symlinks stay inside
+//! the sandbox, nothing crosses onto another mount (its `/proc`, `/sys`, `/dev`: refused as
+//! invalid paths), and `/proc` magic links cannot reach host files. Only regular files are
+//! read or written, opened non-blocking (a FIFO or device at the path is refused, never waited
+//! on). Writes never follow a symlink in the last component, and create files as the sandbox's
+//! root would (owned by its uid 0, not the host's). Works while the sandbox is paused.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -107,6 +110,40 @@ impl Sandbox {
         }
     }
 
+    /// While alive, files this thread creates belong to the sandbox's root (its host id range's
+    /// first id); a sandbox that runs as host root needs nothing.
+    pub(super) fn as_sandbox_root(&self) -> Result<Option<crate::sys::idmap::FsIds>, SandboxError> {
+        let Some(ids) = self.state.ids else {
+            return Ok(None);
+        };
+        crate::sys::idmap::act_as(ids.base)
+            .map(Some)
+            .map_err(|source| SandboxError::Io {
+                op: "act as the root of",
+                path: PathBuf::from(self.id()),
+                source,
+            })
+    }
+
+    /// The sandbox's id for a host id seen through its root (ids outside its range show as
+    /// `nobody`, 65534, as they do inside).
+    pub(super) fn sandbox_id(&self, host: u32) -> u32 {
+        match self.state.ids {
+            None => host,
+            Some(r) if host >= r.base && host - r.base < super::IdRange::COUNT => host - r.base,
+            Some(_) => 65534,
+        }
+    }
+
+    /// The host id for the sandbox's id `id` (`None` when it is outside the mapped range).
+    pub(super) fn host_id(&self, id: u32) -> Option<u32> {
+        match self.state.ids {
+            None => Some(id),
+            Some(r) if id < super::IdRange::COUNT => Some(r.base + id),
+            Some(_) => None,
+        }
+    }
+
     pub(super) fn root(&self) -> Result<OwnedFd, SandboxError> {
         let root = format!("/proc/{}/root", self.state.init_pid);
         if !self.state.init_alive() {
@@ -135,10 +172,78 @@ impl Sandbox {
         op: &'static str,
     ) -> Result<OwnedFd, SandboxError> {
         let path = joined(parts);
+        let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_XDEV
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+        openat2(root.as_fd(), path.as_str(), how).map_err(|e| match e {
+            nix::errno::Errno::EXDEV => SandboxError::Invalid {
+                field: "path",
+                reason: format!(
+                    "{path} is not on the sandbox's own filesystem (/proc, /sys and /dev are not reachable through the files API)"
+                ),
+            },
+            e => self.file_err(op, &path)(e),
+        })
+    }
+
+    /// Open the regular file `name` in `dir` without following symlinks or crossing mounts,
+    /// non-blocking; anything else there (FIFO, device, socket, directory) is refused.
+    pub(super) fn open_regular_at(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        flags: OFlag,
+        mode: u32,
+        shown: &str,
+    ) -> Result<std::fs::File, SandboxError> {
         let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        openat2(root.as_fd(), path.as_str(), how).map_err(self.file_err(op, &path))
+            .flags(
+                flags | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            )
+            .mode(Mode::from_bits_truncate(mode & 0o7777))
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_XDEV
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        let fd = openat2(dir.as_fd(), name, how).map_err(|e| match e {
+            nix::errno::Errno::ELOOP => SandboxError::Invalid {
+                field: "path",
+                reason: format!("{shown} is a symlink"),
+            },
+            nix::errno::Errno::EXDEV => SandboxError::Invalid {
+                field: "path",
+                reason: format!("{shown} is not on the sandbox's own filesystem"),
+            },
+            // A FIFO without a reader (opened for writing, non-blocking).
+            nix::errno::Errno::ENXIO => SandboxError::Invalid {
+                field: "path",
+                reason: format!("{shown} is a FIFO or socket, not a regular file"),
+            },
+            e => self.file_err("open", shown)(e),
+        })?;
+        self.regular(fd, shown)
+    }
+
+    /// `fd` as a file in blocking mode if it is a regular file; an error naming what it is
+    /// otherwise.
+    pub(super) fn regular(&self, fd: OwnedFd, shown: &str) -> Result<std::fs::File, SandboxError> {
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(self.file_err("stat", shown))?;
+        let kind = kind_of(&st);
+        if kind != "file" {
+            return Err(SandboxError::Invalid {
+                field: "path",
+                reason: format!("{shown} is a {kind}, not a regular file"),
+            });
+        }
+        if let Ok(flags) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL) {
+            let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
+            let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags));
+        }
+        Ok(std::fs::File::from(fd))
     }
 
     /// The directory `parts`, created with its parents (mode `0o755`) when missing.
@@ -181,16 +286,34 @@ impl Sandbox {
         Ok(dir)
     }
 
-    /// Read a whole file (symlinks resolved inside the sandbox).
+    /// Read a whole regular file (symlinks resolved inside the sandbox). At most the size the
+    /// file had when it was opened is read.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, SandboxError> {
-        let parts = components(path)?;
-        let root = self.root()?;
-        let fd = self.open_in(&root, &parts, OFlag::O_RDONLY, "read")?;
-        let mut out = Vec::new();
-        std::fs::File::from(fd)
+        let (file, size) = self.open_file(path)?;
+        let mut out = Vec::with_capacity(size.min(1 << 20) as usize);
+        file.take(size)
             .read_to_end(&mut out)
             .map_err(SandboxError::io("read", path))?;
         Ok(out)
+    }
+
+    /// Open a regular file for reading (symlinks resolved inside the sandbox), with its size:
+    /// read it as a stream, and at most that many bytes.
+    pub fn open_file(&self, path: &str) -> Result<(std::fs::File, u64), SandboxError> {
+        let parts = components(path)?;
+        let root = self.root()?;
+        let fd = self.open_in(
+            &root,
+            &parts,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            "read",
+        )?;
+        let file = self.regular(fd, path)?;
+        let size = file
+            .metadata()
+            .map_err(SandboxError::io("stat", path))?
+            .len();
+        Ok((file, size))
     }
 
     /// Write a whole file with `mode`, creating missing parent directories. Refuses to write
@@ -204,20 +327,13 @@ impl Sandbox {
             });
         };
         let root = self.root()?;
+        let _as_root = self.as_sandbox_root()?;
         let dir = self.ensure_dir(&root, parent)?;
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_TRUNC
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::openat(
-            dir.as_fd(),
-            name.as_str(),
-            flags,
-            Mode::from_bits_truncate(mode & 0o7777),
-        )
-        .map_err(self.file_err("write", path))?;
-        let mut file = std::fs::File::from(fd);
+        let mut file =
+            self.open_regular_at(&dir, name, OFlag::O_WRONLY | OFlag::O_CREAT, mode, path)?;
+        // Truncated only once known to be a regular file.
+        file.set_len(0)
+            .map_err(SandboxError::io("truncate", path))?;
         file.write_all(data)
             .map_err(SandboxError::io("write", path))?;
         // O_CREAT's mode is filtered by the umask and ignored for existing files.
@@ -229,6 +345,7 @@ impl Sandbox {
     pub fn mkdir(&self, path: &str) -> Result<(), SandboxError> {
         let parts = components(path)?;
         let root = self.root()?;
+        let _as_root = self.as_sandbox_root()?;
         self.ensure_dir(&root, &parts).map(|_| ())
     }
 
@@ -296,6 +413,7 @@ impl Sandbox {
             });
         };
         let root = self.root()?;
+        let _as_root = self.as_sandbox_root()?;
         let dir = self.open_in(&root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY, "remove")?;
         self.remove_at(&root, &parts, &dir, name, recursive)
     }

@@ -1,6 +1,7 @@
 //! The exec history of a sandbox (`logs.jsonl`), bounded to the most recent entries.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,7 @@ impl Sandbox {
         let appended = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
             .and_then(|mut f| {
                 f.write_all(line.as_bytes())?;

@@ -83,7 +83,7 @@ impl LayerMounts {
             Some(dev.path.as_path()),
             &target,
             Some("squashfs"),
-            MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
             None::<&str>,
         )
         .map_err(|e| mount_err(e.into()))?;

@@ -120,7 +120,7 @@ impl Sandbox {
                 super::upper::unmount_upper(&dir);
                 super::upper::mount_upper(&dir, self.state.spec.upper_mb)?;
             }
-            let mut config = init_config(&self.state.spec, &dir, &stack);
+            let mut config = init_config(&self.state.spec, &dir, &stack, self.state.ids);
             config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
             let (pid, start, ready) = launcher.start(&config, &cgroup, Some(old_init))?;

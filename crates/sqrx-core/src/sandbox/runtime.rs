@@ -26,6 +26,50 @@ pub struct RuntimeConfig {
     pub default_pids_max: Option<u64>,
     /// The cgroup layout; `None` detects it.
     pub cgroups: Option<CgroupRoot>,
+    /// How sandboxes are isolated from the host (default [`Isolation::UserNamespace`], or
+    /// what `SQRX_ISOLATION` says).
+    pub isolation: Isolation,
+}
+
+/// How root in a sandbox relates to root on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// Each sandbox has its own user namespace: its ids 0..65535 are a range of unprivileged
+    /// host ids of its own, and its layers are idmapped mounts. Needs Linux 6.3+ (idmapped
+    /// tmpfs, overlayfs on idmapped layers); create fails with
+    /// [`SandboxError::IsolationUnsupported`] where the kernel cannot do it.
+    #[default]
+    UserNamespace,
+    /// Root in the sandbox is root on the host, confined only by namespaces, capabilities,
+    /// seccomp and masked paths. An explicit opt-in for kernels without idmapped mounts.
+    HostRoot,
+}
+
+impl Isolation {
+    /// The isolation named by `SQRX_ISOLATION` (`user-namespace` or `host-root`), or the
+    /// default when it is unset.
+    pub fn from_env() -> Result<Self, SandboxError> {
+        match std::env::var("SQRX_ISOLATION") {
+            Err(_) => Ok(Isolation::default()),
+            Ok(v) => v.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = SandboxError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "user-namespace" | "userns" => Ok(Isolation::UserNamespace),
+            "host-root" => Ok(Isolation::HostRoot),
+            other => Err(SandboxError::Invalid {
+                field: "isolation",
+                reason: format!("{other:?}: expected user-namespace or host-root"),
+            }),
+        }
+    }
 }
 
 impl RuntimeConfig {
@@ -38,6 +82,10 @@ impl RuntimeConfig {
             default_memory_mb: None,
             default_pids_max: Some(1024),
             cgroups: None,
+            isolation: Isolation::from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "ignoring SQRX_ISOLATION");
+                Isolation::default()
+            }),
         }
     }
 }
@@ -48,6 +96,7 @@ pub(crate) struct Inner {
     pub mounts: LayerMounts,
     pub cgroups: CgroupRoot,
     pub sandboxes_dir: PathBuf,
+    pub ids: super::ids::IdRegistry,
 }
 
 /// The entry point: open one per data directory (several processes may open the same one).
@@ -93,6 +142,9 @@ pub struct SandboxInfo {
     pub upper_bytes: u64,
     /// The label of the snapshot last restored, if any.
     pub active_snapshot: Option<String>,
+    /// The host id of its root (its user namespace maps ids 0..65535 to this id on); `None`
+    /// when it runs as host root.
+    pub id_base: Option<u32>,
 }
 
 /// A handle on one sandbox.
@@ -148,6 +200,7 @@ impl Sandbox {
             upper_mb: s.spec.upper_mb,
             upper_bytes: super::upper::used_bytes(&self.dir()),
             active_snapshot: s.active_snapshot.clone(),
+            id_base: s.ids.map(|r| r.base),
         }
     }
 }
@@ -161,6 +214,13 @@ impl Runtime {
             Some(c) => c.clone(),
             None => CgroupRoot::detect()?,
         };
+        if config.isolation == Isolation::HostRoot {
+            tracing::warn!(
+                data_dir = %config.data_dir.display(),
+                "isolation = host-root: root in a sandbox is root on the host (no user namespace); \
+                 use it only on kernels without idmapped mounts"
+            );
+        }
         let sandboxes_dir = config.data_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
             .map_err(SandboxError::io("create", &sandboxes_dir))?;
@@ -171,6 +231,7 @@ impl Runtime {
                 store,
                 cgroups,
                 sandboxes_dir,
+                ids: super::ids::IdRegistry::new(super::ids::REGISTRY),
             }),
         };
         rt.recover();

@@ -239,7 +239,7 @@ impl Sandbox {
             path: meta_path.clone(),
             source,
         })?;
-        let written = std::fs::File::create(&tmp)
+        let written = crate::paths::create_private(&tmp)
             .and_then(|mut f| {
                 f.write_all(&json)?;
                 f.sync_all()

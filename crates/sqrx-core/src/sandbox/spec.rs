@@ -40,8 +40,8 @@ fn default_upper_mb() -> u64 {
     512
 }
 
-/// A sandbox to create.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A sandbox to create. Its `Debug` output shows environment names, never values.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// `^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$`, unique in the runtime.
     pub id: String,
@@ -79,6 +79,47 @@ pub struct SandboxSpec {
     /// now; enforced once network policies land.
     #[serde(default)]
     pub allow_net: Option<Vec<String>>,
+}
+
+/// Environment variable names, for `Debug` output that must not carry secrets.
+struct EnvNames<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for EnvNames<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl std::fmt::Debug for SandboxSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxSpec")
+            .field("id", &self.id)
+            .field("layers", &self.layers)
+            .field("owner", &self.owner)
+            .field("cpu", &self.cpu)
+            .field("memory_mb", &self.memory_mb)
+            .field("pids_max", &self.pids_max)
+            .field("upper_mb", &self.upper_mb)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("env", &EnvNames(&self.env))
+            .field("hostname", &self.hostname)
+            .field("task", &self.task)
+            .field("allow_net", &self.allow_net)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("command", &self.command)
+            .field("env", &EnvNames(&self.env))
+            .field("workdir", &self.workdir)
+            .field("stdin", &self.stdin.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .field("output_cap", &self.output_cap)
+            .finish()
+    }
 }
 
 impl SandboxSpec {
@@ -185,8 +226,9 @@ impl From<&str> for Command {
 /// Default cap on each output stream.
 pub const DEFAULT_OUTPUT_CAP: u64 = 1 << 20;
 
-/// A process to run in a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A process to run in a sandbox. Its `Debug` output shows environment names, never values,
+/// and the size of stdin, never its bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecRequest {
     /// What to run.
     pub command: Command,
@@ -322,6 +364,23 @@ impl super::Sandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_env_values() {
+        let mut spec = SandboxSpec::new("x");
+        spec.env.insert("API_KEY".into(), "sk-live-secret".into());
+        let mut req = ExecRequest::new("true");
+        req.env.insert("TOKEN".into(), "tok-secret".into());
+        req.stdin = Some(b"stdin-secret".to_vec());
+        let shown = format!("{spec:?} {req:?}");
+        assert!(
+            shown.contains("API_KEY") && shown.contains("TOKEN"),
+            "{shown}"
+        );
+        for secret in ["sk-live-secret", "tok-secret", "stdin-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn ids() {

@@ -45,6 +45,9 @@ pub struct SandboxState {
     pub init_pid: i32,
     /// The init's start time in clock ticks since boot (guards against pid reuse).
     pub init_start: u64,
+    /// The host ids its user namespace maps to; `None` when it runs as host root.
+    #[serde(default)]
+    pub ids: Option<super::IdRange>,
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a running process; `None` when it does not
@@ -84,7 +87,7 @@ impl SandboxState {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("create", &tmp))?;
+        let mut f = crate::paths::create_private(&tmp).map_err(SandboxError::io("create", &tmp))?;
         f.write_all(&json)
             .map_err(SandboxError::io("write", &tmp))?;
         drop(f);
@@ -116,6 +119,7 @@ mod tests {
             cgroup: None,
             init_pid: std::process::id() as i32,
             init_start: process_start_time(std::process::id() as i32).expect("start"),
+            ids: Some(crate::sandbox::IdRange { base: 1 << 30 }),
         };
         s.save(&p).expect("save");
         let back = SandboxState::load(&p).expect("load");

@@ -1,6 +1,9 @@
 //! Dropping capabilities to a container default set, between fork and exec (no allocation).
 
-/// The capabilities a sandboxed process keeps: Docker's default set.
+/// The capabilities a sandboxed process keeps: Docker's default set less MKNOD, NET_RAW,
+/// SYS_CHROOT, AUDIT_WRITE and SETFCAP (no device nodes, raw packets, chroot games, audit
+/// records or file capabilities). With a user namespace they act only on the sandbox's own
+/// files and processes.
 pub const DEFAULT_CAPS: &[u32] = &[
     0,  // CAP_CHOWN
     1,  // CAP_DAC_OVERRIDE
@@ -11,15 +14,19 @@ pub const DEFAULT_CAPS: &[u32] = &[
     7,  // CAP_SETUID
     8,  // CAP_SETPCAP
     10, // CAP_NET_BIND_SERVICE
-    13, // CAP_NET_RAW
-    18, // CAP_SYS_CHROOT
-    27, // CAP_MKNOD
-    29, // CAP_AUDIT_WRITE
-    31, // CAP_SETFCAP
 ];
 
-/// The highest capability number this code knows (CAP_CHECKPOINT_RESTORE).
-const LAST_CAP: u32 = 40;
+/// The highest capability number the capability sets can hold (two 32-bit words).
+const MAX_CAP: u32 = 63;
+
+/// The highest capability the running kernel knows (`/proc/sys/kernel/cap_last_cap`); read
+/// before confinement, since [`drop_to_default`] must not allocate.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map_or(MAX_CAP, |n: u32| n.min(MAX_CAP))
+}
 
 #[repr(C)]
 struct CapHeader {
@@ -35,19 +42,19 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Drop every capability outside [`DEFAULT_CAPS`] from the bounding, effective, permitted and
-/// inheritable sets and clear the ambient set. Async-signal-safe: no allocation, only syscalls.
-pub fn drop_to_default() -> std::io::Result<()> {
+/// Drop every capability outside [`DEFAULT_CAPS`] from the bounding (every capability up to
+/// `last_cap`, the kernel's [`last_cap`]), effective, permitted and inheritable sets and clear
+/// the ambient set. Async-signal-safe: no allocation, only syscalls.
+pub fn drop_to_default(last_cap: u32) -> std::io::Result<()> {
     let mut keep = [0u32; 2];
     for &c in DEFAULT_CAPS {
         keep[(c / 32) as usize] |= 1 << (c % 32);
     }
-    for cap in 0..=LAST_CAP {
+    for cap in 0..=last_cap.min(MAX_CAP) {
         if keep[(cap / 32) as usize] & (1 << (cap % 32)) == 0 {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            // EINVAL: the kernel does not know this capability; nothing to drop.
-            if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            if rc != 0 {
                 return Err(std::io::Error::last_os_error());
             }
         }
@@ -80,6 +87,40 @@ pub fn drop_to_default() -> std::io::Result<()> {
     ];
     // SAFETY: `header` and `data` are valid capset arguments (version 3 takes two data
     // structs) and live across the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Raise every permitted capability into the effective set of the calling thread.
+pub fn raise_effective() -> std::io::Result<()> {
+    let header = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and `data` are valid capget arguments (version 3, two data structs) and
+    // live across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for d in &mut data {
+        d.effective = d.permitted;
+    }
+    // SAFETY: as above, for capset; only this thread's sets change.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());

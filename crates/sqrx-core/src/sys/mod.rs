@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod fdpass;
+pub mod idmap;
 pub mod loopdev;
 pub mod netdev;
 pub mod pty;

@@ -3,6 +3,7 @@
 //! `SQRX_REQUIRE_PRIVILEGED=1` (as in CI).
 
 mod corrupt_images;
+mod escape;
 #[cfg(feature = "js")]
 mod js;
 mod layer_build;

@@ -18,7 +18,8 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// A tar like an Alpine minirootfs: `./` prefixes, absolute symlinks, a hard link, devices.
+/// A tar like an Alpine minirootfs: `./` prefixes, absolute symlinks, a hard link, an overlay
+/// whiteout (char 0/0; real device nodes are refused).
 fn rootfs_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let dir = |b: &mut tar::Builder<Vec<u8>>, p: &str, mode| {
@@ -39,10 +40,10 @@ fn rootfs_tar() -> Vec<u8> {
     b.append_link(&mut h, "./bin/ash", "./bin/busybox")
         .expect("hardlink");
     let mut h = header(tar::EntryType::Char, 0o666, 0);
-    h.set_device_major(1).expect("major");
-    h.set_device_minor(3).expect("minor");
-    b.append_data(&mut h, "./dev/null", std::io::empty())
-        .expect("char");
+    h.set_device_major(0).expect("major");
+    h.set_device_minor(0).expect("minor");
+    b.append_data(&mut h, "./dev/gone", std::io::empty())
+        .expect("whiteout");
     let mut h = header(tar::EntryType::Fifo, 0o600, 0);
     b.append_data(&mut h, "./run/fifo", std::io::empty())
         .expect("fifo");
@@ -116,14 +117,14 @@ fn imported_tar_mounts_with_owners_modes_and_links() {
         std::fs::read_link(m.path().join("bin/sh")).expect("link"),
         std::path::Path::new("/bin/busybox")
     );
-    let null = std::fs::symlink_metadata(m.path().join("dev/null")).expect("stat");
-    assert!(null.file_type().is_char_device());
+    let whiteout = std::fs::symlink_metadata(m.path().join("dev/gone")).expect("stat");
+    assert!(whiteout.file_type().is_char_device());
     assert_eq!(
         (
-            nix::sys::stat::major(null.rdev()),
-            nix::sys::stat::minor(null.rdev())
+            nix::sys::stat::major(whiteout.rdev()),
+            nix::sys::stat::minor(whiteout.rdev())
         ),
-        (1, 3)
+        (0, 0)
     );
     assert!(
         std::fs::symlink_metadata(m.path().join("run/fifo"))
@@ -208,4 +209,24 @@ fn garbage_is_not_a_tar() {
         .import_tar(&name("100-junk"), &junk[..], "junk", &opts())
         .expect_err("junk");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+}
+
+#[test]
+fn device_nodes_are_refused_by_tar_import() {
+    let (_data, store) = temp_store();
+    for (kind, major, minor) in [(tar::EntryType::Char, 1, 3), (tar::EntryType::Block, 8, 0)] {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(kind, 0o666, 0);
+        h.set_device_major(major).expect("major");
+        h.set_device_minor(minor).expect("minor");
+        b.append_data(&mut h, "./dev/node", std::io::empty())
+            .expect("device");
+        let tar = b.into_inner().expect("tar");
+        let e = store
+            .import_tar(&name("100-dev"), &tar[..], "dev.tar", &opts())
+            .expect_err("a device node is refused");
+        assert_eq!(e.kind(), sqrx_core::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("device node"), "{e}");
+        assert!(!store.contains(&name("100-dev")));
+    }
 }

@@ -1,0 +1,368 @@
+//! The escape suite: attacks on the host from inside a sandbox (the `sqrx-probe` program of
+//! sqrx-testkit, run as the sandbox's root) and through the host-side files API, plus the id
+//! mapping of root in a sandbox across every operation that moves files.
+//!
+//! `SQRX_PROBE_EXPECT=escaped` inverts the verdict: with a deliberately weakened build (see
+//! docs/security.md) every probe must then report an escape, which shows each one can fail.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqrx_core::{ErrorKind, Sandbox, SandboxSpec};
+use sqrx_testkit::privileged;
+
+use crate::sandbox::{TestRuntime, out, sh};
+
+/// The probe program, built by cargo next to the test binary's directory.
+fn probe_program() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/it-<hash> -> target/<profile>/sqrx-probe
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("sqrx-probe"))
+        .expect("target dir");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "sqrx-testkit", "--bin", "sqrx-probe"])
+            .status()
+            .expect("run cargo build for sqrx-probe");
+        assert!(status.success(), "cannot build sqrx-probe");
+    }
+    assert!(bin.is_file(), "no sqrx-probe at {}", bin.display());
+    bin
+}
+
+fn expect_escapes() -> bool {
+    std::env::var("SQRX_PROBE_EXPECT").is_ok_and(|v| v == "escaped")
+}
+
+/// A runtime with the probe layer, and a sandbox on it with small limits.
+struct ProbeBed {
+    t: TestRuntime,
+    probe: PathBuf,
+}
+
+const PIDS: u64 = 64;
+const MEMORY_MB: u64 = 64;
+const UPPER_MB: u64 = 32;
+
+impl ProbeBed {
+    fn new() -> Self {
+        let t = TestRuntime::new();
+        let probe = probe_program();
+        let name = crate::name("100-probe");
+        t.rt.layers()
+            .from_host(&name, std::slice::from_ref(&probe), &Default::default())
+            .expect("probe layer");
+        ProbeBed { t, probe }
+    }
+
+    fn sandbox(&self, id: &str) -> Sandbox {
+        let mut spec = SandboxSpec::new(id);
+        spec.layers = vec!["000-base".into(), "100-probe".into()];
+        spec.memory_mb = Some(MEMORY_MB);
+        spec.pids_max = Some(PIDS);
+        spec.upper_mb = UPPER_MB;
+        self.t.rt.create(spec).expect("create probe sandbox")
+    }
+
+    /// Run probe `name` with `arg`; `Err` with its report when the verdict is not the expected
+    /// one.
+    fn run(&self, sb: &Sandbox, name: &str, arg: &str) -> Result<String, String> {
+        let cmd = format!("{} {name} '{arg}'", self.probe.display());
+        let r = sh(sb, &cmd);
+        let text = format!("{}{}", r.stdout_text(), r.stderr_text())
+            .trim()
+            .to_string();
+        let (want_code, want_word) = if expect_escapes() {
+            (Some(1), "ESCAPED")
+        } else {
+            (Some(0), "blocked")
+        };
+        if r.exit_code == want_code && text.starts_with(want_word) {
+            Ok(format!("{name}: {text}"))
+        } else {
+            Err(format!("{name} (exit {:?}): {text}", r.exit_code))
+        }
+    }
+}
+
+#[test]
+fn no_probe_escapes_a_sandbox() {
+    if !privileged("no_probe_escapes_a_sandbox") {
+        return;
+    }
+    let core_pattern = std::fs::read("/proc/sys/kernel/core_pattern").expect("core_pattern");
+    // A descriptor the embedding process leaks without O_CLOEXEC while it creates the sandbox.
+    let leaked = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDONLY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open a leaky descriptor");
+    let bed = ProbeBed::new();
+    let sb = bed.sandbox("probe");
+    drop(leaked);
+    // A second sandbox with a marked process and a file: the first must reach neither.
+    let other = bed.sandbox("other");
+    sh(&other, "echo secret > /tmp/other-secret");
+    block_on_spawn(&other, "sleep 600 sqrx-marker-other");
+    let host_secret = bed.t.dir.path().join("host-secret");
+    std::fs::write(&host_secret, "host").expect("host secret");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let abstract_name = format!("sqrx-probe-{}", std::process::id());
+    let _unix = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .expect("abstract addr");
+        std::os::unix::net::UnixListener::bind_addr(&addr).expect("abstract listen")
+    };
+    let data_dir = bed.t.dir.path().display().to_string();
+
+    let listed = out(&sb, &format!("{} list", bed.probe.display()));
+    let with_arg: Vec<(&str, String)> = vec![
+        ("mountinfo-host-paths", data_dir),
+        ("host-loopback", port),
+        ("abstract-unix", abstract_name),
+        ("read-host-path", host_secret.display().to_string()),
+        // Reversed: the marker itself must not be on the probe's own command line.
+        ("see-process", "rehto-rekram-xrqs".into()),
+        ("pids-limit", PIDS.to_string()),
+        ("memory-limit", MEMORY_MB.to_string()),
+        ("disk-limit", UPPER_MB.to_string()),
+    ];
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for name in listed.lines().filter(|n| *n != "euid") {
+        let arg = with_arg
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default();
+        match bed.run(&sb, name, &arg) {
+            Ok(line) => passed.push(line),
+            Err(line) => failed.push(line),
+        }
+    }
+    // The other sandbox's file is not reachable by any path the first one has.
+    for path in ["/tmp/other-secret"] {
+        let r = sh(&sb, &format!("cat {path}"));
+        if r.exit_code == Some(0) {
+            failed.push(format!("other-sandbox-file: read {path}"));
+        }
+    }
+    for line in &passed {
+        eprintln!("{line}");
+    }
+    assert!(
+        passed.len() >= 40 || expect_escapes(),
+        "only {} probes ran",
+        passed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "probes with the wrong verdict:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").expect("core_pattern"),
+        core_pattern,
+        "the host's core_pattern changed"
+    );
+}
+
+/// Start `cmd` in the background of `sb`.
+fn block_on_spawn(sb: &Sandbox, cmd: &str) {
+    crate::sandbox::block(sb.spawn(sqrx_core::ExecRequest::new(cmd))).expect("spawn");
+}
+
+#[test]
+fn files_api_stays_on_the_sandbox_filesystem() {
+    if !privileged("files_api_stays_on_the_sandbox_filesystem") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let sb = t.create("files");
+    let core_pattern = std::fs::read("/proc/sys/kernel/core_pattern").expect("core_pattern");
+    let invalid = |r: Result<Vec<u8>, sqrx_core::SandboxError>, what: &str| match r {
+        Ok(bytes) => panic!("{what}: read {} bytes", bytes.len()),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{what}: {e}"),
+    };
+    invalid(sb.read_file("/proc/sys/kernel/core_pattern"), "procfs");
+    invalid(sb.read_file("/sys/kernel/uevent_seqnum"), "sysfs");
+    invalid(sb.read_file("/dev/zero"), "a device");
+    let w = sb.write_file("/proc/sys/kernel/core_pattern", b"|/tmp/evil", 0o644);
+    assert_eq!(
+        w.expect_err("write to procfs").kind(),
+        ErrorKind::InvalidArgument
+    );
+    // Symlinks the sandbox plants point into its own kernel filesystems or at devices.
+    out(
+        &sb,
+        "ln -s /proc /tmp/out && ln -s /dev/zero /tmp/result.txt",
+    );
+    sb.write_file(
+        "/tmp/mkfifo.py",
+        b"import os; os.mkfifo('/tmp/fifo')",
+        0o644,
+    )
+    .expect("script");
+    let mut sb = sb;
+    t.python_layer();
+    sb.activate("100-py").expect("python");
+    out(&sb, "python3 /tmp/mkfifo.py");
+    invalid(
+        sb.read_file("/tmp/out/sys/kernel/core_pattern"),
+        "symlink to /proc",
+    );
+    assert_eq!(
+        sb.list("/tmp/out").expect_err("list via symlink").kind(),
+        ErrorKind::InvalidArgument
+    );
+    invalid(sb.read_file("/tmp/result.txt"), "symlink to /dev/zero");
+    // A FIFO is refused at once, never waited on (a reader would hang on open).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sb2 = sb.clone();
+    std::thread::spawn(move || {
+        let read = sb2.read_file("/tmp/fifo").map(|_| ());
+        let write = sb2.write_file("/tmp/fifo", b"x", 0o644);
+        let _ = tx.send((read, write));
+    });
+    let (read, write) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("files API hung on a FIFO");
+    assert_eq!(
+        read.expect_err("fifo read").kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        write.expect_err("fifo write").kind(),
+        ErrorKind::InvalidArgument
+    );
+    // An archive of / holds no kernel file.
+    let mut tar = Vec::new();
+    sb.download_tar("/", &mut tar).expect("archive /");
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .expect("entries")
+        .flatten()
+        .filter_map(|e| e.path().ok().map(|p| p.display().to_string()))
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("bin")), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("proc/") || n.starts_with("sys/") || n.starts_with("dev/")),
+        "kernel files in the archive: {:?}",
+        names
+            .iter()
+            .filter(|n| n.starts_with("proc/"))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read("/proc/sys/kernel/core_pattern").expect("core_pattern"),
+        core_pattern
+    );
+}
+
+#[test]
+fn root_in_a_sandbox_is_an_unprivileged_host_range_everywhere() {
+    if !privileged("root_in_a_sandbox_is_an_unprivileged_host_range_everywhere") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let a = t.create("ids-a");
+    let base = a.info().id_base.expect("a user namespace by default");
+    assert!(base >= 1 << 30, "{base}");
+    assert_eq!(
+        out(&a, "cat /proc/self/uid_map")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", &base.to_string(), "65536"]
+    );
+    assert_eq!(out(&a, "id -u; id -g").trim(), "0\n0");
+    // Layers show as the sandbox's root; on the host the same files are the range's first id.
+    assert_eq!(out(&a, "stat -c %u:%g /bin/sh").trim(), "0:0");
+    let pid = a.info().init_pid;
+    let host_view = |p: &str| std::fs::symlink_metadata(format!("/proc/{pid}/root{p}")).expect(p);
+    assert_eq!(host_view("/bin/sh").uid(), base);
+    // Exec, files API and tar upload create files owned as inside.
+    out(
+        &a,
+        "touch /tmp/u1000 && chown 1000:1001 /tmp/u1000 && mkdir -p /work && touch /work/root",
+    );
+    a.write_file("/work/api.txt", b"api", 0o640).expect("write");
+    a.mkdir("/work/apidir").expect("mkdir");
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o600);
+    h.set_uid(1234);
+    h.set_gid(1235);
+    h.set_cksum();
+    tar.append_data(&mut h, "tarred", &b"tar"[..]).expect("tar");
+    let bytes = tar.into_inner().expect("tar bytes");
+    a.upload_tar("/work", &bytes[..]).expect("upload");
+    let owners = "stat -c '%n %u:%g' /tmp/u1000 /work/root /work/api.txt /work/apidir /work/tarred";
+    let expected = "/tmp/u1000 1000:1001\n/work/root 0:0\n/work/api.txt 0:0\n/work/apidir 0:0\n/work/tarred 1234:1235\n";
+    assert_eq!(out(&a, owners), expected);
+    assert_eq!(host_view("/tmp/u1000").uid(), base + 1000);
+    assert_eq!(host_view("/work/api.txt").uid(), base);
+    // A tar download shows the sandbox's ids, not the host's.
+    let mut down = Vec::new();
+    a.download_tar("/work", &mut down).expect("download");
+    let ids: Vec<(String, u64)> = tar::Archive::new(&down[..])
+        .entries()
+        .expect("entries")
+        .flatten()
+        .map(|e| {
+            (
+                e.path().expect("path").display().to_string(),
+                e.header().uid().expect("uid"),
+            )
+        })
+        .collect();
+    assert!(ids.contains(&("tarred".into(), 1234)), "{ids:?}");
+    assert!(ids.contains(&("api.txt".into(), 0)), "{ids:?}");
+
+    // Snapshot, then restore and clone into sandboxes with other host ranges.
+    a.snapshot(Some("s1")).expect("snapshot");
+    let b = t.rt.clone_sandbox("ids-a", "ids-b").expect("clone");
+    let base_b = b.info().id_base.expect("range");
+    assert_ne!(base_b, base);
+    assert_eq!(out(&b, owners), expected);
+    assert_eq!(
+        std::fs::symlink_metadata(format!("/proc/{}/root/tmp/u1000", b.info().init_pid))
+            .expect("b view")
+            .uid(),
+        base_b + 1000
+    );
+    out(&a, "rm /tmp/u1000 && touch /tmp/after");
+    let mut a = a;
+    a.restore("s1").expect("restore");
+    assert_eq!(a.info().id_base, Some(base), "the range survives a restore");
+    assert_eq!(out(&a, owners), expected);
+    assert_eq!(sh(&a, "test -e /tmp/after").exit_code, Some(1));
+    // Activate keeps the upper and the ids.
+    t.python_layer();
+    a.activate("100-py").expect("activate");
+    assert_eq!(out(&a, owners), expected);
+    assert_eq!(out(&a, "stat -c %u /usr/bin/python3").trim(), "0");
+    // Each sandbox's root owns nothing of the other's: their processes run as other host uids.
+    let pid_a = out(&a, "sleep 30 >/dev/null & echo $!");
+    let _ = pid_a;
+    let range_of = |sb: &Sandbox| sb.info().id_base;
+    assert_ne!(range_of(&a), range_of(&b));
+    // Destroy gives the ranges back.
+    let registry = PathBuf::from("/run/sqrx/idmap");
+    let slot = |base: u32| registry.join(((base - (1 << 30)) / 65536).to_string());
+    assert!(slot(base).exists() && slot(base_b).exists());
+    b.destroy().expect("destroy b");
+    a.destroy().expect("destroy a");
+    assert!(!slot(base).exists() && !slot(base_b).exists());
+}
