@@ -34,6 +34,7 @@ pub mod session;
     reason = "sys is the one module allowed to hold unsafe code"
 )]
 pub mod sys;
+mod weaken;
 
 pub use error::{Error, ErrorKind};
 #[cfg(feature = "js")]

@@ -88,7 +88,9 @@ pub fn self_exec_enabled() -> bool {
 /// The init program. Returns the process exit code.
 pub fn main() -> i32 {
     // Whatever the embedding process leaked without O_CLOEXEC ends here, before anything else.
-    if let Err(e) = crate::sys::idmap::close_from(3) {
+    if !crate::weaken::off("fds")
+        && let Err(e) = crate::sys::idmap::close_from(3)
+    {
         eprintln!("sqrx-init: cannot close inherited descriptors: {e}");
         return 2;
     }

@@ -44,16 +44,27 @@ pub(super) struct State {
 
 /// Confine the server itself: everything it starts inherits this.
 fn confine() -> Result<(), String> {
+    use crate::weaken::off;
     let filters = Filters::build().map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     // The workload must be the OOM killer's choice: only PID 1 keeps its protection.
     let _ = crate::sys::caps::reset_oom_score_adj();
     // Not dumpable: the workload (same uid) cannot ptrace this server or reach its memory and
     // descriptors through /proc/<pid>/*; exec'd children are dumpable again.
-    crate::sys::idmap::set_non_dumpable()
-        .map_err(|e| format!("cannot make the server non-dumpable: {e}"))?;
-    crate::sys::caps::drop_to_default(crate::sys::caps::last_cap())
-        .map_err(|e| format!("cannot drop capabilities: {e}"))?;
-    crate::sys::caps::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    if !off("dumpable") {
+        crate::sys::idmap::set_non_dumpable()
+            .map_err(|e| format!("cannot make the server non-dumpable: {e}"))?;
+    }
+    if !off("caps") {
+        crate::sys::caps::drop_to_default(crate::sys::caps::last_cap())
+            .map_err(|e| format!("cannot drop capabilities: {e}"))?;
+    }
+    if !off("nnp") {
+        crate::sys::caps::set_no_new_privs()
+            .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    }
+    if off("seccomp") {
+        return Ok(());
+    }
     filters
         .apply()
         .map_err(|e| format!("cannot install the seccomp filter: {e}"))

@@ -40,11 +40,17 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         })?),
         None => None,
     };
-    let flags = CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWPID;
+    if crate::weaken::off("netns") {
+        flags -= CloneFlags::CLONE_NEWNET;
+    }
+    if crate::weaken::off("pidns") {
+        flags -= CloneFlags::CLONE_NEWPID;
+    }
     ctx(unshare(flags), || "unshare namespaces".into())?;
     match ctx(fork_single_threaded(), || "fork init".into())? {
         Forked::Parent(pid) => {
@@ -169,13 +175,11 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         lower.join(":"),
     );
     let root = stage.join("root");
-    mount_fs(
-        "sqrx",
-        &root,
-        "overlay",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&opts),
-    )?;
+    let mut root_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if crate::weaken::off("nosuid") {
+        root_flags -= MsFlags::MS_NOSUID;
+    }
+    mount_fs("sqrx", &root, "overlay", root_flags, Some(&opts))?;
 
     for (dir, mode) in [
         ("proc", 0o555),
@@ -205,7 +209,9 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         None::<&str>,
     )
     .is_ok();
-    super::masks::apply(&root, &stage.join("nodes/null"), sys_mounted)?;
+    if !crate::weaken::off("masks") {
+        super::masks::apply(&root, &stage.join("nodes/null"), sys_mounted)?;
+    }
 
     // Bind the control socket in the host's view of the filesystem, before leaving it.
     let socket = config.socket_path();
@@ -218,7 +224,11 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         || "chmod socket".into(),
     )?;
 
-    pivot_into(&root)?;
+    if crate::weaken::off("pivot") {
+        ctx(std::env::set_current_dir("/"), || "chdir /".into())?;
+    } else {
+        pivot_into(&root)?;
+    }
     drop(fs_ids);
 
     // The host has moved us into the sandbox's cgroup when this byte arrives; EOF means it gave
@@ -233,9 +243,11 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     })?;
     // PID 1 stays host root (it only reaps): nothing in the sandbox may read its memory or
     // descriptors through /proc/1.
-    ctx(crate::sys::idmap::set_non_dumpable(), || {
-        "make init non-dumpable".into()
-    })?;
+    if !crate::weaken::off("dumpable") {
+        ctx(crate::sys::idmap::set_non_dumpable(), || {
+            "make init non-dumpable".into()
+        })?;
+    }
 
     match ctx(fork_single_threaded(), || "fork server".into())? {
         Forked::Child => {

@@ -331,6 +331,10 @@ impl Launcher {
         if self_exec {
             cmd.env(INIT_ENV, "1");
         }
+        #[cfg(feature = "insecure-weaken")]
+        if let Some(w) = std::env::var_os("SQRX_WEAKEN") {
+            cmd.env("SQRX_WEAKEN", w);
+        }
         let child = cmd.spawn().map_err(|e| SandboxError::InitFailed {
             id: id.to_string(),
             reason: format!("cannot run {}: {e}", init.display()),

@@ -2,8 +2,10 @@
 //! sqrx-testkit, run as the sandbox's root) and through the host-side files API, plus the id
 //! mapping of root in a sandbox across every operation that moves files.
 //!
-//! `SQRX_PROBE_EXPECT=escaped` inverts the verdict: with a deliberately weakened build (see
-//! docs/security.md) every probe must then report an escape, which shows each one can fail.
+//! `SQRX_PROBE_REPORT=FILE` (used by `scripts/weakened-probes.sh` with a deliberately weakened
+//! build, see docs/security.md) creates the probe sandbox without limits, appends each probe's
+//! verdict to FILE and asserts nothing: the script checks that every probe escapes under some
+//! weakening, which shows each one can fail.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -35,8 +37,9 @@ fn probe_program() -> PathBuf {
     bin
 }
 
-fn expect_escapes() -> bool {
-    std::env::var("SQRX_PROBE_EXPECT").is_ok_and(|v| v == "escaped")
+/// Where a weakened run reports verdicts instead of asserting them.
+fn report_file() -> Option<PathBuf> {
+    std::env::var_os("SQRX_PROBE_REPORT").map(PathBuf::from)
 }
 
 /// A runtime with the probe layer, and a sandbox on it with small limits.
@@ -63,9 +66,14 @@ impl ProbeBed {
     fn sandbox(&self, id: &str) -> Sandbox {
         let mut spec = SandboxSpec::new(id);
         spec.layers = vec!["000-base".into(), "100-probe".into()];
-        spec.memory_mb = Some(MEMORY_MB);
-        spec.pids_max = Some(PIDS);
-        spec.upper_mb = UPPER_MB;
+        if report_file().is_none() {
+            spec.memory_mb = Some(MEMORY_MB);
+            spec.pids_max = Some(PIDS);
+            spec.upper_mb = UPPER_MB;
+        } else {
+            spec.pids_max = Some(100_000);
+            spec.upper_mb = 1024;
+        }
         self.t.rt.create(spec).expect("create probe sandbox")
     }
 
@@ -77,12 +85,16 @@ impl ProbeBed {
         let text = format!("{}{}", r.stdout_text(), r.stderr_text())
             .trim()
             .to_string();
-        let (want_code, want_word) = if expect_escapes() {
-            (Some(1), "ESCAPED")
-        } else {
-            (Some(0), "blocked")
-        };
-        if r.exit_code == want_code && text.starts_with(want_word) {
+        if let Some(report) = report_file() {
+            let line = format!("{name} {}\n", text.split(':').next().unwrap_or("error"));
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(report)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+            return Ok(format!("{name}: {text}"));
+        }
+        if r.exit_code == Some(0) && text.starts_with("blocked") {
             Ok(format!("{name}: {text}"))
         } else {
             Err(format!("{name} (exit {:?}): {text}", r.exit_code))
@@ -158,11 +170,10 @@ fn no_probe_escapes_a_sandbox() {
     for line in &passed {
         eprintln!("{line}");
     }
-    assert!(
-        passed.len() >= 40 || expect_escapes(),
-        "only {} probes ran",
-        passed.len()
-    );
+    if report_file().is_some() {
+        return;
+    }
+    assert!(passed.len() >= 40, "only {} probes ran", passed.len());
     assert!(
         failed.is_empty(),
         "probes with the wrong verdict:\n{}",

@@ -222,7 +222,11 @@ const PROBES: &[(&str, Probe)] = &[
             return Ok(Blocked(format!("pidfd_open: {}", errno())));
         }
         let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, 0, 0) };
-        Ok(verdict(rc, "took a descriptor of the control server"))
+        Ok(verdict_unless(
+            rc,
+            &[libc::EBADF],
+            "took a descriptor of the control server",
+        ))
     }),
     ("process-vm-readv", |_| {
         let mut buf = [0u8; 8];
@@ -235,7 +239,11 @@ const PROBES: &[(&str, Probe)] = &[
             iov_len: 8,
         };
         let rc = unsafe { libc::process_vm_readv(2, &local, 1, &remote, 1, 0) };
-        Ok(verdict(rc as i64, "read the control server's memory"))
+        Ok(verdict_unless(
+            rc as i64,
+            &[libc::EFAULT],
+            "reached the control server's memory",
+        ))
     }),
     ("kcmp", |_| {
         let rc = unsafe { libc::syscall(libc::SYS_kcmp, 1, 2, 0, 0, 0) };
@@ -256,7 +264,11 @@ const PROBES: &[(&str, Probe)] = &[
                 libc::O_RDONLY,
             )
         };
-        Ok(verdict(rc, "opened a file by handle"))
+        Ok(verdict_unless(
+            rc,
+            &[libc::ESTALE, libc::EINVAL],
+            "decoded a file handle",
+        ))
     }),
     ("iopl", |_| {
         let rc = unsafe { libc::syscall(libc::SYS_iopl, 3) };
