@@ -504,6 +504,15 @@ impl ServerConfig {
         }
         let mut entries = args.allowed_hosts.clone();
         entries.extend(file.allowed_hosts.iter().cloned());
+        // The name session URLs give clients is one the server answers to (any port: a
+        // browser leaves the default one out of `Host`).
+        if let Some((name, _)) = public_host.as_deref().and_then(crate::hosts::split_host) {
+            entries.push(if name.contains(':') {
+                format!("[{name}]")
+            } else {
+                name
+            });
+        }
         entries.retain(|e| !e.trim().is_empty());
         let allowed_hosts = AllowedHosts::new(&listen, &entries).map_err(|e| ConfigError {
             name: "--allowed-host",
@@ -668,6 +677,8 @@ mod tests {
         };
         let c = ServerConfig::resolve(&args, &env_of(&[])).expect("config");
         assert_eq!(c.public_host.as_deref(), Some("sandbox.example.com"));
+        assert!(c.allowed_hosts.allows("sandbox.example.com:443", None));
+        assert!(!c.allowed_hosts.allows("other.example.com", None));
         let args = ServeArgs {
             public_host: Some("https://x/".into()),
             ..ServeArgs::default()
