@@ -1,5 +1,5 @@
 //! [`app`]: every surface in one router, with the cross-cutting layers (trace, panics, body
-//! limit, metrics, authentication, timeouts) applied once.
+//! limit, metrics, Host/Origin check, authentication, timeouts) applied once.
 
 use std::time::Duration;
 
@@ -10,12 +10,12 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, cgi, js_api, metrics, openapi, proxy, v1};
+use crate::{auth, cgi, hosts, js_api, logging, metrics, openapi, proxy, v1};
 
 /// The whole HTTP surface over `state`: `/v1`, `/cgi-bin`, `/api/execute`, the sessions'
 /// `/{session_id}/ws`, `/proxy`, `/openapi.json`, `/metrics`. Testable without a socket (`tower::ServiceExt::oneshot`).
@@ -33,6 +33,8 @@ pub fn app(state: AppState) -> Router {
         // see every answer, 401s included.
         .layer(from_fn_with_state(state.clone(), request_timeout))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
+        // A foreign Host (DNS rebinding) or WebSocket Origin is refused before anything.
+        .layer(from_fn_with_state(state.clone(), hosts::check_request))
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(CatchPanicLayer::custom(
@@ -45,15 +47,16 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// One log line per request: method, path, status, latency.
+/// One log line per request: method, path (tokens redacted: see
+/// [`logging::redact_target`]), status, latency.
 fn request_log() -> TraceLayer<
     tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    DefaultMakeSpan,
+    logging::RequestSpan,
     tower_http::trace::DefaultOnRequest,
     DefaultOnResponse,
 > {
     TraceLayer::new_for_http()
-        .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+        .make_span_with(logging::RequestSpan)
         .on_response(
             DefaultOnResponse::new()
                 .level(Level::INFO)
@@ -68,6 +71,7 @@ fn request_log() -> TraceLayer<
 fn proxied(state: &AppState) -> Router<AppState> {
     proxy::router()
         .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.clone(), hosts::check_request))
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(request_log())
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqrx_core::session::SessionTemplate;
 
+use crate::hosts::AllowedHosts;
+
 /// How log lines are written (to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -74,6 +76,21 @@ pub struct ServeArgs {
     /// [default: the Host header of the `POST /v1/try` request].
     #[arg(long, env = "SQRX_PUBLIC_HOST", value_name = "HOST")]
     pub public_host: Option<String>,
+    /// A host name the server answers to besides the loopback names and its listen address
+    /// (`name`, `name:port`, or `*.domain` for every subdomain); repeatable. A request whose
+    /// `Host` is not allowed, or a WebSocket upgrade whose `Origin` is not, gets 403
+    /// [env: SQRX_ALLOWED_HOSTS, comma-separated; added to `allowed_hosts` of the config file].
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "SQRX_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Listen on a non-loopback address without an auth token anyway. Anyone who can reach
+    /// the address can then run code as the server; only for networks you trust completely.
+    #[arg(long, env = "SQRX_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 impl Default for ServeArgs {
@@ -94,7 +111,85 @@ impl Default for ServeArgs {
             no_bootstrap: false,
             config: None,
             public_host: None,
+            allowed_hosts: Vec::new(),
+            insecure_no_auth: false,
         }
+    }
+}
+
+/// Defaults and maxima for what HTTP clients ask for (`[limits]` in the config file). A
+/// request over a maximum is refused with 400 or 413 naming the limit, never clamped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// CPU limit, in cores, of a sandbox created over HTTP whose request sets none.
+    pub default_cpu: f64,
+    /// Memory limit, MiB, of a sandbox created over HTTP whose request sets none.
+    pub default_memory_mb: u64,
+    /// Task limit of a sandbox created over HTTP whose request sets none.
+    pub default_pids_max: u64,
+    /// Largest writable layer a request may ask for, MiB.
+    pub max_upper_mb: u64,
+    /// Largest heap a JavaScript request may ask for, MiB.
+    pub max_js_memory_mb: u64,
+    /// Longest time limit a JavaScript request may ask for, milliseconds.
+    pub max_js_timeout_ms: u64,
+    /// Largest `output_cap` an exec may ask for, bytes.
+    pub max_output_cap: u64,
+    /// Largest file `GET .../files/{path}` returns, bytes (larger: 413; use the archive
+    /// route to download more).
+    pub max_file_read_bytes: u64,
+    /// Largest WebSocket message a client may send (exec, terminal and session
+    /// WebSockets), bytes.
+    pub max_ws_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default_cpu: 2.0,
+            default_memory_mb: 1024,
+            default_pids_max: 1024,
+            max_upper_mb: 16 * 1024,
+            max_js_memory_mb: 512,
+            max_js_timeout_ms: 60_000,
+            max_output_cap: 16 << 20,
+            max_file_read_bytes: 64 << 20,
+            max_ws_message_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Check the values make sense together.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.default_cpu.is_finite() && self.default_cpu > 0.0) {
+            return Err(format!(
+                "limits.default_cpu {} must be a positive number of cores",
+                self.default_cpu
+            ));
+        }
+        for (name, value) in [
+            ("default_memory_mb", self.default_memory_mb),
+            ("default_pids_max", self.default_pids_max),
+            ("max_upper_mb", self.max_upper_mb),
+            ("max_js_memory_mb", self.max_js_memory_mb),
+            ("max_js_timeout_ms", self.max_js_timeout_ms),
+            ("max_output_cap", self.max_output_cap),
+            ("max_file_read_bytes", self.max_file_read_bytes),
+            ("max_ws_message_bytes", self.max_ws_message_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if self.max_upper_mb > 1 << 20 {
+            return Err(format!(
+                "limits.max_upper_mb {} is over 1048576",
+                self.max_upper_mb
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +223,13 @@ pub struct ConfigFile {
     /// replaces it).
     #[serde(default, rename = "template")]
     pub templates: Vec<SessionTemplate>,
+    /// Hosts the server answers to besides the loopback names and its listen address (as
+    /// `--allowed-host`; both lists apply).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Defaults and maxima for HTTP clients.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl ConfigFile {
@@ -140,6 +242,7 @@ impl ConfigFile {
         if file.sessions.max_ttl == 0 {
             return Err("sessions.max_ttl must be at least 1 second".into());
         }
+        file.limits.check()?;
         let mut names = std::collections::BTreeSet::new();
         for t in &file.templates {
             let which = format!("template {:?}", t.name);
@@ -217,6 +320,12 @@ pub struct ServerConfig {
     pub sessions: SessionLimits,
     /// Session templates besides the built-in one.
     pub templates: Vec<SessionTemplate>,
+    /// The hosts the server answers to besides the loopback names.
+    pub allowed_hosts: AllowedHosts,
+    /// Serve on a non-loopback address without a token (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    /// Defaults and maxima for HTTP clients.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -240,6 +349,9 @@ impl std::fmt::Debug for ServerConfig {
                 "templates",
                 &self.templates.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -262,6 +374,9 @@ impl Default for ServerConfig {
             public_host: None,
             sessions: SessionLimits::default(),
             templates: Vec::new(),
+            allowed_hosts: AllowedHosts::default(),
+            insecure_no_auth: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -378,6 +493,31 @@ impl ServerConfig {
             }
             Some(h) => Some(h.to_string()),
         };
+        if upper_mb > file.limits.max_upper_mb {
+            return Err(ConfigError {
+                name: "upper limit",
+                reason: format!(
+                    "{upper_mb} MiB is over limits.max_upper_mb ({} MiB)",
+                    file.limits.max_upper_mb
+                ),
+            });
+        }
+        let mut entries = args.allowed_hosts.clone();
+        entries.extend(file.allowed_hosts.iter().cloned());
+        // The name session URLs give clients is one the server answers to (any port: a
+        // browser leaves the default one out of `Host`).
+        if let Some((name, _)) = public_host.as_deref().and_then(crate::hosts::split_host) {
+            entries.push(if name.contains(':') {
+                format!("[{name}]")
+            } else {
+                name
+            });
+        }
+        entries.retain(|e| !e.trim().is_empty());
+        let allowed_hosts = AllowedHosts::new(&listen, &entries).map_err(|e| ConfigError {
+            name: "--allowed-host",
+            reason: e.to_string(),
+        })?;
         Ok(ServerConfig {
             listen,
             auth_token,
@@ -394,6 +534,9 @@ impl ServerConfig {
             public_host,
             sessions: file.sessions,
             templates: file.templates,
+            allowed_hosts,
+            insecure_no_auth: args.insecure_no_auth,
+            limits: file.limits,
         })
     }
 }
@@ -534,6 +677,8 @@ mod tests {
         };
         let c = ServerConfig::resolve(&args, &env_of(&[])).expect("config");
         assert_eq!(c.public_host.as_deref(), Some("sandbox.example.com"));
+        assert!(c.allowed_hosts.allows("sandbox.example.com:443", None));
+        assert!(!c.allowed_hosts.allows("other.example.com", None));
         let args = ServeArgs {
             public_host: Some("https://x/".into()),
             ..ServeArgs::default()

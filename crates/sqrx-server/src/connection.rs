@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
+use crate::hosts::LocalAddr;
 use crate::proxy::relay::{self, After, Parsed};
 use crate::proxy::{self};
 use crate::state::AppState;
@@ -46,11 +47,19 @@ pub async fn serve(
     let mut scratch = BytesMut::new();
     let token = routes.state.config().auth_token.clone();
     let idle = routes.state.config().idle_timeout;
+    let state = routes.state.clone();
+    let local = routes.local.ip();
     loop {
         // The next request's head must be in within the idle timeout.
         let deadline = tokio::time::Instant::now() + idle;
         let plan = loop {
-            match relay::parse(&buf, token.as_deref(), client) {
+            match relay::parse(
+                &buf,
+                token.as_deref(),
+                &state.config().allowed_hosts,
+                client,
+                local,
+            ) {
                 Parsed::Relay(plan) => break plan,
                 Parsed::Other => return hand_to_hyper(tcp, buf.freeze(), routes, stop).await,
                 Parsed::Partial if buf.len() >= MAX_REQUEST_HEAD => {
@@ -226,6 +235,8 @@ pub struct Routes {
     pub state: AppState,
     /// The peer.
     pub client: SocketAddr,
+    /// The address the connection arrived at (see [`LocalAddr`]).
+    pub local: SocketAddr,
 }
 
 impl Service<Request> for Routes {
@@ -241,6 +252,7 @@ impl Service<Request> for Routes {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        req.extensions_mut().insert(LocalAddr(self.local));
         if proxy::direct::target(req.uri().path()).is_some() {
             let state = self.state.clone();
             let client = self.client;

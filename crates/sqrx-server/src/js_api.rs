@@ -42,10 +42,12 @@ pub struct ExecuteBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub input: Option<serde_json::Value>,
-    /// Time limit in milliseconds (default 5000; at most the server's exec timeout).
+    /// Time limit in milliseconds (default 5000; at most the server's
+    /// `limits.max_js_timeout_ms`, 60000 unless set, and its exec timeout).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
-    /// Heap limit in MiB (default 64; at least 2).
+    /// Heap limit in MiB (default 64; at least 2, at most the server's
+    /// `limits.max_js_memory_mb`, 512 unless set).
     #[serde(default)]
     pub memory_mb: Option<u64>,
 }
@@ -95,18 +97,31 @@ pub async fn execute(
         (None, None) => return Err(ApiError::bad_request("code or file is required")),
     };
     let defaults = state.js().default_limits().clone();
-    let max_ms = state.config().exec_timeout.as_millis();
+    let limits = &state.config().limits;
+    // The server's maxima (`[limits]`): a request past one is refused, never clamped.
+    let max_ms = state
+        .config()
+        .exec_timeout
+        .as_millis()
+        .min(u128::from(limits.max_js_timeout_ms));
     let timeout = match body.timeout_ms {
         None => defaults.timeout,
         Some(ms) if ms == 0 || u128::from(ms) > max_ms => {
             return Err(ApiError::bad_request(format!(
-                "invalid timeout_ms: {ms} is outside 1..={max_ms}"
+                "invalid timeout_ms: {ms} is outside 1..={max_ms} (limits.max_js_timeout_ms)"
             )));
         }
         Some(ms) => Duration::from_millis(ms),
     };
     let memory_bytes = match body.memory_mb {
         None => defaults.memory_bytes,
+        Some(mb) if mb > limits.max_js_memory_mb => {
+            return Err(ApiError::bad_request(format!(
+                "invalid memory_mb: {mb} is over the server's maximum of {} MiB \
+                 (limits.max_js_memory_mb)",
+                limits.max_js_memory_mb
+            )));
+        }
         Some(mb) => usize::try_from(mb)
             .ok()
             .and_then(|mb| mb.checked_mul(1 << 20))

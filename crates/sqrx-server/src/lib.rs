@@ -24,6 +24,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod hosts;
 pub mod js_api;
 pub mod logging;
 pub mod metrics;

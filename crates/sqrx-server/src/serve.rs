@@ -58,6 +58,39 @@ pub enum ServeError {
     /// A startup task failed.
     #[error("startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The listen address is reachable from other hosts and no auth token is set.
+    #[error(
+        "refusing to listen on {addr} without an auth token: anyone who can reach that \
+         address could run code on this host. Set --auth-token (or SQRX_AUTH_TOKEN), listen \
+         on a loopback address (127.0.0.1, [::1]), or pass --insecure-no-auth to accept the risk"
+    )]
+    Unauthenticated {
+        /// The non-loopback address.
+        addr: SocketAddr,
+    },
+}
+
+/// Refuse to serve an address other hosts can reach without a token, unless the operator
+/// opted out (`--insecure-no-auth`, then loudly logged).
+pub fn check_exposure(
+    config: &ServerConfig,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> Result<(), ServeError> {
+    if config.auth_token.is_some() {
+        return Ok(());
+    }
+    let Some(addr) = addrs.into_iter().find(|a| !a.ip().is_loopback()) else {
+        return Ok(());
+    };
+    if !config.insecure_no_auth {
+        return Err(ServeError::Unauthenticated { addr });
+    }
+    tracing::warn!(
+        %addr,
+        "INSECURE: --insecure-no-auth: serving a non-loopback address WITHOUT authentication; \
+         anyone who can reach it can run code on this host"
+    );
+    Ok(())
 }
 
 /// Run the server until SIGTERM or SIGINT: startup and background work on a multi-threaded
@@ -75,6 +108,9 @@ pub fn run(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
 pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Runtime, ServeError> {
     let mut rc = RuntimeConfig::new(&data_dir);
     rc.max_sandboxes = config.max_sandboxes;
+    // Sandboxes the server starts (sessions too) get the server's defaults.
+    rc.default_memory_mb = Some(config.limits.default_memory_mb);
+    rc.default_pids_max = Some(config.limits.default_pids_max);
     let bootstrap = config.bootstrap;
     let dir = data_dir.clone();
     let rt = tokio::task::spawn_blocking(move || Runtime::open(rc))
@@ -118,6 +154,14 @@ impl Signals {
 
 /// Serve until SIGTERM or SIGINT.
 pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
+    // Before anything is touched: an exposed server without a token does not start.
+    let resolved = tokio::net::lookup_host(config.listen.as_str())
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    check_exposure(&config, resolved)?;
     let rt = open_runtime(&config, data_dir.clone()).await?;
     let reaper = rt.clone();
     let reaped = tokio::task::spawn_blocking(move || reaper.reap()).await?;
@@ -262,10 +306,14 @@ fn serve_shard(
             // the last small segment of each (nginx sets TCP_NODELAY on keep-alive
             // connections too).
             let _ = tcp.set_nodelay(true);
+            let Ok(local) = tcp.local_addr() else {
+                continue;
+            };
             let routes = Routes {
                 router: router.clone(),
                 state: state.clone(),
                 client,
+                local,
             };
             connections.spawn(connection::serve(tcp, client, routes, stop.clone()));
         }

@@ -2,7 +2,7 @@
 //! WebSockets, `Expect`, HTTP/1.0 and HTTP/2 clients, connections that also use the API): the
 //! server hands `/proxy/{sandbox_id}/{port}/...` requests straight to [`forward`], past the
 //! router and its middleware stack, which cost more per request than relaying it does. The
-//! request is authenticated, counted and logged as the router's `/proxy` routes do (those
+//! request is checked (Host, Origin), authenticated, counted and logged as the router's `/proxy` routes do (those
 //! routes stay, for [`app`](crate::app::app) used as a plain router and for ids that need
 //! percent-decoding). Plain HTTP/1.1 requests on connections the server reads itself take
 //! the faster [`relay`](super::relay).
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::http::forward;
 use crate::auth;
+use crate::hosts::{self, LocalAddr};
 use crate::state::AppState;
 
 /// The route label of a proxied request with a path after the port.
@@ -44,8 +45,20 @@ pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Respons
     let (id, port) = (id.to_string(), port.to_string());
     let route = if deeper { ROUTE } else { ROUTE_ROOT };
     let method = req.method().clone();
-    let uri = tracing::enabled!(tracing::Level::INFO).then(|| req.uri().clone());
-    let response = match auth::refusal(&state, &req) {
+    let uri = tracing::enabled!(tracing::Level::INFO).then(|| {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        crate::logging::redact_target(target)
+    });
+    let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
+    let refused = hosts::refusal(
+        &state.config().allowed_hosts,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        local,
+    )
+    .or_else(|| auth::refusal(&state, &req));
+    let response = match refused {
         Some(refused) => refused,
         None => forward(&state, id, &port, Some(client), req)
             .await

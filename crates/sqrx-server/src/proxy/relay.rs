@@ -12,7 +12,7 @@
 //! HTTP/1.0, requests with unusual framing and every other route are refused by [`parse`] and
 //! served by hyper and the router ([`super::http`]), which apply the same rules.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
@@ -26,6 +26,7 @@ use super::framing::{Chunks, Framing};
 use super::http::{no_response_in_time, port_of};
 use crate::auth;
 use crate::error::ApiError;
+use crate::hosts::{self, AllowedHosts};
 use crate::state::AppState;
 
 /// Most headers in a head the relay takes (a request with more goes to hyper, which answers
@@ -84,6 +85,8 @@ pub struct Plan {
     close: bool,
     /// The client is allowed in (no token configured, or the right one given).
     authorized: bool,
+    /// The request's `Host`, when the server does not answer to it.
+    refused_host: Option<String>,
     /// The head as the service gets it.
     upstream_head: Vec<u8>,
     /// The request target, for the request log.
@@ -111,9 +114,15 @@ fn connection_options<'h>(value: &'h [u8], listed: &mut Vec<&'h str>) -> bool {
     close
 }
 
-/// Parse the request head at the start of `buf`, from `client`, for a server whose bearer
-/// token is `token`.
-pub fn parse(buf: &[u8], token: Option<&str>, client: SocketAddr) -> Parsed {
+/// Parse the request head at the start of `buf`, from `client` on a connection that arrived
+/// at `local`, for a server whose bearer token is `token` and that answers to `hosts`.
+pub fn parse(
+    buf: &[u8],
+    token: Option<&str>,
+    hosts: &AllowedHosts,
+    client: SocketAddr,
+    local: IpAddr,
+) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -180,6 +189,12 @@ pub fn parse(buf: &[u8], token: Option<&str>, client: SocketAddr) -> Parsed {
         (None, false) => Framing::Empty,
     };
     let authorized = token.is_none_or(|t| auth::bearer_matches(authorization, t));
+    // The same Host check as the router's (DNS rebinding); no upgrade reaches the relay, so
+    // there is no Origin to check.
+    let refused_host = host.and_then(|h| {
+        let h = String::from_utf8_lossy(h);
+        (!hosts.allows(&h, Some(local))).then(|| h.into_owned())
+    });
 
     // The head as the service gets it.
     let rest = raw_target.splitn(5, '/').nth(4).unwrap_or("");
@@ -229,8 +244,10 @@ pub fn parse(buf: &[u8], token: Option<&str>, client: SocketAddr) -> Parsed {
         body,
         close,
         authorized,
+        refused_host,
         upstream_head: up,
-        target: tracing::enabled!(tracing::Level::INFO).then(|| raw_target.to_string()),
+        target: tracing::enabled!(tracing::Level::INFO)
+            .then(|| crate::logging::redact_target(raw_target)),
     }))
 }
 
@@ -369,6 +386,9 @@ async fn exchange(
     plan: &mut Plan,
     stopping: bool,
 ) -> Result<(u16, After), Failure> {
+    if let Some(host) = &plan.refused_host {
+        return Err(Failure::Answer(hosts::host_refused(host)));
+    }
     if !plan.authorized {
         return Err(Failure::Answer(auth::unauthorized()));
     }
@@ -630,8 +650,16 @@ mod tests {
 
     const CLIENT: ([u8; 4], u16) = ([10, 1, 2, 3], 5555);
 
+    const LOCAL: [u8; 4] = [127, 0, 0, 1];
+
     fn plan(head: &str, token: Option<&str>) -> Plan {
-        match parse(head.as_bytes(), token, CLIENT.into()) {
+        match parse(
+            head.as_bytes(),
+            token,
+            &AllowedHosts::default(),
+            CLIENT.into(),
+            LOCAL.into(),
+        ) {
             Parsed::Relay(plan) => *plan,
             Parsed::Partial => panic!("partial: {head:?}"),
             Parsed::Other => panic!("not taken: {head:?}"),
@@ -640,7 +668,13 @@ mod tests {
 
     fn taken(head: &str) -> bool {
         matches!(
-            parse(head.as_bytes(), None, CLIENT.into()),
+            parse(
+                head.as_bytes(),
+                None,
+                &AllowedHosts::default(),
+                CLIENT.into(),
+                LOCAL.into()
+            ),
             Parsed::Relay(_)
         )
     }
@@ -660,6 +694,7 @@ mod tests {
             Some("tok"),
         );
         assert!(p.authorized && !p.close);
+        assert_eq!(p.refused_host.as_deref(), Some("example.com:81"));
         assert_eq!(p.body, Framing::Length(5));
         assert_eq!(p.route, ROUTE);
         assert_eq!((p.id.as_str(), p.port.as_str()), ("web", "8001"));
@@ -679,7 +714,13 @@ mod tests {
             Some("tok"),
         );
         assert!(!p.authorized && p.close);
+        assert_eq!(p.refused_host, None, "no Host");
         assert_eq!(p.route, ROUTE_ROOT);
+        let p = plan(
+            "GET /proxy/a/80/ HTTP/1.1\r\nHost: localhost:8080\r\n\r\n",
+            None,
+        );
+        assert_eq!(p.refused_host, None, "a loopback name");
         assert_eq!(p.body, Framing::Empty);
         // Without a token configured, the client's Authorization is the service's business.
         let p = plan(
@@ -706,7 +747,9 @@ mod tests {
             parse(
                 b"GET /proxy/a/80/ HTTP/1.1\r\nHost: x\r\n",
                 None,
-                CLIENT.into()
+                &AllowedHosts::default(),
+                CLIENT.into(),
+                LOCAL.into()
             ),
             Parsed::Partial
         ));

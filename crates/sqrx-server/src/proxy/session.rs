@@ -30,6 +30,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::Path;
 use crate::metrics::WsKind;
 use crate::state::AppState;
+use crate::v1::pty::{is_too_big, too_big};
 
 /// How long connecting to the service and its handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,13 +132,14 @@ pub async fn session_ws(
             ));
         }
     };
-    let mut ws = ws;
+    let mut ws = ws.max_message_size(state.config().limits.max_ws_message_bytes);
     if let Some(p) = chosen {
         ws.set_selected_protocol(p);
     }
+    let max_message = state.config().limits.max_ws_message_bytes;
     Ok(ws.on_upgrade(move |client| async move {
         let _open = state.metrics().websocket_opened(WsKind::Session);
-        relay(client, service, watch).await;
+        relay(client, service, watch, max_message).await;
     }))
 }
 
@@ -177,6 +179,8 @@ fn to_client(m: ts::Message) -> Option<ws::Message> {
 enum End {
     /// The client closed or went away.
     Client,
+    /// The client sent a message over the server's maximum.
+    TooBig,
     /// The service closed or went away.
     Service,
     /// The session ended.
@@ -188,12 +192,18 @@ async fn relay(
     client: WebSocket,
     service: ServiceSocket,
     mut status: watch::Receiver<SessionStatus>,
+    max_message: usize,
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut service_tx, mut service_rx) = service.split();
     let end = {
         let upstream = async {
-            while let Some(Ok(m)) = client_rx.next().await {
+            loop {
+                let m = match client_rx.next().await {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) if is_too_big(&e) => return End::TooBig,
+                    _ => break,
+                };
                 let closing = matches!(m, ws::Message::Close(_));
                 if let Some(m) = to_service(m)
                     && service_tx.send(m).await.is_err()
@@ -241,6 +251,10 @@ async fn relay(
     };
     match end {
         End::Client => {
+            let _ = service_tx.close().await;
+        }
+        End::TooBig => {
+            let _ = client_tx.send(too_big(max_message)).await;
             let _ = service_tx.close().await;
         }
         End::Service => {

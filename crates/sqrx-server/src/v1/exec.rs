@@ -24,7 +24,7 @@ pub async fn exec(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ExecBody>,
 ) -> Result<Json<ExecOutput>, ApiError> {
-    let req = body.into_request(state.config().exec_timeout)?;
+    let req = body.into_request(state.config().exec_timeout, &state.config().limits)?;
     let sandbox = state.sandbox(&id).await?;
     let started = Instant::now();
     let result = sandbox.exec(req).await;

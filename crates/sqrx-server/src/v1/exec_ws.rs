@@ -18,7 +18,8 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sqrx_core::{ExecEvent, Sandbox};
 
-use super::model::{CommandBody, seconds};
+use super::model::{CommandBody, output_cap, seconds};
+use super::pty::{is_too_big, too_big};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Path;
 use crate::metrics::ExecOutcome;
@@ -28,6 +29,9 @@ use crate::state::AppState;
 pub const STDOUT: u8 = 1;
 /// Stream tag of a stderr frame.
 pub const STDERR: u8 = 2;
+
+/// What [`first_request`] says of a request over the message size limit.
+const TOO_BIG: &str = "too big";
 
 /// How long a client has to send its request after the upgrade.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,9 +118,9 @@ pub async fn exec_ws(
     let ws = ws.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     // Unknown ids are answered over HTTP, before the upgrade.
     let sandbox = state.sandbox(&id).await?;
-    let limit = state.config().max_json_bytes;
+    let limit = state.config().limits.max_ws_message_bytes;
     Ok(ws
-        .max_message_size(limit.max(64 * 1024))
+        .max_message_size(limit)
         .on_upgrade(move |socket| session(socket, sandbox, state)))
 }
 
@@ -155,6 +159,7 @@ async fn first_request(socket: &mut WebSocket) -> Option<Result<WsExecRequest, S
             "no request within {} s",
             FIRST_MESSAGE_TIMEOUT.as_secs()
         ))),
+        Ok(Some(Err(e))) if is_too_big(&e) => Some(Err(TOO_BIG.into())),
         Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => None,
         Ok(Some(Ok(Message::Text(text)))) => Some(
             serde_json::from_str::<WsExecRequest>(text.as_str())
@@ -167,8 +172,13 @@ async fn first_request(socket: &mut WebSocket) -> Option<Result<WsExecRequest, S
 }
 
 async fn session(mut socket: WebSocket, sandbox: Sandbox, state: AppState) {
+    let max_message = state.config().limits.max_ws_message_bytes;
     let req = match first_request(&mut socket).await {
         None => return,
+        Some(Err(e)) if e == TOO_BIG => {
+            let _ = socket.send(too_big(max_message)).await;
+            return;
+        }
         Some(Err(e)) => return fail(&mut socket, close_code::POLICY, e).await,
         Some(Ok(r)) => r,
     };
@@ -181,7 +191,10 @@ async fn session(mut socket: WebSocket, sandbox: Sandbox, state: AppState) {
     exec.env = req.env;
     exec.workdir = req.workdir;
     exec.timeout = Some(timeout);
-    exec.output_cap = req.output_cap;
+    exec.output_cap = match output_cap(req.output_cap, &state.config().limits) {
+        Ok(cap) => cap,
+        Err(e) => return fail(&mut socket, close_code::POLICY, e.message).await,
+    };
 
     let started = Instant::now();
     let opened = if want_stdin {
@@ -286,6 +299,10 @@ async fn session(mut socket: WebSocket, sandbox: Sandbox, state: AppState) {
                     }
                 },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(e)) if is_too_big(&e) => {
+                    let _ = socket.send(too_big(max_message)).await;
+                    return;
+                }
                 // The client left: dropping the stream kills the exec's process tree.
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
             },

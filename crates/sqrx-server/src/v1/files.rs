@@ -37,6 +37,17 @@ pub struct RemoveQuery {
     pub recursive: bool,
 }
 
+/// The 413 answer to a read of a file larger than the server returns whole.
+fn file_too_large(path: &str, size: u64, max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "{path} is {size} bytes, over the server's maximum read of {max} bytes \
+             (limits.max_file_read_bytes); download it with GET .../archive instead"
+        ),
+    )
+}
+
 fn abs(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
 }
@@ -56,9 +67,24 @@ async fn read(
         let info = state.blocking(move |rt| rt.get(&id)?.stat(&path)).await?;
         return Ok(Json(FileView::from(info)).into_response());
     }
+    // Files past the server's maximum are refused (413) rather than read into memory: looked
+    // at first, and checked again after the read in case the file grew in between.
+    let max = state.config().limits.max_file_read_bytes;
     let data = state
-        .blocking(move |rt| rt.get(&id)?.read_file(&path))
-        .await?;
+        .blocking(move |rt| {
+            let sandbox = rt.get(&id)?;
+            let size = sandbox.stat(&path)?.size;
+            if size > max {
+                return Ok(Err(file_too_large(&path, size, max)));
+            }
+            let data = sandbox.read_file(&path)?;
+            let size = data.len() as u64;
+            if size > max {
+                return Ok(Err(file_too_large(&path, size, max)));
+            }
+            Ok::<_, sqrx_core::SandboxError>(Ok(data))
+        })
+        .await??;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
@@ -70,7 +96,8 @@ async fn read(
     responses((status = 200, description = "File bytes (application/octet-stream), or JSON \
         with ?list / ?stat", body = Vec<FileView>),
               (status = 400, description = "Invalid path, or a directory read as a file", body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 413, description = "The file is larger than the server's maximum read", body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::Limits;
 use crate::error::ApiError;
 
 /// `GET /v1/health`.
@@ -72,16 +73,20 @@ pub struct CreateSandbox {
     /// What it is for (free text).
     #[serde(default)]
     pub task: Option<String>,
-    /// CPU limit in cores (`0.5` = half a core); absent = unlimited.
+    /// CPU limit in cores (`0.5` = half a core); absent = the server's default
+    /// (`limits.default_cpu`, 2 unless set).
     #[serde(default)]
     pub cpu: Option<f64>,
-    /// Memory limit, MiB.
+    /// Memory limit, MiB; absent = the server's default (`limits.default_memory_mb`, 1024
+    /// unless set).
     #[serde(default)]
     pub memory_mb: Option<u64>,
-    /// Task (process/thread) limit.
+    /// Task (process/thread) limit; absent = the server's default
+    /// (`limits.default_pids_max`, 1024 unless set).
     #[serde(default)]
     pub pids_max: Option<u64>,
-    /// Size of the writable layer, MiB (default: the server's upper limit, 512 unless set).
+    /// Size of the writable layer, MiB (default: the server's upper limit, 512 unless set; at
+    /// most `limits.max_upper_mb`, 16384 unless set).
     #[serde(default)]
     pub upper_mb: Option<u64>,
     /// Seconds after which the sandbox is destroyed (0 = never).
@@ -99,23 +104,36 @@ pub struct CreateSandbox {
 }
 
 impl CreateSandbox {
-    /// The core spec, with `default_upper_mb` where the request sets no upper size.
-    pub fn into_spec(self, default_upper_mb: u64) -> sqrx_core::SandboxSpec {
+    /// The core spec: `default_upper_mb` where the request sets no upper size, and the
+    /// server's default limits (`limits`) where it sets no CPU, memory or task limit. An upper
+    /// size over `limits.max_upper_mb` is refused (400), not clamped.
+    pub fn into_spec(
+        self,
+        default_upper_mb: u64,
+        limits: &Limits,
+    ) -> Result<sqrx_core::SandboxSpec, ApiError> {
+        let upper_mb = self.upper_mb.unwrap_or(default_upper_mb);
+        if upper_mb > limits.max_upper_mb {
+            return Err(ApiError::bad_request(format!(
+                "upper_mb {upper_mb} is over the server's maximum of {} MiB (limits.max_upper_mb)",
+                limits.max_upper_mb
+            )));
+        }
         let mut spec = sqrx_core::SandboxSpec::new(self.id);
         if let Some(layers) = self.layers {
             spec.layers = layers;
         }
         spec.owner = self.owner;
         spec.task = self.task;
-        spec.cpu = self.cpu;
-        spec.memory_mb = self.memory_mb;
-        spec.pids_max = self.pids_max;
-        spec.upper_mb = self.upper_mb.unwrap_or(default_upper_mb);
+        spec.cpu = Some(self.cpu.unwrap_or(limits.default_cpu));
+        spec.memory_mb = Some(self.memory_mb.unwrap_or(limits.default_memory_mb));
+        spec.pids_max = Some(self.pids_max.unwrap_or(limits.default_pids_max));
+        spec.upper_mb = upper_mb;
         spec.max_lifetime = self.max_lifetime;
         spec.env = self.env;
         spec.hostname = self.hostname;
         spec.allow_net = self.allow_net;
-        spec
+        Ok(spec)
     }
 }
 
@@ -223,9 +241,21 @@ pub struct ExecBody {
     /// timeout, 300 unless set).
     #[serde(default)]
     pub timeout: Option<f64>,
-    /// Bytes kept per output stream (default 1 MiB); the rest is dropped and `truncated` set.
+    /// Bytes kept per output stream (default 1 MiB; at most the server's
+    /// `limits.max_output_cap`, 16 MiB unless set); the rest is dropped and `truncated` set.
     #[serde(default)]
     pub output_cap: Option<u64>,
+}
+
+/// Check an exec's `output_cap` against the server's maximum (400 past it, never clamped).
+pub fn output_cap(cap: Option<u64>, limits: &Limits) -> Result<Option<u64>, ApiError> {
+    match cap {
+        Some(c) if c > limits.max_output_cap => Err(ApiError::bad_request(format!(
+            "output_cap {c} is over the server's maximum of {} bytes (limits.max_output_cap)",
+            limits.max_output_cap
+        ))),
+        c => Ok(c),
+    }
 }
 
 /// Seconds from a client, checked.
@@ -240,10 +270,12 @@ pub fn seconds(field: &str, secs: f64) -> Result<Duration, ApiError> {
 }
 
 impl ExecBody {
-    /// The core request; `default_timeout` applies when the body sets none.
+    /// The core request; `default_timeout` applies when the body sets none, and `limits`
+    /// bound its output cap.
     pub fn into_request(
         self,
         default_timeout: Duration,
+        limits: &Limits,
     ) -> Result<sqrx_core::ExecRequest, ApiError> {
         let mut req = sqrx_core::ExecRequest::new(sqrx_core::Command::from(self.command));
         req.env = self.env;
@@ -253,7 +285,7 @@ impl ExecBody {
             Some(t) => seconds("timeout", t)?,
             None => default_timeout,
         });
-        req.output_cap = self.output_cap;
+        req.output_cap = output_cap(self.output_cap, limits)?;
         Ok(req)
     }
 }

@@ -89,10 +89,30 @@ pub async fn pty(
     let (events, input, _pid) = sandbox
         .exec_pty(ExecRequest::new(SHELL), size.cols, size.rows)
         .await?;
-    Ok(ws.on_upgrade(move |socket| async move {
-        let _open = state.metrics().websocket_opened(WsKind::Pty);
-        terminal(socket, sandbox, events, input).await;
-    }))
+    let limit = state.config().limits.max_ws_message_bytes;
+    Ok(ws
+        .max_message_size(limit)
+        .on_upgrade(move |socket| async move {
+            let _open = state.metrics().websocket_opened(WsKind::Pty);
+            terminal(socket, sandbox, events, input, limit).await;
+        }))
+}
+
+/// Did a WebSocket read fail because the client sent a message over the server's maximum
+/// (`limits.max_ws_message_bytes`)?
+pub fn is_too_big(e: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|inner| matches!(inner, Error::Capacity(_)))
+}
+
+/// The close frame (1009, message too big) for a client that sent a message over `max` bytes.
+pub fn too_big(max: usize) -> Message {
+    close_frame(
+        close_code::SIZE,
+        format!("message over the server's maximum of {max} bytes (limits.max_ws_message_bytes)"),
+    )
 }
 
 /// A close frame; the reason is cut to the 123 bytes a close frame can carry.
@@ -116,6 +136,7 @@ async fn terminal(
     _sandbox: Sandbox,
     mut events: tokio::sync::mpsc::Receiver<Result<ExecEvent, sqrx_core::SandboxError>>,
     input: PtyInput,
+    max_message: usize,
 ) {
     loop {
         tokio::select! {
@@ -164,6 +185,10 @@ async fn terminal(
                         }
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                    Some(Err(e)) if is_too_big(&e) => {
+                        let _ = socket.send(too_big(max_message)).await;
+                        return;
+                    }
                     // The client left: dropping the events kills the shell's process group.
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 };

@@ -64,8 +64,10 @@ pub struct Server {
 }
 
 /// Environment variables a developer's shell might set that would change the server.
-const SCRUB: [&str; 14] = [
+const SCRUB: [&str; 16] = [
     "SQRX_CONFIG",
+    "SQRX_ALLOWED_HOSTS",
+    "SQRX_INSECURE_NO_AUTH",
     "SQRX_PUBLIC_HOST",
     "SQRX_LISTEN",
     "SQRX_AUTH_TOKEN",

@@ -120,7 +120,7 @@ async fn upload_list_remove() {
     let big = vec![0u8; (1 << 20) + 1];
     let by_length = raw(
         &s.addr,
-        &format!("PUT /v1/layers/400-big HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {}", big.len()),
+        &format!("PUT /v1/layers/400-big HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-tar\r\nContent-Length: {}", big.len()),
         big,
     )
     .await;
@@ -137,7 +137,7 @@ async fn upload_list_remove() {
     archive.extend(std::iter::repeat_n(7u8, 2_000_000));
     let streamed = raw(
         &s.addr,
-        "PUT /v1/layers/401-big HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked",
+        "PUT /v1/layers/401-big HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked",
         chunked(&archive, 100_000),
     )
     .await;

@@ -139,8 +139,8 @@ async fn idle_connections_are_closed() {
     // answer from hyper; half a request head: each is closed about a second later.
     for sent in [
         "",
-        "GET /proxy/nobox/80/ HTTP/1.1\r\nHost: h\r\n\r\n",
-        "GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET /proxy/nobox/80/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n",
         "GET /v1/health HTTP/1.1\r\nHo",
     ] {
         let mut tcp = tokio::net::TcpStream::connect(&s.addr)

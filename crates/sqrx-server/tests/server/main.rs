@@ -13,6 +13,7 @@ mod lifecycle;
 mod proxy;
 mod pty;
 mod sandboxes;
+mod security;
 mod services;
 mod sessions;
 mod validation;

@@ -250,15 +250,15 @@ fn past<'a>(text: &'a str, needle: &str, whole: &str) -> &'a str {
 async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
     let auth = format!("Authorization: Bearer {token}\r\n");
     let requests = format!(
-        "GET /proxy/web/8001/kind/chunked HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
-         HEAD /proxy/web/8001/head HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
-         GET /proxy/web/8001/kind/empty HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
-         GET /proxy/web/8001/kind/hints HTTP/1.1\r\nHost: h\r\n{auth}\r\n\
-         GET /proxy/web/8001/refused HTTP/1.1\r\nHost: h\r\n\r\n\
-         POST /proxy/web/8001/five HTTP/1.1\r\nHost: h\r\n{auth}Connection: content-length\r\n\
+        "GET /proxy/web/8001/kind/chunked HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n\
+         HEAD /proxy/web/8001/head HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n\
+         GET /proxy/web/8001/kind/empty HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n\
+         GET /proxy/web/8001/kind/hints HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n\
+         GET /proxy/web/8001/refused HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         POST /proxy/web/8001/five HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: content-length\r\n\
          Content-Length: 5\r\n\r\nhello\
-         GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n\
-         GET /proxy/web/8001/last HTTP/1.1\r\nHost: h\r\n{auth}Connection: close\r\n\r\n"
+         GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n\
+         GET /proxy/web/8001/last HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
     );
     let whole = transcript(s, requests.as_bytes()).await;
     let rest = past(&whole, "HTTP/1.1 200 OK\r\n", &whole);
@@ -297,7 +297,7 @@ async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
     let whole = transcript(
         s,
         format!(
-            "GET /proxy/web/8001/kind/both HTTP/1.1\r\nHost: h\r\n{auth}Connection: close\r\n\r\n"
+            "GET /proxy/web/8001/kind/both HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -319,8 +319,7 @@ async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
             .expect("connect");
         let (mut rx, mut tx) = tcp.into_split();
         let writer = tokio::spawn(async move {
-            let head =
-                "POST /proxy/web/8001/big HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n";
+            let head = "POST /proxy/web/8001/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\n";
             tx.write_all(head.as_bytes()).await?;
             for _ in 0..100 {
                 tx.write_all(&[b'x'; 10_000]).await?;
@@ -348,7 +347,8 @@ async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
     // A body that ends with the service's connection: the client's closes after it.
     let whole = transcript(
         s,
-        format!("GET /proxy/web/8001/kind/close HTTP/1.1\r\nHost: h\r\n{auth}\r\n").as_bytes(),
+        format!("GET /proxy/web/8001/kind/close HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")
+            .as_bytes(),
     )
     .await;
     let head = whole.split("\r\n\r\n").next().unwrap_or_default();
@@ -365,7 +365,7 @@ async fn relayed_framings(s: &Server, c: &reqwest::Client, token: &str) {
             .await
             .expect("connect");
         let head = format!(
-            "POST /proxy/web/8001/expect HTTP/1.1\r\nHost: h\r\n{auth}Expect: 100-continue\r\n\
+            "POST /proxy/web/8001/expect HTTP/1.1\r\nHost: localhost\r\n{auth}Expect: 100-continue\r\n\
              Content-Length: 3\r\nConnection: close\r\n\r\n"
         );
         tcp.write_all(head.as_bytes()).await.expect("write");

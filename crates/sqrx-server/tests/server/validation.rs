@@ -82,7 +82,7 @@ async fn malformed_requests() {
     let big = format!("{{\"id\": \"a\", \"task\": \"{}\"}}", "x".repeat(2 << 20));
     let got = raw(
         &s.addr,
-        &format!("POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}", big.len()),
+        &format!("POST /v1/sandboxes HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}", big.len()),
         big.into_bytes(),
     )
     .await;
