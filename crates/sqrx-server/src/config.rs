@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// the address can then run code as the server; only for networks you trust completely.
     #[arg(long, env = "SQRX_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// How sandboxes are isolated: `user-namespace` (the default: root in a sandbox is an
+    /// unprivileged host range) or `host-root` (only for kernels without idmapped mounts;
+    /// logged as a warning) [env: SQRX_ISOLATION].
+    #[arg(long, value_name = "MODE")]
+    pub isolation: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -113,6 +118,7 @@ impl Default for ServeArgs {
             public_host: None,
             allowed_hosts: Vec::new(),
             insecure_no_auth: false,
+            isolation: None,
         }
     }
 }
@@ -326,6 +332,8 @@ pub struct ServerConfig {
     pub insecure_no_auth: bool,
     /// Defaults and maxima for HTTP clients.
     pub limits: Limits,
+    /// How sandboxes are isolated (`--isolation`, `SQRX_ISOLATION`).
+    pub isolation: sqrx_core::Isolation,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -377,6 +385,7 @@ impl Default for ServerConfig {
             allowed_hosts: AllowedHosts::default(),
             insecure_no_auth: false,
             limits: Limits::default(),
+            isolation: sqrx_core::Isolation::default(),
         }
     }
 }
@@ -537,6 +546,15 @@ impl ServerConfig {
             allowed_hosts,
             insecure_no_auth: args.insecure_no_auth,
             limits: file.limits,
+            isolation: match &args.isolation {
+                Some(v) => v
+                    .parse()
+                    .map_err(|e: sqrx_core::SandboxError| ConfigError {
+                        name: "--isolation",
+                        reason: e.to_string(),
+                    })?,
+                None => parse_env(env, &["SQRX_ISOLATION"])?.unwrap_or_default(),
+            },
         })
     }
 }
@@ -582,6 +600,32 @@ mod tests {
         };
         let e = ServerConfig::resolve(&zero, &env_of(&[])).expect_err("zero idle timeout");
         assert_eq!(e.name, "--idle-timeout");
+    }
+
+    #[test]
+    fn isolation_from_flag_or_env() {
+        use sqrx_core::Isolation;
+        let c = ServerConfig::resolve(&ServeArgs::default(), &env_of(&[])).expect("config");
+        assert_eq!(c.isolation, Isolation::UserNamespace);
+        let env = env_of(&[("SQRX_ISOLATION", "host-root")]);
+        let c = ServerConfig::resolve(&ServeArgs::default(), &env).expect("config");
+        assert_eq!(c.isolation, Isolation::HostRoot);
+        let args = ServeArgs {
+            isolation: Some("user-namespace".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            ServerConfig::resolve(&args, &env)
+                .expect("flag wins")
+                .isolation,
+            Isolation::UserNamespace
+        );
+        let bad = ServeArgs {
+            isolation: Some("chroot".into()),
+            ..ServeArgs::default()
+        };
+        let e = ServerConfig::resolve(&bad, &env_of(&[])).expect_err("unknown mode");
+        assert!(e.to_string().contains("host-root"), "{e}");
     }
 
     #[test]

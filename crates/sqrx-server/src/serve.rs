@@ -108,6 +108,7 @@ pub fn run(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
 pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Runtime, ServeError> {
     let mut rc = RuntimeConfig::new(&data_dir);
     rc.max_sandboxes = config.max_sandboxes;
+    rc.isolation = config.isolation;
     // Sandboxes the server starts (sessions too) get the server's defaults.
     rc.default_memory_mb = Some(config.limits.default_memory_mb);
     rc.default_pids_max = Some(config.limits.default_pids_max);
