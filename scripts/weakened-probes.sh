@@ -12,6 +12,7 @@ trap 'rm -rf "$REPORT_DIR"' EXIT
 cargo build -q -p sqrx-testkit --bin sqrx-probe
 cargo build -q -p sqrx-core --features insecure-weaken --bin sqrx-init
 
+# WEAK_DETAILS=1 prints every probe's message in every configuration.
 # name|SQRX_ISOLATION|SQRX_WEAKEN
 CONFIGS=(
   "everything-off|host-root|all"
@@ -23,10 +24,12 @@ for c in "${CONFIGS[@]}"; do
   echo "== $name: SQRX_ISOLATION=$iso SQRX_WEAKEN=$weaken"
   SQRX_ISOLATION="$iso" SQRX_WEAKEN="$weaken" SQRX_PROBE_REPORT="$REPORT_DIR/$name" \
     cargo test -q -p sqrx-core --features insecure-weaken --test it \
-    escape::no_probe_escapes_a_sandbox -- --exact >/dev/null
+    escape::no_probe_escapes_a_sandbox -- --exact --nocapture 2>"$REPORT_DIR/$name.log" >/dev/null \
+    || { cat "$REPORT_DIR/$name.log"; exit 1; }
 done
 
 never=0
+na=""
 printf '%-24s' probe; for c in "${CONFIGS[@]}"; do printf '%-16s' "${c%%|*}"; done; echo
 for probe in $(cut -d' ' -f1 "$REPORT_DIR/everything-off" | sort -u); do
   printf '%-24s' "$probe"
@@ -37,7 +40,11 @@ for probe in $(cut -d' ' -f1 "$REPORT_DIR/everything-off" | sort -u); do
     [ "$v" = ESCAPED ] && escaped=1
   done
   echo
-  [ "$escaped" = 1 ] || { never=$((never + 1)); }
+  if [ "$escaped" = 0 ]; then
+    if grep -q "^$probe n/a\$" "$REPORT_DIR/everything-off"; then na+=" $probe"; else never=$((never + 1)); fi
+  fi
 done
+echo "not applicable on this kernel (it lacks what they attack):${na:- none}"
 echo "probes that never escaped: $never"
+if [ -n "${WEAK_DETAILS:-}" ]; then cat "$REPORT_DIR"/*.log; fi
 [ "$never" = 0 ]

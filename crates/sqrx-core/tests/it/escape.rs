@@ -94,7 +94,7 @@ impl ProbeBed {
                 .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
             return Ok(format!("{name}: {text}"));
         }
-        if r.exit_code == Some(0) && text.starts_with("blocked") {
+        if r.exit_code == Some(0) && (text.starts_with("blocked") || text.starts_with("n/a")) {
             Ok(format!("{name}: {text}"))
         } else {
             Err(format!("{name} (exit {:?}): {text}", r.exit_code))
@@ -121,7 +121,12 @@ fn no_probe_escapes_a_sandbox() {
     // A second sandbox with a marked process and a file: the first must reach neither.
     let other = bed.sandbox("other");
     sh(&other, "echo secret > /tmp/other-secret");
-    block_on_spawn(&other, "sleep 600 sqrx-marker-other");
+    // The shell stays (its last command is not sleep), holding the marker on its command line.
+    block_on_spawn(&other, "sleep 600; : sqrx-marker-other");
+    assert!(
+        out(&other, "ps -e -o args=").contains("sqrx-marker-other"),
+        "the marked process runs in its own sandbox"
+    );
     let host_secret = bed.t.dir.path().join("host-secret");
     std::fs::write(&host_secret, "host").expect("host secret");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");

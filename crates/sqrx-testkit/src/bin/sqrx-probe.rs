@@ -1,7 +1,9 @@
 //! `sqrx-probe NAME [ARG]`: one escape attempt, run inside a sandbox by the escape test suite.
 //!
 //! Prints `blocked: ...` and exits 0 when the attack failed, `ESCAPED: ...` and exits 1 when it
-//! worked, `error: ...` and exits 2 when the probe itself could not run. Probes never change the
+//! worked, `n/a: ...` and exits 0 when this kernel lacks what the probe attacks (the system call
+//! answers ENOSYS, the file does not exist), `error: ...` and exits 2 when the probe itself could
+//! not run. Probes never change the
 //! host: a write to a host file writes back the value just read, and a write that would act
 //! (sysrq, drop_caches) is only opened, never written. `sqrx-probe list` prints every name.
 #![allow(
@@ -17,8 +19,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 enum Outcome {
     Blocked(String),
     Escaped(String),
+    NotApplicable(String),
 }
-use Outcome::{Blocked, Escaped};
+use Outcome::{Blocked, Escaped, NotApplicable};
 
 type Probe = fn(&str) -> Result<Outcome, String>;
 
@@ -103,8 +106,8 @@ const PROBES: &[(&str, Probe)] = &[
         Ok(verdict(rc as i64, "remounted /proc/sys read-write"))
     }),
     ("umount-mask", |_| {
-        let rc = unsafe { libc::umount2(c"/proc/kcore".as_ptr(), libc::MNT_DETACH) };
-        Ok(verdict(rc as i64, "unmounted the mask on /proc/kcore"))
+        let rc = unsafe { libc::umount2(c"/proc/sys".as_ptr(), libc::MNT_DETACH) };
+        Ok(verdict(rc as i64, "unmounted the read-only /proc/sys"))
     }),
     ("unshare-user", |_| unshare(libc::CLONE_NEWUSER)),
     ("unshare-mount", |_| unshare(libc::CLONE_NEWNS)),
@@ -125,6 +128,12 @@ const PROBES: &[(&str, Probe)] = &[
     ("x32-abi", |_| {
         let rc = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
         Ok(verdict(rc, "an x32 system call ran"))
+    }),
+    ("x32-keyctl", |_| {
+        // keyctl through the x32 table: a deny-list by number alone would let it through.
+        let rc =
+            unsafe { libc::syscall(0x4000_0000 | libc::SYS_keyctl, 1, std::ptr::null::<u8>()) };
+        Ok(verdict(rc, "joined a keyring through the x32 ABI"))
     }),
     ("i386-abi", |_| i386()),
     ("keyctl", |_| {
@@ -388,16 +397,22 @@ fn errno() -> std::io::Error {
 }
 
 fn verdict(rc: i64, what: &str) -> Outcome {
+    let e = errno();
     if rc >= 0 {
         Escaped(what.to_string())
+    } else if e.raw_os_error() == Some(libc::ENOSYS) {
+        NotApplicable(format!("this kernel has no such call ({e})"))
     } else {
-        Blocked(format!("{}", errno()))
+        Blocked(format!("{e}"))
     }
 }
 
 /// Like `verdict`, but some errors mean the call got past every check to the kernel proper.
 fn verdict_unless(rc: i64, past_checks: &[i32], what: &str) -> Outcome {
     let e = errno();
+    if rc < 0 && e.raw_os_error() == Some(libc::ENOSYS) {
+        return NotApplicable(format!("this kernel has no such call ({e})"));
+    }
     if rc >= 0 || e.raw_os_error().is_some_and(|n| past_checks.contains(&n)) {
         Escaped(format!("{what} ({e})"))
     } else {
@@ -419,31 +434,43 @@ fn rewrite(path: &str) -> Result<Outcome, String> {
 fn open_write(path: &str) -> Result<Outcome, String> {
     Ok(match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(_) => Escaped(format!("opened {path} for writing")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            NotApplicable(format!("{path} does not exist on this kernel"))
+        }
         Err(e) => Blocked(format!("{path}: {e}")),
     })
 }
 
 fn masked(path: &str) -> Result<Outcome, String> {
+    use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(NotApplicable(format!(
+                "{path} does not exist on this kernel"
+            )));
+        }
         Err(e) => return Ok(Blocked(format!("{path}: {e}"))),
     };
+    if meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3) {
+        return Ok(Blocked(format!("{path} is covered by /dev/null")));
+    }
     if meta.is_dir() {
+        let c = CString::new(path).map_err(|e| e.to_string())?;
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == libc::TMPFS_MAGIC {
+            return Ok(Blocked(format!("{path} is covered by an empty tmpfs")));
+        }
         let n = std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0);
-        return Ok(if n == 0 {
-            Blocked(format!("{path} is an empty directory"))
-        } else {
-            Escaped(format!("{path} lists {n} entries"))
-        });
+        return Ok(Escaped(format!("{path} is the kernel's ({n} entries)")));
     }
     let mut buf = [0u8; 64];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut buf))
-        .unwrap_or(0);
-    Ok(if n == 0 {
-        Blocked(format!("{path} reads empty"))
-    } else {
-        Escaped(format!("{path} reads {n} bytes"))
+        .map_err(|e| format!("{path}: {e}"));
+    Ok(match n {
+        Ok(n) => Escaped(format!("{path} is the kernel's ({n} bytes read)")),
+        Err(e) => Blocked(e),
     })
 }
 
@@ -716,6 +743,9 @@ fn main() {
         Ok(Escaped(what)) => {
             println!("ESCAPED: {what}");
             std::process::exit(1);
+        }
+        Ok(NotApplicable(why)) => {
+            println!("n/a: {why}");
         }
         Err(e) => {
             println!("error: {e}");
