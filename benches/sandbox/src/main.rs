@@ -9,6 +9,59 @@ use std::time::{Duration, Instant};
 
 use sqrx_core::{ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
 
+/// Create + first exec and the exec round trip on a runtime of its own made from `config`.
+fn measure_variant(
+    label: &str,
+    config: RuntimeConfig,
+    runs: usize,
+    tokio: &tokio::runtime::Runtime,
+) -> Result<Vec<Row>, String> {
+    let rt = Runtime::open(config).map_err(|e| e.to_string())?;
+    rt.layers().ensure_base().map_err(|e| e.to_string())?;
+    let keeper = rt
+        .create(SandboxSpec::new("keeper"))
+        .map_err(|e| format!("{label}: {e}"))?;
+    let true_req = || ExecRequest::new(sqrx_core::Command::Argv(vec!["/bin/true".into()]));
+    let mut first = Vec::new();
+    for i in 0..runs + 2 {
+        let t = Instant::now();
+        let sb = rt
+            .create(SandboxSpec::new(format!("v{i}")))
+            .map_err(|e| format!("{label}: {e}"))?;
+        tokio
+            .block_on(sb.exec(true_req()))
+            .map_err(|e| e.to_string())?;
+        let f = t.elapsed();
+        sb.destroy().map_err(|e| e.to_string())?;
+        if i >= 2 {
+            first.push(f);
+        }
+    }
+    let mut rtt = Vec::new();
+    for i in 0..runs * 10 + 5 {
+        let t = Instant::now();
+        tokio
+            .block_on(keeper.exec(true_req()))
+            .map_err(|e| e.to_string())?;
+        if i >= 5 {
+            rtt.push(t.elapsed());
+        }
+    }
+    keeper.destroy().map_err(|e| e.to_string())?;
+    Ok(vec![
+        Row {
+            name: format!("{label}: create + first exec"),
+            p50: percentile(&mut first, 0.5),
+            p99: percentile(&mut first, 0.99),
+        },
+        Row {
+            name: format!("{label}: exec round trip"),
+            p50: percentile(&mut rtt, 0.5),
+            p99: percentile(&mut rtt, 0.99),
+        },
+    ])
+}
+
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
@@ -263,6 +316,23 @@ fn run() -> Result<(), String> {
         Err(e) => notes.push(format!("runc/crun: skipped ({e})")),
     }
     keeper.destroy().map_err(|e| e.to_string())?;
+
+    // The same create and exec with the other isolation, and with an earlier init program
+    // (SQRX_BENCH_BASELINE_INIT: a sqrx-init built from an older commit, run as host root; the
+    // host side is this build's), for before/after figures in one run.
+    let mut variants: Vec<(String, RuntimeConfig)> = Vec::new();
+    let mut host_root = RuntimeConfig::new(work.path().join("host-root"));
+    host_root.isolation = sqrx_core::Isolation::HostRoot;
+    variants.push(("sqrx host-root".into(), host_root));
+    if let Some(init) = std::env::var_os("SQRX_BENCH_BASELINE_INIT") {
+        let mut old = RuntimeConfig::new(work.path().join("baseline"));
+        old.isolation = sqrx_core::Isolation::HostRoot;
+        old.init_path = Some(PathBuf::from(init));
+        variants.push(("sqrx baseline init (host root)".into(), old));
+    }
+    for (label, config) in variants {
+        rows.extend(measure_variant(&label, config, runs, &tokio)?);
+    }
 
     let base = rows[0].p50;
     println!(
