@@ -5,6 +5,8 @@
 mod corrupt_images;
 #[cfg(feature = "js")]
 mod js;
+#[cfg(feature = "js")]
+mod js_confined;
 mod layer_build;
 mod layer_store;
 mod sandbox;
