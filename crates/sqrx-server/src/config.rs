@@ -18,6 +18,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where `POST /v1/execute` and `/api/execute` run QuickJS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum JsIsolation {
+    /// In confined worker processes started from `sqrx-init` (an unprivileged user, no
+    /// capabilities, a seccomp allow-list, no descriptor but their channel); see docs/js.md.
+    #[default]
+    Process,
+    /// In the server process itself: the QuickJS limits are the only isolation, and a
+    /// memory-safety bug in QuickJS is a bug in the server.
+    InProcess,
+}
+
 /// Command-line options of `sqrx serve` and `sqrx-server`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -74,6 +86,9 @@ pub struct ServeArgs {
     /// [default: the Host header of the `POST /v1/try` request].
     #[arg(long, env = "SQRX_PUBLIC_HOST", value_name = "HOST")]
     pub public_host: Option<String>,
+    /// Where JavaScript runs: `process` (confined worker processes) or `in-process`.
+    #[arg(long, value_enum, env = "SQRX_JS_ISOLATION", default_value_t = JsIsolation::Process)]
+    pub js_isolation: JsIsolation,
 }
 
 impl Default for ServeArgs {
@@ -94,6 +109,7 @@ impl Default for ServeArgs {
             no_bootstrap: false,
             config: None,
             public_host: None,
+            js_isolation: JsIsolation::Process,
         }
     }
 }
@@ -217,6 +233,8 @@ pub struct ServerConfig {
     pub sessions: SessionLimits,
     /// Session templates besides the built-in one.
     pub templates: Vec<SessionTemplate>,
+    /// Where JavaScript runs.
+    pub js_isolation: JsIsolation,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -240,6 +258,7 @@ impl std::fmt::Debug for ServerConfig {
                 "templates",
                 &self.templates.iter().map(|t| &t.name).collect::<Vec<_>>(),
             )
+            .field("js_isolation", &self.js_isolation)
             .finish()
     }
 }
@@ -262,6 +281,7 @@ impl Default for ServerConfig {
             public_host: None,
             sessions: SessionLimits::default(),
             templates: Vec::new(),
+            js_isolation: JsIsolation::Process,
         }
     }
 }
@@ -394,6 +414,7 @@ impl ServerConfig {
             public_host,
             sessions: file.sessions,
             templates: file.templates,
+            js_isolation: args.js_isolation,
         })
     }
 }
