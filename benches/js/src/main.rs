@@ -2,18 +2,24 @@
 //! sqrx's `JsExecutor` and with quickjs-emscripten in Node (the peer, one fresh context per
 //! run), measured in the same run.
 //!
-//! `bash benches/js/peer/setup.sh && cargo run --release -p js_bench -- [--runs N]`
+//! `bash benches/js/peer/setup.sh && cargo build --release -p sqrx-core --bin sqrx-init &&
+//! cargo run --release -p js_bench -- [--runs N]`
 //!
 //! sqrx is measured three ways: one caller waiting for each execution in turn on a one-worker
 //! pool (the peer's setting: one thread, one execution at a time), the same on the default pool
 //! (one worker per CPU), and a batch of `runs` executions submitted at once to the default pool
-//! (throughput when callers keep the pool busy).
+//! (throughput when callers keep the pool busy). Each of the three is measured for the
+//! in-process `JsExecutor` and for the `ConfinedJsExecutor` (worker processes started from the
+//! `sqrx-init` next to this program, the server's default), alternating, so the table shows
+//! the cost of the process boundary.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sqrx_core::js::{ExecutionStatus, JsExecutor, JsLimits, JsRequest};
+use sqrx_core::js::{
+    ConfinedJsExecutor, ExecutionStatus, JsExecutor, JsLimits, JsRequest, JsRunner,
+};
 
 const SCRIPTS: &[(&str, &str)] = &[
     ("1+2", "1+2"),
@@ -46,7 +52,7 @@ fn stats(mut lat: Vec<Duration>, total: Duration) -> Stats {
     }
 }
 
-fn sequential(js: &JsExecutor, code: &str, runs: usize) -> Stats {
+fn sequential(js: &dyn JsRunner, code: &str, runs: usize) -> Stats {
     for _ in 0..runs.min(200) {
         check(js.run_blocking(JsRequest::new(code)).status);
     }
@@ -61,7 +67,7 @@ fn sequential(js: &JsExecutor, code: &str, runs: usize) -> Stats {
     stats(lat, t0.elapsed())
 }
 
-fn batch(js: &JsExecutor, code: &str, runs: usize) -> f64 {
+fn batch(js: &dyn JsRunner, code: &str, runs: usize) -> f64 {
     let t0 = Instant::now();
     let pending: Vec<_> = (0..runs).map(|_| js.run(JsRequest::new(code))).collect();
     for p in pending {
@@ -109,7 +115,19 @@ fn peer(runs: usize) -> Result<Vec<Stats>, String> {
         .collect()
 }
 
+fn confined(workers: Option<usize>) -> ConfinedJsExecutor {
+    let mut b = ConfinedJsExecutor::builder().limits(JsLimits::default());
+    if let Some(w) = workers {
+        b = b.workers(w);
+    }
+    b.build().unwrap_or_else(|e| {
+        eprintln!("cannot start confined workers: {e} (build sqrx-init in the same profile)");
+        std::process::exit(1)
+    })
+}
+
 fn main() {
+    sqrx_core::js::confined::run_if_worker();
     let mut runs = 5000usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -127,13 +145,16 @@ fn main() {
         .build()
         .expect("executor");
     let pool = JsExecutor::new(JsLimits::default()).expect("executor");
+    let c_one = confined(Some(1));
+    let c_pool = confined(None);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("runs per measurement: {runs}; default pool: {cpus} workers");
     println!(
-        "{:<30} {:>34} {:>34} {:>12} {:>34} {:>10}",
+        "{:<30} {:<10} {:>34} {:>34} {:>12} {:>34} {:>10}",
         "script",
-        "sqrx 1 worker: exec/s p50 p99 µs",
-        "sqrx pool: exec/s p50 p99 µs",
+        "executor",
+        "1 worker: exec/s p50 p99 µs",
+        "pool: exec/s p50 p99 µs",
         "pool batch/s",
         "peer: exec/s p50 p99 µs",
         "ratio"
@@ -142,23 +163,27 @@ fn main() {
     if let Err(e) = &peer {
         eprintln!("peer: {e}");
     }
+    let fmt = |s: &Stats| format!("{:>10.0} {:>10.1} {:>10.1}", s.per_sec, s.p50_us, s.p99_us);
     for (i, (name, code)) in SCRIPTS.iter().enumerate() {
-        let s1 = sequential(&one, code, runs);
-        let sp = sequential(&pool, code, runs);
-        let b = batch(&pool, code, runs);
-        let fmt = |s: &Stats| format!("{:>10.0} {:>10.1} {:>10.1}", s.per_sec, s.p50_us, s.p99_us);
-        let (peer_col, ratio) = match &peer {
-            Ok(p) => (
-                fmt(&p[i]),
-                format!("{:.1}x", b.max(sp.per_sec) / p[i].per_sec),
-            ),
-            Err(_) => ("-".into(), "-".into()),
-        };
-        println!(
-            "{name:<30} {:>34} {:>34} {b:>12.0} {peer_col:>34} {ratio:>10}",
-            fmt(&s1),
-            fmt(&sp)
-        );
+        let sets: [(&str, &dyn JsRunner, &dyn JsRunner); 2] =
+            [("in-process", &one, &pool), ("confined", &c_one, &c_pool)];
+        for (label, one, pool) in sets {
+            let s1 = sequential(one, code, runs);
+            let sp = sequential(pool, code, runs);
+            let b = batch(pool, code, runs);
+            let (peer_col, ratio) = match &peer {
+                Ok(p) => (
+                    fmt(&p[i]),
+                    format!("{:.1}x", b.max(sp.per_sec) / p[i].per_sec),
+                ),
+                Err(_) => ("-".into(), "-".into()),
+            };
+            println!(
+                "{name:<30} {label:<10} {:>34} {:>34} {b:>12.0} {peer_col:>34} {ratio:>10}",
+                fmt(&s1),
+                fmt(&sp)
+            );
+        }
     }
     println!("ratio = best sqrx executions/s (pool sequential or batch) / peer executions/s");
 }

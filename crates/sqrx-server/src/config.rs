@@ -20,6 +20,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where `POST /v1/execute` and `/api/execute` run QuickJS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum JsIsolation {
+    /// In confined worker processes started from `sqrx-init` (an unprivileged user, no
+    /// capabilities, a seccomp allow-list, no descriptor but their channel); see docs/js.md.
+    #[default]
+    Process,
+    /// In the server process itself: the QuickJS limits are the only isolation, and a
+    /// memory-safety bug in QuickJS is a bug in the server.
+    InProcess,
+}
+
 /// Command-line options of `sqrx serve` and `sqrx-server`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -96,6 +108,9 @@ pub struct ServeArgs {
     /// logged as a warning) [env: SQRX_ISOLATION].
     #[arg(long, value_name = "MODE")]
     pub isolation: Option<String>,
+    /// Where JavaScript runs: `process` (confined worker processes) or `in-process`.
+    #[arg(long, value_enum, env = "SQRX_JS_ISOLATION", default_value_t = JsIsolation::Process)]
+    pub js_isolation: JsIsolation,
 }
 
 impl Default for ServeArgs {
@@ -119,6 +134,7 @@ impl Default for ServeArgs {
             allowed_hosts: Vec::new(),
             insecure_no_auth: false,
             isolation: None,
+            js_isolation: JsIsolation::Process,
         }
     }
 }
@@ -334,6 +350,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How sandboxes are isolated (`--isolation`, `SQRX_ISOLATION`).
     pub isolation: sqrx_core::Isolation,
+    /// Where JavaScript runs.
+    pub js_isolation: JsIsolation,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -360,6 +378,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("limits", &self.limits)
+            .field("js_isolation", &self.js_isolation)
             .finish()
     }
 }
@@ -386,6 +405,7 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             limits: Limits::default(),
             isolation: sqrx_core::Isolation::default(),
+            js_isolation: JsIsolation::Process,
         }
     }
 }
@@ -555,6 +575,7 @@ impl ServerConfig {
                     })?,
                 None => parse_env(env, &["SQRX_ISOLATION"])?.unwrap_or_default(),
             },
+            js_isolation: args.js_isolation,
         })
     }
 }

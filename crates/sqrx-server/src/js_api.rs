@@ -1,5 +1,6 @@
 //! `POST /v1/execute` and the original JS sandbox route `POST /api/execute`: run JavaScript
-//! in-process with QuickJS and return the Execution JSON.
+//! with QuickJS, in confined worker processes by default (`--js-isolation`), and return the
+//! Execution JSON.
 
 use std::time::Duration;
 
@@ -134,7 +135,7 @@ pub async fn execute(
     };
     limits.validate()?;
     let pool_state = state.clone();
-    // Building an executor for new limits starts threads: off the async threads.
+    // Building an executor for new limits starts threads or processes: off the async threads.
     let executor =
         match tokio::task::spawn_blocking(move || pool_state.js().executor(&limits)).await {
             Ok(r) => r?,

@@ -35,6 +35,6 @@ pub mod state;
 pub mod v1;
 
 pub use app::app;
-pub use config::{LogFormat, ServeArgs, ServerConfig};
+pub use config::{JsIsolation, LogFormat, ServeArgs, ServerConfig};
 pub use error::ApiError;
 pub use state::AppState;

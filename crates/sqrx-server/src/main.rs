@@ -12,6 +12,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     // This binary doubles as the sandbox init when the runtime re-executes it.
     sqrx_core::init::run_if_init();
+    // ... and as a confined JavaScript worker when the server re-executes it.
+    sqrx_core::js::confined::run_if_worker();
     let args = cli::Cli::parse();
     match &args.command {
         // The server logs its requests; the CLI only its errors.

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqrx_core::js::{JsExecutor, JsLimits};
+use sqrx_core::js::{ConfinedJsExecutor, JsExecutor, JsLimits, JsRunner};
 use sqrx_core::session::{SessionConfig, SessionError, SessionManager};
 use sqrx_core::{Runtime, Sandbox};
 
-use crate::config::ServerConfig;
+use crate::config::{JsIsolation, ServerConfig};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
@@ -18,47 +18,90 @@ use crate::proxy::Upstream;
 /// Executors for non-default limits kept at once; past this the cache starts over.
 const MAX_CUSTOM_EXECUTORS: usize = 8;
 
-/// QuickJS executors: one with the default limits, and a few for limits requests asked for
-/// (a [`JsExecutor`]'s limits are fixed when it is built).
+/// QuickJS executors of one kind ([`JsIsolation`]): one with the default limits, and a few for
+/// limits requests asked for (an executor's limits are fixed when it is built).
+///
+/// With [`JsIsolation::Process`] each executor is a pool of confined worker processes. If the
+/// default one cannot start (no `sqrx-init` found), the server still starts, says why in its
+/// log, and answers JavaScript requests with 503 and the reason until it can; it never falls
+/// back to running scripts in-process.
 pub struct JsPool {
-    default: Arc<JsExecutor>,
-    custom: Mutex<HashMap<(Duration, usize), Arc<JsExecutor>>>,
+    isolation: JsIsolation,
+    default_limits: JsLimits,
+    default: Mutex<Option<Arc<dyn JsRunner>>>,
+    custom: Mutex<HashMap<(Duration, usize), Arc<dyn JsRunner>>>,
 }
 
 impl std::fmt::Debug for JsPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsPool")
-            .field("default", &self.default.limits())
+            .field("isolation", &self.isolation)
+            .field("default", &self.default_limits)
             .finish_non_exhaustive()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl JsPool {
-    /// A pool whose default executor runs under `limits`.
-    pub fn new(limits: JsLimits) -> Result<Self, sqrx_core::JsError> {
-        Ok(JsPool {
-            default: Arc::new(JsExecutor::new(limits)?),
+    /// A pool whose default executor runs under `limits`, started now. A confined executor
+    /// that cannot start is logged and retried on first use.
+    pub fn new(isolation: JsIsolation, limits: JsLimits) -> Result<Self, sqrx_core::JsError> {
+        limits.validate()?;
+        let pool = JsPool {
+            isolation,
+            default_limits: limits.clone(),
+            default: Mutex::new(None),
             custom: Mutex::new(HashMap::new()),
-        })
+        };
+        match pool.build(&limits) {
+            Ok(e) => *lock(&pool.default) = Some(e),
+            Err(e) if isolation == JsIsolation::Process => tracing::error!(
+                error = %e,
+                "cannot start the confined JavaScript workers; JavaScript requests fail until they can"
+            ),
+            Err(e) => return Err(e),
+        }
+        Ok(pool)
+    }
+
+    /// Where scripts run.
+    pub fn isolation(&self) -> JsIsolation {
+        self.isolation
     }
 
     /// The default limits.
     pub fn default_limits(&self) -> &JsLimits {
-        self.default.limits()
+        &self.default_limits
     }
 
-    /// An executor for these limits (built on first use; building starts threads, so call
-    /// this from a blocking context).
-    pub fn executor(&self, limits: &JsLimits) -> Result<Arc<JsExecutor>, sqrx_core::JsError> {
-        if limits == self.default.limits() {
-            return Ok(Arc::clone(&self.default));
+    fn build(&self, limits: &JsLimits) -> Result<Arc<dyn JsRunner>, sqrx_core::JsError> {
+        Ok(match self.isolation {
+            JsIsolation::Process => Arc::new(ConfinedJsExecutor::new(limits.clone())?),
+            JsIsolation::InProcess => Arc::new(JsExecutor::new(limits.clone())?),
+        })
+    }
+
+    /// An executor for these limits (built on first use; building starts threads or
+    /// processes, so call this from a blocking context).
+    pub fn executor(&self, limits: &JsLimits) -> Result<Arc<dyn JsRunner>, sqrx_core::JsError> {
+        if *limits == self.default_limits {
+            let mut default = lock(&self.default);
+            if let Some(e) = default.as_ref() {
+                return Ok(Arc::clone(e));
+            }
+            let e = self.build(limits)?;
+            *default = Some(Arc::clone(&e));
+            return Ok(e);
         }
         let key = (limits.timeout, limits.memory_bytes);
-        let mut custom = self.custom.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut custom = lock(&self.custom);
         if let Some(e) = custom.get(&key) {
             return Ok(Arc::clone(e));
         }
-        let executor = Arc::new(JsExecutor::new(limits.clone())?);
+        let executor = self.build(limits)?;
         if custom.len() >= MAX_CUSTOM_EXECUTORS {
             // Executors in use stay alive through their Arcs; the rest stop here.
             custom.clear();
@@ -134,7 +177,7 @@ impl AppState {
                 upstream: Upstream::new(rt.clone()),
                 rt,
                 sessions,
-                js: JsPool::new(JsLimits::default())?,
+                js: JsPool::new(config.js_isolation, JsLimits::default())?,
                 metrics: Metrics::new(),
                 config,
             }),

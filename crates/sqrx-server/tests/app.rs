@@ -28,6 +28,12 @@ fn fixture(config: ServerConfig) -> Option<Fixture> {
         }
         Err(e) => panic!("cannot open a runtime: {e}"),
     };
+    // The router in this test process: JavaScript runs in-process here (the confined workers,
+    // started from sqrx-init, are tested black-box in tests/server/js.rs).
+    let config = ServerConfig {
+        js_isolation: sqrx_server::config::JsIsolation::InProcess,
+        ..config
+    };
     let state = AppState::new(rt, config).expect("state");
     Some(Fixture {
         router: app(state),

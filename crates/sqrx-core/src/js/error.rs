@@ -2,7 +2,7 @@
 //!
 //! A script that throws, times out or runs out of memory is not an error here: it is an
 //! [`Execution`](super::Execution) with that status. These are the failures of the executor
-//! itself: bad configuration and a host that cannot start worker threads.
+//! itself: bad configuration, and a host that cannot start worker threads or processes.
 
 use crate::error::ErrorKind;
 
@@ -46,6 +46,64 @@ pub enum JsError {
         #[source]
         source: std::io::Error,
     },
+    /// The worker identity would be root.
+    #[error("invalid js worker identity {uid}:{gid}: workers never run as root")]
+    InvalidIdentity {
+        /// The user.
+        uid: u32,
+        /// The group.
+        gid: u32,
+    },
+    /// No program to start confined workers from.
+    #[error(
+        "cannot find sqrx-init to start confined JavaScript workers: set SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::js::confined::run_if_worker() first thing in main"
+    )]
+    WorkerNotFound {
+        /// The current executable.
+        exe: String,
+    },
+    /// A channel operation with a worker failed while starting it.
+    #[error("js worker channel: {op}: {source}")]
+    WorkerChannel {
+        /// The operation (`socketpair`, ...).
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker program could not be started.
+    #[error("cannot start js worker {program}: {source}", program = program.display())]
+    SpawnProcess {
+        /// The program.
+        program: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker ended before it said it was ready.
+    #[error(
+        "js worker {program} ended before it was ready ({status}); is it an sqrx-init of this version?"
+    )]
+    WorkerExited {
+        /// The program.
+        program: String,
+        /// How it ended.
+        status: String,
+    },
+    /// A worker could not confine itself.
+    #[error("js worker confinement failed at {step}: {message}")]
+    WorkerSetup {
+        /// The step (`setresuid`, `seccomp`, ...).
+        step: String,
+        /// The error the worker reported.
+        message: String,
+    },
+    /// A worker broke the channel protocol.
+    #[error("js worker protocol: {reason}")]
+    WorkerProtocol {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl JsError {
@@ -54,9 +112,16 @@ impl JsError {
         match self {
             JsError::InvalidLimit { .. }
             | JsError::InvalidWorkers { .. }
-            | JsError::InvalidHostFunctionName { .. } => ErrorKind::InvalidArgument,
+            | JsError::InvalidHostFunctionName { .. }
+            | JsError::InvalidIdentity { .. } => ErrorKind::InvalidArgument,
             JsError::DuplicateHostFunction { .. } => ErrorKind::AlreadyExists,
-            JsError::SpawnWorker { .. } => ErrorKind::Unavailable,
+            JsError::SpawnWorker { .. }
+            | JsError::WorkerNotFound { .. }
+            | JsError::WorkerChannel { .. }
+            | JsError::SpawnProcess { .. }
+            | JsError::WorkerExited { .. }
+            | JsError::WorkerSetup { .. }
+            | JsError::WorkerProtocol { .. } => ErrorKind::Unavailable,
         }
     }
 }

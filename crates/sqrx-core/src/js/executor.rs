@@ -20,7 +20,7 @@ pub const ABANDON_GRACE: Duration = Duration::from_millis(25);
 
 /// Extra stack for a worker thread beyond the script's own stack limit: the engine's C frames
 /// outside the limit and the host-side conversion of results.
-const THREAD_STACK_HEADROOM: usize = 8 << 20;
+pub(crate) const THREAD_STACK_HEADROOM: usize = 8 << 20;
 
 /// State shared by the executor handle, its workers and its watchdog.
 pub(crate) struct Shared {
@@ -224,7 +224,7 @@ impl JsExecutorBuilder {
     }
 }
 
-fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -351,6 +351,16 @@ impl JsExecutor {
     /// Run a script and block until it ends.
     pub fn run_blocking(&self, request: JsRequest) -> Execution {
         self.run(request).wait()
+    }
+}
+
+impl super::JsRunner for JsExecutor {
+    fn limits(&self) -> &JsLimits {
+        JsExecutor::limits(self)
+    }
+
+    fn run(&self, request: JsRequest) -> PendingExecution {
+        JsExecutor::run(self, request)
     }
 }
 

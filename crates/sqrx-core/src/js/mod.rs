@@ -1,5 +1,6 @@
-//! The JavaScript executor: untrusted scripts run in-process with QuickJS (through
-//! `rquickjs`), under memory, time, stack, log and result limits.
+//! The JavaScript executors: untrusted scripts run with QuickJS (through `rquickjs`), under
+//! memory, time, stack, log and result limits, either in this process ([`JsExecutor`], for
+//! embedders) or in confined worker processes ([`ConfinedJsExecutor`], what the server uses).
 //!
 //! ```
 //! use sqrx_core::js::{JsExecutor, JsLimits, JsRequest};
@@ -15,6 +16,7 @@
 //!
 //! See `docs/js.md` for the semantics, the limits and how timeouts hold inside builtins.
 
+pub mod confined;
 mod console;
 mod convert;
 mod error;
@@ -23,11 +25,14 @@ mod executor;
 mod host;
 mod limits;
 mod reply;
+mod runner;
 mod worker;
 
+pub use confined::{ConfinedJsExecutor, ConfinedJsExecutorBuilder};
 pub use error::JsError;
 pub use execution::{Execution, ExecutionError, ExecutionStatus, JsRequest, LogEntry, LogLevel};
 pub use executor::{ABANDON_GRACE, JsExecutor, JsExecutorBuilder};
 pub use host::{AsyncHostFn, HostFuture, HostResult, SyncHostFn};
 pub use limits::JsLimits;
 pub use reply::PendingExecution;
+pub use runner::JsRunner;

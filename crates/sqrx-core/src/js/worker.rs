@@ -720,3 +720,70 @@ pub(crate) fn run(shared: Arc<Shared>, slot: Arc<Slot>) {
         }
     }
 }
+
+/// One engine driven by its caller's thread, without a pool or a watchdog: what a confined
+/// worker process runs, one execution at a time. Like a pool worker, it builds the context for
+/// the next execution ahead of it ([`LocalRunner::prepare`]) and replaces its runtime after a
+/// timeout or an out-of-memory.
+pub(crate) struct LocalRunner {
+    limits: JsLimits,
+    // Field order is drop order: the context holds the runtime.
+    prepared: Option<Context>,
+    engine: Option<Engine>,
+}
+
+impl LocalRunner {
+    pub(crate) fn new(limits: JsLimits) -> Self {
+        LocalRunner {
+            limits,
+            prepared: None,
+            engine: None,
+        }
+    }
+
+    /// Start the runtime if there is none and build the next execution's context.
+    pub(crate) fn prepare(&mut self) {
+        if self.engine.is_none() {
+            match Engine::new(&self.limits) {
+                Ok(e) => self.engine = Some(e),
+                Err(e) => tracing::error!(error = %e, "cannot create a QuickJS runtime"),
+            }
+        }
+        if self.prepared.is_none()
+            && let Some(engine) = &self.engine
+        {
+            match engine.prepare(&[], &self.limits) {
+                Ok(c) => self.prepared = Some(c),
+                Err(_) => self.engine = None,
+            }
+        }
+    }
+
+    /// Run one script to its end (the interrupt handler enforces the deadline).
+    pub(crate) fn run(&mut self, request: &JsRequest) -> Execution {
+        self.prepare();
+        let started = Instant::now();
+        let (Some(engine), Some(context)) = (self.engine.as_mut(), self.prepared.take()) else {
+            self.engine = None;
+            return failed(
+                "InternalError",
+                "cannot create a JavaScript context".into(),
+                started.elapsed(),
+            );
+        };
+        // Nobody cancels in-process: the host cancels a confined execution by killing the
+        // process.
+        let reply = Arc::new(Reply::default());
+        let (execution, reuse) = engine.execute(&context, request, &reply, &self.limits, started);
+        drop(context);
+        match reuse {
+            Reuse::Keep => engine.collect(),
+            Reuse::Replace => self.engine = None,
+            Reuse::ReplaceAndTrim => {
+                self.engine = None;
+                crate::sys::malloc::release_free_memory();
+            }
+        }
+        execution
+    }
+}

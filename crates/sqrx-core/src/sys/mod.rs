@@ -2,6 +2,7 @@
 //! a `// SAFETY:` comment.
 
 pub mod caps;
+pub mod confine;
 pub mod fdpass;
 pub mod idmap;
 pub mod loopdev;

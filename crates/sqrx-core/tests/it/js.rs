@@ -1,45 +1,126 @@
-//! The JavaScript executor through its public API: the "must be true" list of issue 5.
+//! The JavaScript executors through their public API: the "must be true" list of issue 5,
+//! run against the in-process executor and against the confined one (worker processes started
+//! from this crate's `sqrx-init`). Each behaviour test `js_x` is `js_x::in_process` and
+//! `js_x::confined`; the confinement itself is checked in `js_confined.rs`.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqrx_core::js::{
-    ABANDON_GRACE, Execution, ExecutionStatus, JsExecutor, JsLimits, JsRequest, LogLevel,
+    ABANDON_GRACE, ConfinedJsExecutor, Execution, ExecutionStatus, JsExecutor, JsLimits, JsRequest,
+    JsRunner, LogLevel,
 };
 
 /// CPU-heavy tests (timeouts, OOM) run one at a time so they do not distort each other's
 /// response times on a small machine.
 static HEAVY: Mutex<()> = Mutex::new(());
 
-fn heavy() -> MutexGuard<'static, ()> {
+pub fn heavy() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn executor() -> JsExecutor {
-    JsExecutor::new(JsLimits::default()).expect("executor")
+/// Which executor a behaviour test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    InProcess,
+    Confined,
 }
 
-fn one_worker(limits: JsLimits) -> JsExecutor {
-    JsExecutor::builder()
+/// The sqrx-init binary built with these tests: confined workers start from it.
+pub const WORKER_PROGRAM: &str = env!("CARGO_BIN_EXE_sqrx-init");
+
+/// A confined executor with these limits and workers, started from this build's sqrx-init.
+pub fn confined(limits: JsLimits, workers: usize) -> ConfinedJsExecutor {
+    ConfinedJsExecutor::builder()
         .limits(limits)
-        .workers(1)
+        .workers(workers)
+        .program(WORKER_PROGRAM)
         .build()
-        .expect("executor")
+        .expect("confined executor")
 }
 
-fn run(js: &JsExecutor, code: &str) -> Execution {
+fn build(kind: Kind, limits: JsLimits, workers: Option<usize>) -> Box<dyn JsRunner> {
+    let workers =
+        workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    match kind {
+        Kind::InProcess => Box::new(
+            JsExecutor::builder()
+                .limits(limits)
+                .workers(workers)
+                .build()
+                .expect("executor"),
+        ),
+        Kind::Confined => Box::new(confined(limits, workers)),
+    }
+}
+
+fn executor(kind: Kind) -> Box<dyn JsRunner> {
+    build(kind, JsLimits::default(), None)
+}
+
+fn with_limits(kind: Kind, limits: JsLimits) -> Box<dyn JsRunner> {
+    build(kind, limits, None)
+}
+
+fn one_worker(kind: Kind, limits: JsLimits) -> Box<dyn JsRunner> {
+    build(kind, limits, Some(1))
+}
+
+/// `js_x::in_process` and `js_x::confined` for each behaviour test `js_x(kind)`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn in_process() {
+                    super::$name(super::Kind::InProcess)
+                }
+                #[test]
+                fn confined() {
+                    super::$name(super::Kind::Confined)
+                }
+            }
+        )*
+    };
+}
+
+both!(
+    js_results_console_await_and_input,
+    js_value_conversions,
+    js_thrown_errors,
+    js_timeout_infinite_loop,
+    js_timeout_catastrophic_regex,
+    js_timeout_sort_with_looping_comparator,
+    js_timeout_async_loop,
+    js_timeout_keeps_logs_and_stops_pending_jobs,
+    js_timeout_in_uninterruptible_builtin_abandons_the_worker,
+    js_out_of_memory_then_next_run_succeeds,
+    js_out_of_memory_is_recognised_after_the_heap_emptied,
+    js_cyclic_garbage_is_collected_during_an_execution,
+    js_deep_recursion_is_a_range_error,
+    js_no_require_process_fetch_or_modules,
+    js_fresh_global_state_per_execution,
+    js_thousand_parallel_executions_get_their_own_results,
+    js_async_run_is_a_future,
+    js_log_cap_truncates_with_a_marker,
+    js_result_cap_truncates_with_a_marker,
+    js_invalid_limits_are_errors,
+    js_throw_null_is_an_error_not_oom,
+);
+
+fn run(js: &dyn JsRunner, code: &str) -> Execution {
     js.run_blocking(JsRequest::new(code))
 }
 
-fn ok(js: &JsExecutor, code: &str) -> serde_json::Value {
+fn ok(js: &dyn JsRunner, code: &str) -> serde_json::Value {
     let out = run(js, code);
     assert_eq!(out.status, ExecutionStatus::Success, "{code}: {out:?}");
     assert_eq!(out.error, None);
     out.result
 }
 
-fn thrown(js: &JsExecutor, code: &str) -> sqrx_core::js::ExecutionError {
+fn thrown(js: &dyn JsRunner, code: &str) -> sqrx_core::js::ExecutionError {
     let out = run(js, code);
     assert_eq!(out.status, ExecutionStatus::Error, "{code}: {out:?}");
     assert_eq!(out.result, serde_json::Value::Null);
@@ -48,10 +129,9 @@ fn thrown(js: &JsExecutor, code: &str) -> sqrx_core::js::ExecutionError {
 
 // 1. results, console, await, input
 
-#[test]
-fn js_results_console_await_and_input() {
-    let js = executor();
-    let out = run(&js, "1+2");
+fn js_results_console_await_and_input(kind: Kind) {
+    let js = &*executor(kind);
+    let out = run(js, "1+2");
     let v = serde_json::to_value(&out).expect("json");
     assert_eq!(v["status"], "success");
     assert_eq!(v["result"], 3);
@@ -59,7 +139,7 @@ fn js_results_console_await_and_input() {
     assert_eq!(v["log"], json!([]));
     assert!(v["executionTime"].as_f64().expect("number") >= 0.0);
 
-    let out = run(&js, r#"console.log("Hello!", {a:1})"#);
+    let out = run(js, r#"console.log("Hello!", {a:1})"#);
     assert_eq!(out.status, ExecutionStatus::Success);
     assert_eq!(
         out.result,
@@ -78,90 +158,85 @@ fn js_results_console_await_and_input() {
     let v = serde_json::to_value(&out).expect("json");
     assert_eq!(v["log"][0]["type"], "log");
 
-    assert_eq!(ok(&js, "await Promise.resolve(7)"), 7);
+    assert_eq!(ok(js, "await Promise.resolve(7)"), 7);
     let out = js.run_blocking(JsRequest::new("input.x*2").with_input(json!({"x": 21})));
     assert_eq!(out.result, 42);
 }
 
-#[test]
-fn js_value_conversions() {
-    let js = executor();
+fn js_value_conversions(kind: Kind) {
+    let js = &*executor(kind);
     assert_eq!(
-        ok(&js, "({a: [1, 'two', null, undefined], b: {c: true}})"),
+        ok(js, "({a: [1, 'two', null, undefined], b: {c: true}})"),
         json!({"a": [1, "two", null, null], "b": {"c": true}})
     );
-    assert_eq!(ok(&js, "undefined"), serde_json::Value::Null);
+    assert_eq!(ok(js, "undefined"), serde_json::Value::Null);
     assert_eq!(
-        ok(&js, "12345678901234567890n"),
+        ok(js, "12345678901234567890n"),
         json!("12345678901234567890")
     );
-    assert_eq!(ok(&js, "0.5 + 0.25"), json!(0.75));
-    assert_eq!(ok(&js, "NaN"), serde_json::Value::Null);
-    assert_eq!(ok(&js, "new Date(0)"), json!("1970-01-01T00:00:00.000Z"));
+    assert_eq!(ok(js, "0.5 + 0.25"), json!(0.75));
+    assert_eq!(ok(js, "NaN"), serde_json::Value::Null);
+    assert_eq!(ok(js, "new Date(0)"), json!("1970-01-01T00:00:00.000Z"));
     assert_eq!(
-        ok(&js, "Promise.resolve({ok: 1})"),
+        ok(js, "Promise.resolve({ok: 1})"),
         json!({"ok": 1}),
         "a returned promise is awaited"
     );
     assert_eq!(
-        ok(&js, "input"),
+        ok(js, "input"),
         serde_json::Value::Null,
         "input is null when absent"
     );
     for level in ["log", "info", "warn", "error", "debug"] {
-        let out = run(&js, &format!("console.{level}(1n, [undefined], () => 1)"));
+        let out = run(js, &format!("console.{level}(1n, [undefined], () => 1)"));
         assert_eq!(out.log.len(), 1, "{level}");
         let v = serde_json::to_value(&out.log[0]).expect("json");
         assert_eq!(v["type"], level);
         assert_eq!(v["data"], json!(["1", [null], "[Function (anonymous)]"]));
     }
 
-    let e = thrown(&js, "const a = {}; a.self = a; a");
+    let e = thrown(js, "const a = {}; a.self = a; a");
     assert_eq!(e.name, "TypeError");
     assert!(
         e.message.contains("cyclic") && e.message.contains("$.self"),
         "{e:?}"
     );
-    let e = thrown(&js, "({f() {}})");
+    let e = thrown(js, "({f() {}})");
     assert!(
         e.message.contains("function") && e.message.contains("$.f"),
         "{e:?}"
     );
-    let e = thrown(
-        &js,
-        "let a = []; for (let i = 0; i < 10000; i++) a = [a]; a",
-    );
+    let e = thrown(js, "let a = []; for (let i = 0; i < 10000; i++) a = [a]; a");
     assert!(e.message.contains("nested"), "{e:?}");
     // Logging cyclic values is fine.
-    let out = run(&js, "const o = {}; o.o = o; console.log(o); 1");
+    let out = run(js, "const o = {}; o.o = o; console.log(o); 1");
     assert_eq!(out.log[0].data, vec![json!({"o": "[Circular]"})]);
 }
 
 // 2. errors
 
-#[test]
-fn js_thrown_errors() {
-    let js = executor();
-    let e = thrown(&js, r#"throw new TypeError("bad")"#);
+fn js_thrown_errors(kind: Kind) {
+    let js = &*executor(kind);
+    let e = thrown(js, r#"throw new TypeError("bad")"#);
     assert_eq!(e.name, "TypeError");
     assert_eq!(e.message, "bad");
     assert!(e.stack.contains("<script>:1"), "{e:?}");
-    let v = serde_json::to_value(run(&js, "throw new TypeError('bad')")).expect("json");
+    let v = serde_json::to_value(run(js, "throw new TypeError('bad')")).expect("json");
     assert_eq!(v["error"]["name"], "TypeError");
     assert!(v["error"]["stack"].is_string());
 
-    let e = thrown(&js, "let x = ;");
+    let e = thrown(js, "let x = ;");
     assert_eq!(e.name, "SyntaxError");
     assert!(!e.message.is_empty());
     assert!(e.stack.contains("<script>"), "{e:?}");
 
-    let e = thrown(&js, "throw 5");
+    let e = thrown(js, "throw 5");
     assert_eq!((e.name.as_str(), e.message.as_str()), ("Error", "5"));
-    let e = thrown(&js, "await Promise.reject(new RangeError('no'))");
+    let e = thrown(js, "await Promise.reject(new RangeError('no'))");
     assert_eq!((e.name.as_str(), e.message.as_str()), ("RangeError", "no"));
-    let e = thrown(&js, "throw {message: 'plain object'}");
+    let e = thrown(js, "throw {message: 'plain object'}");
     assert_eq!(e.message, "plain object");
-    let e = thrown(&js, "await new Promise(() => {})");
+    let e = thrown(js, "await new Promise(() => {})");
     assert!(e.message.contains("nothing can settle"), "{e:?}");
 }
 
@@ -169,12 +244,12 @@ fn js_thrown_errors() {
 
 /// Run `code` on a one-worker executor with a 500 ms timeout: it must answer `timeout` within
 /// timeout + 100 ms, and the same worker must then run a script normally.
-fn assert_times_out(code: &str, limits: JsLimits) {
+fn assert_times_out(kind: Kind, code: &str, limits: JsLimits) {
     let _g = heavy();
     let timeout = limits.timeout;
-    let js = one_worker(limits);
+    let js = &*one_worker(kind, limits);
     let start = Instant::now();
-    let out = run(&js, code);
+    let out = run(js, code);
     let elapsed = start.elapsed();
     assert_eq!(out.status, ExecutionStatus::Timeout, "{code}: {out:?}");
     assert_eq!(
@@ -185,7 +260,7 @@ fn assert_times_out(code: &str, limits: JsLimits) {
         elapsed <= timeout + Duration::from_millis(100),
         "{code}: answered after {elapsed:?} (timeout {timeout:?})"
     );
-    assert_eq!(ok(&js, "40 + 2"), 42, "the worker is reusable after {code}");
+    assert_eq!(ok(js, "40 + 2"), 42, "the worker is reusable after {code}");
 }
 
 fn half_second() -> JsLimits {
@@ -195,18 +270,15 @@ fn half_second() -> JsLimits {
     }
 }
 
-#[test]
-fn js_timeout_infinite_loop() {
-    assert_times_out("while(true){}", half_second());
+fn js_timeout_infinite_loop(kind: Kind) {
+    assert_times_out(kind, "while(true){}", half_second());
 }
 
-#[test]
-fn js_timeout_catastrophic_regex() {
-    assert_times_out(r#"/(a+)+$/.test("a".repeat(40)+"b")"#, half_second());
+fn js_timeout_catastrophic_regex(kind: Kind) {
+    assert_times_out(kind, r#"/(a+)+$/.test("a".repeat(40)+"b")"#, half_second());
 }
 
-#[test]
-fn js_timeout_sort_with_looping_comparator() {
+fn js_timeout_sort_with_looping_comparator(kind: Kind) {
     // 1e7 elements take ~160 MB of JSValues: give the heap room so that the time limit, not
     // the memory limit, is what stops it.
     let limits = JsLimits {
@@ -214,34 +286,32 @@ fn js_timeout_sort_with_looping_comparator() {
         ..half_second()
     };
     assert_times_out(
+        kind,
         "Array.from({length:1e7},(_, i)=>i).sort((a,b)=>{while(true){}})",
         limits,
     );
 }
 
-#[test]
-fn js_timeout_async_loop() {
-    assert_times_out("for(;;) await null", half_second());
+fn js_timeout_async_loop(kind: Kind) {
+    assert_times_out(kind, "for(;;) await null", half_second());
 }
 
-#[test]
-fn js_timeout_keeps_logs_and_stops_pending_jobs() {
+fn js_timeout_keeps_logs_and_stops_pending_jobs(kind: Kind) {
     let _g = heavy();
-    let js = one_worker(half_second());
+    let js = &*one_worker(kind, half_second());
     let out = run(
-        &js,
+        js,
         "console.log('before'); (async () => { for(;;) await null })(); 1",
     );
     assert_eq!(out.status, ExecutionStatus::Timeout, "{out:?}");
     assert_eq!(out.log[0].data, vec![json!("before")]);
     // The abandoned job chain of the timed-out run never runs in the next one.
-    let out = run(&js, "console.log('next'); 2");
+    let out = run(js, "console.log('next'); 2");
     assert_eq!(out.status, ExecutionStatus::Success, "{out:?}");
     assert_eq!(out.log.len(), 1);
 }
 
-#[test]
-fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
+fn js_timeout_in_uninterruptible_builtin_abandons_the_worker(kind: Kind) {
     let _g = heavy();
     // replaceAll over a 20 MB string runs entirely in C (~2 s here) and never polls the
     // interrupt handler; the watchdog answers for the worker and starts a replacement.
@@ -250,10 +320,10 @@ fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
         memory_bytes: 1 << 30,
         ..JsLimits::default()
     };
-    let js = one_worker(limits.clone());
+    let js = &*one_worker(kind, limits.clone());
     let code = "const s = 'a'.repeat(2e7); s.replaceAll('a', 'bb').length";
     let start = Instant::now();
-    let out = run(&js, code);
+    let out = run(js, code);
     let elapsed = start.elapsed();
     assert_eq!(out.status, ExecutionStatus::Timeout, "{out:?}");
     assert!(
@@ -264,7 +334,7 @@ fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
     let watchdog_after = (limits.timeout + ABANDON_GRACE).as_secs_f64() * 1000.0;
     assert!(out.execution_time_ms >= watchdog_after, "{out:?}");
     assert_eq!(
-        ok(&js, "40 + 2"),
+        ok(js, "40 + 2"),
         42,
         "a replacement worker runs the next script"
     );
@@ -272,50 +342,48 @@ fn js_timeout_in_uninterruptible_builtin_abandons_the_worker() {
 
 // 4. memory and stack
 
-#[test]
-fn js_out_of_memory_then_next_run_succeeds() {
+fn js_out_of_memory_then_next_run_succeeds(kind: Kind) {
     let _g = heavy();
-    let js = one_worker(JsLimits::default());
-    let out = run(&js, r#"let a=[]; for(;;) a.push("x".repeat(1e6))"#);
+    let js = &*one_worker(kind, JsLimits::default());
+    let out = run(js, r#"let a=[]; for(;;) a.push("x".repeat(1e6))"#);
     assert_eq!(out.status, ExecutionStatus::OutOfMemory, "{out:?}");
     assert_eq!(
         serde_json::to_value(&out).expect("json")["status"],
         "out_of_memory"
     );
-    assert_eq!(ok(&js, "1+2"), 3);
+    assert_eq!(ok(js, "1+2"), 3);
 }
 
-#[test]
-fn js_out_of_memory_is_recognised_after_the_heap_emptied() {
+fn js_out_of_memory_is_recognised_after_the_heap_emptied(kind: Kind) {
     let _g = heavy();
-    let js = one_worker(JsLimits::default());
+    let js = &*one_worker(kind, JsLimits::default());
     // The data is freed while the exception unwinds out of `fill`, and what reaches the top is
     // not the engine's own error: still an out-of-memory.
     let out = run(
-        &js,
+        js,
         r#"function fill() { let a = []; for (;;) a.push("y".repeat(1e6)); }
            try { fill() } catch (e) { throw new Error("gave up: " + e) }"#,
     );
     assert_eq!(out.status, ExecutionStatus::OutOfMemory, "{out:?}");
     // Memory problems a script handles are its own business.
     let out = run(
-        &js,
+        js,
         r#"function fill() { let a = []; for (;;) a.push("y".repeat(1e6)); }
            let r = "none"; try { fill() } catch (e) { r = "recovered" }; r"#,
     );
     assert_eq!(out.status, ExecutionStatus::Success, "{out:?}");
     assert_eq!(out.result, serde_json::json!("recovered"));
     // A script's own `throw null` is an ordinary error.
-    assert_eq!(run(&js, "throw null").status, ExecutionStatus::Error);
+    assert_eq!(run(js, "throw null").status, ExecutionStatus::Error);
 }
 
 /// The body of `js_out_of_memory_returns_rss_to_baseline`, run in a child process of the test
 /// binary so that no other test's allocations move the RSS.
 fn oom_rss_in_this_process() {
-    let js = one_worker(JsLimits::default());
+    let js = &*one_worker(Kind::InProcess, JsLimits::default());
     for _ in 0..20 {
         ok(
-            &js,
+            js,
             "JSON.stringify(Array.from({length: 1000}, (_, i) => ({i})))",
         );
     }
@@ -328,13 +396,13 @@ fn oom_rss_in_this_process() {
     .into_iter()
     .enumerate()
     {
-        let out = run(&js, code);
+        let out = run(js, code);
         assert_eq!(
             out.status,
             ExecutionStatus::OutOfMemory,
             "round {round}: {out:?}"
         );
-        assert_eq!(ok(&js, "1+2"), 3);
+        assert_eq!(ok(js, "1+2"), 3);
     }
     let after = rss_bytes();
     println!("RSS baseline {baseline} after {after}");
@@ -379,38 +447,38 @@ fn js_out_of_memory_returns_rss_to_baseline() {
     );
 }
 
-#[test]
-fn js_cyclic_garbage_is_collected_during_an_execution() {
+fn js_cyclic_garbage_is_collected_during_an_execution(kind: Kind) {
     let _g = heavy();
     // ~50 MB of cycles in total, never more than a few live: only the collector running on its
     // own during the script keeps it under 8 MiB. Twice, since the executor collects and
     // resets the collector's threshold itself between executions.
-    let js = one_worker(JsLimits {
-        memory_bytes: 8 << 20,
-        ..JsLimits::default()
-    });
+    let js = &*one_worker(
+        kind,
+        JsLimits {
+            memory_bytes: 8 << 20,
+            ..JsLimits::default()
+        },
+    );
     for _ in 0..2 {
         let code = "for (let i = 0; i < 3e5; i++) { const a = {i}; a.self = {a}; } 'done'";
-        assert_eq!(ok(&js, code), "done");
+        assert_eq!(ok(js, code), "done");
     }
 }
 
-#[test]
-fn js_deep_recursion_is_a_range_error() {
-    let js = executor();
-    let e = thrown(&js, "function f(n) { return f(n + 1) + 1 } f(0)");
+fn js_deep_recursion_is_a_range_error(kind: Kind) {
+    let js = &*executor(kind);
+    let e = thrown(js, "function f(n) { return f(n + 1) + 1 } f(0)");
     assert_eq!(e.name, "RangeError", "{e:?}");
-    assert_eq!(ok(&js, "1+2"), 3);
+    assert_eq!(ok(js, "1+2"), 3);
 }
 
 // 5. no ambient capabilities
 
-#[test]
-fn js_no_require_process_fetch_or_modules() {
-    let js = executor();
+fn js_no_require_process_fetch_or_modules(kind: Kind) {
+    let js = &*executor(kind);
     assert_eq!(
         ok(
-            &js,
+            js,
             "[typeof require, typeof process, typeof fetch, typeof Deno, typeof setTimeout, typeof performance]"
         ),
         json!([
@@ -422,23 +490,22 @@ fn js_no_require_process_fetch_or_modules() {
             "undefined"
         ])
     );
-    let e = thrown(&js, r#"await import("fs")"#);
+    let e = thrown(js, r#"await import("fs")"#);
     assert!(e.message.contains("fs"), "{e:?}");
-    let e = thrown(&js, r#"await import("./x.js")"#);
+    let e = thrown(js, r#"await import("./x.js")"#);
     assert!(!e.message.is_empty(), "{e:?}");
-    assert_eq!(thrown(&js, "import fs from 'fs'").name, "SyntaxError");
+    assert_eq!(thrown(js, "import fs from 'fs'").name, "SyntaxError");
 }
 
-#[test]
-fn js_fresh_global_state_per_execution() {
-    let js = one_worker(JsLimits::default());
+fn js_fresh_global_state_per_execution(kind: Kind) {
+    let js = &*one_worker(kind, JsLimits::default());
     ok(
-        &js,
+        js,
         "globalThis.leak = 1; var v = 2; Array.prototype.evil = () => 3; Object.freeze(Object.prototype); 0",
     );
     assert_eq!(
         ok(
-            &js,
+            js,
             "[typeof leak, typeof v, typeof [].evil, Object.isFrozen(Object.prototype)]"
         ),
         json!(["undefined", "undefined", "undefined", false])
@@ -447,9 +514,8 @@ fn js_fresh_global_state_per_execution() {
 
 // 6. parallelism
 
-#[test]
-fn js_thousand_parallel_executions_get_their_own_results() {
-    let js = executor();
+fn js_thousand_parallel_executions_get_their_own_results(kind: Kind) {
+    let js = &*executor(kind);
     let pending: Vec<_> = (0..1000)
         .map(|i| {
             js.run(
@@ -466,9 +532,8 @@ fn js_thousand_parallel_executions_get_their_own_results() {
     }
 }
 
-#[test]
-fn js_async_run_is_a_future() {
-    let js = executor();
+fn js_async_run_is_a_future(kind: Kind) {
+    let js = &*executor(kind);
     let out = futures_lite_block_on(js.run(JsRequest::new("await 1; 5")));
     assert_eq!(out.result, 5);
 }
@@ -496,11 +561,10 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
 
 // 7. caps
 
-#[test]
-fn js_log_cap_truncates_with_a_marker() {
-    let js = executor();
+fn js_log_cap_truncates_with_a_marker(kind: Kind) {
+    let js = &*executor(kind);
     let out = run(
-        &js,
+        js,
         r#"for (let i = 0; i < 100; i++) console.log("x".repeat(1e6)); "done""#,
     );
     assert_eq!(out.status, ExecutionStatus::Success, "{:?}", out.error);
@@ -518,7 +582,7 @@ fn js_log_cap_truncates_with_a_marker() {
     assert!(bytes < 2 << 20, "log is {bytes} bytes");
 
     let out = run(
-        &js,
+        js,
         r#"for (let i = 0; i < 3000; i++) console.log("y".repeat(1000)); 1"#,
     );
     assert_eq!(out.status, ExecutionStatus::Success);
@@ -535,27 +599,28 @@ fn js_log_cap_truncates_with_a_marker() {
     );
 }
 
-#[test]
-fn js_result_cap_truncates_with_a_marker() {
-    let js = JsExecutor::new(JsLimits {
-        max_result_bytes: 1000,
-        ..JsLimits::default()
-    })
-    .expect("executor");
-    let out = run(&js, "Array.from({length: 1e6}, (_, i) => i)");
+fn js_result_cap_truncates_with_a_marker(kind: Kind) {
+    let js = &*with_limits(
+        kind,
+        JsLimits {
+            max_result_bytes: 1000,
+            ..JsLimits::default()
+        },
+    );
+    let out = run(js, "Array.from({length: 1e6}, (_, i) => i)");
     assert_eq!(out.status, ExecutionStatus::Success);
     let s = out.result.as_str().expect("truncated to a string");
     assert!(s.starts_with("[0,1,2,3"), "{s}");
     assert!(s.ends_with("[truncated: over the 1000-byte limit]"), "{s}");
     assert!(s.len() < 1100);
-    assert_eq!(ok(&js, "'x'.repeat(900)").as_str().map(str::len), Some(900));
+    assert_eq!(ok(js, "'x'.repeat(900)").as_str().map(str::len), Some(900));
 }
 
 // host functions
 
 #[test]
 fn js_host_functions_sync_and_async() {
-    let js = JsExecutor::builder()
+    let js = &JsExecutor::builder()
         .host_fn("add", |args| {
             let n: f64 = args.iter().filter_map(|v| v.as_f64()).sum();
             Ok(json!(n))
@@ -581,26 +646,26 @@ fn js_host_functions_sync_and_async() {
         .host_fn_async("reject", |_| Box::pin(async { Err("denied".to_string()) }))
         .build()
         .expect("executor");
-    assert_eq!(ok(&js, "add(1, 2, 3)"), 6);
-    assert_eq!(ok(&js, "const r = await lookup('k'); r.key"), "value of k");
+    assert_eq!(ok(js, "add(1, 2, 3)"), 6);
+    assert_eq!(ok(js, "const r = await lookup('k'); r.key"), "value of k");
     assert_eq!(
         ok(
-            &js,
+            js,
             "(await Promise.all([lookup('a'), lookup('b')])).map(r => r.key)"
         ),
         json!(["value of a", "value of b"])
     );
-    let e = thrown(&js, "fail()");
+    let e = thrown(js, "fail()");
     assert_eq!(
         (e.name.as_str(), e.message.as_str()),
         ("Error", "no such user")
     );
     assert_eq!(
-        ok(&js, "try { fail() } catch (e) { e.message }"),
+        ok(js, "try { fail() } catch (e) { e.message }"),
         "no such user"
     );
-    assert_eq!(thrown(&js, "await reject()").message, "denied");
-    assert_eq!(thrown(&js, "add(() => 1)").name, "TypeError");
+    assert_eq!(thrown(js, "await reject()").message, "denied");
+    assert_eq!(thrown(js, "add(() => 1)").name, "TypeError");
 
     let bad = JsExecutor::builder()
         .host_fn("console", |_| Ok(json!(1)))
@@ -644,21 +709,26 @@ impl std::future::Future for ThreadFuture {
     }
 }
 
-#[test]
-fn js_invalid_limits_are_errors() {
-    let err = JsExecutor::new(JsLimits {
+fn js_invalid_limits_are_errors(kind: Kind) {
+    let limits = JsLimits {
         timeout: Duration::ZERO,
         ..JsLimits::default()
-    })
-    .expect_err("invalid");
+    };
+    let err = match kind {
+        Kind::InProcess => JsExecutor::new(limits).expect_err("invalid"),
+        Kind::Confined => ConfinedJsExecutor::builder()
+            .limits(limits)
+            .program(WORKER_PROGRAM)
+            .build()
+            .expect_err("invalid"),
+    };
     let err = sqrx_core::Error::from(err);
     assert_eq!(err.kind(), sqrx_core::ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("timeout"), "{err}");
 }
 
-#[test]
-fn js_throw_null_is_an_error_not_oom() {
-    let js = executor();
-    let e = thrown(&js, "throw null");
+fn js_throw_null_is_an_error_not_oom(kind: Kind) {
+    let js = &*executor(kind);
+    let e = thrown(js, "throw null");
     assert_eq!((e.name.as_str(), e.message.as_str()), ("Error", "null"));
 }

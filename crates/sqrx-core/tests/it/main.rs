@@ -6,6 +6,8 @@ mod corrupt_images;
 mod escape;
 #[cfg(feature = "js")]
 mod js;
+#[cfg(feature = "js")]
+mod js_confined;
 mod layer_build;
 mod layer_store;
 mod sandbox;

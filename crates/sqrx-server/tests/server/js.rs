@@ -118,3 +118,73 @@ async fn javascript() {
         );
     }
 }
+
+/// The direct children of `pid` whose command line is a JavaScript worker's.
+fn js_workers_of(pid: i32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|a| a == b"js-worker") {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn status_field(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn javascript_runs_in_confined_workers_by_default() {
+    if !privileged("server javascript confinement") {
+        return;
+    }
+    let data = DataDir::new();
+    let s = Server::start_with(&data, Binary::Server, &["--no-bootstrap"], &[]);
+    let c = client();
+    let r = post(&c, s.url("/v1/execute"), json!({"code": "6 * 7"})).await;
+    assert_eq!(r.1["result"], 42, "{}", r.1);
+    let workers = js_workers_of(s.pid());
+    assert!(!workers.is_empty(), "no js-worker child of the server");
+    for w in workers {
+        assert_eq!(status_field(w, "Uid"), "65534\t65534\t65534\t65534", "{w}");
+        assert_eq!(status_field(w, "CapEff"), "0000000000000000", "{w}");
+        assert_eq!(status_field(w, "Seccomp"), "2", "{w}");
+        assert_eq!(status_field(w, "NoNewPrivs"), "1", "{w}");
+        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{w}/fd"))
+            .expect("fds")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(fds, vec![std::ffi::OsString::from("3")], "{w}");
+    }
+
+    // Chosen explicitly: in-process, no worker processes.
+    let data = DataDir::new();
+    let s = Server::start_with(
+        &data,
+        Binary::Server,
+        &["--no-bootstrap", "--js-isolation", "in-process"],
+        &[],
+    );
+    let r = post(&c, s.url("/api/execute"), json!({"code": "6 * 7"})).await;
+    assert_eq!(r.1["result"], 42, "{}", r.1);
+    assert_eq!(js_workers_of(s.pid()), Vec::<u32>::new());
+}
