@@ -191,6 +191,9 @@ const PROBES: &[(&str, Probe)] = &[
         if rc >= 0 {
             unsafe { libc::close(rc as i32) };
         }
+        if rc < 0 && errno().raw_os_error() == Some(libc::ENOENT) {
+            return Ok(NotApplicable("this kernel has no perf events".into()));
+        }
         Ok(verdict(rc, "opened a perf event"))
     }),
     ("userfaultfd", |_| {
@@ -203,7 +206,11 @@ const PROBES: &[(&str, Probe)] = &[
     ("ptrace-server", |_| {
         let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, 2, 0, 0) };
         if rc == 0 {
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, 2, 0, 0) };
+            // Detach only once the server has stopped, or it stays stopped when we exit.
+            unsafe {
+                libc::waitpid(2, std::ptr::null_mut(), libc::__WALL);
+                libc::ptrace(libc::PTRACE_DETACH, 2, 0, 0);
+            }
         }
         Ok(verdict(rc, "attached to the control server"))
     }),
@@ -374,10 +381,10 @@ const PROBES: &[(&str, Probe)] = &[
             if name == me || name.parse::<u32>().is_err() {
                 continue;
             }
-            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-                if String::from_utf8_lossy(&cmd).contains(marker) {
-                    return Ok(Escaped(format!("sees {:?}", e.path())));
-                }
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+                && String::from_utf8_lossy(&cmd).contains(marker)
+            {
+                return Ok(Escaped(format!("sees {:?}", e.path())));
             }
         }
         Ok(Blocked(format!("no process with {marker:?} in view")))
