@@ -390,10 +390,6 @@ const PROBES: &[(&str, Probe)] = &[
         Ok(Blocked(format!("no process with {marker:?} in view")))
     }),
     ("setuid-exec", |_| setuid_exec()),
-    ("euid", |_| {
-        println!("{}", unsafe { libc::geteuid() });
-        Ok(Blocked("printed".into()))
-    }),
     ("pids-limit", |max| forks(max)),
     ("memory-limit", |mb| memory(mb)),
     ("disk-limit", |mb| disk(mb)),
@@ -635,7 +631,11 @@ fn setuid_exec() -> Result<Outcome, String> {
         .output()
         .map_err(|e| format!("run: {e}"))?;
     let _ = std::fs::remove_file(copy);
-    let euid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let euid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     Ok(if euid == "0" {
         Escaped(format!(
             "setuid copy (mode {mode:o}) ran with euid 0 from uid 1000"
@@ -733,6 +733,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map(String::as_str).unwrap_or("list");
     let arg = args.get(2).map(String::as_str).unwrap_or("");
+    if name == "euid" {
+        // The setuid copy's report of its effective uid (see setuid_exec).
+        println!("{}", unsafe { libc::geteuid() });
+        return;
+    }
     if name == "list" {
         for (n, _) in PROBES {
             println!("{n}");
