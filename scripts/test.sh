@@ -14,11 +14,14 @@ export CARGO_TERM_COLOR=never
 # What exists before the tests (a developer's own sandboxes, say) is not a leak of the tests.
 sqrx_cgroups() { { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true; } | sort; }
 sqrx_test_dirs() { { ls -d /tmp/sqrx-test-* 2>/dev/null || true; } | sort; }
+# Host id ranges held by sandboxes (one file per range, naming the sandbox directory).
+sqrx_id_ranges() { { grep -l "sqrx-test" /run/sqrx/idmap/[0-9]* 2>/dev/null || true; } | sort; }
 BEFORE=$(mktemp -d)
 cleanup_dirs=("$BEFORE")
 trap 'rm -rf "${cleanup_dirs[@]}"' EXIT
 sqrx_cgroups > "$BEFORE/cgroups"
 sqrx_test_dirs > "$BEFORE/dirs"
+sqrx_id_ranges > "$BEFORE/ids"
 
 echo "== fmt and clippy"
 cargo fmt --all --check
@@ -104,5 +107,7 @@ done
 if [ -n "$left" ]; then echo "leaked cgroups:"; printf '%s' "$left"; leaks=1; fi
 left=$(sqrx_test_dirs | comm -13 "$BEFORE/dirs" -)
 if [ -n "$left" ]; then echo "leaked test directories:"; echo "$left"; leaks=1; fi
+left=$(sqrx_id_ranges | comm -13 "$BEFORE/ids" -)
+if [ -n "$left" ]; then echo "leaked host id ranges:"; for f in $left; do echo "$f: $(cat "$f")"; done; leaks=1; fi
 if [ "$leaks" -ne 0 ]; then exit 1; fi
-echo "no leaked mounts, loop devices, cgroups or test directories"
+echo "no leaked mounts, loop devices, cgroups, id ranges or test directories"
