@@ -188,8 +188,16 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         ("tmp", 0o1777),
     ] {
         let p = root.join(dir);
-        if !p.exists() {
-            mkdir(&p, mode)?;
+        match std::fs::symlink_metadata(&p) {
+            // A mount target that is a symlink would be followed, here before the pivot on
+            // the host's side, and put the mount somewhere the sandbox chose.
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "/{dir} in the sandbox's layers is a symlink; refusing to mount on it"
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => mkdir(&p, mode)?,
         }
     }
     setup_dev(&root.join("dev"), &stage.join("nodes"))?;

@@ -268,12 +268,29 @@ pub(crate) fn init_config(
     InitConfig {
         id: spec.id.clone(),
         hostname: spec.hostname.clone().unwrap_or_else(|| spec.id.clone()),
-        lowerdirs: stack.iter().rev().map(|r| r.mount.clone()).collect(),
+        lowerdirs: lowerdirs(stack),
         rw_dir: super::upper::rw_dir(dir),
         exec_seq_base: 0,
         run_dir: dir.to_path_buf(),
         id_base: ids.map(|r| r.base),
     }
+}
+
+/// The overlay's lower directories for `stack` (base first), top first, each mount once.
+///
+/// A stack may hold the same image twice (two snapshots with identical content, a layer
+/// activated again under a snapshot of itself), and overlayfs refuses a layer that overlaps
+/// another (`ELOOP`). The higher copy shadows everything the lower one holds, entry for entry
+/// (its whiteouts and opaque directories too), so keeping only the topmost occurrence gives
+/// exactly the same view.
+pub(crate) fn lowerdirs(stack: &[LayerRef]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    stack
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(r.mount.clone()))
+        .map(|r| r.mount.clone())
+        .collect()
 }
 
 /// The error for an init that failed with `reason` (its log's tail): a kernel that cannot
@@ -452,5 +469,38 @@ impl Drop for Launcher {
         // nothing is left running or unreaped.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, mount: &str) -> LayerRef {
+        LayerRef {
+            name: name.into(),
+            digest: format!("sha256:{mount}"),
+            mount: PathBuf::from(mount),
+            image: PathBuf::new(),
+            snapshot: false,
+        }
+    }
+
+    #[test]
+    fn lowerdirs_are_top_first_and_keep_the_topmost_copy_of_an_image() {
+        let stack = [
+            layer("000-base", "/m/base"),
+            layer("s1", "/m/empty"),
+            layer("s2", "/m/x"),
+            layer("s3", "/m/empty"),
+        ];
+        assert_eq!(
+            lowerdirs(&stack),
+            ["/m/empty", "/m/x", "/m/base"].map(PathBuf::from)
+        );
+        assert_eq!(
+            lowerdirs(&stack[..2]),
+            ["/m/empty", "/m/base"].map(PathBuf::from)
+        );
     }
 }

@@ -115,13 +115,17 @@ impl Sandbox {
         // `start_init` waits for it to be gone before the new one joins the cgroup.
         let old_init = (self.state.init_pid, self.state.init_start);
         super::destroy::kill(old_init.0, Some(old_init.1));
+        let exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
+        // A restore starts on a fresh upper mounted beside the current one, which stays until
+        // the new init serves: a failed restore gives the sandbox back its files.
+        let next_rw = super::upper::next_rw_dir(&dir);
         let restarted = (|| {
-            if clear_upper {
-                super::upper::unmount_upper(&dir);
-                super::upper::mount_upper(&dir, self.state.spec.upper_mb)?;
-            }
             let mut config = init_config(&self.state.spec, &dir, &stack, self.state.ids);
-            config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
+            if clear_upper {
+                super::upper::mount_upper_at(&next_rw, self.state.spec.upper_mb)?;
+                config.rw_dir = next_rw.clone();
+            }
+            config.exec_seq_base = exec_seq_base;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
             let (pid, start, ready) = launcher.start(&config, &cgroup, Some(old_init))?;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
@@ -131,13 +135,54 @@ impl Sandbox {
             }
             Ok((pid, start))
         })();
+        let restarted = match restarted {
+            Ok(p) if clear_upper => super::upper::replace_upper(&dir, &next_rw)
+                .map(|()| p)
+                .inspect_err(|_| super::destroy::kill_and_wait(p.0, Some(p.1))),
+            other => other,
+        };
         let (pid, start) = match restarted {
             Ok(p) => p,
             Err(e) => {
-                // The old processes are gone and the new init did not come up: remove the
-                // sandbox rather than leave one that cannot run. Its state names the old layers;
-                // the new ones are released with them.
-                tracing::error!(sandbox = %self.id(), error = %e, "restart failed; destroying");
+                super::upper::unmount_at(&next_rw);
+                // Back to the stack and upper it had: its processes are gone (as they would be
+                // after the restore), its files are not.
+                let mut config =
+                    init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
+                config.exec_seq_base = exec_seq_base;
+                let back = rt.init_program().and_then(|(init, self_exec)| {
+                    let launcher = Launcher::spawn(&init, self_exec, self.id(), &dir)?;
+                    let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
+                    if let Err(e) = ready.wait() {
+                        super::destroy::kill_and_wait(pid, Some(start));
+                        return Err(e);
+                    }
+                    Ok((pid, start))
+                });
+                match back {
+                    Ok((pid, start)) => {
+                        tracing::warn!(sandbox = %self.id(), error = %e, "restart failed; the sandbox runs on its previous stack");
+                        self.state.init_pid = pid;
+                        self.state.init_start = start;
+                        self.state.save(&rt.state_path(self.id()))?;
+                        let _ = rt.inner.mounts.locked(|| {
+                            rt.announce_mounts(&dir, &old)?;
+                            let unused: Vec<PathBuf> =
+                                new.iter().filter(|m| !old.contains(m)).cloned().collect();
+                            rt.inner
+                                .mounts
+                                .release(&unused, &rt.mounts_in_use(self.id()));
+                            Ok(())
+                        });
+                        return Err(e);
+                    }
+                    Err(again) => {
+                        // Neither stack starts: remove the sandbox rather than leave one that
+                        // cannot run. Its state names the old layers; the new ones are
+                        // released with them.
+                        tracing::error!(sandbox = %self.id(), error = %e, again = %again, "restart failed twice; destroying");
+                    }
+                }
                 self.state
                     .layers
                     .extend(stack.into_iter().filter(|l| !old.contains(&l.mount)));

@@ -24,9 +24,20 @@ pub(crate) fn upper_dir(sandbox_dir: &Path) -> PathBuf {
     rw_dir(sandbox_dir).join("upper")
 }
 
+/// Where a restore prepares the fresh upper before it replaces the current one.
+pub(crate) fn next_rw_dir(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join("rw.next")
+}
+
 /// Mount an empty tmpfs of `size_mb` at `<sandbox_dir>/rw` with `upper/`, `work/` and `root/`.
 pub(crate) fn mount_upper(sandbox_dir: &Path, size_mb: u64) -> Result<(), SandboxError> {
-    let rw = rw_dir(sandbox_dir);
+    mount_upper_at(&rw_dir(sandbox_dir), size_mb)
+}
+
+/// Mount an empty upper tmpfs of `size_mb` at `rw` (see [`mount_upper`]).
+pub(crate) fn mount_upper_at(rw: &Path, size_mb: u64) -> Result<(), SandboxError> {
+    let rw = rw.to_path_buf();
+    unmount_at(&rw);
     std::fs::create_dir_all(&rw).map_err(SandboxError::io("create", &rw))?;
     let options = format!("size={size_mb}m,mode=0700");
     nix::mount::mount(
@@ -46,7 +57,7 @@ pub(crate) fn mount_upper(sandbox_dir: &Path, size_mb: u64) -> Result<(), Sandbo
         let made = std::fs::create_dir(&p)
             .and_then(|()| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)));
         if let Err(e) = made {
-            unmount_upper(sandbox_dir);
+            unmount_at(&rw);
             return Err(SandboxError::Io {
                 op: "create",
                 path: p,
@@ -57,17 +68,58 @@ pub(crate) fn mount_upper(sandbox_dir: &Path, size_mb: u64) -> Result<(), Sandbo
     Ok(())
 }
 
-/// Unmount the upper tmpfs (its content is gone). Does nothing when it is not mounted.
+/// Unmount the upper tmpfs (its content is gone), and one a restore left half-prepared. Does
+/// nothing when they are not mounted.
 pub(crate) fn unmount_upper(sandbox_dir: &Path) {
-    let rw = rw_dir(sandbox_dir);
-    if !is_mount_point(&rw) {
+    unmount_at(&rw_dir(sandbox_dir));
+    unmount_at(&next_rw_dir(sandbox_dir));
+    unmount_at(&sandbox_dir.join("rw.old"));
+}
+
+/// Unmount the tmpfs at `rw` if one is mounted there.
+pub(crate) fn unmount_at(rw: &Path) {
+    if !is_mount_point(rw) {
         return;
     }
-    if let Err(e) = nix::mount::umount2(&rw, MntFlags::MNT_DETACH) {
+    if let Err(e) = nix::mount::umount2(rw, MntFlags::MNT_DETACH) {
         tracing::warn!(path = %rw.display(), error = %e, "cannot unmount the upper tmpfs");
     }
 }
 
+/// Make the upper prepared at `next` (the new init already runs on it) the sandbox's upper.
+/// Bind mounts only (a move is refused under a shared parent mount, as on systemd hosts): the
+/// old upper is kept at `rw.old`, `next` bound at `rw`, then both extra mounts dropped; if the
+/// bind fails the old upper goes back to `rw`.
+pub(crate) fn replace_upper(sandbox_dir: &Path, next: &Path) -> Result<(), SandboxError> {
+    let rw = rw_dir(sandbox_dir);
+    let old = sandbox_dir.join("rw.old");
+    let bind = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).map_err(SandboxError::io("create", to))?;
+        nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
+            |e| SandboxError::Io {
+                op: "bind an upper tmpfs on",
+                path: to.to_path_buf(),
+                source: e.into(),
+            },
+        )
+    };
+    unmount_at(&old);
+    let had_old = is_mount_point(&rw);
+    if had_old {
+        bind(&rw, &old)?;
+        unmount_at(&rw);
+    }
+    if let Err(e) = bind(next, &rw) {
+        if had_old {
+            let _ = bind(&old, &rw);
+        }
+        unmount_at(&old);
+        return Err(e);
+    }
+    unmount_at(&old);
+    unmount_at(next);
+    Ok(())
+}
 /// Bytes used in the upper tmpfs.
 pub(crate) fn used_bytes(sandbox_dir: &Path) -> u64 {
     let rw = rw_dir(sandbox_dir);

@@ -391,3 +391,22 @@ fn root_in_a_sandbox_is_an_unprivileged_host_range_everywhere() {
     a.destroy().expect("destroy a");
     assert!(!slot(base).exists() && !slot(base_b).exists());
 }
+
+#[test]
+fn a_layer_whose_mount_target_is_a_symlink_is_refused() {
+    if !privileged("a_layer_whose_mount_target_is_a_symlink_is_refused") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink("/etc", dir.path().join("proc")).expect("symlink");
+    let name = crate::name("100-evil");
+    t.rt.layers()
+        .build_from_dir(&name, dir.path(), &Default::default())
+        .expect("layer");
+    let mut spec = SandboxSpec::new("evil");
+    spec.layers = vec!["000-base".into(), "100-evil".into()];
+    let e = t.rt.create(spec).expect_err("a symlinked /proc is refused");
+    assert!(e.to_string().contains("symlink"), "{e}");
+    assert!(t.rt.list().is_empty(), "nothing left behind");
+}

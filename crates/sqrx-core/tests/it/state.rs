@@ -443,3 +443,56 @@ fn connect_reaches_a_port_inside_without_a_route() {
         assert!(String::from_utf8_lossy(&body).contains("served-from-inside"));
     });
 }
+
+#[test]
+fn restore_through_identical_snapshots_keeps_the_sandbox() {
+    if !privileged("restore_through_identical_snapshots_keeps_the_sandbox") {
+        return;
+    }
+    // The sequence of issue 15: s1 and s2 are identical (empty) images, so the stack of s2
+    // holds the same image twice; overlayfs refused that (ELOOP) and the failed restore
+    // destroyed the sandbox.
+    let t = TestRuntime::new();
+    let mut sb = t.create("r1");
+    sb.snapshot(Some("s1")).expect("s1");
+    sb.restore("s1").expect("restore s1");
+    sb.snapshot(Some("s2")).expect("s2");
+    out(&sb, "echo three > /tmp/three");
+    sb.snapshot(Some("s3")).expect("s3");
+    sb.restore("s2")
+        .expect("restore s2 (a stack with one image twice)");
+    assert_eq!(
+        out(&sb, "test -e /tmp/three && echo yes || echo no"),
+        "no\n"
+    );
+    sb.restore("s3").expect("restore s3");
+    assert_eq!(out(&sb, "cat /tmp/three"), "three\n");
+    sb.restore("s1").expect("restore s1 again");
+    assert!(t.rt.list().iter().any(|s| s.id() == "r1"));
+}
+
+#[test]
+fn a_failed_restore_leaves_the_sandbox_and_its_files() {
+    if !privileged("a_failed_restore_leaves_the_sandbox_and_its_files") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut sb = t.create("keep");
+    out(&sb, "echo before > /tmp/before");
+    let snap = sb.snapshot(Some("bad")).expect("snapshot");
+    // Corrupt the snapshot's image: the restore must fail and change nothing.
+    let images = t.dir.path().join("sandboxes/keep/snapshots/images");
+    for e in std::fs::read_dir(&images).expect("images").flatten() {
+        std::fs::write(e.path(), b"not a squashfs image").expect("corrupt");
+    }
+    let _ = snap;
+    out(&sb, "echo after > /tmp/after");
+    let pid = sb.info().init_pid;
+    let e = sb
+        .restore("bad")
+        .expect_err("a corrupt snapshot cannot be restored");
+    assert_ne!(e.kind(), ErrorKind::NotFound, "{e}");
+    let sb = t.rt.get("keep").expect("the sandbox is still there");
+    assert_eq!(sb.info().init_pid, pid, "its init was not touched");
+    assert_eq!(out(&sb, "cat /tmp/before /tmp/after"), "before\nafter\n");
+}
