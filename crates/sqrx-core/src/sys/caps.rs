@@ -28,18 +28,20 @@ pub fn last_cap() -> u32 {
         .map_or(MAX_CAP, |n: u32| n.min(MAX_CAP))
 }
 
+/// `struct __user_cap_header_struct`.
 #[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
+pub(crate) struct CapHeader {
+    pub(crate) version: u32,
+    pub(crate) pid: i32,
 }
 
+/// `struct __user_cap_data_struct` (version 3 takes two: capabilities 0-31 and 32-63).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+pub(crate) struct CapData {
+    pub(crate) effective: u32,
+    pub(crate) permitted: u32,
+    pub(crate) inheritable: u32,
 }
 
 /// Drop every capability outside [`DEFAULT_CAPS`] from the bounding (every capability up to

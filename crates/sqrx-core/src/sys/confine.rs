@@ -107,19 +107,7 @@ pub fn close_all_except(keep: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
+use super::caps::{CapData, CapHeader};
 
 /// Drop every capability from the bounding set (needs CAP_SETPCAP: call it before giving up
 /// root) and clear the ambient set. The effective set is untouched, so a root caller can
