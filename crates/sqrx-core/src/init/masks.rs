@@ -69,8 +69,8 @@ pub(super) fn apply(root: &Path, null: &Path, sys: bool) -> Step<()> {
             )
             .map_err(|e| format!("mask {}: {e}", p.display()))?;
         } else {
+            // As runc: /dev/null over the file (reads empty, writes go nowhere); no remount.
             bind(null, &p)?;
-            remount(&p, ro)?;
         }
     }
     Ok(())
