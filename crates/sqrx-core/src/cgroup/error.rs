@@ -52,6 +52,15 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// Loading or attaching the cgroup v2 device program failed.
+    #[error("cannot install the device filter on cgroup {path}: {source}")]
+    DeviceFilter {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Removing a cgroup failed.
     #[error("cannot remove cgroup {path}: {source}")]
     Remove {
@@ -73,7 +82,8 @@ impl CgroupError {
             CgroupError::Create { source, .. }
             | CgroupError::Write { source, .. }
             | CgroupError::Read { source, .. }
-            | CgroupError::Remove { source, .. } => match io_kind(source) {
+            | CgroupError::Remove { source, .. }
+            | CgroupError::DeviceFilter { source, .. } => match io_kind(source) {
                 ErrorKind::NotFound => ErrorKind::Internal,
                 other => other,
             },

@@ -35,19 +35,54 @@ pub struct Limits {
 /// The v1 controllers sqrx uses.
 const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer", "devices"];
 
-/// The devices a sandbox may open or create (v1 `devices` controller syntax): null, zero,
-/// full, random, urandom, tty, ptmx and the pts of its own devpts. Everything else is denied,
-/// whatever node a layer or a mount brings (overlay whiteouts, char 0/0, are always allowed).
-pub const DEVICE_ALLOW_LIST: &[&str] = &[
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
+/// The character devices (major, minor; `None` = any minor) a sandbox may open or create:
+/// null, zero, full, random, urandom, tty, ptmx and the pts of its own devpts. Everything else
+/// is denied, whatever node a layer or a mount brings (overlay whiteouts, char 0/0, are always
+/// allowed by the kernel). v1: the `devices` controller; v2: a BPF device program.
+pub const ALLOWED_DEVICES: &[(u32, Option<u32>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
 ];
+
+/// [`ALLOWED_DEVICES`] in the v1 `devices.allow` syntax (`c 1:3 rwm`).
+pub fn v1_device_rules() -> Vec<String> {
+    ALLOWED_DEVICES
+        .iter()
+        .map(|(major, minor)| match minor {
+            Some(m) => format!("c {major}:{m} rwm"),
+            None => format!("c {major}:* rwm"),
+        })
+        .collect()
+}
+
+/// Attach the device program to the v2 cgroup `dir`; nothing on a tree that is not cgroupfs
+/// (the fake trees of unit tests).
+fn attach_device_filter(dir: &Path) -> Result<(), CgroupError> {
+    let is_cgroup2 = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if !is_cgroup2 || crate::weaken::off("devices") {
+        return Ok(());
+    }
+    use crate::sys::devbpf;
+    use std::os::fd::AsFd;
+    let err = |source| CgroupError::DeviceFilter {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let allow: Vec<devbpf::CharDevice> = ALLOWED_DEVICES
+        .iter()
+        .map(|&(major, minor)| devbpf::CharDevice { major, minor })
+        .collect();
+    let prog = devbpf::load(&devbpf::program(&allow)).map_err(err)?;
+    let cgroup = std::fs::File::open(dir).map_err(err)?;
+    devbpf::attach(prog.as_fd(), cgroup.as_fd()).map_err(err)
+}
 /// The parent of every sandbox cgroup.
 const PARENT: &str = "sqrx";
 const CFS_PERIOD_US: u64 = 100_000;
@@ -185,8 +220,8 @@ impl CgroupRoot {
         let [memory, cpu, pids, _freezer, devices] = [0, 1, 2, 3, 4].map(|i| &cg.dirs[i]);
         if devices.is_dir() && !crate::weaken::off("devices") {
             write(&devices.join("devices.deny"), "a")?;
-            for rule in DEVICE_ALLOW_LIST {
-                write(&devices.join("devices.allow"), rule)?;
+            for rule in v1_device_rules() {
+                write(&devices.join("devices.allow"), &rule)?;
             }
         }
         if let Some(bytes) = limits.memory_bytes {
@@ -263,7 +298,7 @@ impl CgroupRoot {
         if let Some(max) = limits.pids_max {
             write(&dir.join("pids.max"), &max.to_string())?;
         }
-        Ok(())
+        attach_device_filter(dir)
     }
 }
 
@@ -558,8 +593,10 @@ mod tests {
         // A fake file keeps the last write; the kernel's takes each rule.
         assert_eq!(
             r("devices/sqrx/box/devices.allow"),
-            *DEVICE_ALLOW_LIST.last().expect("rules")
+            *v1_device_rules().last().expect("rules")
         );
+        assert_eq!(v1_device_rules()[0], "c 1:3 rwm");
+        assert!(v1_device_rules().contains(&"c 136:* rwm".to_string()));
         assert_eq!(cg.procs_files().len(), 5);
     }
 

@@ -3,6 +3,7 @@
 
 pub mod caps;
 pub mod confine;
+pub mod devbpf;
 pub mod fdpass;
 pub mod idmap;
 pub mod loopdev;

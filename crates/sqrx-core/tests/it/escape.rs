@@ -410,3 +410,55 @@ fn a_layer_whose_mount_target_is_a_symlink_is_refused() {
     assert!(e.to_string().contains("symlink"), "{e}");
     assert!(t.rt.list().is_empty(), "nothing left behind");
 }
+
+/// A cgroup v2 directory made for one test, removed when dropped.
+struct V2Cgroup(PathBuf);
+
+impl Drop for V2Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn the_v2_device_program_denies_devices_off_the_list() {
+    if !privileged("the_v2_device_program_denies_devices_off_the_list") {
+        return;
+    }
+    // The unified hierarchy: the whole tree on a v2 host, `unified/` on a hybrid one (device
+    // programs work there even when no controller is enabled).
+    let cgroup2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.procs").is_file() && p.join("cgroup.controllers").is_file())
+        .expect("a cgroup v2 hierarchy");
+    let cg = V2Cgroup(cgroup2.join(format!("sqrx-test-devbpf-{}", std::process::id())));
+    std::fs::create_dir(&cg.0).expect("mkdir cgroup");
+    let allow = [sqrx_core::sys::devbpf::CharDevice {
+        major: 1,
+        minor: Some(3),
+    }];
+    let prog = sqrx_core::sys::devbpf::load(&sqrx_core::sys::devbpf::program(&allow))
+        .expect("load the device program");
+    let dir = std::fs::File::open(&cg.0).expect("open cgroup");
+    use std::os::fd::AsFd;
+    sqrx_core::sys::devbpf::attach(prog.as_fd(), dir.as_fd()).expect("attach");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs || exit 9; \
+         cat /dev/null && echo null-ok; \
+         if head -c1 /dev/zero >/dev/null 2>&1; then echo zero-open; else echo zero-denied; fi",
+        cg.0.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run sh");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "null-ok\nzero-denied\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Outside the cgroup the same device opens.
+    assert!(std::fs::File::open("/dev/zero").is_ok());
+}
