@@ -29,9 +29,11 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         eprintln!("sqrx-init: cannot protect init from the OOM killer: {e}");
     }
     // The sandbox's user namespace: made first (its helper must not be PID 1 of the new PID
-    // namespace). The other namespaces stay owned by the host's user namespace, so root in the
-    // sandbox has no capability over its mounts, network, hostname or IPC.
-    let userns = match config.id_base {
+    // namespace), with the network namespace it owns (so its root may bind low ports). The
+    // other namespaces stay owned by the host's user namespace, so root in the sandbox has no
+    // capability over its mounts, hostname or IPC (and keeps none over its network but
+    // NET_BIND_SERVICE).
+    let namespaces = match config.id_base {
         Some(base) => Some(ctx(crate::sys::idmap::new_user_namespace(base), || {
             format!(
                 "{} cannot create a user namespace",
@@ -47,6 +49,12 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         | CloneFlags::CLONE_NEWPID;
     if crate::weaken::off("netns") {
         flags -= CloneFlags::CLONE_NEWNET;
+    } else if let Some(ns) = &namespaces {
+        // The network namespace the user namespace owns replaces a fresh one.
+        flags -= CloneFlags::CLONE_NEWNET;
+        ctx(crate::sys::idmap::join_net(ns.net.as_fd()), || {
+            "join the sandbox's network namespace".into()
+        })?;
     }
     if crate::weaken::off("pidns") {
         flags -= CloneFlags::CLONE_NEWPID;
@@ -61,7 +69,7 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
             })?;
             Ok(0)
         }
-        Forked::Child => match pid1(config, userns) {
+        Forked::Child => match pid1(config, namespaces.map(|ns| ns.user)) {
             Ok(code) => Ok(code),
             Err(e) => {
                 // stderr goes to the sandbox's init.log.
@@ -116,15 +124,6 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         "sethostname".into()
     })?;
     ctx(crate::sys::netdev::loopback_up(), || "bring up lo".into())?;
-    if userns.is_some() {
-        // The network namespace belongs to the host's user namespace, so root in the sandbox
-        // holds no CAP_NET_BIND_SERVICE over it: let every uid bind low ports, as on a machine
-        // where the workload is root.
-        ctx(
-            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
-            || "allow low ports".into(),
-        )?;
-    }
 
     let stage = config.run_dir.join(STAGE);
     mkdir(&stage, 0o700)?;

@@ -111,17 +111,28 @@ pub fn attach(mount: &OwnedFd, target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A sandbox's user namespace and the network namespace it owns.
+pub struct SandboxNamespaces {
+    /// The user namespace: ids `0..ID_COUNT` map to `base..base+ID_COUNT` on the host.
+    pub user: OwnedFd,
+    /// A new network namespace owned by `user`, so that the sandbox's root may bind low ports
+    /// (`CAP_NET_BIND_SERVICE` over it) without a sysctl.
+    pub net: OwnedFd,
+}
+
 /// A new user namespace mapping ids `0..ID_COUNT` (uids and gids) to `base..base+ID_COUNT` on
-/// the host, held by the returned descriptor. Needs root; call while single-threaded (it forks
-/// a helper that unshares the namespace and is killed once its map is written).
-pub fn new_user_namespace(base: u32) -> io::Result<OwnedFd> {
+/// the host, and a network namespace it owns, held by the returned descriptors. Needs root;
+/// call while single-threaded (it forks a helper that unshares both and is killed once the
+/// map is written; the caller's parent reaps it).
+pub fn new_user_namespace(base: u32) -> io::Result<SandboxNamespaces> {
     let (ready_r, ready_w) = nix::unistd::pipe()?;
     let helper = match super::fork_single_threaded()? {
         super::Forked::Child => {
             // SAFETY: unshare with an integer flag; write of one byte from a static buffer to
             // the pipe's write end; _exit without running any destructor (a forked child).
             unsafe {
-                let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+                let ok = libc::unshare(libc::CLONE_NEWUSER) == 0
+                    && libc::unshare(libc::CLONE_NEWNET) == 0;
                 let byte: &[u8; 1] = if ok { b"u" } else { b"e" };
                 libc::write(ready_w.as_raw_fd(), byte.as_ptr().cast(), 1);
                 loop {
@@ -132,11 +143,11 @@ pub fn new_user_namespace(base: u32) -> io::Result<OwnedFd> {
         super::Forked::Parent(pid) => pid,
     };
     drop(ready_w);
-    let finish = |result: io::Result<OwnedFd>| {
-        // SAFETY: signalling and reaping our own child.
+    let finish = |result: io::Result<SandboxNamespaces>| {
+        // SAFETY: signalling our own child. Not waited for: the caller exits soon and its
+        // parent reaps what is left.
         unsafe {
             libc::kill(helper, libc::SIGKILL);
-            libc::waitpid(helper, std::ptr::null_mut(), 0);
         }
         result
     };
@@ -145,7 +156,7 @@ pub fn new_user_namespace(base: u32) -> io::Result<OwnedFd> {
         Ok(1) if byte[0] == b'u' => {}
         Ok(_) => {
             return finish(Err(io::Error::other(
-                "cannot create a user namespace (unshare CLONE_NEWUSER failed)",
+                "cannot create a user namespace and its network namespace (unshare failed)",
             )));
         }
         Err(e) => return finish(Err(e.into())),
@@ -156,8 +167,23 @@ pub fn new_user_namespace(base: u32) -> io::Result<OwnedFd> {
     if let Err(e) = written {
         return finish(Err(e));
     }
-    let ns = std::fs::File::open(format!("/proc/{helper}/ns/user")).map(OwnedFd::from);
-    finish(ns)
+    let open =
+        |kind: &str| std::fs::File::open(format!("/proc/{helper}/ns/{kind}")).map(OwnedFd::from);
+    finish(open("user").and_then(|user| {
+        Ok(SandboxNamespaces {
+            user,
+            net: open("net")?,
+        })
+    }))
+}
+
+/// Join the network namespace `ns`.
+pub fn join_net(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns with a borrowed namespace descriptor and an integer flag.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Join the user namespace `ns` and become its root (uid and gid 0 inside, no supplementary

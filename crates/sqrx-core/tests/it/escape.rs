@@ -311,6 +311,14 @@ fn root_in_a_sandbox_is_an_unprivileged_host_range_everywhere() {
         ["0", &base.to_string(), "65536"]
     );
     assert_eq!(out(&a, "id -u; id -g").trim(), "0\n0");
+    // Root inside may still bind a low port: the network namespace belongs to its namespace.
+    assert_eq!(
+        out(
+            &a,
+            "busybox nc -l -p 80 >/dev/null 2>&1 & sleep 0.3; kill $! && echo listening"
+        ),
+        "listening\n"
+    );
     // Layers show as the sandbox's root; on the host the same files are the range's first id.
     assert_eq!(out(&a, "stat -c %u:%g /bin/sh").trim(), "0:0");
     let pid = a.info().init_pid;
