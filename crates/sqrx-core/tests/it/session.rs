@@ -315,14 +315,25 @@ fn a_terminal_whose_host_left_takes_its_jobs_along() {
             .await
             .expect("type");
         read_until(&mut events, "JOBS=2", &mut String::new()).await;
-        let groups = sb
-            .exec(sqrx_core::ExecRequest::new(
-                "for p in /proc/[0-9]*; do read -r l < $p/stat && case $l in *'(sleep)'*) echo \"$l\";; esac; done",
-            ))
-            .await
-            .expect("ps");
-        let text = groups.stdout_text();
-        assert_eq!(text.lines().count(), 2, "two jobs running: {text}");
+        // The shell has forked both jobs; a child may not have exec'd `sleep` yet.
+        let started = std::time::Instant::now();
+        loop {
+            let groups = sb
+                .exec(sqrx_core::ExecRequest::new(
+                    "for p in /proc/[0-9]*; do read -r l < $p/stat 2>/dev/null && case $l in *'(sleep)'*) echo \"$l\";; esac; done",
+                ))
+                .await
+                .expect("ps");
+            let text = groups.stdout_text();
+            if text.lines().count() == 2 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "two jobs running: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // The host goes away.
         drop(events);
         drop(input);
