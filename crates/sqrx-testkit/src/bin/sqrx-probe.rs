@@ -62,36 +62,10 @@ const PROBES: &[(&str, Probe)] = &[
         Ok(verdict(rc as i64, "mknod of a block device"))
     }),
     ("mount-tmpfs", |_| {
-        let _ = std::fs::create_dir_all("/tmp/.sqrx-probe-mnt");
-        let rc = unsafe {
-            libc::mount(
-                c"none".as_ptr(),
-                c"/tmp/.sqrx-probe-mnt".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc == 0 {
-            unsafe { libc::umount2(c"/tmp/.sqrx-probe-mnt".as_ptr(), libc::MNT_DETACH) };
-        }
-        Ok(verdict(rc as i64, "mounted a tmpfs"))
+        mount_fresh(c"tmpfs", "/tmp/.sqrx-probe-mnt", "mounted a tmpfs")
     }),
     ("mount-cgroup", |_| {
-        let _ = std::fs::create_dir_all("/tmp/.sqrx-probe-cg");
-        let rc = unsafe {
-            libc::mount(
-                c"cgroup2".as_ptr(),
-                c"/tmp/.sqrx-probe-cg".as_ptr(),
-                c"cgroup2".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc == 0 {
-            unsafe { libc::umount2(c"/tmp/.sqrx-probe-cg".as_ptr(), libc::MNT_DETACH) };
-        }
-        Ok(verdict(rc as i64, "mounted cgroupfs"))
+        mount_fresh(c"cgroup2", "/tmp/.sqrx-probe-cg", "mounted cgroupfs")
     }),
     ("remount-proc-sys", |_| {
         let rc = unsafe {
@@ -513,6 +487,25 @@ fn capabilities() -> Result<Outcome, String> {
     } else {
         Blocked(format!("CapEff {eff:x} CapBnd {bnd:x}"))
     })
+}
+
+/// Mount a new filesystem of type `fstype` at `dir` (unmounted again if that worked).
+fn mount_fresh(fstype: &std::ffi::CStr, dir: &str, what: &str) -> Result<Outcome, String> {
+    let _ = std::fs::create_dir_all(dir);
+    let target = CString::new(dir).map_err(|e| e.to_string())?;
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+    Ok(verdict(rc as i64, what))
 }
 
 fn unshare(flag: i32) -> Result<Outcome, String> {
