@@ -508,26 +508,29 @@ fn mount_fresh(fstype: &std::ffi::CStr, dir: &str, what: &str) -> Result<Outcome
     Ok(verdict(rc as i64, what))
 }
 
-fn unshare(flag: i32) -> Result<Outcome, String> {
-    // In a child: a successful unshare must not change this probe process.
+/// Run `attempt` in a forked child (whatever it does must not change this probe process):
+/// `Ok(None)` when it returned true, `Ok(Some(status))` with the wait status otherwise.
+fn in_child(attempt: impl FnOnce() -> bool) -> Result<Option<i32>, String> {
     match unsafe { libc::fork() } {
         0 => {
-            let rc = unsafe { libc::unshare(flag) };
-            unsafe { libc::_exit(if rc == 0 { 0 } else { 3 }) };
+            let worked = attempt();
+            unsafe { libc::_exit(if worked { 0 } else { 3 }) };
         }
         -1 => Err(format!("fork: {}", errno())),
         pid => {
             let mut status = 0;
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            Ok(
-                if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                    Escaped(format!("unshare({flag:#x}) worked"))
-                } else {
-                    Blocked(format!("unshare({flag:#x}) refused"))
-                },
-            )
+            let worked = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            Ok((!worked).then_some(status))
         }
     }
+}
+
+fn unshare(flag: i32) -> Result<Outcome, String> {
+    Ok(match in_child(|| unsafe { libc::unshare(flag) } == 0)? {
+        None => Escaped(format!("unshare({flag:#x}) worked")),
+        Some(_) => Blocked(format!("unshare({flag:#x}) refused")),
+    })
 }
 
 fn clone_with(flag: i32) -> Result<Outcome, String> {
@@ -572,27 +575,18 @@ fn clone3_newuser() -> Result<Outcome, String> {
 
 #[cfg(target_arch = "x86_64")]
 fn i386() -> Result<Outcome, String> {
-    match unsafe { libc::fork() } {
-        0 => {
-            let mut ret: i64 = 20; // getpid in the i386 table
-            unsafe { std::arch::asm!("int 0x80", inout("rax") ret) };
-            unsafe { libc::_exit(if ret > 0 { 0 } else { 3 }) };
+    let attempt = || {
+        let mut ret: i64 = 20; // getpid in the i386 table
+        unsafe { std::arch::asm!("int 0x80", inout("rax") ret) };
+        ret > 0
+    };
+    Ok(match in_child(attempt)? {
+        None => Escaped("an i386 system call ran".into()),
+        Some(status) if libc::WIFSIGNALED(status) => {
+            Blocked(format!("killed by signal {}", libc::WTERMSIG(status)))
         }
-        -1 => Err(format!("fork: {}", errno())),
-        pid => {
-            let mut status = 0;
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            Ok(
-                if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                    Escaped("an i386 system call ran".into())
-                } else if libc::WIFSIGNALED(status) {
-                    Blocked(format!("killed by signal {}", libc::WTERMSIG(status)))
-                } else {
-                    Blocked("the i386 call failed".into())
-                },
-            )
-        }
-    }
+        Some(_) => Blocked("the i386 call failed".into()),
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -675,27 +669,17 @@ fn memory(mb: &str) -> Result<Outcome, String> {
     let mb: usize = mb
         .parse()
         .map_err(|_| "memory-limit needs a number".to_string())?;
-    match unsafe { libc::fork() } {
-        0 => {
-            let mut v: Vec<Vec<u8>> = Vec::new();
-            for _ in 0..mb * 4 {
-                v.push(vec![1u8; 1 << 20]);
-            }
-            unsafe { libc::_exit(if v.len() == mb * 4 { 0 } else { 3 }) };
+    let attempt = || {
+        let mut v: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..mb * 4 {
+            v.push(vec![1u8; 1 << 20]);
         }
-        -1 => Err(format!("fork: {}", errno())),
-        pid => {
-            let mut status = 0;
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            Ok(
-                if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-                    Escaped(format!("touched {} MiB with a limit of {mb} MiB", mb * 4))
-                } else {
-                    Blocked(format!("child ended with status {status:#x}"))
-                },
-            )
-        }
-    }
+        v.len() == mb * 4
+    };
+    Ok(match in_child(attempt)? {
+        None => Escaped(format!("touched {} MiB with a limit of {mb} MiB", mb * 4)),
+        Some(status) => Blocked(format!("child ended with status {status:#x}")),
+    })
 }
 
 /// Write 2x `mb` MiB to /tmp (on the upper): more than `mb` written escaped the disk limit.
