@@ -424,6 +424,24 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// [`Launcher::start`], then wait until init serves; an init that does not come up is
+    /// killed. Its host pid and start time.
+    pub(crate) fn start_serving(
+        self,
+        config: &InitConfig,
+        cgroup: &SandboxCgroup,
+        predecessor: Option<(i32, u64)>,
+    ) -> Result<(i32, u64), SandboxError> {
+        let (pid, start, ready) = self.start(config, cgroup, predecessor)?;
+        if let Err(e) = ready.wait() {
+            super::destroy::kill_and_wait(pid, Some(start));
+            return Err(e);
+        }
+        Ok((pid, start))
+    }
+}
+
 /// The pipe on which a starting init's server says it is ready.
 pub(crate) struct Ready {
     out: BufReader<std::process::ChildStdout>,

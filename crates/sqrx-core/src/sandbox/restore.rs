@@ -127,13 +127,7 @@ impl Sandbox {
             }
             config.exec_seq_base = exec_seq_base;
             tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
-            let (pid, start, ready) = launcher.start(&config, &cgroup, Some(old_init))?;
-            tracing::debug!(sandbox = %self.id(), ms = ms(), "init started");
-            if let Err(e) = ready.wait() {
-                super::destroy::kill_and_wait(pid, Some(start));
-                return Err(e);
-            }
-            Ok((pid, start))
+            launcher.start_serving(&config, &cgroup, Some(old_init))
         })();
         let restarted = match restarted {
             Ok(p) if clear_upper => super::upper::replace_upper(&dir, &next_rw)
@@ -151,13 +145,8 @@ impl Sandbox {
                     init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
                 config.exec_seq_base = exec_seq_base;
                 let back = rt.init_program().and_then(|(init, self_exec)| {
-                    let launcher = Launcher::spawn(&init, self_exec, self.id(), &dir)?;
-                    let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
-                    if let Err(e) = ready.wait() {
-                        super::destroy::kill_and_wait(pid, Some(start));
-                        return Err(e);
-                    }
-                    Ok((pid, start))
+                    Launcher::spawn(&init, self_exec, self.id(), &dir)?
+                        .start_serving(&config, &cgroup, None)
                 });
                 match back {
                     Ok((pid, start)) => {
