@@ -1,9 +1,8 @@
 //! [`JsExecutor`]: a pool of worker threads running scripts, and the watchdog that answers
 //! for a worker stuck past its deadline.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -26,10 +25,8 @@ pub(crate) const THREAD_STACK_HEADROOM: usize = 8 << 20;
 pub(crate) struct Shared {
     pub(crate) limits: JsLimits,
     pub(crate) hosts: Vec<HostFunction>,
-    queue: Mutex<VecDeque<Job>>,
-    queue_ready: Condvar,
+    pub(crate) queue: super::queue::JobQueue,
     slots: Mutex<Vec<Arc<Slot>>>,
-    shutdown: AtomicBool,
     /// When the watchdog looks at the workers next, in nanoseconds since `epoch`; `u64::MAX`
     /// while it sleeps until woken (no execution running).
     next_look: AtomicU64,
@@ -62,19 +59,7 @@ impl Shared {
 
     /// The next job, or `None` once the executor shuts down.
     pub(crate) fn next_job(&self) -> Option<Job> {
-        let mut q = lock(&self.queue);
-        loop {
-            if self.shutdown.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(job) = q.pop_front() {
-                return Some(job);
-            }
-            q = self
-                .queue_ready
-                .wait(q)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.queue.next()
     }
 }
 
@@ -190,10 +175,8 @@ impl JsExecutorBuilder {
         let shared = Arc::new(Shared {
             limits: self.limits,
             hosts: self.hosts,
-            queue: Mutex::new(VecDeque::new()),
-            queue_ready: Condvar::new(),
+            queue: super::queue::JobQueue::default(),
             slots: Mutex::new(Vec::with_capacity(workers)),
-            shutdown: AtomicBool::new(false),
             next_look: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             watchdog: OnceLock::new(),
@@ -248,7 +231,7 @@ fn spawn_worker(shared: &Arc<Shared>, index: usize) -> Result<Arc<Slot>, JsError
 /// when none runs: an idle executor costs no wake-ups. A look that an execution starting
 /// meanwhile may have missed (`next_look` changed under it) is done again.
 fn watchdog(shared: &Arc<Shared>) {
-    while !shared.shutdown.load(Ordering::Acquire) {
+    while !shared.queue.is_stopped() {
         shared.next_look.store(u64::MAX, Ordering::SeqCst);
         let earliest = look(shared);
         if shared
@@ -343,8 +326,7 @@ impl JsExecutor {
             request,
             reply: Arc::clone(&reply),
         };
-        lock(&self.shared.queue).push_back(job);
-        self.shared.queue_ready.notify_one();
+        self.shared.queue.submit(job);
         PendingExecution { reply }
     }
 
@@ -366,16 +348,14 @@ impl super::JsRunner for JsExecutor {
 
 impl Drop for JsExecutor {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::Release);
-        // Interrupt what is running; queued jobs answer with an error as they drop.
+        // No job is handed out any more and queued ones answer with an error as they drop;
+        // what is running is interrupted.
+        self.shared.queue.stop();
         for slot in lock(&self.shared.slots).iter() {
             if let Some(f) = lock(&slot.in_flight).as_ref() {
                 f.reply.cancelled.store(true, Ordering::Relaxed);
             }
         }
-        let queued: Vec<Job> = lock(&self.shared.queue).drain(..).collect();
-        drop(queued);
-        self.shared.queue_ready.notify_all();
         if let Some(w) = self.watchdog.take() {
             w.thread().unpark();
             // The watchdog exits as soon as it wakes; workers finish on their own.

@@ -24,6 +24,7 @@ mod execution;
 mod executor;
 mod host;
 mod limits;
+mod queue;
 mod reply;
 mod runner;
 mod worker;

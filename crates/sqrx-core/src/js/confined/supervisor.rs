@@ -2,13 +2,12 @@
 //! execution at a time from the executor's queue, enforces the deadline from outside (a worker
 //! stuck past it is killed), and replaces a worker that died, was killed or misbehaved.
 
-use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Bounded, CHANNEL_FD, FromWorker, PROTOCOL_VERSION, ToWorker};
@@ -58,9 +57,7 @@ impl WorkerSpec {
 /// State shared by the executor handle and its supervisor threads.
 pub(super) struct Shared {
     pub(super) spec: WorkerSpec,
-    queue: Mutex<VecDeque<Job>>,
-    queue_ready: Condvar,
-    pub(super) shutdown: AtomicBool,
+    queue: crate::js::queue::JobQueue,
     /// The pid of each slot's current worker (`None` while it has none).
     pub(super) pids: Mutex<Vec<Option<u32>>>,
     /// How many workers were replaced (killed on a deadline or cancellation, or found dead).
@@ -76,41 +73,23 @@ impl Shared {
     pub(super) fn new(spec: WorkerSpec, workers: usize) -> Self {
         Shared {
             spec,
-            queue: Mutex::new(VecDeque::new()),
-            queue_ready: Condvar::new(),
-            shutdown: AtomicBool::new(false),
+            queue: crate::js::queue::JobQueue::default(),
             pids: Mutex::new(vec![None; workers]),
             replaced: AtomicU64::new(0),
         }
     }
 
     pub(super) fn submit(&self, job: Job) {
-        lock(&self.queue).push_back(job);
-        self.queue_ready.notify_one();
+        self.queue.submit(job);
     }
 
     /// Stop: queued jobs answer with an error as they drop; supervisors exit when they wake.
     pub(super) fn stop(&self) {
-        self.shutdown.store(true, Ordering::Release);
-        let queued: Vec<Job> = lock(&self.queue).drain(..).collect();
-        drop(queued);
-        self.queue_ready.notify_all();
+        self.queue.stop();
     }
 
     fn next_job(&self) -> Option<Job> {
-        let mut q = lock(&self.queue);
-        loop {
-            if self.shutdown.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(job) = q.pop_front() {
-                return Some(job);
-            }
-            q = self
-                .queue_ready
-                .wait(q)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.queue.next()
     }
 
     fn set_pid(&self, index: usize, pid: Option<u32>) {
@@ -347,7 +326,7 @@ pub(super) fn supervise(
             };
             let mut w = w;
             let started = Instant::now();
-            match w.run(&job, &shared.spec, &shared.shutdown) {
+            match w.run(&job, &shared.spec, shared.queue.stop_flag()) {
                 RunOutcome::Done(e) => {
                     worker = Some(w);
                     outcome = Some(e);
@@ -407,7 +386,7 @@ pub(super) fn supervise(
         job.reply.send(outcome);
         drop(job);
         // Keep a worker ready for the next execution.
-        if worker.is_none() && !shared.shutdown.load(Ordering::Acquire) {
+        if worker.is_none() && !shared.queue.is_stopped() {
             match WorkerProcess::spawn(&shared.spec) {
                 Ok(w) => {
                     shared.set_pid(index, Some(w.pid()));
