@@ -151,10 +151,113 @@ pub struct Exit {
 /// Why init could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// `not_found` (no such program or pid), `invalid` (bad request) or `internal`.
-    pub kind: String,
+    /// What kind of failure it is.
+    pub kind: FailureKind,
     /// A human-readable message.
     pub message: String,
+}
+
+/// The kind of a [`Failure`]. On the wire it is the snake_case name (`"not_found"`, ...); a
+/// host that receives a kind it does not know refuses the frame as a protocol error, never
+/// guesses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// No such program, working directory or process.
+    NotFound,
+    /// The request is malformed (empty command, bad signal, undecodable frame).
+    Invalid,
+    /// The program may not be executed.
+    Permission,
+    /// A pids or memory limit of the sandbox stopped it.
+    Limit,
+    /// A wait ran out of time (the process still runs).
+    Timeout,
+    /// Nothing accepts connections on the port asked for.
+    Refused,
+    /// Anything else: init's own fault.
+    Internal,
+}
+
+impl FailureKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [FailureKind; 7] = [
+        FailureKind::NotFound,
+        FailureKind::Invalid,
+        FailureKind::Permission,
+        FailureKind::Limit,
+        FailureKind::Timeout,
+        FailureKind::Refused,
+        FailureKind::Internal,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::NotFound => "not_found",
+            FailureKind::Invalid => "invalid",
+            FailureKind::Permission => "permission",
+            FailureKind::Limit => "limit",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Refused => "refused",
+            FailureKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line init writes, as JSON, on the stdout pipe the host reads while the sandbox starts:
+/// first [`Startup::Forked`] from the outer stage, then [`Startup::Ready`] from the server, or
+/// [`Startup::Failed`] from whichever stage could not go on (its details also go to
+/// `init.log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Startup {
+    /// The outer stage forked the sandbox's PID 1.
+    Forked {
+        /// PID 1's host pid.
+        pid: i32,
+    },
+    /// The server is confined and accepts on the control socket.
+    Ready,
+    /// Init could not start the sandbox.
+    Failed {
+        /// Why.
+        kind: StartupFailureKind,
+        /// What failed, for a human.
+        message: String,
+    },
+}
+
+/// The kind of a [`Startup::Failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupFailureKind {
+    /// The kernel cannot isolate the sandbox with a user namespace and idmapped mounts.
+    IsolationUnsupported,
+    /// Any other step of building the sandbox failed.
+    Setup,
+}
+
+impl Startup {
+    /// The line for this status (JSON and a newline).
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serialising this enum cannot fail (no maps with non-string keys, no foreign types);
+        // an empty object would still be an unknown line, which the host reports as a failure.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+
+    /// Parse one line; `None` when it is not a status this host knows.
+    pub fn parse(line: &str) -> Option<Startup> {
+        serde_json::from_str(line.trim_end()).ok()
+    }
 }
 
 /// One frame as bytes.
@@ -323,6 +426,56 @@ mod tests {
             Some((Kind::Stdout, b"raw\x00bytes".to_vec()))
         );
         assert_eq!(read_frame(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn failure_kinds_keep_their_wire_names() {
+        let names: Vec<String> = FailureKind::ALL
+            .iter()
+            .map(|k| serde_json::to_string(k).expect("json"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"not_found\"",
+                "\"invalid\"",
+                "\"permission\"",
+                "\"limit\"",
+                "\"timeout\"",
+                "\"refused\"",
+                "\"internal\""
+            ]
+        );
+        for k in FailureKind::ALL {
+            assert_eq!(serde_json::to_string(&k).expect("json"), format!("\"{k}\""));
+        }
+        assert!(serde_json::from_str::<Failure>(r#"{"kind":"exploded","message":""}"#).is_err());
+    }
+
+    #[test]
+    fn startup_statuses_are_lines_of_json() {
+        for status in [
+            Startup::Forked { pid: 42 },
+            Startup::Ready,
+            Startup::Failed {
+                kind: StartupFailureKind::IsolationUnsupported,
+                message: "cannot create a user namespace: EPERM".into(),
+            },
+        ] {
+            let line = String::from_utf8(status.to_line()).expect("utf-8");
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(Startup::parse(&line), Some(status));
+        }
+        assert_eq!(
+            Startup::Forked { pid: 7 }.to_line(),
+            b"{\"status\":\"forked\",\"pid\":7}\n"
+        );
+        assert_eq!(Startup::parse("ready\n"), None);
+        assert_eq!(
+            Startup::parse(r#"{"status":"failed","kind":"odd","message":""}"#),
+            None
+        );
+        assert_eq!(Startup::parse(""), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::server::fail;
-use crate::protocol::{self, ExecSpec, Exit, Kind, Started};
+use crate::protocol::{self, ExecSpec, Exit, FailureKind, Kind, Started};
 
 /// How long output may keep flowing after the process exits (from background processes that
 /// inherited its stdout) before the exec is reported finished.
@@ -33,9 +33,9 @@ pub(super) fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
-fn command(spec: &ExecSpec) -> Result<Command, (&'static str, String)> {
+fn command(spec: &ExecSpec) -> Result<Command, (FailureKind, String)> {
     let Some(program) = spec.argv.first() else {
-        return Err(("invalid", "empty command".into()));
+        return Err((FailureKind::Invalid, "empty command".into()));
     };
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
@@ -46,33 +46,40 @@ fn command(spec: &ExecSpec) -> Result<Command, (&'static str, String)> {
     Ok(cmd)
 }
 
-pub(super) fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (&'static str, String) {
+pub(super) fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (FailureKind, String) {
     let program = spec.argv.first().map(String::as_str).unwrap_or("");
     match e.kind() {
         std::io::ErrorKind::NotFound => {
             if std::path::Path::new(&spec.cwd).is_dir() {
-                ("not_found", format!("{program}: command not found"))
+                (
+                    FailureKind::NotFound,
+                    format!("{program}: command not found"),
+                )
             } else {
                 (
-                    "not_found",
+                    FailureKind::NotFound,
                     format!("working directory {} does not exist", spec.cwd),
                 )
             }
         }
-        std::io::ErrorKind::PermissionDenied => {
-            ("permission", format!("{program}: permission denied"))
-        }
+        std::io::ErrorKind::PermissionDenied => (
+            FailureKind::Permission,
+            format!("{program}: permission denied"),
+        ),
         // fork/clone fails with EAGAIN at the pids limit and ENOMEM at the memory limit.
         _ if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) => (
-            "limit",
+            FailureKind::Limit,
             format!("cannot start {program}: {e} (the sandbox's pids or memory limit is reached)"),
         ),
-        _ => ("internal", format!("cannot start {program}: {e}")),
+        _ => (
+            FailureKind::Internal,
+            format!("cannot start {program}: {e}"),
+        ),
     }
 }
 
 /// Start a background process with no stdio.
-pub(super) fn spawn_background(spec: &ExecSpec) -> Result<Child, (&'static str, String)> {
+pub(super) fn spawn_background(spec: &ExecSpec) -> Result<Child, (FailureKind, String)> {
     let mut cmd = command(spec)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -154,7 +161,11 @@ pub(super) fn run(mut stream: UnixStream, spec: ExecSpec, seq: &std::sync::atomi
     let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
         kill_group();
         let _ = child.wait();
-        return fail(&mut stream, "internal", "child pipes missing".into());
+        return fail(
+            &mut stream,
+            FailureKind::Internal,
+            "child pipes missing".into(),
+        );
     };
     set_nonblocking(&out);
     set_nonblocking(&err);
@@ -336,11 +347,11 @@ mod tests {
     #[test]
     fn spawn_errors_are_classified() {
         let kind = |raw| spawn_error(&spec("python3"), std::io::Error::from_raw_os_error(raw)).0;
-        assert_eq!(kind(libc::EAGAIN), "limit");
-        assert_eq!(kind(libc::ENOMEM), "limit");
-        assert_eq!(kind(libc::ENOENT), "not_found");
-        assert_eq!(kind(libc::EACCES), "permission");
-        assert_eq!(kind(libc::EIO), "internal");
+        assert_eq!(kind(libc::EAGAIN), FailureKind::Limit);
+        assert_eq!(kind(libc::ENOMEM), FailureKind::Limit);
+        assert_eq!(kind(libc::ENOENT), FailureKind::NotFound);
+        assert_eq!(kind(libc::EACCES), FailureKind::Permission);
+        assert_eq!(kind(libc::EIO), FailureKind::Internal);
         let (_, message) =
             spawn_error(&spec("sh"), std::io::Error::from_raw_os_error(libc::EAGAIN));
         assert!(message.contains("pids or memory limit"), "{message}");

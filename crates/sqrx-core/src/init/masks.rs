@@ -84,7 +84,7 @@ fn bind(source: &Path, target: &Path) -> Step<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()))
+    .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()).into())
 }
 
 fn remount(target: &Path, flags: MsFlags) -> Step<()> {
@@ -95,5 +95,5 @@ fn remount(target: &Path, flags: MsFlags) -> Step<()> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
         None::<&str>,
     )
-    .map_err(|e| format!("remount {} read-only: {e}", target.display()))
+    .map_err(|e| format!("remount {} read-only: {e}", target.display()).into())
 }

@@ -59,7 +59,9 @@ pub struct InitConfig {
 }
 
 /// Marks, in init's log, a failure caused by a kernel that cannot isolate the sandbox with a
-/// user namespace and idmapped mounts.
+/// user namespace and idmapped mounts. The host does not read the log for it: init tells it
+/// with a [`crate::protocol::Startup::Failed`] of kind
+/// [`crate::protocol::StartupFailureKind::IsolationUnsupported`].
 pub const ISOLATION_UNSUPPORTED: &str = "isolation unsupported:";
 
 impl InitConfig {
@@ -98,20 +100,20 @@ pub fn main() -> i32 {
     // PID 1 into the sandbox's cgroup.
     let mut input = String::new();
     if let Err(e) = std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut input) {
-        eprintln!("sqrx-init: cannot read config: {e}");
+        setup::SetupError::from(format!("cannot read config: {e}")).report("sqrx-init");
         return 2;
     }
     let config: InitConfig = match serde_json::from_str(&input) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sqrx-init: bad config: {e}");
+            setup::SetupError::from(format!("bad config: {e}")).report("sqrx-init");
             return 2;
         }
     };
     match setup::start(&config) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sqrx-init: {e}");
+            e.report("sqrx-init");
             1
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::server::fail;
-use crate::protocol::{self, ExecSpec, Exit, Kind, PtySize, Started};
+use crate::protocol::{self, ExecSpec, Exit, FailureKind, Kind, PtySize, Started};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -33,11 +33,17 @@ pub(super) fn run(
     seq: &std::sync::atomic::AtomicU64,
 ) {
     let Some(program) = spec.argv.first() else {
-        return fail(&mut stream, "invalid", "empty command".into());
+        return fail(&mut stream, FailureKind::Invalid, "empty command".into());
     };
     let pty = match nix::pty::openpty(Some(&winsize(size)), None) {
         Ok(p) => p,
-        Err(e) => return fail(&mut stream, "internal", format!("cannot open a pty: {e}")),
+        Err(e) => {
+            return fail(
+                &mut stream,
+                FailureKind::Internal,
+                format!("cannot open a pty: {e}"),
+            );
+        }
     };
     let stdio = |what: &str| -> Result<Stdio, String> {
         pty.slave
@@ -48,7 +54,7 @@ pub(super) fn run(
     let (stdin, stdout, stderr) = match (stdio("stdin"), stdio("stdout"), stdio("stderr")) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return fail(&mut stream, "internal", e);
+            return fail(&mut stream, FailureKind::Internal, e);
         }
     };
     let mut cmd = Command::new(program);

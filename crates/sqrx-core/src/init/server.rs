@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::exec;
 use super::seccomp::Filters;
-use crate::protocol::{self, Exit, Failure, Kind, Request};
+use crate::protocol::{self, Exit, Failure, FailureKind, Kind, Request};
 
 /// Background processes started with `Spawn`, kept for `Wait`.
 #[derive(Default)]
@@ -74,7 +74,7 @@ fn confine() -> Result<(), String> {
 /// `exec_seq_base`: the number of the last exec of an earlier init of this sandbox.
 pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
     if let Err(e) = confine() {
-        eprintln!("sqrx-init: {e}");
+        super::setup::SetupError::from(e).report("sqrx-init");
         return;
     }
     super::setup::say_ready();
@@ -111,24 +111,29 @@ pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
     }
 }
 
-pub(super) fn fail(stream: &mut UnixStream, kind: &str, message: String) {
-    let _ = protocol::write_json(
-        stream,
-        Kind::Error,
-        &Failure {
-            kind: kind.into(),
-            message,
-        },
-    );
+pub(super) fn fail(stream: &mut UnixStream, kind: FailureKind, message: String) {
+    let _ = protocol::write_json(stream, Kind::Error, &Failure { kind, message });
 }
 
 fn handle(mut stream: UnixStream, state: &State) {
     let request = match protocol::read_frame(&mut stream) {
         Ok(Some((Kind::Request, payload))) => match serde_json::from_slice::<Request>(&payload) {
             Ok(r) => r,
-            Err(e) => return fail(&mut stream, "invalid", format!("bad request: {e}")),
+            Err(e) => {
+                return fail(
+                    &mut stream,
+                    FailureKind::Invalid,
+                    format!("bad request: {e}"),
+                );
+            }
         },
-        Ok(_) => return fail(&mut stream, "invalid", "expected a request frame".into()),
+        Ok(_) => {
+            return fail(
+                &mut stream,
+                FailureKind::Invalid,
+                "expected a request frame".into(),
+            );
+        }
         Err(_) => return,
     };
     let mut spawned = state.spawned.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,7 +168,7 @@ fn handle(mut stream: UnixStream, state: &State) {
                 drop(spawned);
                 return fail(
                     &mut stream,
-                    "not_found",
+                    FailureKind::NotFound,
                     format!("no background process {pid}"),
                 );
             };
@@ -186,7 +191,7 @@ fn handle(mut stream: UnixStream, state: &State) {
                                 drop(spawned);
                                 return fail(
                                     &mut stream,
-                                    "timeout",
+                                    FailureKind::Timeout,
                                     format!("process {pid} still runs after {ms} ms"),
                                 );
                             }
@@ -205,7 +210,13 @@ fn handle(mut stream: UnixStream, state: &State) {
             drop(spawned);
             let sig = match nix::sys::signal::Signal::try_from(signal) {
                 Ok(s) => s,
-                Err(_) => return fail(&mut stream, "invalid", format!("bad signal {signal}")),
+                Err(_) => {
+                    return fail(
+                        &mut stream,
+                        FailureKind::Invalid,
+                        format!("bad signal {signal}"),
+                    );
+                }
             };
             let target = nix::unistd::Pid::from_raw(pid);
             let sent = if group {
@@ -221,7 +232,11 @@ fn handle(mut stream: UnixStream, state: &State) {
                         &serde_json::json!({"ok": true}),
                     );
                 }
-                Err(e) => fail(&mut stream, "not_found", format!("signal {pid}: {e}")),
+                Err(e) => fail(
+                    &mut stream,
+                    FailureKind::NotFound,
+                    format!("signal {pid}: {e}"),
+                ),
             }
         }
     }
@@ -240,8 +255,10 @@ fn connect(stream: &mut UnixStream, port: u16, timeout_ms: u64) {
         }
         Err(e) => {
             let kind = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => "refused",
-                _ => "internal",
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => {
+                    FailureKind::Refused
+                }
+                _ => FailureKind::Internal,
             };
             fail(stream, kind, format!("cannot connect to port {port}: {e}"));
         }

@@ -11,12 +11,64 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use super::InitConfig;
+use crate::protocol::{Startup, StartupFailureKind};
 use crate::sys::{Forked, fork_single_threaded};
 
-pub(super) type Step<T> = Result<T, String>;
+pub(super) type Step<T> = Result<T, SetupError>;
+
+/// A step of building the sandbox that failed: what failed, and whether a kernel that cannot
+/// isolate the sandbox is why.
+#[derive(Debug)]
+pub(super) struct SetupError {
+    kind: StartupFailureKind,
+    message: String,
+}
+
+impl From<String> for SetupError {
+    fn from(message: String) -> Self {
+        SetupError {
+            kind: StartupFailureKind::Setup,
+            message,
+        }
+    }
+}
+
+impl SetupError {
+    /// Log the failure (stderr is `init.log`) and tell the host on its pipe (stdout), where
+    /// it reads a [`Startup::Failed`] of this kind.
+    pub(super) fn report(self, stage: &str) {
+        match self.kind {
+            StartupFailureKind::IsolationUnsupported => {
+                eprintln!("{stage}: {} {}", super::ISOLATION_UNSUPPORTED, self.message);
+            }
+            StartupFailureKind::Setup => eprintln!("{stage}: {}", self.message),
+        }
+        report(&Startup::Failed {
+            kind: self.kind,
+            message: self.message,
+        });
+    }
+}
 
 fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> Step<T> {
-    r.map_err(|e| format!("{}: {e}", what()))
+    r.map_err(|e| SetupError::from(format!("{}: {e}", what())))
+}
+
+/// [`ctx`] for a step that fails only where the kernel cannot isolate the sandbox.
+fn isolation_ctx<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    what: impl FnOnce() -> String,
+) -> Step<T> {
+    r.map_err(|e| SetupError {
+        kind: StartupFailureKind::IsolationUnsupported,
+        message: format!("{}: {e}", what()),
+    })
+}
+
+/// Write one startup status on the host's pipe (stdout).
+pub(super) fn report(status: &Startup) {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&status.to_line()).and_then(|()| out.flush());
 }
 
 /// Run the outer stage (user namespace, session, unshare, fork). Returns the exit code of this
@@ -34,12 +86,10 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
     // capability over its mounts, hostname or IPC (and keeps none over its network but
     // NET_BIND_SERVICE).
     let namespaces = match config.id_base {
-        Some(base) => Some(ctx(crate::sys::idmap::new_user_namespace(base), || {
-            format!(
-                "{} cannot create a user namespace",
-                super::ISOLATION_UNSUPPORTED
-            )
-        })?),
+        Some(base) => Some(isolation_ctx(
+            crate::sys::idmap::new_user_namespace(base),
+            || "cannot create a user namespace".into(),
+        )?),
         None => None,
     };
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -64,7 +114,8 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         Forked::Parent(pid) => {
             // The host reads this line, then this process exits and PID 1 lives on.
             let mut out = std::io::stdout();
-            ctx(writeln!(out, "{pid}").and_then(|_| out.flush()), || {
+            let line = Startup::Forked { pid }.to_line();
+            ctx(out.write_all(&line).and_then(|_| out.flush()), || {
                 "report pid".into()
             })?;
             Ok(0)
@@ -72,8 +123,8 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         Forked::Child => match pid1(config, namespaces.map(|ns| ns.user)) {
             Ok(code) => Ok(code),
             Err(e) => {
-                // stderr goes to the sandbox's init.log.
-                eprintln!("sqrx-init (pid 1): {e}");
+                // stderr goes to the sandbox's init.log; stdout is still the host's pipe.
+                e.report("sqrx-init (pid 1)");
                 Ok(1)
             }
         },
@@ -193,7 +244,8 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(format!(
                     "/{dir} in the sandbox's layers is a symlink; refusing to mount on it"
-                ));
+                )
+                .into());
             }
             Ok(_) => {}
             Err(_) => mkdir(&p, mode)?,
@@ -260,7 +312,8 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         Forked::Child => {
             if let Some(ns) = userns {
                 if let Err(e) = crate::sys::idmap::become_root_in(ns.as_fd()) {
-                    eprintln!("sqrx-init: cannot enter the sandbox's user namespace: {e}");
+                    SetupError::from(format!("cannot enter the sandbox's user namespace: {e}"))
+                        .report("sqrx-init");
                     return Ok(1);
                 }
                 drop(ns);
@@ -291,17 +344,13 @@ fn stage_mount(
     let m = ctx(idmap::clone_mount(dir), || {
         format!("clone mount {}", dir.display())
     })?;
-    ctx(idmap::set_mount_attrs(&m, userns, read_only), || {
-        let marker = if userns.is_some() {
-            super::ISOLATION_UNSUPPORTED
-        } else {
-            ""
-        };
-        format!(
-            "{marker} cannot make an idmapped mount of {}",
-            dir.display()
-        )
-    })?;
+    let attrs = idmap::set_mount_attrs(&m, userns, read_only);
+    let what = || format!("cannot make an idmapped mount of {}", dir.display());
+    if userns.is_some() {
+        isolation_ctx(attrs, what)?;
+    } else {
+        ctx(attrs, what)?;
+    }
     ctx(idmap::attach(&m, name), || {
         format!("attach {} at {}", dir.display(), name.display())
     })
@@ -330,8 +379,7 @@ pub(super) fn release_stdio() {
 /// Tell the host, on the pipe it reads, that the server is ready (confined and about to
 /// accept on the control socket), then let the pipe go.
 pub(super) fn say_ready() {
-    let mut out = std::io::stdout();
-    let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
+    report(&Startup::Ready);
     release_stdout();
 }
 

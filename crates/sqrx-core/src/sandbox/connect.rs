@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::SandboxError;
 use super::runtime::Sandbox;
-use crate::protocol::{self, Failure, Kind, Request};
+use crate::protocol::{self, FailureKind, Kind, Request};
 
 /// How long init tries to connect before reporting the port closed.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,9 +58,8 @@ impl Sandbox {
         match (kind, fd) {
             (Kind::Reply, Some(fd)) => Ok(std::net::TcpStream::from(fd)),
             (Kind::Error, _) => {
-                let f: Failure =
-                    serde_json::from_slice(&payload).map_err(|e| proto(e.to_string()))?;
-                if f.kind == "refused" {
+                let f = SandboxError::decode_failure(self.id(), &payload)?;
+                if f.kind == FailureKind::Refused {
                     Err(SandboxError::PortClosed {
                         id: self.id().to_string(),
                         port,

@@ -14,6 +14,7 @@ use super::{SandboxError, SandboxSpec};
 use crate::cgroup::{Limits, SandboxCgroup};
 use crate::init::{INIT_ENV, InitConfig};
 use crate::layer::{BASE_LAYER, Layer, LayerError, LayerName};
+use crate::protocol::{Startup, StartupFailureKind};
 
 /// Undoes a partial create unless committed.
 struct Rollback<'a> {
@@ -293,19 +294,32 @@ pub(crate) fn lowerdirs(stack: &[LayerRef]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The error for an init that failed with `reason` (its log's tail): a kernel that cannot
-/// isolate the sandbox is told apart from other failures.
+/// The error for an init that failed with `reason`.
 fn init_failed(id: &str, reason: String) -> SandboxError {
-    if reason.contains(crate::init::ISOLATION_UNSUPPORTED) {
-        SandboxError::IsolationUnsupported {
+    SandboxError::InitFailed {
+        id: id.to_string(),
+        reason,
+    }
+}
+
+/// The error for a [`Startup::Failed`] of kind `kind`: a kernel that cannot isolate the
+/// sandbox is told apart from other failures.
+fn startup_failed(id: &str, kind: StartupFailureKind, message: String) -> SandboxError {
+    match kind {
+        StartupFailureKind::IsolationUnsupported => SandboxError::IsolationUnsupported {
             id: id.to_string(),
-            reason,
-        }
-    } else {
-        SandboxError::InitFailed {
-            id: id.to_string(),
-            reason,
-        }
+            reason: message,
+        },
+        StartupFailureKind::Setup => init_failed(id, message),
+    }
+}
+
+/// The error for a startup `line` that is not the status init was expected to send: the
+/// failure it reports, or (a line this host does not know, or none) the log's tail.
+fn unexpected_startup(id: &str, line: &str, run_dir: &Path) -> SandboxError {
+    match Startup::parse(line) {
+        Some(Startup::Failed { kind, message }) => startup_failed(id, kind, message),
+        _ => init_failed(id, log_tail(run_dir)),
     }
 }
 
@@ -393,9 +407,9 @@ impl Launcher {
         );
         let _ = out.read_line(&mut line);
         let status = self.child.wait().map_err(|e| failed(e.to_string()))?;
-        let pid: i32 = match line.trim().parse() {
-            Ok(pid) if status.success() => pid,
-            _ => return Err(failed(log_tail(&self.run_dir))),
+        let pid = match Startup::parse(&line) {
+            Some(Startup::Forked { pid }) if status.success() => pid,
+            _ => return Err(unexpected_startup(&self.id, &line, &self.run_dir)),
         };
         let start = process_start_time(pid).ok_or_else(|| failed(log_tail(&self.run_dir)))?;
         if let Some((old, old_start)) = predecessor {
@@ -408,18 +422,20 @@ impl Launcher {
             super::destroy::kill_and_wait(pid, Some(start));
             return Err(e.into());
         }
-        stdin.write_all(b"g").map_err(|e| {
-            failed(format!(
-                "cannot start init: {e}; {}",
-                log_tail(&self.run_dir)
-            ))
-        })?;
+        let written = stdin.write_all(b"g");
         drop(stdin);
         let ready = Ready {
             out,
             id: self.id.clone(),
             run_dir: self.run_dir.clone(),
         };
+        if let Err(e) = written {
+            // PID 1 is gone before it got the byte: the status it wrote last says why.
+            return Err(match ready.wait() {
+                Err(reported) => reported,
+                Ok(()) => failed(format!("cannot start init: {e}")),
+            });
+        }
         Ok((pid, start, ready))
     }
 }
@@ -474,9 +490,10 @@ impl Ready {
             }
         }
         let mut line = String::new();
-        match self.out.read_line(&mut line) {
-            Ok(_) if line == "ready\n" => Ok(()),
-            _ => Err(failed(log_tail(&self.run_dir))),
+        let _ = self.out.read_line(&mut line);
+        match Startup::parse(&line) {
+            Some(Startup::Ready) => Ok(()),
+            _ => Err(unexpected_startup(&self.id, &line, &self.run_dir)),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::cgroup::CgroupError;
 use crate::error::{ErrorKind, io_kind};
 use crate::layer::LayerError;
+use crate::protocol::{Failure, FailureKind};
 
 /// What can go wrong creating, using or destroying sandboxes.
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +89,8 @@ pub enum SandboxError {
     Command {
         /// The id.
         id: String,
-        /// `not_found`, `invalid`, `permission`, `limit` (a pids or memory limit), `timeout` or
-        /// `internal`.
-        kind: String,
+        /// What kind of refusal init reported.
+        kind: FailureKind,
         /// Init's message.
         message: String,
     },
@@ -215,17 +215,41 @@ impl SandboxError {
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }
             | SandboxError::BadState { .. } => ErrorKind::Internal,
-            SandboxError::Command { kind, .. } => match kind.as_str() {
-                "not_found" => ErrorKind::NotFound,
-                "invalid" => ErrorKind::InvalidArgument,
-                "permission" => ErrorKind::PermissionDenied,
-                "timeout" => ErrorKind::Timeout,
-                "limit" => ErrorKind::LimitExceeded,
-                _ => ErrorKind::Internal,
+            SandboxError::Command { kind, .. } => match kind {
+                FailureKind::NotFound => ErrorKind::NotFound,
+                FailureKind::Invalid => ErrorKind::InvalidArgument,
+                FailureKind::Permission => ErrorKind::PermissionDenied,
+                FailureKind::Timeout => ErrorKind::Timeout,
+                FailureKind::Limit => ErrorKind::LimitExceeded,
+                FailureKind::Refused => ErrorKind::Unavailable,
+                FailureKind::Internal => ErrorKind::Internal,
             },
             SandboxError::Mount { source, .. } | SandboxError::Io { source, .. } => io_kind(source),
             SandboxError::Layer(e) => e.kind(),
             SandboxError::Cgroup(e) => e.kind(),
+        }
+    }
+
+    /// Decode init's [`Failure`] frame for sandbox `id`: a payload that is not a failure this
+    /// host understands (an unknown kind included) is a [`SandboxError::Protocol`] error.
+    pub(crate) fn decode_failure(id: &str, payload: &[u8]) -> Result<Failure, SandboxError> {
+        serde_json::from_slice::<Failure>(payload).map_err(|e| SandboxError::Protocol {
+            id: id.to_string(),
+            reason: format!("undecodable failure from init: {e}"),
+        })
+    }
+
+    /// The error for init's [`Failure`] frame `payload` for sandbox `id`: a
+    /// [`SandboxError::Command`], or [`SandboxError::Protocol`] as in
+    /// [`SandboxError::decode_failure`].
+    pub(crate) fn from_failure(id: &str, payload: &[u8]) -> SandboxError {
+        match SandboxError::decode_failure(id, payload) {
+            Ok(f) => SandboxError::Command {
+                id: id.to_string(),
+                kind: f.kind,
+                message: f.message,
+            },
+            Err(e) => e,
         }
     }
 
@@ -235,5 +259,37 @@ impl SandboxError {
     ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| SandboxError::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_maps_to_a_command_error() {
+        for kind in FailureKind::ALL {
+            let payload = serde_json::to_vec(&Failure {
+                kind,
+                message: "m".into(),
+            })
+            .expect("json");
+            match SandboxError::from_failure("s1", &payload) {
+                SandboxError::Command { kind: got, .. } => assert_eq!(got, kind),
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_failure_kind_is_a_protocol_error() {
+        let e = SandboxError::from_failure("s1", br#"{"kind":"exploded","message":"boom"}"#);
+        assert!(
+            matches!(&e, SandboxError::Protocol { id, reason } if id == "s1" && reason.contains("exploded")),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        let e = SandboxError::from_failure("s1", b"not json");
+        assert!(matches!(e, SandboxError::Protocol { .. }), "{e:?}");
     }
 }

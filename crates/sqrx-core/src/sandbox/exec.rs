@@ -12,7 +12,7 @@ use super::logs::ExecLogEntry;
 use super::runtime::Sandbox;
 use super::spec::{DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult};
 use crate::protocol::tokio_io::{read_frame, write_frame, write_json};
-use crate::protocol::{ExecSpec, Exit, Failure, Kind, Request, Started};
+use crate::protocol::{ExecSpec, Exit, Kind, Request, Started};
 
 /// One event of a streaming exec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,14 +105,7 @@ impl Sandbox {
     }
 
     pub(super) fn command_err(&self, payload: &[u8]) -> SandboxError {
-        match serde_json::from_slice::<Failure>(payload) {
-            Ok(f) => SandboxError::Command {
-                id: self.id().to_string(),
-                kind: f.kind,
-                message: f.message,
-            },
-            Err(e) => self.protocol_err(e),
-        }
+        SandboxError::from_failure(self.id(), payload)
     }
 
     /// Connect to init; a dead init is cleaned up and reported as [`SandboxError::Dead`], a

@@ -887,26 +887,35 @@ fn files_are_resolved_inside_the_sandbox() {
     assert_eq!(sh(&sb, "test -e /data").exit_code, Some(1));
 }
 
+/// A stand-in init program running the shell `script` (in a temporary directory that lives as
+/// long as the returned guard).
+fn fake_init(script: &str) -> (tempfile::TempDir, PathBuf) {
+    let bin = tempfile::Builder::new()
+        .prefix("sqrx-test-badinit-")
+        .tempdir()
+        .expect("tempdir");
+    let path = bin.path().join("bad-init");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}")).expect("write script");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    (bin, path)
+}
+
 #[test]
 fn an_init_that_dies_before_it_is_ready_fails_the_create_at_once() {
     if !privileged("an_init_that_dies_before_it_is_ready_fails_the_create_at_once") {
         return;
     }
-    // An "init" that reports the pid of a process it leaves behind, as the real launcher does,
-    // then exits without any server to say it is ready.
-    let bin = tempfile::Builder::new()
-        .prefix("sqrx-test-badinit-")
-        .tempdir()
-        .expect("tempdir");
-    let script = bin.path().join("bad-init");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nread config\nsleep 60 </dev/null >/dev/null 2>&1 &\necho $!\n\
-         echo 'bad-init: no root for you' >&2\nexit 0\n",
-    )
-    .expect("write script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    // An "init" that reports the pid of a process it leaves behind, as the real launcher does
+    // (a `forked` startup status), then exits without any server to say it is ready.
+    let (_bin, script) = fake_init(
+        r#"read config
+sleep 60 </dev/null >/dev/null 2>&1 &
+echo "{\"status\":\"forked\",\"pid\":$!}"
+echo 'bad-init: no root for you' >&2
+exit 0
+"#,
+    );
     let t = TestRuntime::with(|c| c.init_path = Some(script.clone()));
     let started = Instant::now();
     let e =
@@ -917,5 +926,31 @@ fn an_init_that_dies_before_it_is_ready_fails_the_create_at_once() {
     assert!(e.to_string().contains("no root for you"), "{e}");
     // The pipe's end says it, not the 10 s deadline.
     assert!(took < Duration::from_secs(3), "the failure took {took:?}");
+    assert!(t.rt.list().is_empty(), "a failed create left a sandbox");
+}
+
+#[test]
+fn an_init_that_reports_missing_isolation_fails_create_with_isolation_unsupported() {
+    if !privileged("an_init_that_reports_missing_isolation_fails_create_with_isolation_unsupported")
+    {
+        return;
+    }
+    // The typed startup status decides, not what the log says.
+    let (_bin, script) = fake_init(
+        r#"read config
+echo '{"status":"failed","kind":"isolation_unsupported","message":"no idmapped mounts here"}'
+echo 'bad-init: nothing to grep for' >&2
+exit 1
+"#,
+    );
+    let t = TestRuntime::with(|c| c.init_path = Some(script.clone()));
+    let e =
+        t.rt.create(SandboxSpec::new("noiso"))
+            .expect_err("an init that cannot isolate");
+    assert!(
+        matches!(&e, SandboxError::IsolationUnsupported { reason, .. } if reason == "no idmapped mounts here"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(t.rt.list().is_empty(), "a failed create left a sandbox");
 }
