@@ -279,16 +279,9 @@ pub fn finish_frame(bytes: &[u8], r: &mut impl Read) -> std::io::Result<(Kind, V
     if have < 5 {
         r.read_exact(&mut head[have..])?;
     }
-    let rest = &bytes[have..];
-    let frame = decode(head, |buf| {
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        if n < buf.len() {
-            r.read_exact(&mut buf[n..])?;
-        }
-        Ok(())
-    })?;
-    frame.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    let (kind, len) = check_head(head)?;
+    let payload = read_payload(&mut bytes[have..].chain(r), len)?;
+    Ok((kind, payload))
 }
 
 /// Write one frame.
@@ -311,18 +304,23 @@ pub fn write_json(w: &mut impl Write, kind: Kind, value: &impl Serialize) -> std
 /// Read one frame; `None` at a clean end of stream.
 pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
     let mut head = [0u8; 5];
-    match r.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    // The end of the stream is clean only between frames: a head cut short is an error.
+    loop {
+        match r.read(&mut head[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    decode(head, |buf| r.read_exact(buf))
+    r.read_exact(&mut head[1..])?;
+    let (kind, len) = check_head(head)?;
+    Ok(Some((kind, read_payload(r, len)?)))
 }
 
-fn decode(
-    head: [u8; 5],
-    fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
-) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+/// The kind and payload length a frame head declares, refused before anything is read or
+/// allocated for the payload when the kind is unknown or the length is past [`MAX_FRAME`].
+fn check_head(head: [u8; 5]) -> std::io::Result<(Kind, u32)> {
     let kind = Kind::from_u8(head[0]).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -333,19 +331,37 @@ fn decode(
     if len > MAX_FRAME {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes"),
+            format!("frame of {len} bytes (at most {MAX_FRAME})"),
         ));
     }
-    let mut payload = vec![0u8; len as usize];
-    fill(&mut payload)?;
-    Ok(Some((kind, payload)))
+    Ok((kind, len))
+}
+
+/// Memory reserved up front for a payload: the buffer grows with the bytes that actually
+/// arrive, so a peer that declares a large frame and sends little costs little.
+const PAYLOAD_RESERVE: usize = 64 * 1024;
+
+fn short_payload(got: usize, len: u32) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("frame of {len} bytes ended after {got}"),
+    )
+}
+
+fn read_payload(r: &mut impl Read, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut payload = Vec::with_capacity((len as usize).min(PAYLOAD_RESERVE));
+    r.take(u64::from(len)).read_to_end(&mut payload)?;
+    if payload.len() != len as usize {
+        return Err(short_payload(payload.len(), len));
+    }
+    Ok(payload)
 }
 
 /// Async versions for the host side.
 pub mod tokio_io {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-    use super::{Kind, decode};
+    use super::{Kind, PAYLOAD_RESERVE, check_head, short_payload};
 
     /// Write one frame.
     pub async fn write_frame(
@@ -378,24 +394,18 @@ pub mod tokio_io {
         r: &mut (impl AsyncRead + Unpin),
     ) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
         let mut head = [0u8; 5];
-        match r.read_exact(&mut head).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        // The end of the stream is clean only between frames: a head cut short is an error.
+        if r.read(&mut head[..1]).await? == 0 {
+            return Ok(None);
         }
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
-        if len > super::MAX_FRAME {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("frame of {len} bytes"),
-            ));
+        r.read_exact(&mut head[1..]).await?;
+        let (kind, len) = check_head(head)?;
+        let mut payload = Vec::with_capacity((len as usize).min(PAYLOAD_RESERVE));
+        r.take(u64::from(len)).read_to_end(&mut payload).await?;
+        if payload.len() != len as usize {
+            return Err(short_payload(payload.len(), len));
         }
-        let mut payload = vec![0u8; len as usize];
-        r.read_exact(&mut payload).await?;
-        decode(head, |buf| {
-            buf.copy_from_slice(&payload);
-            Ok(())
-        })
+        Ok(Some((kind, payload)))
     }
 }
 
@@ -476,6 +486,67 @@ mod tests {
             None
         );
         assert_eq!(Startup::parse(""), None);
+    }
+
+    /// A reader that serves `data` and fails the test if it is ever handed a buffer larger
+    /// than `largest` (a payload buffer allocated to a declared length would be).
+    struct Stingy<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Stingy<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            assert!(
+                buf.len() <= self.largest,
+                "a read into {} bytes: the payload was allocated to its declared length",
+                buf.len()
+            );
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_large_declared_length_is_not_allocated_up_front() {
+        let mut head = vec![Kind::Stdout as u8];
+        head.extend_from_slice(&MAX_FRAME.to_be_bytes());
+        head.extend_from_slice(b"only a few bytes");
+        let mut r = Stingy {
+            data: &head,
+            largest: 2 * PAYLOAD_RESERVE,
+        };
+        let e = read_frame(&mut r).expect_err("short payload");
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        let mut r = Stingy {
+            data: &head[1..],
+            largest: 2 * PAYLOAD_RESERVE,
+        };
+        assert!(finish_frame(&head[..1], &mut r).is_err());
+    }
+
+    #[test]
+    fn a_length_past_the_limit_is_refused_before_the_payload_is_read() {
+        let mut bytes = vec![Kind::Request as u8];
+        bytes.extend_from_slice(&(MAX_FRAME + 1).to_be_bytes());
+        bytes.extend_from_slice(&[0u8; 64]);
+        let mut r = Stingy {
+            data: &bytes,
+            largest: 5,
+        };
+        let e = read_frame(&mut r).expect_err("too large");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(r.data.len() == 64, "the payload was read");
+        let e = finish_frame(&bytes, &mut &[][..]).expect_err("too large");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[test]
+    fn a_head_cut_short_is_an_error_not_the_end() {
+        for cut in 1..5 {
+            let bytes = [Kind::Stdout as u8, 0, 0, 0, 1];
+            assert!(read_frame(&mut &bytes[..cut]).is_err(), "{cut}");
+        }
+        assert_eq!(read_frame(&mut &[][..]).expect("clean end"), None);
     }
 
     #[test]
