@@ -6,6 +6,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fuzz;
+
 /// Set by `.ci/run`: a missing privilege fails the test instead of skipping it.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "SQRX_REQUIRE_PRIVILEGED";
 
