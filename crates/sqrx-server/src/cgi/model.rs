@@ -214,7 +214,8 @@ pub fn number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiErr
 pub fn count(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
     match number(obj, key)? {
         None => Ok(None),
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= u64::MAX as f64 => Ok(Some(n as u64)),
+        // `u64::MAX as f64` rounds up to 2^64, which is past the range: `<`, not `<=`.
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < u64::MAX as f64 => Ok(Some(n as u64)),
         Some(n) => Err(ApiError::bad_request(format!(
             "{key}: {n} is not a whole number >= 0"
         ))),
@@ -275,6 +276,14 @@ mod tests {
         assert_eq!(list(&o, "a").ok().flatten(), Some(vec!["x".into()]));
         assert_eq!(text(&o, "mem").ok().flatten().as_deref(), Some("256"));
         assert!(count(&obj(json!({"m": 1.5})), "m").is_err());
+        // 2^64 does not fit (it used to saturate to u64::MAX).
+        assert!(count(&obj(json!({"m": "18446744073709551616"})), "m").is_err());
+        assert_eq!(
+            count(&obj(json!({"m": 9007199254740992u64})), "m")
+                .ok()
+                .flatten(),
+            Some(9007199254740992)
+        );
     }
 
     #[test]
