@@ -191,6 +191,10 @@ pub enum SandboxError {
     /// A cgroup problem (a limit that cannot be applied).
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// A test injected a fault at this step (only with the test-only `fault-injection`
+    /// feature; never returned otherwise).
+    #[error(transparent)]
+    Injected(#[from] crate::faults::Injected),
 }
 
 impl SandboxError {
@@ -214,7 +218,8 @@ impl SandboxError {
             | SandboxError::IsolationUnsupported { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }
-            | SandboxError::BadState { .. } => ErrorKind::Internal,
+            | SandboxError::BadState { .. }
+            | SandboxError::Injected(_) => ErrorKind::Internal,
             SandboxError::Command { kind, .. } => match kind.as_str() {
                 "not_found" => ErrorKind::NotFound,
                 "invalid" => ErrorKind::InvalidArgument,
