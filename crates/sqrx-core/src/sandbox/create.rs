@@ -182,6 +182,7 @@ impl Runtime {
         let launcher = Launcher::spawn(&init, self_exec, &spec.id, &dir)?;
 
         // Announce the mounts before taking them, so a concurrent destroy keeps them.
+        crate::faults::point("create.announce_mounts")?;
         let mounts: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
         self.announce_mounts(&dir, &mounts)?;
         rb.mounts = mounts;
@@ -200,12 +201,15 @@ impl Runtime {
                 .map(|m| m << 20),
             pids_max: spec.pids_max.or(self.inner.config.default_pids_max),
         };
+        crate::faults::point("create.cgroup")?;
         let cgroup = self
             .inner
             .cgroups
             .create(&self.cgroup_name(&spec.id), &limits)?;
         rb.cgroup = Some(cgroup.clone());
+        crate::faults::point("create.mount_upper")?;
         super::upper::mount_upper(&dir, spec.upper_mb)?;
+        crate::faults::point("create.allocate_ids")?;
         let ids = match self.inner.config.isolation {
             super::Isolation::UserNamespace => Some(self.inner.ids.allocate(&dir)?),
             super::Isolation::HostRoot => None,
@@ -214,11 +218,9 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack, ids);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
+        let (pid, start) = launcher.start_serving(&config, &cgroup, None)?;
         rb.init_pid = Some(pid);
-        tracing::debug!(sandbox = %spec.id, pid, "init started");
-        ready.wait()?;
-        tracing::debug!(sandbox = %spec.id, "init serving");
+        tracing::debug!(sandbox = %spec.id, pid, "init serving");
 
         let state = SandboxState {
             spec,
@@ -230,6 +232,7 @@ impl Runtime {
             init_start: start,
             ids,
         };
+        crate::faults::point("create.save_state")?;
         state.save(&dir.join("state.json"))?;
         rb.committed = true;
         tracing::info!(sandbox = %state.spec.id, pid, "sandbox created");
@@ -374,6 +377,7 @@ impl Launcher {
         predecessor: Option<(i32, u64)>,
     ) -> Result<(i32, u64, Ready), SandboxError> {
         let failed = |reason: String| init_failed(&self.id, reason);
+        crate::faults::point("init.send_config")?;
         let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
         json.push(b'\n');
         let mut stdin = self
@@ -403,17 +407,22 @@ impl Launcher {
         }
         // Move PID 1 into the cgroup while it builds its root; then let it start the server,
         // which (like everything after it) is born inside the cgroup.
-        let joined = cgroup.add(pid);
+        let joined = crate::faults::point("init.join_cgroup")
+            .map_err(SandboxError::from)
+            .and_then(|()| Ok(cgroup.add(pid)?))
+            .and_then(|()| Ok(crate::faults::point("init.go")?))
+            .and_then(|()| {
+                stdin.write_all(b"g").map_err(|e| {
+                    failed(format!(
+                        "cannot start init: {e}; {}",
+                        log_tail(&self.run_dir)
+                    ))
+                })
+            });
         if let Err(e) = joined {
             super::destroy::kill_and_wait(pid, Some(start));
-            return Err(e.into());
+            return Err(e);
         }
-        stdin.write_all(b"g").map_err(|e| {
-            failed(format!(
-                "cannot start init: {e}; {}",
-                log_tail(&self.run_dir)
-            ))
-        })?;
         drop(stdin);
         let ready = Ready {
             out,
@@ -434,7 +443,10 @@ impl Launcher {
         predecessor: Option<(i32, u64)>,
     ) -> Result<(i32, u64), SandboxError> {
         let (pid, start, ready) = self.start(config, cgroup, predecessor)?;
-        if let Err(e) = ready.wait() {
+        let served = crate::faults::point("init.ready")
+            .map_err(SandboxError::from)
+            .and_then(|()| ready.wait());
+        if let Err(e) = served {
             super::destroy::kill_and_wait(pid, Some(start));
             return Err(e);
         }
