@@ -10,10 +10,12 @@ mod js;
 mod js_confined;
 mod layer_build;
 mod layer_store;
+mod manifest;
 mod sandbox;
 mod session;
 mod state;
 mod tar_import;
+mod transactions;
 
 use sqrx_core::{BuildOptions, LayerName, LayerStore};
 
