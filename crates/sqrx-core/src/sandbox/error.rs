@@ -185,6 +185,19 @@ pub enum SandboxError {
         /// What init saw.
         reason: String,
     },
+    /// The sandbox's stack has more layers than overlayfs can stack, even with its snapshot
+    /// layers merged (too many store layers).
+    #[error(
+        "sandbox {id} would stack {layers} lower layers; at most {max} are allowed (max_lower_layers)"
+    )]
+    StackTooDeep {
+        /// The sandbox.
+        id: String,
+        /// The layers it would stack.
+        layers: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A layer problem (unknown layer, corrupt image).
     #[error(transparent)]
     Layer(#[from] LayerError),
@@ -211,7 +224,9 @@ impl SandboxError {
             | SandboxError::Dead { .. }
             | SandboxError::SnapshotNotFound { .. } => ErrorKind::NotFound,
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
-            SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            SandboxError::LimitExceeded { .. } | SandboxError::StackTooDeep { .. } => {
+                ErrorKind::LimitExceeded
+            }
             SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
             SandboxError::InitNotFound { .. }
             | SandboxError::PortClosed { .. }

@@ -58,7 +58,7 @@ impl Sandbox {
         let _lock = self.state_lock()?;
         self.refresh()?;
         let meta = self.snapshot_meta(label)?;
-        let stack = self.restore_stack(&meta)?;
+        let stack = self.flattened(self.restore_stack(&meta)?)?;
         let next = Next {
             stack,
             clear_upper: true,
@@ -92,6 +92,7 @@ impl Sandbox {
         let layer = self.rt.layers().get(&name)?;
         let mut stack = self.state.layers.clone();
         stack.push(self.rt.layer_ref(&layer));
+        let stack = self.flattened(stack)?;
         let mut spec_layers = self.state.spec.layers.clone();
         spec_layers.push(name.to_string());
         let next = Next {

@@ -147,6 +147,74 @@ impl PackedImage {
     }
 }
 
+/// A fresh temporary path for an image being written for `<into>/snapshots/images/` (the
+/// directories are created, temporaries of dead writers removed).
+pub(crate) fn temp_image_path(into: &Path) -> Result<PathBuf, SandboxError> {
+    let tmp_dir = snapshots_dir(into).join(".tmp");
+    let images = snapshots_dir(into).join("images");
+    for d in [&tmp_dir, &images] {
+        std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
+    }
+    remove_stale_temporaries(&tmp_dir);
+    Ok(tmp_dir.join(format!(
+        "{}-{}.sqfs",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )))
+}
+
+/// Make the image written at `tmp` (`written`: its size, or why writing failed) durable and
+/// move it into `<into>/snapshots/images/` under its digest. A failure removes `tmp` and
+/// leaves no new image.
+pub(crate) fn publish_image(
+    into: &Path,
+    tmp: &Path,
+    written: Result<u64, SandboxError>,
+) -> Result<PackedImage, SandboxError> {
+    let images = snapshots_dir(into).join("images");
+    let done = written.and_then(|size| {
+        crate::faults::point("snapshot.sync_image")?;
+        // Hash while the kernel writes the image back: both take a while for big images.
+        let (synced, digest) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| crate::layer::digest_file(tmp));
+            let synced = std::fs::File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(SandboxError::io("sync", tmp));
+            let digest = hashing.join().unwrap_or_else(|_| {
+                Err(LayerError::read(tmp)(std::io::Error::other(
+                    "the hashing thread panicked",
+                )))
+            });
+            (synced, digest)
+        });
+        synced?;
+        let digest = digest?;
+        let path = image_path(into, &digest);
+        // Another label may have the same content: its image is shared, never removed here.
+        let fresh = !path.exists();
+        crate::faults::point("snapshot.publish_image")?;
+        std::fs::rename(tmp, &path).map_err(SandboxError::io("rename", &path))?;
+        let image = PackedImage {
+            digest,
+            size,
+            path,
+            fresh,
+        };
+        let synced = crate::faults::point("snapshot.sync_images")
+            .map_err(SandboxError::from)
+            .and_then(|()| fsync_dir(&images));
+        if let Err(e) = synced {
+            image.discard();
+            return Err(e);
+        }
+        Ok(image)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    done
+}
+
 impl Sandbox {
     /// Serialises snapshot, restore, activate and clone of this sandbox (across processes).
     pub(crate) fn state_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, SandboxError> {
@@ -156,17 +224,7 @@ impl Sandbox {
     /// Freeze the sandbox (unless paused already), pack its upper into an image in
     /// `<into>/snapshots/images/` and thaw it. A failure leaves no new file behind.
     pub(crate) fn pack_upper_into(&self, into: &Path) -> Result<PackedImage, SandboxError> {
-        let tmp_dir = snapshots_dir(into).join(".tmp");
-        let images = snapshots_dir(into).join("images");
-        for d in [&tmp_dir, &images] {
-            std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
-        }
-        remove_stale_temporaries(&tmp_dir);
-        let tmp = tmp_dir.join(format!(
-            "{}-{}.sqfs",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
+        let tmp = temp_image_path(into)?;
         let started = std::time::Instant::now();
         let lowers: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let upper = super::upper::upper_dir(&self.dir());
@@ -190,50 +248,7 @@ impl Sandbox {
                 })
         };
         tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "upper packed");
-        let done = packed.and_then(|size| {
-            crate::faults::point("snapshot.sync_image")?;
-            // Hash while the kernel writes the image back: both take a while for big uppers.
-            let (synced, digest) = std::thread::scope(|scope| {
-                let hashing = scope.spawn(|| crate::layer::digest_file(&tmp));
-                let synced = std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(SandboxError::io("sync", &tmp));
-                let digest = hashing
-                    .join()
-                    .unwrap_or_else(|_| {
-                        Err(LayerError::read(&tmp)(std::io::Error::other(
-                            "the hashing thread panicked",
-                        )))
-                    });
-                (synced, digest)
-            });
-            synced?;
-            let digest = digest?;
-            tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "image synced and hashed");
-            let path = image_path(into, &digest);
-            // Another label may have the same content: its image is shared, never removed here.
-            let fresh = !path.exists();
-            crate::faults::point("snapshot.publish_image")?;
-            std::fs::rename(&tmp, &path).map_err(SandboxError::io("rename", &path))?;
-            let image = PackedImage {
-                digest,
-                size,
-                path,
-                fresh,
-            };
-            let synced = crate::faults::point("snapshot.sync_images")
-                .map_err(SandboxError::from)
-                .and_then(|()| fsync_dir(&images));
-            if let Err(e) = synced {
-                image.discard();
-                return Err(e);
-            }
-            Ok(image)
-        });
-        if done.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        done
+        publish_image(into, &tmp, packed)
     }
 
     /// Snapshot the sandbox's filesystem under `label` (default: the current time, e.g.
