@@ -2,6 +2,7 @@
 //! mounts) call `sqrx_testkit::privileged` first: they skip with a reason, or fail when
 //! `SQRX_REQUIRE_PRIVILEGED=1` (as in CI).
 
+mod chains;
 mod corrupt_images;
 mod escape;
 #[cfg(feature = "js")]

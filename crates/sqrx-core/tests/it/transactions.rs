@@ -101,9 +101,12 @@ fn observe(t: &TestRuntime, sb: &Sandbox, also: &[&str]) -> Observed {
 
 /// Start a process that the operations keeping processes must keep; its pid inside.
 fn start_background(sb: &Sandbox) -> String {
-    out(sb, "sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/bg.pid; cat /tmp/bg.pid")
-        .trim()
-        .to_string()
+    out(
+        sb,
+        "sleep 1000 >/dev/null 2>&1 & echo $! > /tmp/bg.pid; cat /tmp/bg.pid",
+    )
+    .trim()
+    .to_string()
 }
 
 fn background_alive(sb: &Sandbox, pid: &str) -> bool {
@@ -165,10 +168,9 @@ fn every_step(
         );
         assert_eq!(e.kind(), ErrorKind::Internal, "{context}");
 
-        let sb = t
-            .rt
-            .get(id)
-            .unwrap_or_else(|e| panic!("{context}: the sandbox is gone: {e}"));
+        let sb =
+            t.rt.get(id)
+                .unwrap_or_else(|e| panic!("{context}: the sandbox is gone: {e}"));
         let info = sb.info();
         assert_eq!(info.status, "running", "{context}");
         assert!(!sb.is_paused(), "{context}: left frozen");
@@ -233,7 +235,10 @@ fn a_restore_failing_at_any_step_changes_nothing() {
         "upper.swap_bind_next",
         "restart.save_state",
     ] {
-        assert!(steps.contains(&step), "{step} is a step of restore: {steps:?}");
+        assert!(
+            steps.contains(&step),
+            "{step} is a step of restore: {steps:?}"
+        );
     }
     let sb = t.rt.get("tx-restore").expect("get");
     assert_same(&manifest(&sb, DIRS), &s1, "after the restore");
