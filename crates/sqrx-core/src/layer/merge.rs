@@ -176,27 +176,27 @@ mod tests {
         let run = [l1.path().to_path_buf(), l2.path().to_path_buf()];
         let tree = merged_tree(&run, &[base.path().to_path_buf()]).expect("merge");
 
-        assert_eq!(kind(&tree, "/d"), "dir");
-        assert_eq!(
-            kind(&tree, "/d/one"),
-            "none",
-            "created and deleted in the run: nothing below to hide"
-        );
-        assert_eq!(
-            kind(&tree, "/d/base1"),
-            "none",
-            "merged from below as before"
-        );
-        assert_eq!(kind(&tree, "/gone"), "whiteout");
-        assert_eq!(kind(&tree, "/w"), "dir");
-        assert_eq!(kind(&tree, "/w/new"), "file");
-        assert_eq!(
-            kind(&tree, "/w/x"),
-            "whiteout",
-            "a directory over a whiteout hides the layers below"
-        );
-        assert_eq!(kind(&tree, "/f"), "dir");
-        assert_eq!(kind(&tree, "/f/inside"), "file");
-        assert_eq!(kind(&tree, "/keep"), "none");
+        for (path, want, why) in [
+            ("/d", "dir", ""),
+            (
+                "/d/one",
+                "none",
+                "created and deleted in the run: nothing below to hide",
+            ),
+            ("/d/base1", "none", "merged from below as before"),
+            ("/gone", "whiteout", "deleted in the run"),
+            ("/w", "dir", ""),
+            ("/w/new", "file", ""),
+            (
+                "/w/x",
+                "whiteout",
+                "a directory over a whiteout hides the layers below",
+            ),
+            ("/f", "dir", "a directory over a file"),
+            ("/f/inside", "file", ""),
+            ("/keep", "none", "untouched by the run"),
+        ] {
+            assert_eq!(kind(&tree, path), want, "{path}: {why}");
+        }
     }
 }

@@ -242,6 +242,22 @@ impl Runtime {
         })
     }
 
+    /// Under the mounts lock: claim exactly `keep` for the sandbox `id` (in `dir`) and unmount
+    /// those of `unused` that no other sandbox claims.
+    pub(crate) fn claim_only(
+        &self,
+        id: &str,
+        dir: &Path,
+        keep: &[PathBuf],
+        unused: &[PathBuf],
+    ) -> Result<(), SandboxError> {
+        self.inner.mounts.locked(|| {
+            self.announce_mounts(dir, keep)?;
+            self.inner.mounts.release(unused, &self.mounts_in_use(id));
+            Ok(())
+        })
+    }
+
     /// Record in `<dir>/layers.json` the layer mounts a sandbox uses or is about to use.
     pub(crate) fn announce_mounts(
         &self,

@@ -88,14 +88,7 @@ impl Sandbox {
                 Ok(())
             })
             .and_then(|()| self.merge_runs(&stack));
-        let released = rt.inner.mounts.locked(|| {
-            rt.announce_mounts(&dir, &old)?;
-            rt.inner
-                .mounts
-                .release(&added, &rt.mounts_in_use(self.id()));
-            Ok(())
-        });
-        if let Err(e) = released {
+        if let Err(e) = rt.claim_only(self.id(), &dir, &old, &added) {
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the layers read for a merge");
         }
         let flat = merged?;

@@ -7,13 +7,14 @@ use super::SandboxError;
 use super::runtime::Sandbox;
 
 impl Sandbox {
-    fn cgroup_or_err(&self) -> Result<&crate::cgroup::SandboxCgroup, SandboxError> {
+    /// The sandbox's cgroup (every sandbox has one; an error for a corrupt state).
+    pub(crate) fn cgroup_or_err(&self) -> Result<&crate::cgroup::SandboxCgroup, SandboxError> {
         self.state
             .cgroup
             .as_ref()
             .ok_or_else(|| SandboxError::Invalid {
                 field: "sandbox",
-                reason: format!("sandbox {} has no cgroup to freeze", self.id()),
+                reason: format!("sandbox {} has no cgroup", self.id()),
             })
     }
 

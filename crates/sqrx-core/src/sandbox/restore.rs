@@ -138,14 +138,7 @@ impl Sandbox {
     ) -> Result<SandboxState, SandboxError> {
         let rt = &self.rt;
         let dir = self.dir();
-        let cgroup = self
-            .state
-            .cgroup
-            .clone()
-            .ok_or_else(|| SandboxError::Invalid {
-                field: "sandbox",
-                reason: format!("sandbox {} has no cgroup", self.id()),
-            })?;
+        let cgroup = self.cgroup_or_err()?.clone();
         let old: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let mut both = old.clone();
         both.extend(
@@ -219,15 +212,8 @@ impl Sandbox {
         self.state = state;
         let new = self.layer_mounts();
         upper::finish_swap(&dir);
-        let released = rt.inner.mounts.locked(|| {
-            rt.announce_mounts(&dir, &new)?;
-            let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
-            rt.inner
-                .mounts
-                .release(&unused, &rt.mounts_in_use(self.id()));
-            Ok(())
-        });
-        if let Err(e) = released {
+        let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
+        if let Err(e) = rt.claim_only(self.id(), &dir, &new, &unused) {
             // layers.json still claims the old mounts too: they stay until the next restart or
             // the destroy, which is harmless.
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the previous stack's layers");
@@ -252,20 +238,13 @@ impl Sandbox {
         }
         if progress.announced {
             let old = self.layer_mounts();
-            let released = rt.inner.mounts.locked(|| {
-                rt.announce_mounts(&dir, &old)?;
-                let added: Vec<PathBuf> = next
-                    .stack
-                    .iter()
-                    .map(|l| l.mount.clone())
-                    .filter(|m| !old.contains(m))
-                    .collect();
-                rt.inner
-                    .mounts
-                    .release(&added, &rt.mounts_in_use(self.id()));
-                Ok(())
-            });
-            if let Err(e) = released {
+            let added: Vec<PathBuf> = next
+                .stack
+                .iter()
+                .map(|l| l.mount.clone())
+                .filter(|m| !old.contains(m))
+                .collect();
+            if let Err(e) = rt.claim_only(self.id(), &dir, &old, &added) {
                 tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the layers of a failed restart");
             }
         }
@@ -281,14 +260,7 @@ impl Sandbox {
         let mut config = init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
         let start = || {
-            let cgroup = self
-                .state
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| SandboxError::Invalid {
-                    field: "sandbox",
-                    reason: format!("sandbox {} has no cgroup", self.id()),
-                })?;
+            let cgroup = self.cgroup_or_err()?;
             let (init, self_exec) = rt.init_program()?;
             Launcher::spawn(&init, self_exec, self.id(), &dir)?.start_serving(&config, cgroup, None)
         };
