@@ -10,7 +10,7 @@ use std::time::Instant;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sqrx_core::sandbox::OVERLAY_MAX_LOWER_LAYERS;
-use sqrx_core::{ErrorKind, LayerName, Sandbox};
+use sqrx_core::{ErrorKind, Sandbox};
 use sqrx_testkit::privileged;
 
 use crate::manifest::{Manifest, assert_same, manifest};
@@ -189,22 +189,15 @@ fn run_case(t: &TestRuntime, id: &str, ops: &[Op]) -> bool {
 /// changed, deleted and re-created names.
 fn build_layers(t: &TestRuntime) {
     for (i, name) in LAYERS.iter().enumerate() {
-        let src = tempfile::tempdir().expect("tempdir");
-        for (j, f) in ["work/a", "work/d/c", "work/n/from-layer"]
-            .iter()
-            .enumerate()
-        {
-            let p = src.path().join(f);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(&p, format!("layer {i} file {j}\n")).expect("write");
-        }
-        t.rt.layers()
-            .build_from_dir(
-                &LayerName::new(*name).expect("name"),
-                src.path(),
-                &Default::default(),
-            )
-            .expect("build layer");
+        let contents: Vec<String> = (0..3).map(|j| format!("layer {i} file {j}\n")).collect();
+        t.layer_of_files(
+            name,
+            &[
+                ("work/a", &contents[0]),
+                ("work/d/c", &contents[1]),
+                ("work/n/from-layer", &contents[2]),
+            ],
+        );
     }
 }
 

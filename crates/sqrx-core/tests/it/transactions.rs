@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sqrx_core::{ErrorKind, LayerName, Sandbox, SandboxError, faults};
+use sqrx_core::{ErrorKind, Sandbox, SandboxError, faults};
 use sqrx_testkit::privileged;
 
 use crate::manifest::{Manifest, assert_same, manifest};
-use crate::sandbox::{TestRuntime, out, sh};
+use crate::sandbox::{TestRuntime, cgroup_dirs, out, sh};
 
 /// The directories whose files are compared.
 const DIRS: &[&str] = &["/work", "/etc"];
@@ -61,22 +61,9 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The sqrx cgroup directories of every controller (sandboxes of all runtimes: compared
-/// before and after, so other tests' sandboxes are filtered by the runtime's id suffix).
+/// The cgroup directories of the sandboxes `ids`.
 fn cgroups_of(ids: &[&str]) -> BTreeSet<PathBuf> {
-    ["memory", "cpu", "pids", "freezer", "unified"]
-        .iter()
-        .filter_map(|c| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join("sqrx")).ok())
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                ids.iter().any(|id| n.starts_with(&format!("{id}-")))
-            })
-        })
-        .collect()
+    ids.iter().flat_map(|id| cgroup_dirs(id)).collect()
 }
 
 fn observe(t: &TestRuntime, sb: &Sandbox, also: &[&str]) -> Observed {
@@ -122,6 +109,26 @@ struct Operation<'a> {
     stops_processes_at: Option<&'a str>,
     /// Other sandbox ids the operation may create (their cgroups must not leak).
     creates: &'a [&'a str],
+}
+
+impl<'a> Operation<'a> {
+    /// An operation that restarts the sandbox's init (restore, activate).
+    fn restarting(name: &'a str) -> Self {
+        Operation {
+            name,
+            stops_processes_at: Some("restart.stop_old_init"),
+            creates: &[],
+        }
+    }
+
+    /// An operation that keeps the sandbox's processes (snapshot, clone).
+    fn keeping(name: &'a str, creates: &'a [&'a str]) -> Self {
+        Operation {
+            name,
+            stops_processes_at: None,
+            creates,
+        }
+    }
 }
 
 /// Fail each step of `op` in turn on the sandbox `id`, checking after every failure that
@@ -214,6 +221,14 @@ fn prepared(t: &TestRuntime, id: &str) -> (Sandbox, Manifest) {
     (sb, s1)
 }
 
+/// [`prepared`], restored to `s1` and changed again: the stack holds a snapshot.
+fn prepared_on_s1(t: &TestRuntime, id: &str) -> Sandbox {
+    let (mut sb, _) = prepared(t, id);
+    sb.restore("s1").expect("restore");
+    out(&sb, "echo more > /work/more");
+    sb
+}
+
 #[test]
 fn a_restore_failing_at_any_step_changes_nothing() {
     if !privileged("a_restore_failing_at_any_step_changes_nothing") {
@@ -222,11 +237,7 @@ fn a_restore_failing_at_any_step_changes_nothing() {
     let t = TestRuntime::new();
     let (_, s1) = prepared(&t, "tx-restore");
 
-    let spec = Operation {
-        name: "restore",
-        stops_processes_at: Some("restart.stop_old_init"),
-        creates: &[],
-    };
+    let spec = Operation::restarting("restore");
     let steps = every_step(&t, "tx-restore", &spec, |sb| sb.restore("s1"));
     for step in [
         "restart.mount_upper",
@@ -251,26 +262,11 @@ fn an_activate_failing_at_any_step_changes_nothing() {
         return;
     }
     let t = TestRuntime::new();
-    let src = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(src.path().join("opt/tool")).expect("mkdir");
-    std::fs::write(src.path().join("opt/tool/hello"), "from the layer\n").expect("write");
-    t.rt.layers()
-        .build_from_dir(
-            &LayerName::new("200-tool").expect("name"),
-            src.path(),
-            &Default::default(),
-        )
-        .expect("build layer");
-    let (mut sb, _) = prepared(&t, "tx-activate");
+    t.layer_of_files("200-tool", &[("opt/tool/hello", "from the layer\n")]);
     // Activate on a restored stack: the snapshot's layer stays under the new one.
-    sb.restore("s1").expect("restore");
-    out(&sb, "echo after-restore > /work/e");
+    let sb = prepared_on_s1(&t, "tx-activate");
 
-    let spec = Operation {
-        name: "activate",
-        stops_processes_at: Some("restart.stop_old_init"),
-        creates: &[],
-    };
+    let spec = Operation::restarting("activate");
     let before = manifest(&sb, &["/work"]);
     every_step(&t, "tx-activate", &spec, |sb| sb.activate("200-tool"));
     let sb = t.rt.get("tx-activate").expect("get");
@@ -285,14 +281,8 @@ fn a_snapshot_failing_at_any_step_changes_nothing() {
         return;
     }
     let t = TestRuntime::new();
-    let (mut sb, _) = prepared(&t, "tx-snapshot");
-    sb.restore("s1").expect("restore");
-    out(&sb, "echo more > /work/more");
-    let spec = Operation {
-        name: "snapshot",
-        stops_processes_at: None,
-        creates: &[],
-    };
+    prepared_on_s1(&t, "tx-snapshot");
+    let spec = Operation::keeping("snapshot", &[]);
     let steps = every_step(&t, "tx-snapshot", &spec, |sb| {
         sb.snapshot(Some("s2")).map(|_| ())
     });
@@ -310,14 +300,8 @@ fn a_clone_failing_at_any_step_changes_nothing() {
         return;
     }
     let t = TestRuntime::new();
-    let (mut sb, _) = prepared(&t, "tx-clone");
-    sb.restore("s1").expect("restore");
-    out(&sb, "echo more > /work/more");
-    let spec = Operation {
-        name: "clone",
-        stops_processes_at: None,
-        creates: &["tx-copy"],
-    };
+    prepared_on_s1(&t, "tx-clone");
+    let spec = Operation::keeping("clone", &["tx-copy"]);
     let rt = t.rt.clone();
     let steps = every_step(&t, "tx-clone", &spec, |_| {
         rt.clone_sandbox("tx-clone", "tx-copy").map(|_| ())
