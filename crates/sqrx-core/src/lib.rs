@@ -21,6 +21,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod faults;
 pub mod init;
 #[cfg(feature = "js")]
 pub mod js;

@@ -31,7 +31,7 @@ fn is_opaque(path: &Path) -> bool {
 /// Names in the directory `rel` of the layer mounted at `lower`, or none when `rel` is not a
 /// directory there. No symlink is followed: a directory reached through a symlink in a lower
 /// layer is not merged by overlayfs either, and following one could leave the layer.
-fn lower_names(lower: &Path, rel: &Path) -> Vec<String> {
+pub(super) fn lower_names(lower: &Path, rel: &Path) -> Vec<String> {
     let Ok(root) = nix::fcntl::open(
         lower,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -63,7 +63,7 @@ fn lower_names(lower: &Path, rel: &Path) -> Vec<String> {
 
 /// Add whiteouts to `tree` for the names that the lower layers have in the opaque directory
 /// `dir` and the upper does not; recurse into its subdirectories.
-fn expand_opaque(tree: &mut Tree, dir: &Path, lowers: &[PathBuf]) {
+pub(super) fn expand_opaque(tree: &mut Tree, dir: &Path, lowers: &[PathBuf]) {
     let below: BTreeSet<String> = lowers.iter().flat_map(|l| lower_names(l, dir)).collect();
     let mtime = tree.get(dir).map(|n| n.header.mtime).unwrap_or(0);
     for name in below {

@@ -38,7 +38,8 @@ impl Runtime {
         let dir = self.reserve(new_id)?;
         let mut reserved = Reserved(Some(dir.clone()));
 
-        let (digest, _, image) = source.pack_upper_into(&dir)?;
+        let image = source.pack_upper_into(&dir)?;
+        crate::faults::point("clone.link_images")?;
         let mut stack: Vec<LayerRef> = Vec::with_capacity(source.state.layers.len() + 1);
         for l in &source.state.layers {
             let mut l = l.clone();
@@ -54,9 +55,9 @@ impl Runtime {
         }
         stack.push(LayerRef {
             name: format!("{src}@clone"),
-            mount: self.inner.mounts.mount_point(&digest),
-            digest,
-            image,
+            mount: self.inner.mounts.mount_point(&image.digest),
+            digest: image.digest,
+            image: image.path,
             snapshot: true,
         });
         drop(_lock);

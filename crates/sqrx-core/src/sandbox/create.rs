@@ -183,6 +183,7 @@ impl Runtime {
         let launcher = Launcher::spawn(&init, self_exec, &spec.id, &dir)?;
 
         // Announce the mounts before taking them, so a concurrent destroy keeps them.
+        crate::faults::point("create.announce_mounts")?;
         let mounts: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
         self.announce_mounts(&dir, &mounts)?;
         rb.mounts = mounts;
@@ -201,12 +202,15 @@ impl Runtime {
                 .map(|m| m << 20),
             pids_max: spec.pids_max.or(self.inner.config.default_pids_max),
         };
+        crate::faults::point("create.cgroup")?;
         let cgroup = self
             .inner
             .cgroups
             .create(&self.cgroup_name(&spec.id), &limits)?;
         rb.cgroup = Some(cgroup.clone());
+        crate::faults::point("create.mount_upper")?;
         super::upper::mount_upper(&dir, spec.upper_mb)?;
+        crate::faults::point("create.allocate_ids")?;
         let ids = match self.inner.config.isolation {
             super::Isolation::UserNamespace => Some(self.inner.ids.allocate(&dir)?),
             super::Isolation::HostRoot => None,
@@ -215,11 +219,9 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack, ids);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start, ready) = launcher.start(&config, &cgroup, None)?;
+        let (pid, start) = launcher.start_serving(&config, &cgroup, None)?;
         rb.init_pid = Some(pid);
-        tracing::debug!(sandbox = %spec.id, pid, "init started");
-        ready.wait()?;
-        tracing::debug!(sandbox = %spec.id, "init serving");
+        tracing::debug!(sandbox = %spec.id, pid, "init serving");
 
         let state = SandboxState {
             spec,
@@ -231,12 +233,29 @@ impl Runtime {
             init_start: start,
             ids,
         };
+        crate::faults::point("create.save_state")?;
         state.save(&dir.join("state.json"))?;
         rb.committed = true;
         tracing::info!(sandbox = %state.spec.id, pid, "sandbox created");
         Ok(Sandbox {
             rt: self.clone(),
             state,
+        })
+    }
+
+    /// Under the mounts lock: claim exactly `keep` for the sandbox `id` (in `dir`) and unmount
+    /// those of `unused` that no other sandbox claims.
+    pub(crate) fn claim_only(
+        &self,
+        id: &str,
+        dir: &Path,
+        keep: &[PathBuf],
+        unused: &[PathBuf],
+    ) -> Result<(), SandboxError> {
+        self.inner.mounts.locked(|| {
+            self.announce_mounts(dir, keep)?;
+            self.inner.mounts.release(unused, &self.mounts_in_use(id));
+            Ok(())
         })
     }
 
@@ -388,6 +407,7 @@ impl Launcher {
         predecessor: Option<(i32, u64)>,
     ) -> Result<(i32, u64, Ready), SandboxError> {
         let failed = |reason: String| init_failed(&self.id, reason);
+        crate::faults::point("init.send_config")?;
         let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
         json.push(b'\n');
         let mut stdin = self
@@ -417,10 +437,13 @@ impl Launcher {
         }
         // Move PID 1 into the cgroup while it builds its root; then let it start the server,
         // which (like everything after it) is born inside the cgroup.
-        let joined = cgroup.add(pid);
+        let joined = crate::faults::point("init.join_cgroup")
+            .map_err(SandboxError::from)
+            .and_then(|()| Ok(cgroup.add(pid)?))
+            .and_then(|()| Ok(crate::faults::point("init.go")?));
         if let Err(e) = joined {
             super::destroy::kill_and_wait(pid, Some(start));
-            return Err(e.into());
+            return Err(e);
         }
         let written = stdin.write_all(b"g");
         drop(stdin);
@@ -450,7 +473,10 @@ impl Launcher {
         predecessor: Option<(i32, u64)>,
     ) -> Result<(i32, u64), SandboxError> {
         let (pid, start, ready) = self.start(config, cgroup, predecessor)?;
-        if let Err(e) = ready.wait() {
+        let served = crate::faults::point("init.ready")
+            .map_err(SandboxError::from)
+            .and_then(|()| ready.wait());
+        if let Err(e) = served {
             super::destroy::kill_and_wait(pid, Some(start));
             return Err(e);
         }

@@ -185,12 +185,29 @@ pub enum SandboxError {
         /// What init saw.
         reason: String,
     },
+    /// The sandbox's stack has more layers than overlayfs can stack, even with its snapshot
+    /// layers merged (too many store layers).
+    #[error(
+        "sandbox {id} would stack {layers} lower layers; at most {max} are allowed (max_lower_layers)"
+    )]
+    StackTooDeep {
+        /// The sandbox.
+        id: String,
+        /// The layers it would stack.
+        layers: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A layer problem (unknown layer, corrupt image).
     #[error(transparent)]
     Layer(#[from] LayerError),
     /// A cgroup problem (a limit that cannot be applied).
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// A test injected a fault at this step (only with the test-only `fault-injection`
+    /// feature; never returned otherwise).
+    #[error(transparent)]
+    Injected(#[from] crate::faults::Injected),
 }
 
 impl SandboxError {
@@ -207,14 +224,17 @@ impl SandboxError {
             | SandboxError::Dead { .. }
             | SandboxError::SnapshotNotFound { .. } => ErrorKind::NotFound,
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
-            SandboxError::LimitExceeded { .. } => ErrorKind::LimitExceeded,
+            SandboxError::LimitExceeded { .. } | SandboxError::StackTooDeep { .. } => {
+                ErrorKind::LimitExceeded
+            }
             SandboxError::LayerInUse { .. } | SandboxError::Paused { .. } => ErrorKind::Conflict,
             SandboxError::InitNotFound { .. }
             | SandboxError::PortClosed { .. }
             | SandboxError::IsolationUnsupported { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
             | SandboxError::Protocol { .. }
-            | SandboxError::BadState { .. } => ErrorKind::Internal,
+            | SandboxError::BadState { .. }
+            | SandboxError::Injected(_) => ErrorKind::Internal,
             SandboxError::Command { kind, .. } => match kind {
                 FailureKind::NotFound => ErrorKind::NotFound,
                 FailureKind::Invalid => ErrorKind::InvalidArgument,

@@ -13,6 +13,7 @@ mod destroy;
 mod error;
 mod exec;
 mod files;
+mod flatten;
 mod ids;
 mod logs;
 mod mounts;
@@ -32,6 +33,8 @@ pub use files::FileInfo;
 pub use ids::IdRange;
 pub use logs::ExecLogEntry;
 pub use pty::PtyInput;
-pub use runtime::{Isolation, Runtime, RuntimeConfig, Sandbox, SandboxInfo};
+pub use runtime::{
+    Isolation, OVERLAY_MAX_LOWER_LAYERS, Runtime, RuntimeConfig, Sandbox, SandboxInfo,
+};
 pub use snapshot::{SnapshotInfo, validate_label};
 pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};

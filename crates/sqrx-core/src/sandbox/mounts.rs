@@ -77,6 +77,7 @@ impl LayerMounts {
             target: target.clone(),
             source,
         };
+        crate::faults::point("layer.mount")?;
         std::fs::create_dir_all(&target).map_err(mount_err)?;
         let dev = crate::sys::loopdev::attach_read_only(&layer.image).map_err(mount_err)?;
         nix::mount::mount(

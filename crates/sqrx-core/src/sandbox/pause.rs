@@ -7,13 +7,14 @@ use super::SandboxError;
 use super::runtime::Sandbox;
 
 impl Sandbox {
-    fn cgroup_or_err(&self) -> Result<&crate::cgroup::SandboxCgroup, SandboxError> {
+    /// The sandbox's cgroup (every sandbox has one; an error for a corrupt state).
+    pub(crate) fn cgroup_or_err(&self) -> Result<&crate::cgroup::SandboxCgroup, SandboxError> {
         self.state
             .cgroup
             .as_ref()
             .ok_or_else(|| SandboxError::Invalid {
                 field: "sandbox",
-                reason: format!("sandbox {} has no cgroup to freeze", self.id()),
+                reason: format!("sandbox {} has no cgroup", self.id()),
             })
     }
 
@@ -27,15 +28,28 @@ impl Sandbox {
     pub fn pause(&self) -> Result<(), SandboxError> {
         let cg = self.cgroup_or_err()?;
         cg.set_frozen(true)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !cg.freeze_complete() {
-            if Instant::now() > deadline {
-                return Err(SandboxError::Invalid {
-                    field: "pause",
-                    reason: "the processes did not freeze within 5 s".into(),
-                });
+        let frozen = crate::faults::point("pause.wait_frozen")
+            .map_err(SandboxError::from)
+            .and_then(|()| {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !cg.freeze_complete() {
+                    if Instant::now() > deadline {
+                        return Err(SandboxError::Invalid {
+                            field: "pause",
+                            reason: "the processes did not freeze within 5 s".into(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(())
+            });
+        // A freeze that did not take effect is undone: a failed pause never leaves the
+        // sandbox frozen (or half frozen).
+        if let Err(e) = frozen {
+            if let Err(thaw) = cg.set_frozen(false) {
+                tracing::warn!(sandbox = %self.id(), error = %thaw, "cannot thaw after a failed freeze");
             }
-            std::thread::sleep(Duration::from_millis(1));
+            return Err(e);
         }
         Ok(())
     }

@@ -5,31 +5,75 @@
 //! of the sandbox is stopped (as by a reboot). Restore also replaces the upper tmpfs with an
 //! empty one, which is O(1) whatever the snapshot's size; activate keeps the upper, so files
 //! written before are still there.
+//!
+//! Both are transactions. Everything that can fail without harm (mounting the new layers and
+//! the fresh upper, loading the new init) happens while the sandbox still runs; the old upper
+//! is kept until the state naming the new init is saved. A failure at any step before that
+//! undoes what was done: the new init is killed, the old upper goes back in place, and, if the
+//! old init was already stopped, a new init starts on the old stack and the old upper (the
+//! sandbox's files are kept, its processes are not, as after the operation).
 
 use std::path::PathBuf;
 
 use super::SandboxError;
 use super::create::{Launcher, init_config};
 use super::runtime::Sandbox;
-use super::state::LayerRef;
+use super::state::{LayerRef, SandboxState};
+use super::upper;
+use crate::faults::point;
+
+/// What a restart changes, applied to the state only once the new init serves.
+struct Next {
+    /// The new lower stack, base first.
+    stack: Vec<LayerRef>,
+    /// Start on an empty upper (restore) or keep the current one (activate).
+    clear_upper: bool,
+    /// The snapshot the sandbox runs on afterwards.
+    active_snapshot: Option<String>,
+    /// The spec's store layers afterwards.
+    spec_layers: Vec<String>,
+}
+
+/// The side effects a restart has had so far: what a rollback undoes.
+#[derive(Default)]
+struct Progress {
+    /// `layers.json` names the old and the new mounts.
+    announced: bool,
+    /// A fresh upper is mounted at `rw.next`.
+    next_upper: bool,
+    /// The old init was sent SIGKILL.
+    old_killed: bool,
+    /// The new init (pid, start time), started.
+    new_init: Option<(i32, u64)>,
+    /// The upper swap began: the old upper may be at `rw.old` only.
+    swapping: bool,
+}
 
 impl Sandbox {
     /// Restore the snapshot `label`: the sandbox's filesystem becomes exactly what it was when
     /// the snapshot was taken (layers included). Every process of the sandbox is stopped and the
-    /// sandbox restarts on the snapshot's stack; the upper starts empty.
+    /// sandbox restarts on the snapshot's stack; the upper starts empty. On failure the sandbox
+    /// keeps its stack and files (see the module docs).
     pub fn restore(&mut self, label: &str) -> Result<(), SandboxError> {
         let _lock = self.state_lock()?;
         self.refresh()?;
         let meta = self.snapshot_meta(label)?;
-        let stack = self.restore_stack(&meta)?;
-        self.restart(stack, true, Some(meta.info.label.clone()))?;
+        let stack = self.flattened(self.restore_stack(&meta)?)?;
+        let next = Next {
+            stack,
+            clear_upper: true,
+            active_snapshot: Some(meta.info.label.clone()),
+            spec_layers: self.state.spec.layers.clone(),
+        };
+        self.restart(next)?;
         tracing::info!(sandbox = %self.id(), label, "snapshot restored");
         Ok(())
     }
 
     /// Add the store layer `layer` on top of the sandbox's lower layers. Files written in the
     /// sandbox are kept and still win over the layer's; every process of the sandbox is stopped
-    /// and the sandbox restarts with the layer in place.
+    /// and the sandbox restarts with the layer in place. On failure the sandbox keeps its stack
+    /// and files.
     pub fn activate(&mut self, layer: &str) -> Result<(), SandboxError> {
         let name = crate::layer::LayerName::new(layer)?;
         let _lock = self.state_lock()?;
@@ -48,10 +92,16 @@ impl Sandbox {
         let layer = self.rt.layers().get(&name)?;
         let mut stack = self.state.layers.clone();
         stack.push(self.rt.layer_ref(&layer));
-        let snapshot = self.state.active_snapshot.clone();
-        self.restart(stack, false, snapshot)?;
-        self.state.spec.layers.push(name.to_string());
-        self.state.save(&self.rt.state_path(self.id()))?;
+        let stack = self.flattened(stack)?;
+        let mut spec_layers = self.state.spec.layers.clone();
+        spec_layers.push(name.to_string());
+        let next = Next {
+            stack,
+            clear_upper: false,
+            active_snapshot: self.state.active_snapshot.clone(),
+            spec_layers,
+        };
+        self.restart(next)?;
         tracing::info!(sandbox = %self.id(), layer = %name, "layer activated");
         Ok(())
     }
@@ -63,135 +113,176 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Restart init on `stack`, clearing the upper when `clear_upper`.
-    fn restart(
-        &mut self,
-        stack: Vec<LayerRef>,
-        clear_upper: bool,
-        active_snapshot: Option<String>,
-    ) -> Result<(), SandboxError> {
+    /// Restart init on `next`, or leave the sandbox on its current stack and files.
+    fn restart(&mut self, next: Next) -> Result<(), SandboxError> {
         let started = std::time::Instant::now();
-        let ms = || started.elapsed().as_micros() as f64 / 1000.0;
-        let rt = self.rt.clone();
+        let mut progress = Progress::default();
+        match self.restart_forward(&next, &mut progress) {
+            Ok(state) => {
+                self.commit(state);
+                tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_micros() as f64 / 1000.0, "restarted");
+                Ok(())
+            }
+            Err(e) => {
+                self.roll_back(&next, progress, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The steps of a restart up to and including saving the new state, which is returned.
+    fn restart_forward(
+        &self,
+        next: &Next,
+        progress: &mut Progress,
+    ) -> Result<SandboxState, SandboxError> {
+        let rt = &self.rt;
         let dir = self.dir();
+        let cgroup = self.cgroup_or_err()?.clone();
         let old: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
-        let new: Vec<PathBuf> = stack.iter().map(|l| l.mount.clone()).collect();
         let mut both = old.clone();
-        both.extend(new.iter().filter(|m| !old.contains(m)).cloned());
-        // The new init program loads while the layers are mounted (killed if that fails).
+        both.extend(
+            next.stack
+                .iter()
+                .map(|l| l.mount.clone())
+                .filter(|m| !old.contains(m)),
+        );
+        // The new init program loads while the layers are mounted (killed if a step fails).
+        point("restart.spawn_init")?;
         let (init, self_exec) = rt.init_program()?;
         let launcher = Launcher::spawn(&init, self_exec, self.id(), &dir)?;
-        // Everything that can fail without harm comes first: the new layers are mounted while
-        // the sandbox still runs on the old ones.
+
+        // Everything that can fail without harm comes first: the new layers and the fresh
+        // upper are mounted while the sandbox still runs on the old ones.
+        point("restart.announce_mounts")?;
+        progress.announced = true;
         rt.announce_mounts(&dir, &both)?;
-        let acquired = rt.inner.mounts.locked(|| {
-            for l in &stack {
+        rt.inner.mounts.locked(|| {
+            for l in &next.stack {
                 rt.inner.mounts.acquire(l)?;
             }
             Ok(())
-        });
-        if let Err(e) = acquired {
-            let _ = rt.inner.mounts.locked(|| {
-                rt.announce_mounts(&dir, &old)?;
-                rt.inner.mounts.release(&new, &rt.mounts_in_use(self.id()));
-                Ok(())
-            });
-            return Err(e);
+        })?;
+        let mut config = init_config(&self.state.spec, &dir, &next.stack, self.state.ids);
+        config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
+        if next.clear_upper {
+            point("restart.mount_upper")?;
+            let next_rw = upper::next_rw_dir(&dir);
+            progress.next_upper = true;
+            upper::mount_upper_at(&next_rw, self.state.spec.upper_mb)?;
+            config.rw_dir = next_rw;
         }
-        let cgroup = self
-            .state
-            .cgroup
-            .clone()
-            .ok_or_else(|| SandboxError::Invalid {
-                field: "sandbox",
-                reason: format!("sandbox {} has no cgroup", self.id()),
-            })?;
 
+        // The old init dies while the new one starts (its own namespaces, its upper);
+        // `start_init` waits for it to be gone before the new one joins the cgroup. Frozen
+        // tasks on cgroup v1 do not die of SIGKILL until thawed.
+        point("restart.stop_old_init")?;
         if cgroup.is_frozen() {
             cgroup.set_frozen(false)?;
         }
-        tracing::debug!(sandbox = %self.id(), ms = ms(), "layers mounted");
-        // The old init dies while the new one starts (its own namespaces, a fresh upper);
-        // `start_init` waits for it to be gone before the new one joins the cgroup.
         let old_init = (self.state.init_pid, self.state.init_start);
+        progress.old_killed = true;
         super::destroy::kill(old_init.0, Some(old_init.1));
-        let exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
-        // A restore starts on a fresh upper mounted beside the current one, which stays until
-        // the new init serves: a failed restore gives the sandbox back its files.
-        let next_rw = super::upper::next_rw_dir(&dir);
-        let restarted = (|| {
-            let mut config = init_config(&self.state.spec, &dir, &stack, self.state.ids);
-            if clear_upper {
-                super::upper::mount_upper_at(&next_rw, self.state.spec.upper_mb)?;
-                config.rw_dir = next_rw.clone();
+        let (pid, start) = launcher.start_serving(&config, &cgroup, Some(old_init))?;
+        progress.new_init = Some((pid, start));
+
+        if next.clear_upper {
+            point("restart.swap_upper")?;
+            progress.swapping = true;
+            upper::swap_upper(&dir, &upper::next_rw_dir(&dir))?;
+        }
+        let mut state = self.state.clone();
+        state.layers = next.stack.clone();
+        state.active_snapshot = next.active_snapshot.clone();
+        state.spec.layers = next.spec_layers.clone();
+        state.init_pid = pid;
+        state.init_start = start;
+        // The commit point: once this state is on disk, the sandbox is the new one.
+        point("restart.save_state")?;
+        state.save(&rt.state_path(self.id()))?;
+        Ok(state)
+    }
+
+    /// The restart succeeded: adopt `state` and drop what the old stack alone needed. Nothing
+    /// here can undo the restart; failures are logged.
+    fn commit(&mut self, state: SandboxState) {
+        let rt = self.rt.clone();
+        let dir = self.dir();
+        let old: Vec<PathBuf> = self.layer_mounts();
+        self.state = state;
+        let new = self.layer_mounts();
+        upper::finish_swap(&dir);
+        let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
+        if let Err(e) = rt.claim_only(self.id(), &dir, &new, &unused) {
+            // layers.json still claims the old mounts too: they stay until the next restart or
+            // the destroy, which is harmless.
+            tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the previous stack's layers");
+        }
+    }
+
+    /// Undo the steps in `progress` after the restart to `next` failed with `error`.
+    fn roll_back(&mut self, next: &Next, progress: Progress, error: &SandboxError) {
+        let rt = self.rt.clone();
+        let dir = self.dir();
+        if let Some((pid, start)) = progress.new_init {
+            super::destroy::kill_and_wait(pid, Some(start));
+        }
+        if progress.swapping {
+            upper::undo_swap(&dir);
+        }
+        if progress.next_upper {
+            upper::unmount_at(&upper::next_rw_dir(&dir));
+        }
+        if progress.old_killed {
+            self.restart_previous(error);
+        }
+        if progress.announced {
+            let old = self.layer_mounts();
+            let added: Vec<PathBuf> = next
+                .stack
+                .iter()
+                .map(|l| l.mount.clone())
+                .filter(|m| !old.contains(m))
+                .collect();
+            if let Err(e) = rt.claim_only(self.id(), &dir, &old, &added) {
+                tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the layers of a failed restart");
             }
-            config.exec_seq_base = exec_seq_base;
-            tracing::debug!(sandbox = %self.id(), ms = ms(), "upper ready");
-            launcher.start_serving(&config, &cgroup, Some(old_init))
-        })();
-        let restarted = match restarted {
-            Ok(p) if clear_upper => super::upper::replace_upper(&dir, &next_rw)
-                .map(|()| p)
-                .inspect_err(|_| super::destroy::kill_and_wait(p.0, Some(p.1))),
-            other => other,
+        }
+    }
+
+    /// The old init was stopped and the restart failed with `error`: start a new init on the
+    /// stack and upper the sandbox had. Its files are kept; its processes are gone, as they
+    /// would be after the restart.
+    fn restart_previous(&mut self, error: &SandboxError) {
+        let rt = self.rt.clone();
+        let dir = self.dir();
+        super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
+        let mut config = init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
+        config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
+        let start = || {
+            let cgroup = self.cgroup_or_err()?;
+            let (init, self_exec) = rt.init_program()?;
+            Launcher::spawn(&init, self_exec, self.id(), &dir)?.start_serving(&config, cgroup, None)
         };
-        let (pid, start) = match restarted {
-            Ok(p) => p,
-            Err(e) => {
-                super::upper::unmount_at(&next_rw);
-                // Back to the stack and upper it had: its processes are gone (as they would be
-                // after the restore), its files are not.
-                let mut config =
-                    init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
-                config.exec_seq_base = exec_seq_base;
-                let back = rt.init_program().and_then(|(init, self_exec)| {
-                    Launcher::spawn(&init, self_exec, self.id(), &dir)?
-                        .start_serving(&config, &cgroup, None)
-                });
-                match back {
-                    Ok((pid, start)) => {
-                        tracing::warn!(sandbox = %self.id(), error = %e, "restart failed; the sandbox runs on its previous stack");
-                        self.state.init_pid = pid;
-                        self.state.init_start = start;
-                        self.state.save(&rt.state_path(self.id()))?;
-                        let _ = rt.inner.mounts.locked(|| {
-                            rt.announce_mounts(&dir, &old)?;
-                            let unused: Vec<PathBuf> =
-                                new.iter().filter(|m| !old.contains(m)).cloned().collect();
-                            rt.inner
-                                .mounts
-                                .release(&unused, &rt.mounts_in_use(self.id()));
-                            Ok(())
-                        });
-                        return Err(e);
-                    }
-                    Err(again) => {
-                        // Neither stack starts: remove the sandbox rather than leave one that
-                        // cannot run. Its state names the old layers; the new ones are
-                        // released with them.
-                        tracing::error!(sandbox = %self.id(), error = %e, again = %again, "restart failed twice; destroying");
-                    }
+        // A second attempt for a transient failure (the first may race the dying inits).
+        let back = start().or_else(|first| {
+            tracing::warn!(sandbox = %self.id(), error = %first, "restarting on the previous stack failed; trying again");
+            start()
+        });
+        match back {
+            Ok((pid, start)) => {
+                self.state.init_pid = pid;
+                self.state.init_start = start;
+                if let Err(e) = self.state.save(&rt.state_path(self.id())) {
+                    tracing::error!(sandbox = %self.id(), error = %e, "cannot save the state of the sandbox back on its previous stack");
                 }
-                self.state
-                    .layers
-                    .extend(stack.into_iter().filter(|l| !old.contains(&l.mount)));
-                let _ = self.cleanup();
-                return Err(e);
+                tracing::warn!(sandbox = %self.id(), error = %error, "restart failed; the sandbox runs on its previous stack");
             }
-        };
-        self.state.layers = stack;
-        self.state.active_snapshot = active_snapshot;
-        self.state.init_pid = pid;
-        self.state.init_start = start;
-        self.state.save(&rt.state_path(self.id()))?;
-        tracing::debug!(sandbox = %self.id(), ms = ms(), "init serving");
-        rt.inner.mounts.locked(|| {
-            rt.announce_mounts(&dir, &new)?;
-            let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
-            rt.inner
-                .mounts
-                .release(&unused, &rt.mounts_in_use(self.id()));
-            Ok(())
-        })
+            Err(again) => {
+                // Neither stack starts: the state names an init that is gone, and the next
+                // look-up cleans the sandbox up.
+                tracing::error!(sandbox = %self.id(), error = %error, again = %again, "restart failed and the previous stack does not start either");
+            }
+        }
     }
 }

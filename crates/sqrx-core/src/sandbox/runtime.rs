@@ -29,7 +29,15 @@ pub struct RuntimeConfig {
     /// How sandboxes are isolated from the host (default [`Isolation::UserNamespace`], or
     /// what `SQRX_ISOLATION` says).
     pub isolation: Isolation,
+    /// Most lower layers a sandbox's overlay stacks (default 64; overlayfs refuses more than
+    /// [`OVERLAY_MAX_LOWER_LAYERS`]). A restore or activate that would stack more merges each
+    /// run of snapshot layers into one image first (see `docs/sandboxes.md`, snapshot chains).
+    pub max_lower_layers: usize,
 }
+
+/// The most lower layers overlayfs stacks (`OVL_MAX_STACK` in Linux 6.x): an overlay of more
+/// fails to mount with `EINVAL`.
+pub const OVERLAY_MAX_LOWER_LAYERS: usize = 500;
 
 /// How root in a sandbox relates to root on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -82,6 +90,7 @@ impl RuntimeConfig {
             default_memory_mb: None,
             default_pids_max: Some(1024),
             cgroups: None,
+            max_lower_layers: 64,
             isolation: Isolation::from_env().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "ignoring SQRX_ISOLATION");
                 Isolation::default()

@@ -126,6 +126,95 @@ impl Drop for Thaw<'_> {
     }
 }
 
+/// An image packed from a sandbox's upper into `snapshots/images/`.
+pub(crate) struct PackedImage {
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Whether this pack created the file (no image with that content existed).
+    pub fresh: bool,
+}
+
+impl PackedImage {
+    /// Remove the image again if this pack created it (the operation that packed it failed).
+    pub fn discard(&self) {
+        if self.fresh {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A fresh temporary path for an image being written for `<into>/snapshots/images/` (the
+/// directories are created, temporaries of dead writers removed).
+pub(crate) fn temp_image_path(into: &Path) -> Result<PathBuf, SandboxError> {
+    let tmp_dir = snapshots_dir(into).join(".tmp");
+    let images = snapshots_dir(into).join("images");
+    for d in [&tmp_dir, &images] {
+        std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
+    }
+    remove_stale_temporaries(&tmp_dir);
+    Ok(tmp_dir.join(format!(
+        "{}-{}.sqfs",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )))
+}
+
+/// Make the image written at `tmp` (`written`: its size, or why writing failed) durable and
+/// move it into `<into>/snapshots/images/` under its digest. A failure removes `tmp` and
+/// leaves no new image.
+pub(crate) fn publish_image(
+    into: &Path,
+    tmp: &Path,
+    written: Result<u64, SandboxError>,
+) -> Result<PackedImage, SandboxError> {
+    let images = snapshots_dir(into).join("images");
+    let done = written.and_then(|size| {
+        crate::faults::point("snapshot.sync_image")?;
+        // Hash while the kernel writes the image back: both take a while for big images.
+        let (synced, digest) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| crate::layer::digest_file(tmp));
+            let synced = std::fs::File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(SandboxError::io("sync", tmp));
+            let digest = hashing.join().unwrap_or_else(|_| {
+                Err(LayerError::read(tmp)(std::io::Error::other(
+                    "the hashing thread panicked",
+                )))
+            });
+            (synced, digest)
+        });
+        synced?;
+        let digest = digest?;
+        let path = image_path(into, &digest);
+        // Another label may have the same content: its image is shared, never removed here.
+        let fresh = !path.exists();
+        crate::faults::point("snapshot.publish_image")?;
+        std::fs::rename(tmp, &path).map_err(SandboxError::io("rename", &path))?;
+        let image = PackedImage {
+            digest,
+            size,
+            path,
+            fresh,
+        };
+        let synced = crate::faults::point("snapshot.sync_images")
+            .map_err(SandboxError::from)
+            .and_then(|()| fsync_dir(&images));
+        if let Err(e) = synced {
+            image.discard();
+            return Err(e);
+        }
+        Ok(image)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    done
+}
+
 impl Sandbox {
     /// Serialises snapshot, restore, activate and clone of this sandbox (across processes).
     pub(crate) fn state_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, SandboxError> {
@@ -133,22 +222,9 @@ impl Sandbox {
     }
 
     /// Freeze the sandbox (unless paused already), pack its upper into an image in
-    /// `<into>/snapshots/images/` and thaw it. Returns the image's digest, size and path.
-    pub(crate) fn pack_upper_into(
-        &self,
-        into: &Path,
-    ) -> Result<(String, u64, PathBuf), SandboxError> {
-        let tmp_dir = snapshots_dir(into).join(".tmp");
-        let images = snapshots_dir(into).join("images");
-        for d in [&tmp_dir, &images] {
-            std::fs::create_dir_all(d).map_err(SandboxError::io("create", d))?;
-        }
-        remove_stale_temporaries(&tmp_dir);
-        let tmp = tmp_dir.join(format!(
-            "{}-{}.sqfs",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
+    /// `<into>/snapshots/images/` and thaw it. A failure leaves no new file behind.
+    pub(crate) fn pack_upper_into(&self, into: &Path) -> Result<PackedImage, SandboxError> {
+        let tmp = temp_image_path(into)?;
         let started = std::time::Instant::now();
         let lowers: Vec<PathBuf> = self.state.layers.iter().map(|l| l.mount.clone()).collect();
         let upper = super::upper::upper_dir(&self.dir());
@@ -160,37 +236,19 @@ impl Sandbox {
                 Thaw(self.state.cgroup.as_ref())
             };
             // The upper is a tmpfs: frozen, its content is complete and stable; nothing to sync.
-            crate::layer::pack_upper(&upper, &lowers, &tmp, &BuildOptions::default())
+            crate::faults::point("snapshot.pack")
+                .map_err(SandboxError::from)
+                .and_then(|()| {
+                    Ok(crate::layer::pack_upper(
+                        &upper,
+                        &lowers,
+                        &tmp,
+                        &BuildOptions::default(),
+                    )?)
+                })
         };
         tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "upper packed");
-        let done = packed.map_err(SandboxError::from).and_then(|size| {
-            // Hash while the kernel writes the image back: both take a while for big uppers.
-            let (synced, digest) = std::thread::scope(|scope| {
-                let hashing = scope.spawn(|| crate::layer::digest_file(&tmp));
-                let synced = std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(SandboxError::io("sync", &tmp));
-                let digest = hashing
-                    .join()
-                    .unwrap_or_else(|_| {
-                        Err(LayerError::read(&tmp)(std::io::Error::other(
-                            "the hashing thread panicked",
-                        )))
-                    });
-                (synced, digest)
-            });
-            synced?;
-            let digest = digest?;
-            tracing::debug!(sandbox = %self.id(), ms = started.elapsed().as_millis() as u64, "image synced and hashed");
-            let image = image_path(into, &digest);
-            std::fs::rename(&tmp, &image).map_err(SandboxError::io("rename", &image))?;
-            fsync_dir(&images)?;
-            Ok((digest, size, image))
-        });
-        if done.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        done
+        publish_image(into, &tmp, packed)
     }
 
     /// Snapshot the sandbox's filesystem under `label` (default: the current time, e.g.
@@ -213,12 +271,39 @@ impl Sandbox {
             return Err(exists());
         }
         let started = std::time::Instant::now();
-        let (digest, size, _) = self.pack_upper_into(&dir)?;
+        let image = self.pack_upper_into(&dir)?;
+        let published = self.publish_label(&label, &image);
+        if published.is_err() {
+            image.discard();
+        }
+        let info = published?;
+        tracing::info!(
+            sandbox = %self.id(),
+            label = %label,
+            bytes = info.size,
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        Ok(info)
+    }
+
+    /// Make the packed `image` the snapshot `label`: its metadata appears last, atomically.
+    fn publish_label(
+        &self,
+        label: &str,
+        image: &PackedImage,
+    ) -> Result<SnapshotInfo, SandboxError> {
+        let dir = self.dir();
+        let meta_path = snapshots_dir(&dir).join(format!("{label}.json"));
+        let exists = || SandboxError::SnapshotExists {
+            id: self.id().to_string(),
+            label: label.to_string(),
+        };
         let info = SnapshotInfo {
-            label: label.clone(),
+            label: label.to_string(),
             created: Utc::now(),
-            size,
-            digest,
+            size: image.size,
+            digest: image.digest.clone(),
             parent: self.state.active_snapshot.clone(),
             layers: self
                 .state
@@ -239,27 +324,33 @@ impl Sandbox {
             path: meta_path.clone(),
             source,
         })?;
-        let written = crate::paths::create_private(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&json)?;
-                f.sync_all()
-            })
-            .map_err(SandboxError::io("write", &tmp));
-        let published = written.and_then(|()| match std::fs::hard_link(&tmp, &meta_path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-            Err(e) => Err(SandboxError::io("publish", &meta_path)(e)),
-        });
+        let written = crate::faults::point("snapshot.write_label")
+            .map_err(SandboxError::from)
+            .and_then(|()| {
+                crate::paths::create_private(&tmp)
+                    .and_then(|mut f| {
+                        f.write_all(&json)?;
+                        f.sync_all()
+                    })
+                    .map_err(SandboxError::io("write", &tmp))
+            });
+        let published = written
+            .and_then(|()| Ok(crate::faults::point("snapshot.publish_label")?))
+            .and_then(|()| match std::fs::hard_link(&tmp, &meta_path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+                Err(e) => Err(SandboxError::io("publish", &meta_path)(e)),
+            });
         let _ = std::fs::remove_file(&tmp);
         published?;
-        fsync_dir(&snapshots_dir(&dir))?;
-        tracing::info!(
-            sandbox = %self.id(),
-            label = %label,
-            bytes = size,
-            ms = started.elapsed().as_millis() as u64,
-            "snapshot taken"
-        );
+        // Durable or not there: a label whose directory entry cannot be synced is withdrawn.
+        let synced = crate::faults::point("snapshot.sync_labels")
+            .map_err(SandboxError::from)
+            .and_then(|()| fsync_dir(&snapshots_dir(&dir)));
+        if let Err(e) = synced {
+            let _ = std::fs::remove_file(&meta_path);
+            return Err(e);
+        }
         Ok(info)
     }
 

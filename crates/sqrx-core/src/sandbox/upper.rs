@@ -73,7 +73,7 @@ pub(crate) fn mount_upper_at(rw: &Path, size_mb: u64) -> Result<(), SandboxError
 pub(crate) fn unmount_upper(sandbox_dir: &Path) {
     unmount_at(&rw_dir(sandbox_dir));
     unmount_at(&next_rw_dir(sandbox_dir));
-    unmount_at(&sandbox_dir.join("rw.old"));
+    unmount_at(&old_rw_dir(sandbox_dir));
 }
 
 /// Unmount the tmpfs at `rw` if one is mounted there.
@@ -86,40 +86,68 @@ pub(crate) fn unmount_at(rw: &Path) {
     }
 }
 
-/// Make the upper prepared at `next` (the new init already runs on it) the sandbox's upper.
-/// Bind mounts only (a move is refused under a shared parent mount, as on systemd hosts): the
-/// old upper is kept at `rw.old`, `next` bound at `rw`, then both extra mounts dropped; if the
-/// bind fails the old upper goes back to `rw`.
-pub(crate) fn replace_upper(sandbox_dir: &Path, next: &Path) -> Result<(), SandboxError> {
+/// Where a restore keeps the current upper while the new one takes its place.
+fn old_rw_dir(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join("rw.old")
+}
+
+/// Bind the upper tmpfs mounted at `from` on `to`.
+fn bind_upper(from: &Path, to: &Path) -> Result<(), SandboxError> {
+    std::fs::create_dir_all(to).map_err(SandboxError::io("create", to))?;
+    nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+        SandboxError::Io {
+            op: "bind an upper tmpfs on",
+            path: to.to_path_buf(),
+            source: e.into(),
+        }
+    })
+}
+
+/// Make the upper prepared at `next` (the new init already runs on it) the sandbox's upper,
+/// keeping the current one at `rw.old` until [`finish_swap`] (the restart is committed) or
+/// [`undo_swap`] (it is not). Bind mounts only: a move is refused under a shared parent mount,
+/// as on systemd hosts.
+pub(crate) fn swap_upper(sandbox_dir: &Path, next: &Path) -> Result<(), SandboxError> {
     let rw = rw_dir(sandbox_dir);
-    let old = sandbox_dir.join("rw.old");
-    let bind = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).map_err(SandboxError::io("create", to))?;
-        nix::mount::mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(
-            |e| SandboxError::Io {
-                op: "bind an upper tmpfs on",
-                path: to.to_path_buf(),
-                source: e.into(),
-            },
-        )
-    };
+    let old = old_rw_dir(sandbox_dir);
     unmount_at(&old);
-    let had_old = is_mount_point(&rw);
-    if had_old {
-        bind(&rw, &old)?;
+    if is_mount_point(&rw) {
+        bind_upper(&rw, &old)?;
+        crate::faults::point("upper.swap_keep_old")?;
         unmount_at(&rw);
     }
-    if let Err(e) = bind(next, &rw) {
-        if had_old {
-            let _ = bind(&old, &rw);
-        }
-        unmount_at(&old);
-        return Err(e);
-    }
-    unmount_at(&old);
+    crate::faults::point("upper.swap_bind_next")?;
+    bind_upper(next, &rw)?;
     unmount_at(next);
     Ok(())
 }
+
+/// The restart is committed: drop the previous upper kept by [`swap_upper`].
+pub(crate) fn finish_swap(sandbox_dir: &Path) {
+    unmount_at(&old_rw_dir(sandbox_dir));
+}
+
+/// Put the upper kept by [`swap_upper`] back at `rw`, whatever step the swap reached.
+pub(crate) fn undo_swap(sandbox_dir: &Path) {
+    let rw = rw_dir(sandbox_dir);
+    let old = old_rw_dir(sandbox_dir);
+    if !is_mount_point(&old) {
+        // The swap had not begun: `rw` still is the old upper.
+        return;
+    }
+    while is_mount_point(&rw) {
+        if nix::mount::umount2(&rw, MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    match bind_upper(&old, &rw) {
+        Ok(()) => unmount_at(&old),
+        Err(e) => {
+            tracing::error!(sandbox_dir = %sandbox_dir.display(), error = %e, "cannot put the previous upper back; it stays at rw.old");
+        }
+    }
+}
+
 /// Bytes used in the upper tmpfs.
 pub(crate) fn used_bytes(sandbox_dir: &Path) -> u64 {
     let rw = rw_dir(sandbox_dir);

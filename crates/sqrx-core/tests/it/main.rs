@@ -2,6 +2,7 @@
 //! mounts) call `sqrx_testkit::privileged` first: they skip with a reason, or fail when
 //! `SQRX_REQUIRE_PRIVILEGED=1` (as in CI).
 
+mod chains;
 mod corrupt_images;
 mod escape;
 #[cfg(feature = "js")]
@@ -10,10 +11,12 @@ mod js;
 mod js_confined;
 mod layer_build;
 mod layer_store;
+mod manifest;
 mod sandbox;
 mod session;
 mod state;
 mod tar_import;
+mod transactions;
 
 use sqrx_core::{BuildOptions, LayerName, LayerStore};
 

@@ -40,6 +40,24 @@ impl TestRuntime {
             .unwrap_or_else(|e| panic!("create {id}: {e}"))
     }
 
+    /// A store layer `name` holding `files` (relative paths and contents).
+    pub fn layer_of_files(&self, name: &str, files: &[(&str, &str)]) {
+        let src = tempfile::tempdir().expect("tempdir");
+        for (path, content) in files {
+            let p = src.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write");
+        }
+        self.rt
+            .layers()
+            .build_from_dir(
+                &LayerName::new(name).expect("name"),
+                src.path(),
+                &Default::default(),
+            )
+            .unwrap_or_else(|e| panic!("build layer {name}: {e}"));
+    }
+
     /// A layer with Debian's python3 (for tests that need more than a shell).
     pub fn python_layer(&self) {
         let name = LayerName::new("100-py").expect("name");
@@ -437,7 +455,8 @@ fn assert_no_layer_mounts(data: &Path) {
     );
 }
 
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+/// The sqrx cgroup directories of the sandbox `id`, in every controller.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     ["memory", "cpu", "pids", "freezer"]
         .iter()
         .filter_map(|c| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join("sqrx")).ok())
