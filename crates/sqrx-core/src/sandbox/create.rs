@@ -418,6 +418,14 @@ impl Launcher {
         stdin
             .write_all(&json)
             .map_err(|e| failed(format!("cannot send config: {e}")))?;
+        if predecessor.is_none() {
+            // On cgroup v1 the first move into a cgroup after a pause waits for an RCU grace
+            // period (several ms here), the longest step of a create. Moving init itself now
+            // starts that wait while it loads and makes its namespaces; PID 1 is then moved in
+            // right after (or was born inside), without the wait. An init that failed is gone
+            // and cannot be moved: its status line says why.
+            let _ = cgroup.add(self.child.id() as i32);
+        }
         let mut line = String::new();
         let mut out = BufReader::new(
             self.child

@@ -122,59 +122,41 @@ pub struct SandboxNamespaces {
 
 /// A new user namespace mapping ids `0..ID_COUNT` (uids and gids) to `base..base+ID_COUNT` on
 /// the host, and a network namespace it owns, held by the returned descriptors. Needs root;
-/// call while single-threaded (it forks a helper that unshares both and is killed once the
-/// map is written; the caller's parent reaps it).
+/// call while single-threaded: a helper is cloned straight into both namespaces (no round trip
+/// with it), the maps are written and the namespaces opened through its `/proc` entry, then it
+/// is killed and reaped.
 pub fn new_user_namespace(base: u32) -> io::Result<SandboxNamespaces> {
-    let (ready_r, ready_w) = nix::unistd::pipe()?;
-    let helper = match super::fork_single_threaded()? {
-        super::Forked::Child => {
-            // SAFETY: unshare with an integer flag; write of one byte from a static buffer to
-            // the pipe's write end; _exit without running any destructor (a forked child).
-            unsafe {
-                let ok = libc::unshare(libc::CLONE_NEWUSER) == 0
-                    && libc::unshare(libc::CLONE_NEWNET) == 0;
-                let byte: &[u8; 1] = if ok { b"u" } else { b"e" };
-                libc::write(ready_w.as_raw_fd(), byte.as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        super::Forked::Parent(pid) => pid,
+    let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: clone without CLONE_VM and with a null stack behaves as fork (the child runs on a
+    // copy of this stack); the caller is single-threaded, so no lock is held by another thread.
+    // The child only calls pause, which is async-signal-safe, until it is killed.
+    let helper = match check(unsafe {
+        libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize)
+    })? {
+        0 => loop {
+            // SAFETY: see above.
+            unsafe { libc::pause() };
+        },
+        pid => pid as libc::pid_t,
     };
-    drop(ready_w);
-    let finish = |result: io::Result<SandboxNamespaces>| {
-        // SAFETY: signalling our own child. Not waited for: the caller exits soon and its
-        // parent reaps what is left.
-        unsafe {
-            libc::kill(helper, libc::SIGKILL);
-        }
-        result
-    };
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(&ready_r, &mut byte) {
-        Ok(1) if byte[0] == b'u' => {}
-        Ok(_) => {
-            return finish(Err(io::Error::other(
-                "cannot create a user namespace and its network namespace (unshare failed)",
-            )));
-        }
-        Err(e) => return finish(Err(e.into())),
-    }
-    let map = format!("0 {base} {ID_COUNT}\n");
-    let written = std::fs::write(format!("/proc/{helper}/uid_map"), &map)
-        .and_then(|()| std::fs::write(format!("/proc/{helper}/gid_map"), &map));
-    if let Err(e) = written {
-        return finish(Err(e));
-    }
-    let open =
-        |kind: &str| std::fs::File::open(format!("/proc/{helper}/ns/{kind}")).map(OwnedFd::from);
-    finish(open("user").and_then(|user| {
+    let result = (|| {
+        let map = format!("0 {base} {ID_COUNT}\n");
+        std::fs::write(format!("/proc/{helper}/uid_map"), &map)?;
+        std::fs::write(format!("/proc/{helper}/gid_map"), &map)?;
+        let open = |kind: &str| {
+            std::fs::File::open(format!("/proc/{helper}/ns/{kind}")).map(OwnedFd::from)
+        };
         Ok(SandboxNamespaces {
-            user,
+            user: open("user")?,
             net: open("net")?,
         })
-    }))
+    })();
+    // SAFETY: signalling and reaping our own child, which holds nothing.
+    unsafe {
+        libc::kill(helper, libc::SIGKILL);
+        libc::waitpid(helper, std::ptr::null_mut(), 0);
+    }
+    result
 }
 
 /// Join the network namespace `ns`.
