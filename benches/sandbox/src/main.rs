@@ -2,12 +2,100 @@
 //! layer, in one run. Prints medians, p99 and ratios.
 //!
 //! `bash benches/sandbox/run.sh [--runs N]` (as root; installs the peers).
+//!
+//! `--compare N`: only create + first exec, N rounds with the variants interleaved (the
+//! default user namespace, `host-root`, and `SQRX_BENCH_BASELINE_INIT` if set), each round in a
+//! rotated order, so that a machine whose speed drifts during the run weighs on all of them
+//! alike. Prints each variant's p50/p99 and the median of the per-round differences.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqrx_core::{ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
+
+/// The variants compared with the default: `host-root`, and the baseline init if given.
+fn variants(work: &Path) -> Vec<(String, RuntimeConfig)> {
+    let mut variants: Vec<(String, RuntimeConfig)> = Vec::new();
+    let mut host_root = RuntimeConfig::new(work.join("host-root"));
+    host_root.isolation = sqrx_core::Isolation::HostRoot;
+    variants.push(("sqrx host-root".into(), host_root));
+    if let Some(init) = std::env::var_os("SQRX_BENCH_BASELINE_INIT") {
+        let mut old = RuntimeConfig::new(work.join("baseline"));
+        old.isolation = sqrx_core::Isolation::HostRoot;
+        old.init_path = Some(PathBuf::from(init));
+        variants.push(("sqrx baseline init (host root)".into(), old));
+    }
+    variants
+}
+
+/// `--compare rounds`: create + first exec of every variant, interleaved.
+fn compare(rounds: usize) -> Result<(), String> {
+    let work = tempfile::Builder::new()
+        .prefix("sqrx-bench-cmp-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut all = vec![(
+        "sqrx (user namespace)".to_string(),
+        RuntimeConfig::new(work.path().join("default")),
+    )];
+    all.extend(variants(work.path()));
+    let mut rts = Vec::new();
+    for (label, config) in all {
+        let rt = Runtime::open(config).map_err(|e| e.to_string())?;
+        rt.layers().ensure_base().map_err(|e| e.to_string())?;
+        // Keeps the base layer mounted, as in production.
+        let keeper = rt
+            .create(SandboxSpec::new("keeper"))
+            .map_err(|e| format!("{label}: {e}"))?;
+        rts.push((label, rt, keeper, Vec::new()));
+    }
+    let n = rts.len();
+    for round in 0..rounds + 2 {
+        for k in 0..n {
+            let (label, rt, _, times) = &mut rts[(round + k) % n];
+            let t = Instant::now();
+            let sb = rt
+                .create(SandboxSpec::new(format!("c{round}")))
+                .map_err(|e| format!("{label}: {e}"))?;
+            tokio
+                .block_on(sb.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+                    "/bin/true".into(),
+                ]))))
+                .map_err(|e| e.to_string())?;
+            let f = t.elapsed();
+            sb.destroy().map_err(|e| e.to_string())?;
+            if round >= 2 {
+                times.push(f);
+            }
+        }
+    }
+    println!("{rounds} interleaved rounds of create + first exec, release build");
+    println!("| what | p50 ms | p99 ms | median per-round difference to the first row, ms |");
+    println!("|---|---|---|---|");
+    let first: Vec<Duration> = rts[0].3.clone();
+    for (label, _, keeper, times) in &mut rts {
+        let diffs: Vec<f64> = times
+            .iter()
+            .zip(&first)
+            .map(|(t, f)| t.as_secs_f64() * 1e3 - f.as_secs_f64() * 1e3)
+            .collect();
+        let mut d = diffs.clone();
+        d.sort_by(|a, b| a.total_cmp(b));
+        let median = d.get(d.len() / 2).copied().unwrap_or(0.0);
+        println!(
+            "| {label} | {} | {} | {median:+.2} |",
+            ms(percentile(times, 0.5)),
+            ms(percentile(times, 0.99)),
+        );
+        keeper.clone().destroy().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// Create + first exec and the exec round trip on a runtime of its own made from `config`.
 fn measure_variant(
@@ -147,6 +235,13 @@ fn run() -> Result<(), String> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|v| v.parse().ok()).ok_or("--runs N")?,
+            "--compare" => {
+                let rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--compare N")?;
+                return compare(rounds);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -320,16 +415,7 @@ fn run() -> Result<(), String> {
     // The same create and exec with the other isolation, and with an earlier init program
     // (SQRX_BENCH_BASELINE_INIT: a sqrx-init built from an older commit, run as host root; the
     // host side is this build's), for before/after figures in one run.
-    let mut variants: Vec<(String, RuntimeConfig)> = Vec::new();
-    let mut host_root = RuntimeConfig::new(work.path().join("host-root"));
-    host_root.isolation = sqrx_core::Isolation::HostRoot;
-    variants.push(("sqrx host-root".into(), host_root));
-    if let Some(init) = std::env::var_os("SQRX_BENCH_BASELINE_INIT") {
-        let mut old = RuntimeConfig::new(work.path().join("baseline"));
-        old.isolation = sqrx_core::Isolation::HostRoot;
-        old.init_path = Some(PathBuf::from(init));
-        variants.push(("sqrx baseline init (host root)".into(), old));
-    }
+    let variants = variants(work.path());
     for (label, config) in variants {
         rows.extend(measure_variant(&label, config, runs, &tokio)?);
     }

@@ -56,6 +56,10 @@ pub struct InitConfig {
     /// isolation opt-in).
     #[serde(default)]
     pub id_base: Option<u32>,
+    /// With `id_base`: the host pid of a process in the sandbox's user namespace and the
+    /// network namespace it owns, made by the host (init opens both through `/proc`).
+    #[serde(default)]
+    pub ns_holder: Option<i32>,
 }
 
 /// Marks, in init's log, a failure caused by a kernel that cannot isolate the sandbox with a

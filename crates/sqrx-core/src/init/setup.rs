@@ -80,17 +80,23 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
     if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
         eprintln!("sqrx-init: cannot protect init from the OOM killer: {e}");
     }
-    // The sandbox's user namespace: made first (its helper must not be PID 1 of the new PID
-    // namespace), with the network namespace it owns (so its root may bind low ports). The
-    // other namespaces stay owned by the host's user namespace, so root in the sandbox has no
-    // capability over its mounts, hostname or IPC (and keeps none over its network but
+    // The sandbox's user namespace, with the network namespace it owns (so its root may bind
+    // low ports), made by the host while this program loaded: held by a process of the host's.
+    // The other namespaces stay owned by the host's user namespace, so root in the sandbox has
+    // no capability over its mounts, hostname or IPC (and keeps none over its network but
     // NET_BIND_SERVICE).
-    let namespaces = match config.id_base {
-        Some(base) => Some(isolation_ctx(
-            crate::sys::idmap::new_user_namespace(base),
-            || "cannot create a user namespace".into(),
+    let namespaces = match (config.id_base, config.ns_holder) {
+        (Some(_), Some(holder)) => Some(isolation_ctx(
+            crate::sys::idmap::open_namespaces(holder),
+            || "cannot open the sandbox's user namespace".into(),
         )?),
-        None => None,
+        (Some(_), None) => {
+            return Err(SetupError {
+                kind: StartupFailureKind::Setup,
+                message: "no user namespace from the host".into(),
+            });
+        }
+        (None, _) => None,
     };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS

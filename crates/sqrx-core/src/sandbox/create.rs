@@ -293,6 +293,7 @@ pub(crate) fn init_config(
         exec_seq_base: 0,
         run_dir: dir.to_path_buf(),
         id_base: ids.map(|r| r.base),
+        ns_holder: None,
     }
 }
 
@@ -408,7 +409,23 @@ impl Launcher {
     ) -> Result<(i32, u64, Ready), SandboxError> {
         let failed = |reason: String| init_failed(&self.id, reason);
         crate::faults::point("init.send_config")?;
-        let mut json = serde_json::to_vec(config).map_err(|e| failed(e.to_string()))?;
+        // The user namespace (and the network namespace it owns) is made here while init
+        // loads; init joins it through the holder, which is dropped (killed) when this returns.
+        let holder =
+            match config.id_base {
+                Some(base) => Some(crate::sys::idmap::NamespaceHolder::spawn(base).map_err(
+                    |e| SandboxError::IsolationUnsupported {
+                        id: self.id.clone(),
+                        reason: format!("cannot create a user namespace: {e}"),
+                    },
+                )?),
+                None => None,
+            };
+        let config = InitConfig {
+            ns_holder: holder.as_ref().map(|h| h.pid()),
+            ..config.clone()
+        };
+        let mut json = serde_json::to_vec(&config).map_err(|e| failed(e.to_string()))?;
         json.push(b'\n');
         let mut stdin = self
             .child
@@ -435,6 +452,7 @@ impl Launcher {
         );
         let _ = out.read_line(&mut line);
         let status = self.child.wait().map_err(|e| failed(e.to_string()))?;
+        drop(holder);
         let pid = match Startup::parse(&line) {
             Some(Startup::Forked { pid }) if status.success() => pid,
             _ => return Err(unexpected_startup(&self.id, &line, &self.run_dir)),

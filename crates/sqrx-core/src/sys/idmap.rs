@@ -120,43 +120,85 @@ pub struct SandboxNamespaces {
     pub net: OwnedFd,
 }
 
-/// A new user namespace mapping ids `0..ID_COUNT` (uids and gids) to `base..base+ID_COUNT` on
-/// the host, and a network namespace it owns, held by the returned descriptors. Needs root;
-/// call while single-threaded: a helper is cloned straight into both namespaces (no round trip
-/// with it), the maps are written and the namespaces opened through its `/proc` entry, then it
-/// is killed and reaped.
-pub fn new_user_namespace(base: u32) -> io::Result<SandboxNamespaces> {
-    let flags = (libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_ulong;
-    // SAFETY: clone without CLONE_VM and with a null stack behaves as fork (the child runs on a
-    // copy of this stack); the caller is single-threaded, so no lock is held by another thread.
-    // The child only calls pause, which is async-signal-safe, until it is killed.
-    let helper = match check(unsafe {
-        libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize)
-    })? {
-        0 => loop {
-            // SAFETY: see above.
-            unsafe { libc::pause() };
-        },
-        pid => pid as libc::pid_t,
-    };
-    let result = (|| {
-        let map = format!("0 {base} {ID_COUNT}\n");
-        std::fs::write(format!("/proc/{helper}/uid_map"), &map)?;
-        std::fs::write(format!("/proc/{helper}/gid_map"), &map)?;
-        let open = |kind: &str| {
-            std::fs::File::open(format!("/proc/{helper}/ns/{kind}")).map(OwnedFd::from)
-        };
-        Ok(SandboxNamespaces {
-            user: open("user")?,
-            net: open("net")?,
-        })
-    })();
-    // SAFETY: signalling and reaping our own child, which holds nothing.
-    unsafe {
-        libc::kill(helper, libc::SIGKILL);
-        libc::waitpid(helper, std::ptr::null_mut(), 0);
+/// A process the host keeps, for the few milliseconds a sandbox's init needs to join them, in
+/// a new user namespace mapping ids `0..ID_COUNT` (uids and gids) to `base..base+ID_COUNT` on
+/// the host and in a new network namespace that user namespace owns. Made by the host while
+/// init loads, so that init only opens them ([`open_namespaces`]). Dropping it kills and reaps
+/// the process; open namespace descriptors keep the namespaces alive.
+pub struct NamespaceHolder {
+    pid: libc::pid_t,
+    /// The process's stack (it shares this process's memory): freed only once it is reaped.
+    _stack: Vec<u8>,
+}
+
+/// The holder's whole life: wait to be killed. With every signal blocked (inherited from the
+/// thread that cloned it) `pause` never returns, so it touches no memory it shares.
+extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
+    loop {
+        // SAFETY: pause takes no argument.
+        unsafe { libc::pause() };
     }
-    result
+}
+
+impl NamespaceHolder {
+    /// Clone the holder and write its id maps. Needs root; safe in a multithreaded process
+    /// (the holder shares this process's memory, so nothing is copied, and runs only [`hold`]
+    /// on a stack of its own).
+    pub fn spawn(base: u32) -> io::Result<NamespaceHolder> {
+        const STACK: usize = 16 * 1024;
+        let mut stack = vec![0u8; STACK];
+        let flags = libc::CLONE_VM | libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::SIGCHLD;
+        // SAFETY: sigset_t is plain data, filled by sigfillset; pthread_sigmask changes only
+        // this thread's mask (restored right after the clone). clone runs `hold` on the top of
+        // `stack` (16-byte aligned: x86_64 and aarch64 stacks grow down), which lives in the
+        // returned holder until the process is reaped; `hold` uses nothing else.
+        let pid = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let top = stack.as_mut_ptr().add(STACK) as usize & !15;
+            let pid = libc::clone(hold, top as *mut libc::c_void, flags, std::ptr::null_mut());
+            let err = io::Error::last_os_error();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            if pid < 0 {
+                return Err(err);
+            }
+            pid
+        };
+        let holder = NamespaceHolder { pid, _stack: stack };
+        let map = format!("0 {base} {ID_COUNT}\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
+        Ok(holder)
+    }
+
+    /// The holder's host pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for NamespaceHolder {
+    fn drop(&mut self) {
+        // SAFETY: signalling and reaping our own child by pid; it is not reaped anywhere else,
+        // so the pid still names it.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), libc::__WALL);
+        }
+    }
+}
+
+/// Open the user namespace of the process `pid` (a [`NamespaceHolder`]) and its network
+/// namespace.
+pub fn open_namespaces(pid: i32) -> io::Result<SandboxNamespaces> {
+    let open =
+        |kind: &str| std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).map(OwnedFd::from);
+    Ok(SandboxNamespaces {
+        user: open("user")?,
+        net: open("net")?,
+    })
 }
 
 /// Join the network namespace `ns`.
