@@ -131,12 +131,18 @@ pub struct NamespaceHolder {
     _stack: Vec<u8>,
 }
 
-/// The holder's whole life: wait to be killed. With every signal blocked (inherited from the
-/// thread that cloned it) `pause` never returns, so it touches no memory it shares.
+/// The holder's whole life: die with the thread that made it, hold none of the host's
+/// descriptors (its table is a copy), wait to be killed. With every signal blocked (inherited
+/// from that thread) `pause` never returns. It shares the host's memory: it writes nothing but
+/// `errno` should a call fail, and these do not fail with these arguments.
 extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
-    loop {
-        // SAFETY: pause takes no argument.
-        unsafe { libc::pause() };
+    // SAFETY: prctl and close_range with integer arguments; pause takes none.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        loop {
+            libc::pause();
+        }
     }
 }
 

@@ -401,6 +401,58 @@ fn root_in_a_sandbox_is_an_unprivileged_host_range_everywhere() {
 }
 
 #[test]
+fn no_host_process_stays_in_a_sandbox_user_namespace() {
+    if !privileged("no_host_process_stays_in_a_sandbox_user_namespace") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let a = t.create("holder-a");
+    let b = t.create("holder-b");
+    for sb in [&a, &b] {
+        // The server (PID 2) is in the sandbox's user namespace; every process of the host in
+        // that namespace must be one of the sandbox's own (the host's namespace holder is gone).
+        let ns_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+        let init = sb.info().init_pid.to_string();
+        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .expect("init's children");
+        let server = children
+            .split_whitespace()
+            .next()
+            .expect("a server")
+            .to_string();
+        let userns = ns_of(&server).expect("the server's user namespace");
+        assert_ne!(
+            ns_of("self"),
+            Some(userns.clone()),
+            "the server is in a namespace of its own"
+        );
+        let members: Vec<String> = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+            .filter(|p| ns_of(p).as_ref() == Some(&userns))
+            .collect();
+        let own: Vec<i32> = crate::sandbox::cgroup_dirs(sb.id())
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        for p in &members {
+            assert!(
+                own.contains(&p.parse().expect("a pid")),
+                "host process {p} is in {}'s user namespace: {}",
+                sb.id(),
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[test]
 fn a_layer_whose_mount_target_is_a_symlink_is_refused() {
     if !privileged("a_layer_whose_mount_target_is_a_symlink_is_refused") {
         return;
