@@ -19,6 +19,7 @@ mod logs;
 mod mounts;
 mod pause;
 mod pty;
+mod recover;
 mod restore;
 mod runtime;
 mod snapshot;
