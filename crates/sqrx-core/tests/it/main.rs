@@ -4,6 +4,7 @@
 
 mod chains;
 mod corrupt_images;
+mod crash;
 mod escape;
 #[cfg(feature = "js")]
 mod js;
