@@ -263,12 +263,7 @@ impl Runtime {
         dir: &Path,
         mounts: &[PathBuf],
     ) -> Result<(), SandboxError> {
-        let path = dir.join("layers.json");
-        let json = serde_json::to_vec(mounts).map_err(|source| SandboxError::BadState {
-            path: path.clone(),
-            source,
-        })?;
-        crate::paths::replace_private(&path, &json).map_err(SandboxError::write_failed)
+        super::state::replace_json(&dir.join("layers.json"), &mounts)
     }
 }
 

@@ -79,6 +79,11 @@ impl Sandbox {
     }
 }
 
+/// `<sandbox dir>/destroying`: a destroy (or cleanup) of the sandbox has begun.
+pub(crate) fn destroying_marker(sandbox_dir: &std::path::Path) -> PathBuf {
+    sandbox_dir.join("destroying")
+}
+
 /// What a sandbox (created, half-created or crashed) holds on the host.
 pub(crate) struct Remains {
     /// Its directory.
@@ -106,6 +111,9 @@ impl Runtime {
             mut mounts,
             ids,
         } = remains;
+        // From here on the sandbox is going: a process killed during the rest leaves this
+        // mark, and recovery finishes the job (the init may take a moment to die).
+        let _ = crate::paths::create_private(&destroying_marker(&dir));
         // Frozen tasks on cgroup v1 do not die of SIGKILL until thawed.
         if let Some(cg) = &cgroup
             && cg.is_frozen()

@@ -335,6 +335,11 @@ impl Sandbox {
         let root = self.root()?;
         let _as_root = self.as_sandbox_root()?;
         let dir = self.ensure_dir(&root, parent)?;
+        // What is there must be a regular file (never a symlink, FIFO or directory).
+        match self.open_regular_at(&dir, name, OFlag::O_RDONLY, 0, path) {
+            Err(e) if e.kind() != crate::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let tmp = format!(".{name}.sqrx-write-{}", std::process::id());
         let mut file = self.open_regular_at(
             &dir,

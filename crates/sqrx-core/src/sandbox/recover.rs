@@ -14,7 +14,8 @@
 //! | `restart.json` and a state naming the old init | a restore or activate killed after it began to stop the old init, before its commit | kill the old and any new init, put the old upper back at `rw` (from `rw.old` if the swap began), drop `rw.next`, start an init on the old stack and upper: the sandbox as before the call, its files intact |
 //! | `restart.json` and a state naming a new init | a restart killed after its commit | drop `rw.old` and the previous stack's layers: the sandbox after the call |
 //! | `frozen-by-snapshot` | a snapshot or clone killed while it packed the upper | thaw the sandbox |
-//! | a state whose init is gone, no journal | a destroy killed after it stopped the init, or an init that died | finish the destroy (`Dead`) |
+//! | `destroying` | a destroy killed after it began | finish the destroy (`Dead`) |
+//! | a state whose init is gone, no journal | an init that died | clean the sandbox up (`Dead`) |
 //! | `rw.next`, `rw.old`, extra layer claims, `*.tmp`, images no snapshot names | any operation killed before its commit | removed |
 //!
 //! [`Runtime::open`] recovers every sandbox; [`Runtime::get`] repairs one whose init it finds
@@ -125,6 +126,13 @@ impl Sandbox {
     /// cleaned up (its init is gone and nothing says an operation of ours stopped it).
     pub(crate) fn repair(mut self) -> Result<Sandbox, SandboxError> {
         let dir = self.dir();
+        if super::destroy::destroying_marker(&dir).exists() {
+            tracing::warn!(sandbox = %self.id(), "finishing an interrupted destroy");
+            self.cleanup()?;
+            return Err(SandboxError::Dead {
+                id: self.id().to_string(),
+            });
+        }
         if let Some(journal) = RestartJournal::load(&dir) {
             self.finish_restart(journal)?;
         }

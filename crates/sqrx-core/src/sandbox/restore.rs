@@ -56,12 +56,7 @@ impl RestartJournal {
     }
 
     fn save(&self, sandbox_dir: &Path) -> Result<(), SandboxError> {
-        let path = Self::path(sandbox_dir);
-        let json = serde_json::to_vec(self).map_err(|source| SandboxError::BadState {
-            path: path.clone(),
-            source,
-        })?;
-        crate::paths::replace_private(&path, &json).map_err(SandboxError::write_failed)
+        super::state::replace_json(&Self::path(sandbox_dir), self)
     }
 
     /// The journal of an unfinished restart of the sandbox in `sandbox_dir`, if any (an

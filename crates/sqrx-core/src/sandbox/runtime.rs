@@ -291,7 +291,8 @@ impl Runtime {
             rt: self.clone(),
             state,
         };
-        if !sandbox.state.init_alive() {
+        let destroying = super::destroy::destroying_marker(&sandbox.dir()).exists();
+        if destroying || !sandbox.state.init_alive() {
             return match self.try_state_lock(id)? {
                 Some(_lock) => sandbox.repair(),
                 None => Ok(sandbox),

@@ -81,12 +81,17 @@ impl SandboxState {
     /// the crash of a process, which the page cache does; after a host crash every sandbox is
     /// gone anyway and recovery removes what is left.
     pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
-        let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        crate::paths::replace_private(path, &json).map_err(SandboxError::write_failed)
+        replace_json(path, self)
     }
+}
+
+/// Replace the JSON file `path` with `value` atomically (see [`crate::paths::replace_private`]).
+pub(crate) fn replace_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxError> {
+    let json = serde_json::to_vec_pretty(value).map_err(|source| SandboxError::BadState {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    crate::paths::replace_private(path, &json).map_err(SandboxError::write_failed)
 }
 
 #[cfg(test)]

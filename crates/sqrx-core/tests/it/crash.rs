@@ -18,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use sqrx_core::sandbox::process_start_time;
 use sqrx_core::{Runtime, RuntimeConfig, Sandbox, SandboxError};
 use sqrx_testkit::privileged;
 
 use crate::manifest::{Manifest, manifest};
 use crate::sandbox::{TestRuntime, cgroup_dirs, out};
+use crate::transactions::{mounts_under, walkdir};
 
 const DIRS: &[&str] = &["/work", "/etc", "/opt"];
 const DRIVER: &str = env!("CARGO_BIN_EXE_sqrx-crash-driver");
@@ -96,34 +98,12 @@ fn reopen(data: &Path) -> Runtime {
     Runtime::open(config).expect("reopen the data directory")
 }
 
-fn mounts_under(dir: &Path) -> BTreeSet<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let dir = dir.display().to_string();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&dir))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Files whose name ends in `.tmp` under `dir`.
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
     walkdir(dir)
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".tmp") && p.is_file())
         .collect()
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(walkdir(&p));
-        }
-        out.push(p);
-    }
-    out
 }
 
 /// Snapshot images of `sb` that no label names (left by a snapshot killed before its label).
@@ -155,17 +135,6 @@ fn unlabelled_images(data: &Path, sb: &Sandbox) -> Vec<PathBuf> {
                 .is_none_or(|s| !named.contains(&*s.to_string_lossy()))
         })
         .collect()
-}
-
-/// Start time of a running process (field 22 of `/proc/<pid>/stat`), `None` once it is gone.
-fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    if matches!(fields.next(), Some("Z" | "X" | "x")) {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 /// Inits seen during the test: none may outlive it.
@@ -407,13 +376,11 @@ fn a_kill_at_any_point_leaves_the_old_or_the_new_state() {
         let mut sb = rt.get(id).expect("get");
         let iter = out(&sb, "cat /work/iter");
         let taken = label(iter.trim().parse().expect("iteration"));
-        let labels: Vec<String> = sb
+        let has = sb
             .snapshots()
             .expect("snapshots")
-            .into_iter()
-            .map(|s| s.label)
-            .collect();
-        let has = labels.contains(&taken);
+            .iter()
+            .any(|s| s.label == taken);
         assert!(
             !done || has,
             "{context}: {taken} missing after the snapshot finished"
@@ -509,7 +476,7 @@ fn a_kill_at_any_point_leaves_the_old_or_the_new_state() {
             assert_one_of(&files, &[("old", &old.borrow())], context);
         }
         Ok(_) => panic!("{context}: destroyed, yet there"),
-        Err(SandboxError::NotFound { .. }) => {
+        Err(SandboxError::NotFound { .. } | SandboxError::Dead { .. }) => {
             assert!(!data.join("sandboxes").join(victim).exists(), "{context}");
             assert!(cgroup_dirs(victim).is_empty(), "{context}: cgroups left");
         }
