@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'Unavailable'
   | 'Timeout'
   | 'PermissionDenied'
+  | 'InsufficientStorage'
   | 'Internal'
 
 /** Every error kind, in the order of the core's `ErrorKind`. */

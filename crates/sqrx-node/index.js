@@ -16,6 +16,7 @@ const ERROR_CODES = Object.freeze([
   'Unavailable',
   'Timeout',
   'PermissionDenied',
+  'InsufficientStorage',
   'Internal',
 ])
 const KIND_PREFIX = new RegExp(`^(${ERROR_CODES.join('|')}): ([\\s\\S]*)$`)

@@ -48,6 +48,9 @@ pub enum ErrorKind {
     Timeout,
     /// The caller or the process lacks a permission.
     PermissionDenied,
+    /// The disk (or the filesystem the data directory is on) is full or over its quota
+    /// (`ENOSPC`, `EDQUOT`). Nothing half-written is left; freeing space and retrying works.
+    InsufficientStorage,
     /// Anything else: a bug or an unexpected failure of the host.
     Internal,
 }
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "Unavailable",
             ErrorKind::Timeout => "Timeout",
             ErrorKind::PermissionDenied => "PermissionDenied",
+            ErrorKind::InsufficientStorage => "InsufficientStorage",
             ErrorKind::Internal => "Internal",
         }
     }
@@ -91,6 +95,9 @@ impl Error {
 
 /// Classify an I/O error by what the caller can do about it.
 pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+        return ErrorKind::InsufficientStorage;
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => ErrorKind::NotFound,
         std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
@@ -98,6 +105,28 @@ pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
         std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData => {
             ErrorKind::InvalidArgument
         }
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            ErrorKind::InsufficientStorage
+        }
         _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(io_kind(&e), ErrorKind::InsufficientStorage, "{e}");
+        }
+        let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        assert_eq!(io_kind(&e), ErrorKind::InsufficientStorage);
+        assert_eq!(
+            ErrorKind::InsufficientStorage.as_str(),
+            "InsufficientStorage"
+        );
     }
 }

@@ -8,6 +8,10 @@
 //! from then on fails with [`Injected`], once; [`trace`] tells which points were reached.
 //! Arming is per thread, so tests running in parallel do not see each other's faults (every
 //! step point is reached on the thread that called the operation).
+//!
+//! [`kill_at`]`(n)` arms a crash instead: the `n`-th point sends SIGKILL to the whole process,
+//! as `kill -9` of the program embedding the library would at that moment (the crash tests run
+//! an operation in a child process armed this way, then recover the data directory).
 
 /// The error a step fails with when a test injected a fault there.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +28,8 @@ mod armed {
     #[derive(Default)]
     pub(super) struct Plan {
         pub fail_at: Option<usize>,
+        /// Kill the process at `fail_at` instead of failing the step.
+        pub kill: bool,
         pub reached: Vec<&'static str>,
         pub fired: Option<&'static str>,
     }
@@ -43,6 +49,11 @@ pub(crate) fn point(name: &'static str) -> Result<(), Injected> {
         };
         plan.reached.push(name);
         if plan.fired.is_none() && plan.reached.len() == at {
+            if plan.kill {
+                tracing::warn!(point = name, "injected crash: SIGKILL to this process");
+                // Not caught, not blocked: the process ends here, destructors unrun.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
             plan.fired = Some(name);
             tracing::warn!(point = name, "injected fault");
             return Err(Injected { point: name });
@@ -65,6 +76,19 @@ pub fn fail_at(step: usize) {
     armed::PLAN.with_borrow_mut(|plan| {
         *plan = armed::Plan {
             fail_at: Some(step),
+            ..Default::default()
+        }
+    });
+}
+
+/// Arm the current thread: the `step`-th step point it reaches from now (1-based) kills the
+/// whole process with SIGKILL (a crash at that step; see the module docs).
+#[cfg(feature = "fault-injection")]
+pub fn kill_at(step: usize) {
+    armed::PLAN.with_borrow_mut(|plan| {
+        *plan = armed::Plan {
+            fail_at: Some(step),
+            kill: true,
             ..Default::default()
         }
     });

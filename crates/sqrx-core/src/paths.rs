@@ -14,6 +14,24 @@ pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Replace `path` with `bytes` atomically (private, like [`create_private`]): written to
+/// `<path>.tmp`, then renamed over `path`. A failure (a full disk) removes the temporary: the
+/// old file, or none, stays. No fsync: this survives the crash of a process, not of the host.
+/// Returns the path that failed with the error.
+pub(crate) fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = create_private(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+        .map_err(|e| (tmp.clone(), e))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Make the directory `path` (created with its parents if missing) reachable by its owner only
 /// (0700).
 pub(crate) fn private_dir(path: &Path) -> std::io::Result<()> {

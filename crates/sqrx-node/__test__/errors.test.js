@@ -20,7 +20,7 @@ const code = (c) => (e) => {
 test('the codes are the core error kinds', () => {
   assert.deepStrictEqual([...ERROR_CODES], [
     'NotFound', 'AlreadyExists', 'InvalidArgument', 'LimitExceeded', 'Conflict',
-    'Unavailable', 'Timeout', 'PermissionDenied', 'Internal',
+    'Unavailable', 'Timeout', 'PermissionDenied', 'InsufficientStorage', 'Internal',
   ])
 })
 

@@ -14,6 +14,7 @@ fn code(kind: ErrorKind) -> &'static str {
         ErrorKind::Unavailable => "Unavailable",
         ErrorKind::Timeout => "Timeout",
         ErrorKind::PermissionDenied => "PermissionDenied",
+        ErrorKind::InsufficientStorage => "InsufficientStorage",
         ErrorKind::Internal => "Internal",
     }
 }

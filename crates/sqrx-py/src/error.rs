@@ -61,6 +61,12 @@ create_exception!(
 );
 create_exception!(
     sqrx,
+    InsufficientStorage,
+    SqrxError,
+    "The disk the data directory is on is full; nothing half-written was left."
+);
+create_exception!(
+    sqrx,
     Internal,
     SqrxError,
     "An unexpected failure of the host or a bug."
@@ -68,7 +74,7 @@ create_exception!(
 
 /// Every core error kind with its exception class, for registering the classes and setting
 /// their `kind` attribute.
-pub(crate) fn classes(py: Python<'_>) -> [(ErrorKind, Bound<'_, pyo3::types::PyType>); 9] {
+pub(crate) fn classes(py: Python<'_>) -> [(ErrorKind, Bound<'_, pyo3::types::PyType>); 10] {
     [
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -78,6 +84,7 @@ pub(crate) fn classes(py: Python<'_>) -> [(ErrorKind, Bound<'_, pyo3::types::PyT
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::PermissionDenied,
+        ErrorKind::InsufficientStorage,
         ErrorKind::Internal,
     ]
     .map(|k| (k, class_of(py, k)))
@@ -93,6 +100,7 @@ fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, pyo3::types::PyType> {
         ErrorKind::Unavailable => py.get_type::<Unavailable>(),
         ErrorKind::Timeout => py.get_type::<Timeout>(),
         ErrorKind::PermissionDenied => py.get_type::<PermissionDenied>(),
+        ErrorKind::InsufficientStorage => py.get_type::<InsufficientStorage>(),
         ErrorKind::Internal => py.get_type::<Internal>(),
     }
 }
@@ -110,6 +118,7 @@ pub(crate) fn to_py(e: impl Into<sqrx_core::Error>) -> PyErr {
         ErrorKind::Unavailable => Unavailable::new_err(message),
         ErrorKind::Timeout => Timeout::new_err(message),
         ErrorKind::PermissionDenied => PermissionDenied::new_err(message),
+        ErrorKind::InsufficientStorage => InsufficientStorage::new_err(message),
         ErrorKind::Internal => Internal::new_err(message),
     }
 }

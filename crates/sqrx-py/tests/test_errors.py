@@ -19,6 +19,7 @@ KINDS = [
     "Unavailable",
     "Timeout",
     "PermissionDenied",
+    "InsufficientStorage",
     "Internal",
 ]
 

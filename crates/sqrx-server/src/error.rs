@@ -75,6 +75,7 @@ impl ApiError {
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,5 +151,12 @@ mod tests {
         let e = ApiError::from_kind(ErrorKind::AlreadyExists, "sandbox a already exists");
         assert_eq!(e.status, StatusCode::CONFLICT);
         assert_eq!(e.message, "sandbox a already exists");
+    }
+
+    #[test]
+    fn a_full_disk_is_507_with_its_message() {
+        let e = ApiError::from_kind(ErrorKind::InsufficientStorage, "cannot write x: no space");
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.message, "cannot write x: no space");
     }
 }

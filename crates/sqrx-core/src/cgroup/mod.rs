@@ -176,6 +176,15 @@ impl CgroupRoot {
         }
     }
 
+    /// The cgroup of sandbox `name` as it is (created or not): for cleaning up after a create
+    /// that crashed before it recorded it.
+    pub fn existing(&self, name: &str) -> SandboxCgroup {
+        SandboxCgroup {
+            version: self.version,
+            dirs: self.dirs(name),
+        }
+    }
+
     /// Create the cgroup of sandbox `name` and apply `limits`. A limit whose controller is
     /// missing fails with [`CgroupError::ControllerMissing`]; nothing is left behind on error.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<SandboxCgroup, CgroupError> {
@@ -402,6 +411,31 @@ impl SandboxCgroup {
                     .and_then(|t| keyed(&t, "frozen"))
                     == Some(1)
             }
+        }
+    }
+
+    /// SIGKILL every process in the cgroup (thawing it first: frozen tasks on v1 do not die
+    /// until thawed) and wait until none is left, for at most `patience`. Whether it emptied.
+    pub fn kill_all(&self, patience: Duration) -> bool {
+        if self.is_frozen() {
+            let _ = self.set_frozen(false);
+        }
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

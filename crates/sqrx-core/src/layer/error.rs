@@ -198,6 +198,10 @@ impl LayerError {
             LayerError::ReadSource { source, .. } | LayerError::Store { source, .. } => {
                 io_kind(source)
             }
+            LayerError::Pack {
+                source: backhand::BackhandError::StdIo(source),
+                ..
+            } => io_kind(source),
             LayerError::Pack { .. }
             | LayerError::BadMetadata { .. }
             | LayerError::Debootstrap { .. } => ErrorKind::Internal,

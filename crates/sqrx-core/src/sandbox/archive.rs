@@ -131,8 +131,15 @@ impl Sandbox {
                     )?;
                     file.set_len(0)
                         .map_err(SandboxError::io("truncate", &path))?;
-                    std::io::copy(&mut entry, &mut file)
-                        .map_err(SandboxError::io("write", &path))?;
+                    if let Err(e) = std::io::copy(&mut entry, &mut file) {
+                        // A file cut short (the upper is full) is not left behind.
+                        let _ = nix::unistd::unlinkat(
+                            parent_fd.as_fd(),
+                            name.as_str(),
+                            nix::unistd::UnlinkatFlags::NoRemoveDir,
+                        );
+                        return Err(SandboxError::io("write", &path)(e));
+                    }
                     let fd = OwnedFd::from(file);
                     nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
                         .map_err(self.file_err("chmod", &path))?;

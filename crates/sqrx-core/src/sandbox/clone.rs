@@ -35,7 +35,7 @@ impl Runtime {
         if spec.hostname.as_deref() == Some(src) {
             spec.hostname = None;
         }
-        let dir = self.reserve(new_id)?;
+        let (dir, _creating) = self.reserve(new_id)?;
         let mut reserved = Reserved(Some(dir.clone()));
 
         let image = source.pack_upper_into(&dir)?;

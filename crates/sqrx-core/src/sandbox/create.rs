@@ -32,30 +32,21 @@ impl Drop for Rollback<'_> {
         if self.committed {
             return;
         }
-        if let Some(pid) = self.init_pid {
-            super::destroy::kill_and_wait(pid, None);
-        }
-        super::upper::unmount_upper(&self.dir);
-        if let Some(cg) = &self.cgroup {
-            let _ = cg.remove(Duration::from_secs(2));
-        }
         let id = self
             .dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let _ = self.rt.inner.mounts.locked(|| {
-            let _ = std::fs::remove_file(self.dir.join("layers.json"));
-            self.rt
-                .inner
-                .mounts
-                .release(&self.mounts, &self.rt.mounts_in_use(&id));
-            Ok(())
-        });
-        if let Some(ids) = self.ids {
-            self.rt.inner.ids.release(ids, &self.dir);
+        let remains = super::destroy::Remains {
+            dir: self.dir.clone(),
+            init: self.init_pid.map(|pid| (pid, None)),
+            cgroup: self.cgroup.clone(),
+            mounts: std::mem::take(&mut self.mounts),
+            ids: self.ids,
+        };
+        if let Err(e) = self.rt.discard(&id, remains) {
+            tracing::warn!(sandbox = %id, error = %e, "cannot undo a failed create");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -65,11 +56,7 @@ impl Runtime {
         self.ids()
             .iter()
             .filter(|id| id.as_str() != except)
-            .filter_map(|id| {
-                std::fs::read(self.inner.sandboxes_dir.join(id).join("layers.json")).ok()
-            })
-            .filter_map(|b| serde_json::from_slice::<Vec<PathBuf>>(&b).ok())
-            .flatten()
+            .flat_map(|id| claimed_mounts(&self.inner.sandboxes_dir.join(id)))
             .collect()
     }
 
@@ -107,8 +94,13 @@ impl Runtime {
         format!("{id}-{}", &hex::encode(hash)[..8])
     }
 
-    /// Take the id and a slot under the limit, atomically across processes.
-    pub(crate) fn reserve(&self, id: &str) -> Result<PathBuf, SandboxError> {
+    /// Take the id and a slot under the limit, atomically across processes. The new
+    /// sandbox's state lock is taken with it and held until its state is saved: a runtime
+    /// that finds a directory without a state and can take its lock knows the creator died.
+    pub(crate) fn reserve(
+        &self,
+        id: &str,
+    ) -> Result<(PathBuf, nix::fcntl::Flock<std::fs::File>), SandboxError> {
         let lock_path = self.inner.sandboxes_dir.join(".lock");
         let _guard = super::mounts::lock_exclusive(&lock_path)?;
         let dir = self.inner.sandboxes_dir.join(id);
@@ -127,7 +119,13 @@ impl Runtime {
                 source: e,
             },
         })?;
-        Ok(dir)
+        match super::mounts::lock_exclusive(&super::snapshot::state_lock_path(&dir)) {
+            Ok(lock) => Ok((dir, lock)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn init_program(&self) -> Result<(PathBuf, bool), SandboxError> {
@@ -156,7 +154,7 @@ impl Runtime {
         spec.validate()?;
         self.init_program()?;
         let layers = self.resolve_layers(&spec.layers)?;
-        let dir = self.reserve(&spec.id)?;
+        let (dir, _creating) = self.reserve(&spec.id)?;
         self.launch(spec, dir, layers, None)
     }
 
@@ -265,17 +263,16 @@ impl Runtime {
         dir: &Path,
         mounts: &[PathBuf],
     ) -> Result<(), SandboxError> {
-        let path = dir.join("layers.json");
-        let json = serde_json::to_vec(mounts).map_err(|source| SandboxError::BadState {
-            path: path.clone(),
-            source,
-        })?;
-        let tmp = dir.join("layers.json.tmp");
-        crate::paths::create_private(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &json))
-            .map_err(SandboxError::io("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(SandboxError::io("rename", &path))
+        super::state::replace_json(&dir.join("layers.json"), &mounts)
     }
+}
+
+/// The layer mounts the sandbox in `dir` claims in its `layers.json` (none if it has none).
+pub(crate) fn claimed_mounts(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read(dir.join("layers.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<PathBuf>>(&b).ok())
+        .unwrap_or_default()
 }
 
 /// What init needs to assemble the sandbox on `stack` (base first).

@@ -273,6 +273,15 @@ impl SandboxError {
         }
     }
 
+    /// The error of [`crate::paths::replace_private`] (the path that failed and why).
+    pub(crate) fn write_failed((path, source): (PathBuf, std::io::Error)) -> Self {
+        SandboxError::Io {
+            op: "write",
+            path,
+            source,
+        }
+    }
+
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,

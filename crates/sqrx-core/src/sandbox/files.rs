@@ -321,7 +321,9 @@ impl Sandbox {
     }
 
     /// Write a whole file with `mode`, creating missing parent directories. Refuses to write
-    /// through a symlink in the last component.
+    /// through a symlink in the last component. The file is written beside its place and
+    /// renamed over it: a write that fails (the upper is full) leaves the old file, or none,
+    /// never a part of the new one.
     pub fn write_file(&self, path: &str, data: &[u8], mode: u32) -> Result<(), SandboxError> {
         let parts = components(path)?;
         let Some((name, parent)) = parts.split_last() else {
@@ -333,16 +335,39 @@ impl Sandbox {
         let root = self.root()?;
         let _as_root = self.as_sandbox_root()?;
         let dir = self.ensure_dir(&root, parent)?;
-        let mut file =
-            self.open_regular_at(&dir, name, OFlag::O_WRONLY | OFlag::O_CREAT, mode, path)?;
-        // Truncated only once known to be a regular file.
-        file.set_len(0)
-            .map_err(SandboxError::io("truncate", path))?;
-        file.write_all(data)
-            .map_err(SandboxError::io("write", path))?;
-        // O_CREAT's mode is filtered by the umask and ignored for existing files.
-        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
-            .map_err(self.file_err("chmod", path))
+        // What is there must be a regular file (never a symlink, FIFO or directory).
+        match self.open_regular_at(&dir, name, OFlag::O_RDONLY, 0, path) {
+            Err(e) if e.kind() != crate::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let tmp = format!(".{name}.sqrx-write-{}", std::process::id());
+        let mut file = self.open_regular_at(
+            &dir,
+            &tmp,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC,
+            mode,
+            path,
+        )?;
+        let written = file
+            .write_all(data)
+            .map_err(SandboxError::io("write", path))
+            // O_CREAT's mode is filtered by the umask.
+            .and_then(|()| {
+                nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(mode & 0o7777))
+                    .map_err(self.file_err("chmod", path))
+            })
+            .and_then(|()| {
+                nix::fcntl::renameat(dir.as_fd(), tmp.as_str(), dir.as_fd(), name.as_str())
+                    .map_err(self.file_err("write", path))
+            });
+        if written.is_err() {
+            let _ = nix::unistd::unlinkat(
+                dir.as_fd(),
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        written
     }
 
     /// Create a directory and its parents.

@@ -106,6 +106,25 @@ impl IdRegistry {
         }
     }
 
+    /// Give back whatever range `owner` holds (its range was never recorded: a create that
+    /// crashed), and remove temporaries of allocations that crashed.
+    pub fn release_owner(&self, owner: &Path) {
+        let Ok(_lock) = super::mounts::lock_exclusive(&self.dir.join(".lock")) else {
+            return;
+        };
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let held =
+                std::fs::read_to_string(&path).is_ok_and(|h| Path::new(h.trim_end()) == owner);
+            let slot = name.parse::<u32>().is_ok();
+            let stale_tmp = name.starts_with('.') && name.ends_with(".tmp");
+            if held && (slot || stale_tmp) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
     /// Does `owner` hold `range`?
     #[cfg(test)]
     pub fn holds(&self, range: IdRange, owner: &Path) -> bool {

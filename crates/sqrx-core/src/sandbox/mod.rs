@@ -19,6 +19,7 @@ mod logs;
 mod mounts;
 mod pause;
 mod pty;
+mod recover;
 mod restore;
 mod runtime;
 mod snapshot;
@@ -38,3 +39,4 @@ pub use runtime::{
 };
 pub use snapshot::{SnapshotInfo, validate_label};
 pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};
+pub use state::process_start_time;

@@ -34,6 +34,32 @@ pub(crate) fn lock_exclusive(
     })
 }
 
+/// Take an exclusive `flock` on `path` if nobody holds one: `Ok(None)` when another open file
+/// (this process's included) holds it, or when `path`'s directory is gone.
+pub(crate) fn try_lock_exclusive(
+    path: &Path,
+) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, SandboxError> {
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SandboxError::io("open", path)(e)),
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(SandboxError::Io {
+            op: "lock",
+            path: path.to_path_buf(),
+            source: e.into(),
+        }),
+    }
+}
+
 /// Is `path` a mount point of this mount namespace?
 pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -92,6 +118,17 @@ impl LayerMounts {
         drop(dev);
         tracing::debug!(layer = %layer.name, target = %target.display(), "layer mounted");
         Ok(target)
+    }
+
+    /// Every directory under `mounts/` (mounted or left by an interrupted mount).
+    pub fn all(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Unmount the layers in `mounts` that no sandbox in `in_use` needs. Call under `locked`.

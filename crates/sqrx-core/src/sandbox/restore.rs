@@ -12,8 +12,16 @@
 //! undoes what was done: the new init is killed, the old upper goes back in place, and, if the
 //! old init was already stopped, a new init starts on the old stack and the old upper (the
 //! sandbox's files are kept, its processes are not, as after the operation).
+//!
+//! A crash of the owning process mid-restart is repaired by the next runtime: just before the
+//! old init is stopped, the restart writes its journal (`restart.json`, naming the old init);
+//! it is removed once the restart is committed or rolled back. A runtime that finds a journal
+//! and no process holding the sandbox's state lock finishes a committed restart or rolls back
+//! one that was not (see `sandbox/recover.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::SandboxError;
 use super::create::{Launcher, init_config};
@@ -34,11 +42,48 @@ struct Next {
     spec_layers: Vec<String>,
 }
 
+/// `<sandbox dir>/restart.json`: a restart is replacing the init named here. Written before
+/// the old init is stopped; removed once the restart is committed or rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RestartJournal {
+    /// The init the restart replaces (host pid, start time).
+    pub old_init: (i32, u64),
+}
+
+impl RestartJournal {
+    fn path(sandbox_dir: &Path) -> PathBuf {
+        sandbox_dir.join("restart.json")
+    }
+
+    fn save(&self, sandbox_dir: &Path) -> Result<(), SandboxError> {
+        super::state::replace_json(&Self::path(sandbox_dir), self)
+    }
+
+    /// The journal of an unfinished restart of the sandbox in `sandbox_dir`, if any (an
+    /// unreadable one counts as none: it is written atomically).
+    pub(crate) fn load(sandbox_dir: &Path) -> Option<Self> {
+        let bytes = std::fs::read(Self::path(sandbox_dir)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The restart is over (committed or rolled back).
+    pub(crate) fn remove(sandbox_dir: &Path) {
+        let path = Self::path(sandbox_dir);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the restart journal");
+        }
+    }
+}
+
 /// The side effects a restart has had so far: what a rollback undoes.
 #[derive(Default)]
 struct Progress {
     /// `layers.json` names the old and the new mounts.
     announced: bool,
+    /// The journal (`restart.json`) is written.
+    journal: bool,
     /// A fresh upper is mounted at `rw.next`.
     next_upper: bool,
     /// The old init was sent SIGKILL.
@@ -176,11 +221,13 @@ impl Sandbox {
         // The old init dies while the new one starts (its own namespaces, its upper);
         // `start_init` waits for it to be gone before the new one joins the cgroup. Frozen
         // tasks on cgroup v1 do not die of SIGKILL until thawed.
+        let old_init = (self.state.init_pid, self.state.init_start);
         point("restart.stop_old_init")?;
+        RestartJournal { old_init }.save(&dir)?;
+        progress.journal = true;
         if cgroup.is_frozen() {
             cgroup.set_frozen(false)?;
         }
-        let old_init = (self.state.init_pid, self.state.init_start);
         progress.old_killed = true;
         super::destroy::kill(old_init.0, Some(old_init.1));
         let (pid, start) = launcher.start_serving(&config, &cgroup, Some(old_init))?;
@@ -214,10 +261,11 @@ impl Sandbox {
         upper::finish_swap(&dir);
         let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
         if let Err(e) = rt.claim_only(self.id(), &dir, &new, &unused) {
-            // layers.json still claims the old mounts too: they stay until the next restart or
-            // the destroy, which is harmless.
+            // layers.json still claims the old mounts too: they stay until the next restart,
+            // the destroy or a recovery, which is harmless.
             tracing::warn!(sandbox = %self.id(), error = %e, "cannot release the previous stack's layers");
         }
+        RestartJournal::remove(&dir);
     }
 
     /// Undo the steps in `progress` after the restart to `next` failed with `error`.
@@ -234,7 +282,19 @@ impl Sandbox {
             upper::unmount_at(&upper::next_rw_dir(&dir));
         }
         if progress.old_killed {
-            self.restart_previous(error);
+            match self.restart_previous() {
+                Ok(()) => {
+                    RestartJournal::remove(&dir);
+                    tracing::warn!(sandbox = %self.id(), error = %error, "restart failed; the sandbox runs on its previous stack");
+                }
+                Err(again) => {
+                    // Neither stack starts: the journal stays, and the next look-up or
+                    // recovery tries once more, or cleans the sandbox up.
+                    tracing::error!(sandbox = %self.id(), error = %error, again = %again, "restart failed and the previous stack does not start either");
+                }
+            }
+        } else if progress.journal {
+            RestartJournal::remove(&dir);
         }
         if progress.announced {
             let old = self.layer_mounts();
@@ -250,10 +310,10 @@ impl Sandbox {
         }
     }
 
-    /// The old init was stopped and the restart failed with `error`: start a new init on the
-    /// stack and upper the sandbox had. Its files are kept; its processes are gone, as they
-    /// would be after the restart.
-    fn restart_previous(&mut self, error: &SandboxError) {
+    /// The old init was stopped and the restart failed (or crashed): start a new init on the
+    /// stack and upper the sandbox had, and save its state. Its files are kept; its processes
+    /// are gone, as they would be after the restart.
+    pub(crate) fn restart_previous(&mut self) -> Result<(), SandboxError> {
         let rt = self.rt.clone();
         let dir = self.dir();
         super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
@@ -269,20 +329,15 @@ impl Sandbox {
             tracing::warn!(sandbox = %self.id(), error = %first, "restarting on the previous stack failed; trying again");
             start()
         });
-        match back {
-            Ok((pid, start)) => {
-                self.state.init_pid = pid;
-                self.state.init_start = start;
-                if let Err(e) = self.state.save(&rt.state_path(self.id())) {
-                    tracing::error!(sandbox = %self.id(), error = %e, "cannot save the state of the sandbox back on its previous stack");
-                }
-                tracing::warn!(sandbox = %self.id(), error = %error, "restart failed; the sandbox runs on its previous stack");
-            }
-            Err(again) => {
-                // Neither stack starts: the state names an init that is gone, and the next
-                // look-up cleans the sandbox up.
-                tracing::error!(sandbox = %self.id(), error = %error, again = %again, "restart failed and the previous stack does not start either");
-            }
+        let (pid, start) = back?;
+        self.state.init_pid = pid;
+        self.state.init_start = start;
+        if let Err(e) = self.state.save(&rt.state_path(self.id())) {
+            // The init runs, but the state names the stopped one: kill it, so that the
+            // journal's rollback starts it again later.
+            super::destroy::kill_and_wait(pid, Some(start));
+            return Err(e);
         }
+        Ok(())
     }
 }

@@ -215,8 +215,9 @@ impl Sandbox {
 }
 
 impl Runtime {
-    /// Open the runtime on `config.data_dir`, then clean up sandboxes whose init died while no
-    /// runtime was watching.
+    /// Open the runtime on `config.data_dir`, then recover its sandboxes (see
+    /// [`Runtime::recover`]): finish or roll back operations of processes that were killed,
+    /// clean up sandboxes whose init died while no runtime was watching.
     pub fn open(config: RuntimeConfig) -> Result<Self, SandboxError> {
         let store = LayerStore::open(&config.data_dir)?;
         let cgroups = match &config.cgroups {
@@ -275,8 +276,10 @@ impl Runtime {
         ids
     }
 
-    /// The sandbox `id`. A sandbox whose init died is cleaned up and reported as
-    /// [`SandboxError::Dead`].
+    /// The sandbox `id`. A sandbox whose init is gone is repaired when a killed restore or
+    /// activate stopped it (it comes back on its previous stack), otherwise cleaned up and
+    /// reported as [`SandboxError::Dead`]; while another process or thread is changing it (it
+    /// holds its state lock), it is returned as it is.
     pub fn get(&self, id: &str) -> Result<Sandbox, SandboxError> {
         validate_id(id)?;
         let path = self.state_path(id);
@@ -288,10 +291,12 @@ impl Runtime {
             rt: self.clone(),
             state,
         };
-        if !sandbox.state.init_alive() {
-            tracing::warn!(sandbox = id, "init is gone; cleaning up");
-            sandbox.cleanup()?;
-            return Err(SandboxError::Dead { id: id.to_string() });
+        let destroying = super::destroy::destroying_marker(&sandbox.dir()).exists();
+        if destroying || !sandbox.state.init_alive() {
+            return match self.try_state_lock(id)? {
+                Some(_lock) => sandbox.repair(),
+                None => Ok(sandbox),
+            };
         }
         Ok(sandbox)
     }
@@ -302,33 +307,6 @@ impl Runtime {
             .iter()
             .filter_map(|id| self.get(id).ok())
             .collect()
-    }
-
-    /// Clean up every sandbox whose init is gone (called by `open`).
-    pub fn recover(&self) {
-        for id in self.ids() {
-            match SandboxState::load(&self.state_path(&id)) {
-                Ok(state) if !state.init_alive() => {
-                    tracing::info!(sandbox = %id, "init died while no runtime was watching; cleaning up");
-                    let _ = Sandbox {
-                        rt: self.clone(),
-                        state,
-                    }
-                    .cleanup();
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    // No state: a create that crashed before finishing. Old enough? Remove.
-                    let dir = self.inner.sandboxes_dir.join(&id);
-                    let stale = std::fs::metadata(&dir)
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() > 60));
-                    if stale {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                }
-            }
-        }
     }
 
     /// Remove a layer from the store, refused while a sandbox uses it.

@@ -113,15 +113,33 @@ fn remove_stale_temporaries(tmp_dir: &Path) {
     }
 }
 
-/// Thaws the sandbox when dropped, if it froze it.
-struct Thaw<'a>(Option<&'a crate::cgroup::SandboxCgroup>);
+/// `<sandbox dir>/frozen-by-snapshot`: the sandbox is frozen because a snapshot or clone packs
+/// its upper, not paused by its user. Written before the freeze, removed after the thaw; a
+/// recovery that finds it with nobody holding the state lock (the packing process was killed)
+/// thaws the sandbox.
+pub(crate) fn freeze_marker(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join("frozen-by-snapshot")
+}
+
+/// The lock file that serialises the state operations of the sandbox in `sandbox_dir` (held
+/// from reservation until its state is saved, by snapshot, restore, activate, clone and
+/// destroy; a recovery touches only sandboxes whose lock nobody holds).
+pub(crate) fn state_lock_path(sandbox_dir: &Path) -> PathBuf {
+    sandbox_dir.join(".state.lock")
+}
+
+/// Thaws the sandbox when dropped, if it froze it, and then removes the freeze marker.
+struct Thaw<'a>(Option<(&'a crate::cgroup::SandboxCgroup, PathBuf)>);
 
 impl Drop for Thaw<'_> {
     fn drop(&mut self) {
-        if let Some(cg) = self.0
-            && let Err(e) = cg.set_frozen(false)
-        {
-            tracing::warn!(error = %e, "cannot thaw the sandbox after a snapshot");
+        if let Some((cg, marker)) = &self.0 {
+            match cg.set_frozen(false) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(marker);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot thaw the sandbox after a snapshot"),
+            }
         }
     }
 }
@@ -218,7 +236,7 @@ pub(crate) fn publish_image(
 impl Sandbox {
     /// Serialises snapshot, restore, activate and clone of this sandbox (across processes).
     pub(crate) fn state_lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, SandboxError> {
-        lock_exclusive(&self.dir().join(".state.lock"))
+        lock_exclusive(&state_lock_path(&self.dir()))
     }
 
     /// Freeze the sandbox (unless paused already), pack its upper into an image in
@@ -232,8 +250,13 @@ impl Sandbox {
             let _thaw = if self.is_paused() {
                 Thaw(None)
             } else {
+                let cgroup = self.cgroup_or_err()?;
+                let marker = freeze_marker(&self.dir());
+                crate::paths::create_private(&marker)
+                    .map_err(SandboxError::io("create", &marker))?;
+                let thaw = Thaw(Some((cgroup, marker)));
                 self.pause()?;
-                Thaw(self.state.cgroup.as_ref())
+                thaw
             };
             // The upper is a tmpfs: frozen, its content is complete and stable; nothing to sync.
             crate::faults::point("snapshot.pack")

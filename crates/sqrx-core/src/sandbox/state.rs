@@ -1,7 +1,6 @@
 //! A sandbox's persisted state (`<data>/sandboxes/<id>/state.json`), written atomically, and
 //! the liveness check of its init that tells a running sandbox from a dead one after restarts.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -82,17 +81,17 @@ impl SandboxState {
     /// the crash of a process, which the page cache does; after a host crash every sandbox is
     /// gone anyway and recovery removes what is left.
     pub fn save(&self, path: &Path) -> Result<(), SandboxError> {
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::BadState {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut f = crate::paths::create_private(&tmp).map_err(SandboxError::io("create", &tmp))?;
-        f.write_all(&json)
-            .map_err(SandboxError::io("write", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(SandboxError::io("rename", path))
+        replace_json(path, self)
     }
+}
+
+/// Replace the JSON file `path` with `value` atomically (see [`crate::paths::replace_private`]).
+pub(crate) fn replace_json(path: &Path, value: &impl Serialize) -> Result<(), SandboxError> {
+    let json = serde_json::to_vec_pretty(value).map_err(|source| SandboxError::BadState {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    crate::paths::replace_private(path, &json).map_err(SandboxError::write_failed)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 mod chains;
 mod corrupt_images;
+mod crash;
+mod disk_full;
 mod escape;
 #[cfg(feature = "js")]
 mod js;

@@ -32,7 +32,8 @@ struct Observed {
     cgroups: BTreeSet<PathBuf>,
 }
 
-fn mounts_under(dir: &Path) -> BTreeSet<String> {
+/// Mount points under `dir`.
+pub fn mounts_under(dir: &Path) -> BTreeSet<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let dir = dir.display().to_string();
     info.lines()
@@ -49,7 +50,8 @@ fn files_under(dir: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
+/// Every path under `dir`, depth first.
+pub fn walkdir(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();

@@ -21,6 +21,7 @@ __all__ = [
     "ExecStream",
     "FileInfo",
     "Files",
+    "InsufficientStorage",
     "Internal",
     "InvalidArgument",
     "JsResult",
@@ -73,6 +74,9 @@ class Timeout(SqrxError):
 
 class PermissionDenied(SqrxError):
     """The caller or the process lacks a permission."""
+
+class InsufficientStorage(SqrxError):
+    """The disk the data directory is on is full; nothing half-written was left."""
 
 class Internal(SqrxError):
     """An unexpected failure of the host or a bug."""

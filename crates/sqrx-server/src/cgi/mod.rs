@@ -54,6 +54,8 @@ fn op_error(kind: ErrorKind, message: impl std::fmt::Display) -> ApiError {
         | ErrorKind::Unavailable
         | ErrorKind::Timeout
         | ErrorKind::PermissionDenied => ApiError::bad_request(message.to_string()),
+        // Not the client's fault, and worth telling apart: 507 as on the native API.
+        ErrorKind::InsufficientStorage => ApiError::from_kind(kind, message),
     }
 }
 
@@ -86,7 +88,8 @@ async fn existing(state: &AppState, id: &str) -> Result<Sandbox, ApiError> {
             | ErrorKind::Conflict
             | ErrorKind::Unavailable
             | ErrorKind::Timeout
-            | ErrorKind::PermissionDenied => Err(op_error(e.kind(), e)),
+            | ErrorKind::PermissionDenied
+            | ErrorKind::InsufficientStorage => Err(op_error(e.kind(), e)),
         },
     }
 }
