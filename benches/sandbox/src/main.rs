@@ -6,7 +6,8 @@
 //! `--compare N`: only create + first exec, N rounds with the variants interleaved (the
 //! default user namespace, `host-root`, and `SQRX_BENCH_BASELINE_INIT` if set), each round in a
 //! rotated order, so that a machine whose speed drifts during the run weighs on all of them
-//! alike. Prints each variant's p50/p99 and the median of the per-round differences.
+//! alike. Also 10 exec round trips per variant and round in a long-lived sandbox. Prints each
+//! variant's p50/p99 and the median of the per-round differences.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,12 +53,24 @@ fn compare(rounds: usize) -> Result<(), String> {
         let keeper = rt
             .create(SandboxSpec::new("keeper"))
             .map_err(|e| format!("{label}: {e}"))?;
-        rts.push((label, rt, keeper, Vec::new()));
+        rts.push((label, rt, keeper, Vec::new(), Vec::new()));
     }
     let n = rts.len();
     for round in 0..rounds + 2 {
         for k in 0..n {
-            let (label, rt, _, times) = &mut rts[(round + k) % n];
+            let (label, rt, keeper, times, rtts) = &mut rts[(round + k) % n];
+            // Exec round trips in the long-lived sandbox, then a create.
+            for _ in 0..10 {
+                let t = Instant::now();
+                tokio
+                    .block_on(keeper.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+                        "/bin/true".into(),
+                    ]))))
+                    .map_err(|e| e.to_string())?;
+                if round >= 2 {
+                    rtts.push(t.elapsed());
+                }
+            }
             let t = Instant::now();
             let sb = rt
                 .create(SandboxSpec::new(format!("c{round}")))
@@ -74,24 +87,31 @@ fn compare(rounds: usize) -> Result<(), String> {
             }
         }
     }
-    println!("{rounds} interleaved rounds of create + first exec, release build");
-    println!("| what | p50 ms | p99 ms | median per-round difference to the first row, ms |");
+    println!(
+        "{rounds} interleaved rounds of create + first exec (and 10 exec round trips), release build"
+    );
+    println!("| what | p50 ms | p99 ms | median per-round difference to the first variant, ms |");
     println!("|---|---|---|---|");
-    let first: Vec<Duration> = rts[0].3.clone();
-    for (label, _, keeper, times) in &mut rts {
-        let diffs: Vec<f64> = times
-            .iter()
-            .zip(&first)
-            .map(|(t, f)| t.as_secs_f64() * 1e3 - f.as_secs_f64() * 1e3)
-            .collect();
-        let mut d = diffs.clone();
-        d.sort_by(|a, b| a.total_cmp(b));
-        let median = d.get(d.len() / 2).copied().unwrap_or(0.0);
-        println!(
-            "| {label} | {} | {} | {median:+.2} |",
-            ms(percentile(times, 0.5)),
-            ms(percentile(times, 0.99)),
-        );
+    let firsts: Vec<Duration> = rts[0].3.clone();
+    let first_rtts: Vec<Duration> = rts[0].4.clone();
+    for (label, _, keeper, times, rtts) in &mut rts {
+        for (what, samples, base) in [
+            ("create + first exec", &mut *times, &firsts),
+            ("exec round trip", &mut *rtts, &first_rtts),
+        ] {
+            let mut d: Vec<f64> = samples
+                .iter()
+                .zip(base)
+                .map(|(t, f)| (t.as_secs_f64() - f.as_secs_f64()) * 1e3)
+                .collect();
+            d.sort_by(|a, b| a.total_cmp(b));
+            let median = d.get(d.len() / 2).copied().unwrap_or(0.0);
+            println!(
+                "| {label}: {what} | {} | {} | {median:+.2} |",
+                ms(percentile(samples, 0.5)),
+                ms(percentile(samples, 0.99)),
+            );
+        }
         keeper.clone().destroy().map_err(|e| e.to_string())?;
     }
     Ok(())
