@@ -271,9 +271,11 @@ impl ConfinedJsExecutor {
         PendingExecution { reply }
     }
 
-    /// Run a script and block until it ends.
+    /// Run a script and block until it ends. The calling thread hands the script to an idle
+    /// worker and reads its answer itself (the deadline still applies: a worker past it is
+    /// killed).
     pub fn run_blocking(&self, request: JsRequest) -> Execution {
-        self.run(request).wait()
+        self.shared.run_here(&request)
     }
 }
 
@@ -284,6 +286,10 @@ impl JsRunner for ConfinedJsExecutor {
 
     fn run(&self, request: JsRequest) -> PendingExecution {
         ConfinedJsExecutor::run(self, request)
+    }
+
+    fn run_blocking(&self, request: JsRequest) -> Execution {
+        ConfinedJsExecutor::run_blocking(self, request)
     }
 }
 
