@@ -363,6 +363,15 @@ impl WorkerProcess {
             op: "socketpair",
             source,
         })?;
+        // A request larger than the socket buffer is written while the worker reads it; a
+        // worker that stopped reading (stuck, or hostile after an exploit) must not hold the
+        // calling thread forever: the write fails past the deadline and the worker is replaced.
+        channel
+            .set_write_timeout(Some(spec.limits.timeout + ABANDON_GRACE))
+            .map_err(|source| JsError::WorkerChannel {
+                op: "setsockopt(SO_SNDTIMEO)",
+                source,
+            })?;
         let mut cmd = Command::new(&spec.program.path);
         cmd.arg(WORKER_ARG)
             // A clean environment: nothing of the host's (tokens, credentials) reaches it.
