@@ -3,7 +3,8 @@
 //! run), measured in the same run.
 //!
 //! `bash benches/js/peer/setup.sh && cargo build --release -p sqrx-core --bin sqrx-init &&
-//! cargo run --release -p js_bench -- [--runs N]`
+//! cargo run --release -p js_bench -- [--runs N] [--script NAME]` (`--script 1+2` measures
+//! only that script).
 //!
 //! sqrx is measured three ways: one caller waiting for each execution in turn on a one-worker
 //! pool (the peer's setting: one thread, one execution at a time), the same on the default pool
@@ -129,12 +130,14 @@ fn confined(workers: Option<usize>) -> ConfinedJsExecutor {
 fn main() {
     sqrx_core::js::confined::run_if_worker();
     let mut runs = 5000usize;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--runs", Some(n)) => runs = n.parse().expect("--runs takes a number"),
+            ("--script", Some(name)) => only = Some(name),
             _ => {
-                eprintln!("usage: js_bench [--runs N]");
+                eprintln!("usage: js_bench [--runs N] [--script NAME]");
                 std::process::exit(2);
             }
         }
@@ -165,6 +168,9 @@ fn main() {
     }
     let fmt = |s: &Stats| format!("{:>10.0} {:>10.1} {:>10.1}", s.per_sec, s.p50_us, s.p99_us);
     for (i, (name, code)) in SCRIPTS.iter().enumerate() {
+        if only.as_deref().is_some_and(|o| o != *name) {
+            continue;
+        }
         let sets: [(&str, &dyn JsRunner, &dyn JsRunner); 2] =
             [("in-process", &one, &pool), ("confined", &c_one, &c_pool)];
         for (label, one, pool) in sets {

@@ -1,5 +1,5 @@
-//! The executions waiting for a worker, shared by the in-process executor (worker threads) and
-//! the confined one (worker processes, each driven by a supervisor thread).
+//! The executions waiting for a worker thread of the in-process executor. (The confined one
+//! keeps its queue with its idle workers, under one lock: `confined/supervisor.rs`.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,10 +53,5 @@ impl JobQueue {
     /// Whether [`JobQueue::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
-    }
-
-    /// The stop flag itself, for loops that poll it while running a job.
-    pub fn stop_flag(&self) -> &AtomicBool {
-        &self.shutdown
     }
 }

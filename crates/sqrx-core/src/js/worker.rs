@@ -723,11 +723,14 @@ pub(crate) fn run(shared: Arc<Shared>, slot: Arc<Slot>) {
 
 /// One engine driven by its caller's thread, without a pool or a watchdog: what a confined
 /// worker process runs, one execution at a time. Like a pool worker, it builds the context for
-/// the next execution ahead of it ([`LocalRunner::prepare`]) and replaces its runtime after a
-/// timeout or an out-of-memory.
+/// the next execution ahead of it ([`LocalRunner::prepare`]), and frees the last execution's
+/// context there too, after its answer went out; it replaces its runtime after a timeout or an
+/// out-of-memory.
 pub(crate) struct LocalRunner {
     limits: JsLimits,
-    // Field order is drop order: the context holds the runtime.
+    // Field order is drop order: the contexts hold the runtime.
+    /// The last execution's context and what it left the runtime fit for.
+    spent: Option<(Context, Reuse)>,
     prepared: Option<Context>,
     engine: Option<Engine>,
 }
@@ -736,13 +739,30 @@ impl LocalRunner {
     pub(crate) fn new(limits: JsLimits) -> Self {
         LocalRunner {
             limits,
+            spent: None,
             prepared: None,
             engine: None,
         }
     }
 
-    /// Start the runtime if there is none and build the next execution's context.
+    /// Free the last execution's context, start the runtime if there is none and build the
+    /// next execution's context.
     pub(crate) fn prepare(&mut self) {
+        if let Some((context, reuse)) = self.spent.take() {
+            drop(context);
+            match reuse {
+                Reuse::Keep => {
+                    if let Some(engine) = &self.engine {
+                        engine.collect();
+                    }
+                }
+                Reuse::Replace => self.engine = None,
+                Reuse::ReplaceAndTrim => {
+                    self.engine = None;
+                    crate::sys::malloc::release_free_memory();
+                }
+            }
+        }
         if self.engine.is_none() {
             match Engine::new(&self.limits) {
                 Ok(e) => self.engine = Some(e),
@@ -759,7 +779,8 @@ impl LocalRunner {
         }
     }
 
-    /// Run one script to its end (the interrupt handler enforces the deadline).
+    /// Run one script to its end (the interrupt handler enforces the deadline). Its context is
+    /// freed by the next [`LocalRunner::prepare`].
     pub(crate) fn run(&mut self, request: &JsRequest) -> Execution {
         self.prepare();
         let started = Instant::now();
@@ -775,15 +796,7 @@ impl LocalRunner {
         // process.
         let reply = Arc::new(Reply::default());
         let (execution, reuse) = engine.execute(&context, request, &reply, &self.limits, started);
-        drop(context);
-        match reuse {
-            Reuse::Keep => engine.collect(),
-            Reuse::Replace => self.engine = None,
-            Reuse::ReplaceAndTrim => {
-                self.engine = None;
-                crate::sys::malloc::release_free_memory();
-            }
-        }
+        self.spent = Some((context, reuse));
         execution
     }
 }

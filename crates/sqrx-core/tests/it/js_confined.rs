@@ -141,6 +141,24 @@ fn js_confined_killed_idle_worker_is_replaced_unnoticed() {
 }
 
 #[test]
+fn js_confined_killed_idle_worker_is_replaced_unnoticed_by_queued_executions() {
+    // The same through `run` (a supervisor thread serves it): the supervisor that finds the
+    // dead worker starts its replacement itself.
+    let js = confined(JsLimits::default(), 1);
+    let before = js.worker_pids();
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).expect("kill");
+    wait_until("the killed worker is gone", || {
+        std::fs::read_to_string(format!("/proc/{}/stat", before[0]))
+            .map_or(true, |s| s.contains(") Z "))
+    });
+    let out = js.run(JsRequest::new("6 * 7")).wait();
+    assert_eq!(out.status, ExecutionStatus::Success, "{out:?}");
+    assert_eq!(out.result, 42);
+    assert_ne!(js.worker_pids(), before, "a new worker process");
+    assert_eq!(js.replaced_workers(), 1);
+}
+
+#[test]
 fn js_confined_worker_killed_mid_execution_reports_an_error_and_is_replaced() {
     let _g = heavy();
     let js = confined(JsLimits::default(), 1);

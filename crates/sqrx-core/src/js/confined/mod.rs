@@ -10,9 +10,13 @@
 //! many executions, one at a time, so the cost per execution is a round trip over a socket
 //! pair, not a process start.
 //!
-//! The host keeps one worker per pool slot (default: one per CPU). A worker that does not
-//! answer by the deadline + [`ABANDON_GRACE`](super::ABANDON_GRACE) is killed and replaced,
-//! and the execution reports `timeout`; so is a worker whose caller stopped waiting. A worker
+//! The host keeps one worker per pool slot (default: one per CPU), each started by its slot's
+//! supervisor thread. Idle workers wait in a pool, the longest idle first (the one most likely
+//! to have built its next context); [`ConfinedJsExecutor::run_blocking`] sends the script to
+//! one and reads the answer on the calling thread, [`ConfinedJsExecutor::run`] queues it for
+//! the supervisor threads. A worker that does not answer by the deadline +
+//! [`ABANDON_GRACE`](super::ABANDON_GRACE) is killed and replaced, and the execution reports
+//! `timeout`; so is a worker whose caller stopped waiting. A worker
 //! that dies (a crash, the seccomp filter, an outside kill) is replaced, the execution it was
 //! running reports an error, and a worker found dead while idle is replaced before the next
 //! execution without it noticing.
@@ -271,9 +275,11 @@ impl ConfinedJsExecutor {
         PendingExecution { reply }
     }
 
-    /// Run a script and block until it ends.
+    /// Run a script and block until it ends. The calling thread hands the script to an idle
+    /// worker and reads its answer itself (the deadline still applies: a worker past it is
+    /// killed).
     pub fn run_blocking(&self, request: JsRequest) -> Execution {
-        self.run(request).wait()
+        self.shared.run_here(&request)
     }
 }
 
@@ -284,6 +290,10 @@ impl JsRunner for ConfinedJsExecutor {
 
     fn run(&self, request: JsRequest) -> PendingExecution {
         ConfinedJsExecutor::run(self, request)
+    }
+
+    fn run_blocking(&self, request: JsRequest) -> Execution {
+        ConfinedJsExecutor::run_blocking(self, request)
     }
 }
 

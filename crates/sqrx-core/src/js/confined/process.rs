@@ -139,7 +139,7 @@ fn confine(limits: &JsLimits, uid: u32, gid: u32) -> Result<(), StepError> {
     Ok(())
 }
 
-fn serve(mut channel: File, limits: JsLimits) -> i32 {
+fn serve(channel: File, limits: JsLimits) -> i32 {
     let mut runner = LocalRunner::new(limits);
     // The first runtime and context, under the filter.
     runner.prepare();
@@ -149,8 +149,10 @@ fn serve(mut channel: File, limits: JsLimits) -> i32 {
     if !send(&channel, &ready) {
         return 5;
     }
+    // Buffered: a frame's header and body come in one `read`.
+    let mut incoming = std::io::BufReader::new(&channel);
     loop {
-        let request = match protocol::read_blocking::<ToWorker>(&mut channel) {
+        let request = match protocol::read_blocking::<ToWorker>(&mut incoming) {
             Ok(Some(ToWorker::Run(r))) => r,
             // The host closed the channel: done.
             Ok(None) => return 0,
@@ -161,7 +163,8 @@ fn serve(mut channel: File, limits: JsLimits) -> i32 {
         if !send(&channel, &FromWorker::Done(execution)) {
             return 7;
         }
-        // The next context is built while the host delivers this answer.
+        // The last context is freed and the next one built while the host delivers this
+        // answer, before the worker blocks on the next request.
         runner.prepare();
     }
 }

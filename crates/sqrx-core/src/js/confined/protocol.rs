@@ -80,6 +80,15 @@ pub(crate) enum ToWorker {
     Run(JsRequest),
 }
 
+/// [`ToWorker::Run`] as the host sends it: the same frame, serialized from a borrowed request
+/// (no copy of the script).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RunRef<'a> {
+    /// Run one script.
+    Run(&'a JsRequest),
+}
+
 /// What the worker sends.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,7 +157,7 @@ pub(crate) enum Bounded<T> {
 }
 
 /// Read one frame of at most `max` bytes before `deadline` (the host's side: the worker may be
-/// stuck, dead or hostile). Reads exactly up to the frame's end, never into a next one.
+/// stuck, dead or hostile). Anything after the frame is refused.
 pub(crate) fn read_bounded<T: DeserializeOwned>(
     sock: &UnixStream,
     max: usize,
@@ -160,24 +169,10 @@ pub(crate) fn read_bounded<T: DeserializeOwned>(
     let mut body: Vec<u8> = Vec::new();
     let mut want: Option<usize> = None;
     loop {
-        let done = match want {
-            None => got == head.len(),
-            Some(len) => body.len() == len,
-        };
-        if done {
-            match want {
-                None => {
-                    let len = u32::from_le_bytes(head) as usize;
-                    if len > max {
-                        return Err(format!("a {len}-byte frame is over the {max}-byte cap"));
-                    }
-                    want = Some(len);
-                    // Grown as bytes arrive: a lying length allocates nothing up front.
-                    body.reserve(len.min(64 << 10));
-                    continue;
-                }
-                Some(_) => return decode(&body).map(Bounded::Frame),
-            }
+        if let Some(len) = want
+            && body.len() == len
+        {
+            return decode(&body).map(Bounded::Frame);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -196,26 +191,57 @@ pub(crate) fn read_bounded<T: DeserializeOwned>(
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("poll: {e}")),
         }
-        let mut chunk = [0u8; 64 << 10];
-        let room = match want {
-            None => head.len() - got,
-            Some(len) => (len - body.len()).min(chunk.len()),
-        };
-        let n = match (&*sock).read(&mut chunk[..room]) {
-            Ok(0) => return Ok(Bounded::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Ok(Bounded::Closed);
+        let read = |buf: &mut [u8]| -> Result<Option<usize>, String> {
+            match (&*sock).read(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(Some(0)),
+                Err(e) => Err(format!("read: {e}")),
             }
-            Err(e) => return Err(format!("read: {e}")),
         };
-        match want {
-            None => {
-                head[got..got + n].copy_from_slice(&chunk[..n]);
-                got += n;
+        let Some(len) = want else {
+            // The header and as much of the body as has arrived, in one read: the worker
+            // sends one frame per request and nothing after it, so bytes past the frame's end
+            // are a protocol error, not the start of a next frame. Small, as zeroing a large
+            // buffer for every frame would cost more than the read; a typical answer fits.
+            let mut chunk = [0u8; 4 << 10];
+            let n = match read(&mut chunk)? {
+                None => continue,
+                Some(0) => return Ok(Bounded::Closed),
+                Some(n) => n,
+            };
+            let h = n.min(head.len() - got);
+            head[got..got + h].copy_from_slice(&chunk[..h]);
+            got += h;
+            if got < head.len() {
+                continue;
             }
-            Some(_) => body.extend_from_slice(&chunk[..n]),
+            let len = u32::from_le_bytes(head) as usize;
+            if len > max {
+                return Err(format!("a {len}-byte frame is over the {max}-byte cap"));
+            }
+            let rest = &chunk[h..n];
+            if rest.len() > len {
+                return Err(format!(
+                    "{} bytes after a {len}-byte frame",
+                    rest.len() - len
+                ));
+            }
+            want = Some(len);
+            // Grown as bytes arrive: a lying length allocates nothing up front.
+            body.reserve(len.min(64 << 10));
+            body.extend_from_slice(rest);
+            continue;
+        };
+        // The rest of the body, straight into it, never past the frame's end.
+        let start = body.len();
+        body.resize(start + (len - start).min(64 << 10), 0);
+        let n = read(&mut body[start..]);
+        body.truncate(start + n.as_ref().ok().copied().flatten().unwrap_or(0));
+        match n? {
+            None => continue,
+            Some(0) => return Ok(Bounded::Closed),
+            Some(_) => {}
         }
     }
 }
@@ -248,6 +274,11 @@ mod tests {
         send_all(&a, &encode(&run).expect("encode")).expect("send");
         let back: ToWorker = read_blocking(&mut &b).expect("read").expect("frame");
         assert!(matches!(back, ToWorker::Run(r) if r.code == "1+2"));
+        // The borrowed form is the same frame.
+        let req = JsRequest::new("6*7").with_input(serde_json::json!({"a": [1]}));
+        send_all(&a, &encode(&RunRef::Run(&req)).expect("encode")).expect("send");
+        let back: ToWorker = read_blocking(&mut &b).expect("read").expect("frame");
+        assert!(matches!(back, ToWorker::Run(r) if r.code == "6*7" && r.input == req.input));
 
         let far = Instant::now() + Duration::from_secs(5);
         let ready = FromWorker::Ready { protocol: 1 };
@@ -259,6 +290,28 @@ mod tests {
         // Over the cap.
         send_all(&b, &encode(&ready).expect("encode")).expect("send");
         assert!(read_bounded::<FromWorker>(&a, 4, far, &|| false).is_err());
+        // A frame larger than the socket buffer and the first read, written as it is read.
+        let big = FromWorker::Failed {
+            step: "s".into(),
+            message: "x".repeat(300_000),
+        };
+        let frame = encode(&big).expect("encode");
+        let writer = {
+            let b = b.try_clone().expect("clone");
+            std::thread::spawn(move || send_all(&b, &frame))
+        };
+        match read_bounded::<FromWorker>(&a, 1 << 20, far, &|| false) {
+            Ok(Bounded::Frame(FromWorker::Failed { message, .. })) => {
+                assert_eq!(message.len(), 300_000)
+            }
+            _ => panic!("expected the large frame"),
+        }
+        writer.join().expect("writer").expect("send");
+        // Bytes after the frame (a second frame nobody asked for).
+        let mut two = encode(&ready).expect("encode");
+        two.extend(encode(&ready).expect("encode"));
+        send_all(&b, &two).expect("send");
+        assert!(read_bounded::<FromWorker>(&a, 1 << 20, far, &|| false).is_err());
         // A frame that does not parse as the enum.
         let (a, b) = UnixStream::pair().expect("pair");
         send_all(&b, &encode(&serde_json::json!({"bogus": 1})).expect("e")).expect("send");
