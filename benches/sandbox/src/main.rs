@@ -15,6 +15,31 @@ use std::time::{Duration, Instant};
 
 use sqrx_core::{ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
 
+/// Run `/bin/true` in `sb` and wait for it.
+fn run_true(sb: &sqrx_core::Sandbox, tokio: &tokio::runtime::Runtime) -> Result<(), String> {
+    tokio
+        .block_on(sb.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
+            "/bin/true".into(),
+        ]))))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Create sandbox `id` on `rt`, run its first exec, destroy it: the time to the end of the
+/// first exec and to the end of the destroy.
+fn create_exec_destroy(
+    rt: &Runtime,
+    id: String,
+    tokio: &tokio::runtime::Runtime,
+) -> Result<(Duration, Duration), String> {
+    let t = Instant::now();
+    let sb = rt.create(SandboxSpec::new(id)).map_err(|e| e.to_string())?;
+    run_true(&sb, tokio)?;
+    let first = t.elapsed();
+    sb.destroy().map_err(|e| e.to_string())?;
+    Ok((first, t.elapsed()))
+}
+
 /// The variants compared with the default: `host-root`, and the baseline init if given.
 fn variants(work: &Path) -> Vec<(String, RuntimeConfig)> {
     let mut variants: Vec<(String, RuntimeConfig)> = Vec::new();
@@ -62,26 +87,13 @@ fn compare(rounds: usize) -> Result<(), String> {
             // Exec round trips in the long-lived sandbox, then a create.
             for _ in 0..10 {
                 let t = Instant::now();
-                tokio
-                    .block_on(keeper.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
-                        "/bin/true".into(),
-                    ]))))
-                    .map_err(|e| e.to_string())?;
+                run_true(keeper, &tokio)?;
                 if round >= 2 {
                     rtts.push(t.elapsed());
                 }
             }
-            let t = Instant::now();
-            let sb = rt
-                .create(SandboxSpec::new(format!("c{round}")))
+            let (f, _) = create_exec_destroy(rt, format!("c{round}"), &tokio)
                 .map_err(|e| format!("{label}: {e}"))?;
-            tokio
-                .block_on(sb.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
-                    "/bin/true".into(),
-                ]))))
-                .map_err(|e| e.to_string())?;
-            let f = t.elapsed();
-            sb.destroy().map_err(|e| e.to_string())?;
             if round >= 2 {
                 times.push(f);
             }
@@ -129,18 +141,10 @@ fn measure_variant(
     let keeper = rt
         .create(SandboxSpec::new("keeper"))
         .map_err(|e| format!("{label}: {e}"))?;
-    let true_req = || ExecRequest::new(sqrx_core::Command::Argv(vec!["/bin/true".into()]));
     let mut first = Vec::new();
     for i in 0..runs + 2 {
-        let t = Instant::now();
-        let sb = rt
-            .create(SandboxSpec::new(format!("v{i}")))
+        let (f, _) = create_exec_destroy(&rt, format!("v{i}"), tokio)
             .map_err(|e| format!("{label}: {e}"))?;
-        tokio
-            .block_on(sb.exec(true_req()))
-            .map_err(|e| e.to_string())?;
-        let f = t.elapsed();
-        sb.destroy().map_err(|e| e.to_string())?;
         if i >= 2 {
             first.push(f);
         }
@@ -148,9 +152,7 @@ fn measure_variant(
     let mut rtt = Vec::new();
     for i in 0..runs * 10 + 5 {
         let t = Instant::now();
-        tokio
-            .block_on(keeper.exec(true_req()))
-            .map_err(|e| e.to_string())?;
+        run_true(&keeper, tokio)?;
         if i >= 5 {
             rtt.push(t.elapsed());
         }
@@ -291,20 +293,10 @@ fn run() -> Result<(), String> {
     // (a) create -> first exec `true` -> destroy
     let (mut first, mut cycle) = (Vec::new(), Vec::new());
     for i in 0..runs + 2 {
-        let t = Instant::now();
-        let sb = rt
-            .create(SandboxSpec::new(format!("b{i}")))
-            .map_err(|e| e.to_string())?;
-        tokio
-            .block_on(sb.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
-                "/bin/true".into(),
-            ]))))
-            .map_err(|e| e.to_string())?;
-        let f = t.elapsed();
-        sb.destroy().map_err(|e| e.to_string())?;
+        let (f, c) = create_exec_destroy(&rt, format!("b{i}"), &tokio)?;
         if i >= 2 {
             first.push(f);
-            cycle.push(t.elapsed());
+            cycle.push(c);
         }
     }
     rows.push(Row {
@@ -322,11 +314,7 @@ fn run() -> Result<(), String> {
     let mut rtt = Vec::new();
     for i in 0..runs * 10 + 5 {
         let t = Instant::now();
-        tokio
-            .block_on(keeper.exec(ExecRequest::new(sqrx_core::Command::Argv(vec![
-                "/bin/true".into(),
-            ]))))
-            .map_err(|e| e.to_string())?;
+        run_true(&keeper, &tokio)?;
         if i >= 5 {
             rtt.push(t.elapsed());
         }
