@@ -2,14 +2,14 @@
 //! activate, clone, pause) that a test can make fail, to prove that a failure at any step
 //! leaves the sandbox as it was.
 //!
-//! Each step calls [`point`] with its name. Without the `fault-injection` cargo feature (never
+//! Each step calls `point` with its name. Without the `fault-injection` cargo feature (never
 //! in a release, never by default) `point` is a constant `Ok(())` and compiles away. With it, a
-//! test arms the current thread with [`fail_at`]`(n)`: the `n`-th point that thread reaches
-//! from then on fails with [`Injected`], once; [`trace`] tells which points were reached.
+//! test arms the current thread with `fail_at(n)`: the `n`-th point that thread reaches
+//! from then on fails with [`Injected`], once; `trace` tells which points were reached.
 //! Arming is per thread, so tests running in parallel do not see each other's faults (every
 //! step point is reached on the thread that called the operation).
 //!
-//! [`kill_at`]`(n)` arms a crash instead: the `n`-th point sends SIGKILL to the whole process,
+//! `kill_at(n)` arms a crash instead: the `n`-th point sends SIGKILL to the whole process,
 //! as `kill -9` of the program embedding the library would at that moment (the crash tests run
 //! an operation in a child process armed this way, then recover the data directory).
 

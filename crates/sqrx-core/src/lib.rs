@@ -1,8 +1,20 @@
 //! sqrx-core: fast, composable sandboxes for untrusted code.
 //!
-//! This crate holds all of sqrx's logic. Today it provides the layer model: immutable squashfs
-//! images built in-process (with [`backhand`]) from a directory, a tar stream or the host's own
-//! programs, kept in a [`LayerStore`].
+//! This crate holds all of sqrx's logic; the server and the Python and Node bindings are thin
+//! layers over it:
+//!
+//! - [`layer`]: immutable squashfs images built in-process (with [`backhand`]) from a
+//!   directory, a tar stream, an image or the host's own programs, kept in a [`LayerStore`].
+//! - [`sandbox`]: a [`Runtime`] creates [`Sandbox`]es (an overlay of layers and a private
+//!   upper, a user namespace of their own, cgroup limits, a confined init) that run commands,
+//!   serve files, snapshot and restore in O(1), activate layers and clone.
+//! - [`session`]: terminals and long-lived jobs for interactive use.
+//! - `js` (feature `js`): JavaScript with QuickJS, in-process or in confined worker processes.
+//! - [`init`]: the program that runs inside every sandbox, and [`protocol`], how the host
+//!   talks to it.
+//!
+//! Guarantees and their limits are in the repository's docs: security.md (isolation),
+//! reliability.md (transactions, crash consistency, fuzzing), sandboxes.md and layers.md.
 //!
 //! ```no_run
 //! use sqrx_core::{BuildOptions, LayerName, LayerStore};

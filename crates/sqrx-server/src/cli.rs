@@ -12,8 +12,8 @@ use crate::sandbox_cmd::{self, SandboxCmd};
 #[derive(Debug, Parser)]
 #[command(name = "sqrx", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Data directory (default: $SQUASH_DATA, else /var/lib/sqrx for root, $XDG_DATA_HOME/sqrx
-    /// otherwise).
+    /// Data directory (else $SQRX_DATA, else sq-sandbox's $SQUASH_DATA, else /var/lib/sqrx for
+    /// root and $XDG_DATA_HOME/sqrx otherwise).
     #[arg(long, global = true, env = "SQRX_DATA", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 

@@ -76,6 +76,12 @@ pub enum SandboxError {
         /// What init reported.
         reason: String,
     },
+    /// A pause whose freeze did not take effect within 5 s (it was undone).
+    #[error("sandbox {id}: its processes did not freeze within 5 s; the pause was undone")]
+    FreezeTimeout {
+        /// The id.
+        id: String,
+    },
     /// Talking to the sandbox's init failed.
     #[error("sandbox {id}: control connection failed: {reason}")]
     Protocol {
@@ -224,6 +230,7 @@ impl SandboxError {
             | SandboxError::Dead { .. }
             | SandboxError::SnapshotNotFound { .. } => ErrorKind::NotFound,
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,
+            SandboxError::FreezeTimeout { .. } => ErrorKind::Timeout,
             SandboxError::LimitExceeded { .. } | SandboxError::StackTooDeep { .. } => {
                 ErrorKind::LimitExceeded
             }

@@ -34,9 +34,8 @@ impl Sandbox {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !cg.freeze_complete() {
                     if Instant::now() > deadline {
-                        return Err(SandboxError::Invalid {
-                            field: "pause",
-                            reason: "the processes did not freeze within 5 s".into(),
+                        return Err(SandboxError::FreezeTimeout {
+                            id: self.id().to_string(),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(1));

@@ -148,7 +148,7 @@ extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
 
 impl NamespaceHolder {
     /// Clone the holder and write its id maps. Needs root; safe in a multithreaded process
-    /// (the holder shares this process's memory, so nothing is copied, and runs only [`hold`]
+    /// (the holder shares this process's memory, so nothing is copied, and runs only `hold`
     /// on a stack of its own).
     pub fn spawn(base: u32) -> io::Result<NamespaceHolder> {
         const STACK: usize = 16 * 1024;

@@ -11,8 +11,8 @@ use sqrx_server::{ServeArgs, ServerConfig};
 #[derive(Debug, Parser)]
 #[command(name = "sqrx-server", version, about)]
 struct Args {
-    /// Data directory (default: $SQUASH_DATA, else /var/lib/sqrx for root,
-    /// $XDG_DATA_HOME/sqrx otherwise).
+    /// Data directory (else $SQRX_DATA, else sq-sandbox's $SQUASH_DATA, else /var/lib/sqrx for
+    /// root and $XDG_DATA_HOME/sqrx otherwise).
     #[arg(long, env = "SQRX_DATA", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(flatten)]

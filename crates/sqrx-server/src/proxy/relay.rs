@@ -512,7 +512,10 @@ fn status_of(head: &[u8]) -> u16 {
 }
 
 /// Relay the response whose head (`head_len` bytes) starts `scratch`, body and all.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the two connections, the scratch buffer and the facts of the request that the response needs; a struct would be built only for this call"
+)]
 async fn respond(
     state: &AppState,
     client: &mut TcpStream,
