@@ -16,12 +16,15 @@ sqrx_cgroups() { { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -m
 sqrx_test_dirs() { { ls -d /tmp/sqrx-test-* 2>/dev/null || true; } | sort; }
 # Host id ranges held by sandboxes (one file per range, naming the sandbox directory).
 sqrx_id_ranges() { { grep -l "sqrx-test" /run/sqrx/idmap/[0-9]* 2>/dev/null || true; } | sort; }
+# Processes naming a test's data directory in their arguments (the "[t]" keeps grep's own out).
+sqrx_test_processes() { for c in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$c" 2>/dev/null | grep -q "/tmp/sqrx-tes[t]-" && echo "${c%/cmdline}"; done | sort || true; }
 BEFORE=$(mktemp -d)
 cleanup_dirs=("$BEFORE")
 trap 'rm -rf "${cleanup_dirs[@]}"' EXIT
 sqrx_cgroups > "$BEFORE/cgroups"
 sqrx_test_dirs > "$BEFORE/dirs"
 sqrx_id_ranges > "$BEFORE/ids"
+sqrx_test_processes > "$BEFORE/procs"
 
 echo "== fmt and clippy"
 cargo fmt --all --check
@@ -81,7 +84,7 @@ SQRX_DATA="$EXAMPLE_DATA" node examples/typescript/build/quickstart.js
 rm -rf "$EXAMPLE_DATA"
 echo "(node steps took $((SECONDS - t0)) s)"
 
-echo "== leak check (mounts, loop devices, cgroups, test directories)"
+echo "== leak check (mounts, loop devices, cgroups, id ranges, processes, test directories)"
 leaks=0
 if grep -q "sqrx-test" /proc/mounts; then
   echo "leaked mounts:"; grep "sqrx-test" /proc/mounts; leaks=1
@@ -109,5 +112,9 @@ left=$(sqrx_test_dirs | comm -13 "$BEFORE/dirs" -)
 if [ -n "$left" ]; then echo "leaked test directories:"; echo "$left"; leaks=1; fi
 left=$(sqrx_id_ranges | comm -13 "$BEFORE/ids" -)
 if [ -n "$left" ]; then echo "leaked host id ranges:"; for f in $left; do echo "$f: $(cat "$f")"; done; leaks=1; fi
+# A process still naming a test's data directory in its arguments (a driver's namespace holder,
+# a stray init) outlived its test.
+left=$(sqrx_test_processes | comm -13 "$BEFORE/procs" -)
+if [ -n "$left" ]; then echo "leaked processes:"; for p in $left; do echo "${p#/proc/}: $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)"; done; leaks=1; fi
 if [ "$leaks" -ne 0 ]; then exit 1; fi
-echo "no leaked mounts, loop devices, cgroups, id ranges or test directories"
+echo "no leaked mounts, loop devices, cgroups, id ranges, processes or test directories"

@@ -135,10 +135,15 @@ pub struct NamespaceHolder {
 /// descriptors (its table is a copy), wait to be killed. With every signal blocked (inherited
 /// from that thread) `pause` never returns. It shares the host's memory: it writes nothing but
 /// `errno` should a call fail, and these do not fail with these arguments.
-extern "C" fn hold(_: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: prctl and close_range with integer arguments; pause takes none.
+/// `parent` carries the pid of the process that cloned it: if that died before the death
+/// signal was armed (killed right after the clone), the holder exits by itself.
+extern "C" fn hold(parent: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: prctl, getppid, exit and close_range with integer arguments; pause takes none.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() as usize != parent as usize {
+            libc::syscall(libc::SYS_exit, 0);
+        }
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         loop {
             libc::pause();
@@ -164,7 +169,8 @@ impl NamespaceHolder {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
             let top = stack.as_mut_ptr().add(STACK) as usize & !15;
-            let pid = libc::clone(hold, top as *mut libc::c_void, flags, std::ptr::null_mut());
+            let me = libc::getpid() as usize as *mut libc::c_void;
+            let pid = libc::clone(hold, top as *mut libc::c_void, flags, me);
             let err = io::Error::last_os_error();
             libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
             if pid < 0 {

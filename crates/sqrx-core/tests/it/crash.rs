@@ -526,6 +526,18 @@ fn a_kill_at_any_point_leaves_the_old_or_the_new_state() {
         .filter(|(pid, start)| process_start_time(*pid) == Some(*start))
         .collect();
     assert!(alive.is_empty(), "inits left running: {alive:?}");
+    // Nothing a killed driver started outlives it (a namespace holder it had just cloned, say):
+    // such a process still has the driver's command line, which names the data directory.
+    let data_arg = data.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let left = loop {
+        let left = processes_with_arg(&data_arg);
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(left.is_empty(), "driver processes left: {left:?}");
     assert_eq!(
         walkdir(&data.join("sandboxes"))
             .into_iter()
@@ -539,4 +551,18 @@ fn a_kill_at_any_point_leaves_the_old_or_the_new_state() {
         inits.0.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Pids of the processes with `arg` among their arguments (zombies have none).
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
 }
