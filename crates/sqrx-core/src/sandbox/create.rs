@@ -294,20 +294,32 @@ pub(crate) fn init_config(
     }
 }
 
-/// The overlay's lower directories for `stack` (base first), top first, each mount once.
+/// `stack` (base first) with each image once, at its topmost place.
 ///
 /// A stack may hold the same image twice (two snapshots with identical content, a layer
 /// activated again under a snapshot of itself), and overlayfs refuses a layer that overlaps
 /// another (`ELOOP`). The higher copy shadows everything the lower one holds, entry for entry
 /// (its whiteouts and opaque directories too), so keeping only the topmost occurrence gives
 /// exactly the same view.
-pub(crate) fn lowerdirs(stack: &[LayerRef]) -> Vec<PathBuf> {
+pub(crate) fn topmost_copies(stack: &[LayerRef]) -> Vec<LayerRef> {
     let mut seen = std::collections::HashSet::new();
-    stack
+    let mut out: Vec<LayerRef> = stack
         .iter()
         .rev()
-        .filter(|r| seen.insert(r.mount.clone()))
-        .map(|r| r.mount.clone())
+        .filter(|l| seen.insert(l.mount.clone()))
+        .cloned()
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The overlay's lower directories for `stack` (base first), top first, each mount once
+/// ([`topmost_copies`]).
+pub(crate) fn lowerdirs(stack: &[LayerRef]) -> Vec<PathBuf> {
+    topmost_copies(stack)
+        .into_iter()
+        .rev()
+        .map(|l| l.mount)
         .collect()
 }
 

@@ -20,19 +20,6 @@ use super::snapshot::{image_path, publish_image, snapshots_dir, temp_image_path}
 use super::state::LayerRef;
 use crate::layer::BuildOptions;
 
-/// `stack` (base first) with each image once, at its topmost place: the same view (see
-/// [`super::create::lowerdirs`]).
-fn topmost_copies(stack: Vec<LayerRef>) -> Vec<LayerRef> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<LayerRef> = stack
-        .into_iter()
-        .rev()
-        .filter(|l| seen.insert(l.mount.clone()))
-        .collect();
-    out.reverse();
-    out
-}
-
 /// Where the digest of the merge of a run is remembered: keyed by the run's and the layers
 /// below's digests (the merge depends on both).
 fn merge_record(sandbox_dir: &Path, run: &[LayerRef], below: &[LayerRef]) -> PathBuf {
@@ -61,7 +48,7 @@ impl Sandbox {
             .config
             .max_lower_layers
             .clamp(2, OVERLAY_MAX_LOWER_LAYERS);
-        let stack = topmost_copies(stack);
+        let stack = super::create::topmost_copies(&stack);
         if stack.len() <= max {
             return Ok(stack);
         }
