@@ -12,7 +12,8 @@
 //! (throughput when callers keep the pool busy). Each of the three is measured for the
 //! in-process `JsExecutor` and for the `ConfinedJsExecutor` (worker processes started from the
 //! `sqrx-init` next to this program, the server's default), alternating, so the table shows
-//! the cost of the process boundary.
+//! the cost of the process boundary. A last table paces one caller (a pause before each
+//! execution): the latency of a call that finds the executor idle, its next context built.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,6 +67,26 @@ fn sequential(js: &dyn JsRunner, code: &str, runs: usize) -> Stats {
         check(out.status);
     }
     stats(lat, t0.elapsed())
+}
+
+/// One caller, a pause of `gap` before each execution: the latency a caller sees when the
+/// executor is not saturated (its worker has built the next context while the caller paused).
+fn paced(js: &dyn JsRunner, code: &str, runs: usize, gap: Duration) -> Stats {
+    for _ in 0..runs.min(200) {
+        check(js.run_blocking(JsRequest::new(code)).status);
+    }
+    let mut lat = Vec::with_capacity(runs);
+    let mut busy = Duration::ZERO;
+    for _ in 0..runs {
+        std::thread::sleep(gap);
+        let t = Instant::now();
+        let out = js.run_blocking(JsRequest::new(code));
+        let took = t.elapsed();
+        lat.push(took);
+        busy += took;
+        check(out.status);
+    }
+    stats(lat, busy)
 }
 
 fn batch(js: &dyn JsRunner, code: &str, runs: usize) -> f64 {
@@ -192,4 +213,30 @@ fn main() {
         }
     }
     println!("ratio = best sqrx executions/s (pool sequential or batch) / peer executions/s");
+    let gap = Duration::from_millis(1);
+    println!();
+    println!(
+        "paced: one caller, {} ms between executions, {} runs (latency when not saturated)",
+        gap.as_millis(),
+        runs.min(2000)
+    );
+    println!(
+        "{:<30} {:<10} {:>22} {:>22}",
+        "script", "executor", "1 worker p50 p99 µs", "pool p50 p99 µs"
+    );
+    for (name, code) in SCRIPTS {
+        if only.as_deref().is_some_and(|o| o != *name) {
+            continue;
+        }
+        let sets: [(&str, &dyn JsRunner, &dyn JsRunner); 2] =
+            [("in-process", &one, &pool), ("confined", &c_one, &c_pool)];
+        for (label, one, pool) in sets {
+            let s1 = paced(one, code, runs.min(2000), gap);
+            let sp = paced(pool, code, runs.min(2000), gap);
+            println!(
+                "{name:<30} {label:<10} {:>11.1} {:>10.1} {:>11.1} {:>10.1}",
+                s1.p50_us, s1.p99_us, sp.p50_us, sp.p99_us
+            );
+        }
+    }
 }

@@ -352,17 +352,16 @@ mod tests {
     /// What the module documentation promises, written independently of the search.
     fn expected(arch: u32, nr: u32, arg0: u64) -> u32 {
         let eperm = RET_ERRNO | libc::EPERM as u32;
+        let refused = DENIED.contains(&i64::from(nr))
+            || (nr == libc::SYS_clone as u32 && arg0 as u32 & NAMESPACE_FLAGS != 0)
+            || (nr == libc::SYS_socket as u32 && DENIED_FAMILIES.contains(&(arg0 as u32)));
         if arch != AUDIT_ARCH {
             RET_KILL_PROCESS
         } else if cfg!(target_arch = "x86_64") && nr >= X32_SYSCALL_BIT {
             eperm
         } else if nr == libc::SYS_clone3 as u32 {
             RET_ERRNO | libc::ENOSYS as u32
-        } else if DENIED.contains(&i64::from(nr)) {
-            eperm
-        } else if nr == libc::SYS_clone as u32 && arg0 as u32 & NAMESPACE_FLAGS != 0 {
-            eperm
-        } else if nr == libc::SYS_socket as u32 && DENIED_FAMILIES.contains(&(arg0 as u32)) {
+        } else if refused {
             eperm
         } else {
             RET_ALLOW
