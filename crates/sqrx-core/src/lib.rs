@@ -38,6 +38,7 @@ pub mod init;
 #[cfg(feature = "js")]
 pub mod js;
 pub mod layer;
+pub mod network;
 pub mod paths;
 pub mod protocol;
 pub mod sandbox;

@@ -2,6 +2,7 @@
 //! Any failure rolls back everything already done.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -16,6 +17,9 @@ use crate::init::{INIT_ENV, InitConfig};
 use crate::layer::{BASE_LAYER, Layer, LayerError, LayerName};
 use crate::protocol::{Startup, StartupFailureKind};
 
+/// Gives a sandbox's network namespace its link and rules (see [`Launcher::start`]).
+pub(crate) type NetAttach<'a> = dyn Fn(BorrowedFd<'_>) -> Result<(), SandboxError> + 'a;
+
 /// Undoes a partial create unless committed.
 struct Rollback<'a> {
     rt: &'a Runtime,
@@ -24,6 +28,8 @@ struct Rollback<'a> {
     cgroup: Option<SandboxCgroup>,
     init_pid: Option<i32>,
     ids: Option<super::IdRange>,
+    net: Option<crate::network::NetSlot>,
+    networked: bool,
     committed: bool,
 }
 
@@ -43,6 +49,8 @@ impl Drop for Rollback<'_> {
             cgroup: self.cgroup.clone(),
             mounts: std::mem::take(&mut self.mounts),
             ids: self.ids,
+            net: self.net,
+            networked: self.networked,
         };
         if let Err(e) = self.rt.discard(&id, remains) {
             tracing::warn!(sandbox = %id, error = %e, "cannot undo a failed create");
@@ -51,6 +59,17 @@ impl Drop for Rollback<'_> {
 }
 
 impl Runtime {
+    /// The slot and policy of every sandbox of this runtime that has a network.
+    pub(crate) fn networked_sandboxes(
+        &self,
+    ) -> Vec<(crate::network::NetSlot, crate::network::NetworkPolicy)> {
+        self.ids()
+            .iter()
+            .filter_map(|id| SandboxState::load(&self.state_path(id)).ok())
+            .filter_map(|s| s.net.map(|n| (n, s.spec.network)))
+            .collect()
+    }
+
     /// Every layer mount that a sandbox other than `except` uses or is about to use.
     pub(crate) fn mounts_in_use(&self, except: &str) -> Vec<PathBuf> {
         self.ids()
@@ -174,6 +193,8 @@ impl Runtime {
             cgroup: None,
             init_pid: None,
             ids: None,
+            net: None,
+            networked: spec.network.has_network(),
             committed: false,
         };
         let (init, self_exec) = self.init_program()?;
@@ -217,7 +238,21 @@ impl Runtime {
 
         let config = init_config(&spec, &dir, &stack, ids);
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let (pid, start) = launcher.start_serving(&config, &cgroup, None)?;
+        let net_slot = std::cell::Cell::new(None);
+        let attach = |ns: BorrowedFd<'_>| {
+            let slot =
+                self.inner
+                    .network
+                    .attach(&spec.id, &dir, ns, &spec.network, None, &|| {
+                        self.networked_sandboxes()
+                    })?;
+            net_slot.set(Some(slot));
+            Ok(())
+        };
+        let net: Option<&NetAttach<'_>> = spec.network.has_network().then_some(&attach);
+        let started = launcher.start_serving(&config, &cgroup, None, net);
+        rb.net = net_slot.get();
+        let (pid, start) = started?;
         rb.init_pid = Some(pid);
         tracing::debug!(sandbox = %spec.id, pid, "init serving");
 
@@ -230,6 +265,7 @@ impl Runtime {
             init_pid: pid,
             init_start: start,
             ids,
+            net: rb.net,
         };
         crate::faults::point("create.save_state")?;
         state.save(&dir.join("state.json"))?;
@@ -406,7 +442,8 @@ impl Launcher {
         })
     }
 
-    /// Send `config` and start the sandbox's PID 1; its host pid and start time. `predecessor`
+    /// Send `config` and start the sandbox's PID 1; its host pid and start time. `net` gives
+    /// the sandbox's network namespace its link and rules while init starts. `predecessor`
     /// is a PID 1 (pid, start time) of the same sandbox that was sent SIGKILL: it dies while
     /// this one starts, and is waited for before this one joins the cgroup (so the two never
     /// share the sandbox's limits).
@@ -415,6 +452,7 @@ impl Launcher {
         config: &InitConfig,
         cgroup: &SandboxCgroup,
         predecessor: Option<(i32, u64)>,
+        net: Option<&NetAttach<'_>>,
     ) -> Result<(i32, u64, Ready), SandboxError> {
         let failed = |reason: String| init_failed(&self.id, reason);
         crate::faults::point("init.send_config")?;
@@ -451,6 +489,15 @@ impl Launcher {
             // right after (or was born inside), without the wait. An init that failed is gone
             // and cannot be moved: its status line says why.
             let _ = cgroup.add(self.child.id() as i32);
+        }
+        if let Some(attach) = net {
+            let holder = holder.as_ref().ok_or_else(|| SandboxError::Invalid {
+                field: "network",
+                reason: "a network needs isolation = user-namespace (the default)".into(),
+            })?;
+            let ns = std::fs::File::open(format!("/proc/{}/ns/net", holder.pid()))
+                .map_err(|e| failed(format!("cannot open the sandbox's network namespace: {e}")))?;
+            attach(ns.as_fd())?;
         }
         let mut line = String::new();
         let mut out = BufReader::new(
@@ -506,8 +553,9 @@ impl Launcher {
         config: &InitConfig,
         cgroup: &SandboxCgroup,
         predecessor: Option<(i32, u64)>,
+        net: Option<&NetAttach<'_>>,
     ) -> Result<(i32, u64), SandboxError> {
-        let (pid, start, ready) = self.start(config, cgroup, predecessor)?;
+        let (pid, start, ready) = self.start(config, cgroup, predecessor, net)?;
         let served = crate::faults::point("init.ready")
             .map_err(SandboxError::from)
             .and_then(|()| ready.wait());

@@ -74,6 +74,8 @@ impl Sandbox {
                 cgroup: s.cgroup.clone(),
                 mounts: self.layer_mounts(),
                 ids: s.ids,
+                net: s.net,
+                networked: s.spec.network.has_network(),
             },
         )
     }
@@ -96,6 +98,11 @@ pub(crate) struct Remains {
     pub mounts: Vec<PathBuf>,
     /// Its host id range; `None` gives back any range naming its directory.
     pub ids: Option<super::IdRange>,
+    /// Its slot in the address pool.
+    pub net: Option<crate::network::NetSlot>,
+    /// Whether it asked for a network (without `net`, any slot naming its directory is
+    /// given back).
+    pub networked: bool,
 }
 
 impl Runtime {
@@ -110,6 +117,8 @@ impl Runtime {
             cgroup,
             mut mounts,
             ids,
+            net,
+            networked,
         } = remains;
         // From here on the sandbox is going: a process killed during the rest leaves this
         // mark, and recovery finishes the job (the init may take a moment to die).
@@ -125,6 +134,10 @@ impl Runtime {
             kill_and_wait(pid, start);
         }
         tracing::debug!(sandbox = %id, "init gone");
+        if net.is_some() || networked {
+            crate::faults::point("destroy.network")?;
+            self.inner.network.detach(id, &dir, net);
+        }
         crate::faults::point("destroy.unmount_upper")?;
         super::upper::unmount_upper(&dir);
         crate::faults::point("destroy.remove_cgroup")?;

@@ -76,6 +76,15 @@ pub enum SandboxError {
         /// What init reported.
         reason: String,
     },
+    /// The sandbox's network (link, address or nftables rules) could not be set up or
+    /// changed.
+    #[error("sandbox {id}: network: {reason}")]
+    Network {
+        /// The id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
     /// A pause whose freeze did not take effect within 5 s (it was undone).
     #[error("sandbox {id}: its processes did not freeze within 5 s; the pause was undone")]
     FreezeTimeout {
@@ -239,6 +248,7 @@ impl SandboxError {
             | SandboxError::PortClosed { .. }
             | SandboxError::IsolationUnsupported { .. } => ErrorKind::Unavailable,
             SandboxError::InitFailed { .. }
+            | SandboxError::Network { .. }
             | SandboxError::Protocol { .. }
             | SandboxError::BadState { .. }
             | SandboxError::Injected(_) => ErrorKind::Internal,

@@ -43,31 +43,94 @@ impl IdRange {
 /// The registry of one host (a directory; [`REGISTRY`] outside tests).
 #[derive(Debug, Clone)]
 pub(crate) struct IdRegistry {
-    dir: PathBuf,
-    slots: u32,
+    slots: Slots,
 }
 
 impl IdRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         IdRegistry {
-            dir: dir.into(),
-            slots: SLOTS,
+            slots: Slots::new(dir, SLOTS),
         }
     }
 
     /// Take a free range for the sandbox whose directory is `owner`.
     pub fn allocate(&self, owner: &Path) -> Result<IdRange, SandboxError> {
+        let slot = self.slots.allocate(owner).map_err(|e| match e {
+            SlotError::Full(n) => SandboxError::Invalid {
+                field: "sandbox",
+                reason: format!("no free host id range left ({n} in use)"),
+            },
+            SlotError::Sandbox(e) => e,
+        })?;
+        Ok(IdRange {
+            base: FIRST_ID + slot * ID_COUNT,
+        })
+    }
+
+    /// Give `range` back if `owner` holds it.
+    pub fn release(&self, range: IdRange, owner: &Path) {
+        self.slots.release(range.slot(), owner);
+    }
+
+    /// Give back whatever range `owner` holds (its range was never recorded: a create that
+    /// crashed), and remove temporaries of allocations that crashed.
+    pub fn release_owner(&self, owner: &Path) {
+        let _ = self.slots.release_owner(owner);
+    }
+
+    /// Does `owner` hold `range`?
+    #[cfg(test)]
+    pub fn holds(&self, range: IdRange, owner: &Path) -> bool {
+        self.slots.holds(range.slot(), owner)
+    }
+}
+
+/// Why no slot was handed out.
+#[derive(Debug)]
+pub(crate) enum SlotError {
+    /// Every slot is held (how many there are).
+    Full(u32),
+    /// The registry could not be read or written.
+    Sandbox(SandboxError),
+}
+
+impl From<SandboxError> for SlotError {
+    fn from(e: SandboxError) -> Self {
+        SlotError::Sandbox(e)
+    }
+}
+
+/// Numbered slots handed out host-wide: one file per taken slot in a directory, naming the
+/// sandbox directory that holds it, under a lock. A slot whose sandbox directory no longer
+/// exists is taken back. Host id ranges and network addresses are drawn from registries of
+/// this kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Slots {
+    dir: PathBuf,
+    count: u32,
+}
+
+impl Slots {
+    pub fn new(dir: impl Into<PathBuf>, count: u32) -> Self {
+        Slots {
+            dir: dir.into(),
+            count,
+        }
+    }
+
+    /// Take a free slot for the sandbox whose directory is `owner`.
+    pub fn allocate(&self, owner: &Path) -> Result<u32, SlotError> {
         std::fs::create_dir_all(&self.dir).map_err(SandboxError::io("create", &self.dir))?;
         let _lock = super::mounts::lock_exclusive(&self.dir.join(".lock"))?;
         // Start the search at a slot derived from the owner, so concurrent hosts' registries
-        // (tests on one machine with different registries) rarely pick the same range.
+        // (tests on one machine with different registries) rarely pick the same slot.
         let start = {
             use sha2::Digest;
             let h = sha2::Sha256::digest(owner.as_os_str().as_encoded_bytes());
-            u32::from_le_bytes([h[0], h[1], h[2], h[3]]) % self.slots
+            u32::from_le_bytes([h[0], h[1], h[2], h[3]]) % self.count
         };
-        for i in 0..self.slots {
-            let slot = (start + i) % self.slots;
+        for i in 0..self.count {
+            let slot = (start + i) % self.count;
             let path = self.dir.join(slot.to_string());
             match std::fs::read_to_string(&path) {
                 Ok(holder) if Path::new(holder.trim_end()).is_dir() => continue,
@@ -78,26 +141,22 @@ impl IdRegistry {
                         op: "read",
                         path,
                         source: e,
-                    });
+                    }
+                    .into());
                 }
             }
             let tmp = self.dir.join(format!(".{slot}.tmp"));
             std::fs::write(&tmp, owner.as_os_str().as_encoded_bytes())
                 .map_err(SandboxError::io("write", &tmp))?;
             std::fs::rename(&tmp, &path).map_err(SandboxError::io("rename", &path))?;
-            return Ok(IdRange {
-                base: FIRST_ID + slot * ID_COUNT,
-            });
+            return Ok(slot);
         }
-        Err(SandboxError::Invalid {
-            field: "sandbox",
-            reason: format!("no free host id range left ({} in use)", self.slots),
-        })
+        Err(SlotError::Full(self.count))
     }
 
-    /// Give `range` back if `owner` holds it.
-    pub fn release(&self, range: IdRange, owner: &Path) {
-        let path = self.dir.join(range.slot().to_string());
+    /// Give `slot` back if `owner` holds it.
+    pub fn release(&self, slot: u32, owner: &Path) {
+        let path = self.dir.join(slot.to_string());
         let Ok(_lock) = super::mounts::lock_exclusive(&self.dir.join(".lock")) else {
             return;
         };
@@ -106,29 +165,35 @@ impl IdRegistry {
         }
     }
 
-    /// Give back whatever range `owner` holds (its range was never recorded: a create that
-    /// crashed), and remove temporaries of allocations that crashed.
-    pub fn release_owner(&self, owner: &Path) {
+    /// Give back whatever slots `owner` holds (which), and remove temporaries of allocations
+    /// that crashed.
+    pub fn release_owner(&self, owner: &Path) -> Vec<u32> {
+        let mut released = Vec::new();
+        if !self.dir.is_dir() {
+            return released;
+        }
         let Ok(_lock) = super::mounts::lock_exclusive(&self.dir.join(".lock")) else {
-            return;
+            return released;
         };
         for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             let held =
                 std::fs::read_to_string(&path).is_ok_and(|h| Path::new(h.trim_end()) == owner);
-            let slot = name.parse::<u32>().is_ok();
+            let slot = name.parse::<u32>().ok();
             let stale_tmp = name.starts_with('.') && name.ends_with(".tmp");
-            if held && (slot || stale_tmp) {
+            if held && (slot.is_some() || stale_tmp) {
                 let _ = std::fs::remove_file(&path);
+                released.extend(slot);
             }
         }
+        released
     }
 
-    /// Does `owner` hold `range`?
+    /// Does `owner` hold `slot`?
     #[cfg(test)]
-    pub fn holds(&self, range: IdRange, owner: &Path) -> bool {
-        std::fs::read_to_string(self.dir.join(range.slot().to_string()))
+    pub fn holds(&self, slot: u32, owner: &Path) -> bool {
+        std::fs::read_to_string(self.dir.join(slot.to_string()))
             .is_ok_and(|h| Path::new(h.trim_end()) == owner)
     }
 }
@@ -142,8 +207,7 @@ mod tests {
         let reg_dir = tempfile::tempdir().expect("tempdir");
         let owners = tempfile::tempdir().expect("tempdir");
         let reg = IdRegistry {
-            dir: reg_dir.path().to_path_buf(),
-            slots: 2,
+            slots: Slots::new(reg_dir.path(), 2),
         };
         let dir = |n: &str| {
             let p = owners.path().join(n);

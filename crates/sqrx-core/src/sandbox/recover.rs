@@ -95,6 +95,8 @@ impl Runtime {
                 cgroup: Some(cgroup),
                 mounts: Vec::new(),
                 ids: None,
+                net: None,
+                networked: true,
             },
         )
     }

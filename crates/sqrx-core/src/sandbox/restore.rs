@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::SandboxError;
-use super::create::{Launcher, init_config};
+use super::create::{Launcher, NetAttach, init_config};
 use super::runtime::Sandbox;
 use super::state::{LayerRef, SandboxState};
 use super::upper;
@@ -230,7 +230,16 @@ impl Sandbox {
         }
         progress.old_killed = true;
         super::destroy::kill(old_init.0, Some(old_init.1));
-        let (pid, start) = launcher.start_serving(&config, &cgroup, Some(old_init))?;
+        let reattach = self.reattach();
+        let (pid, start) = launcher.start_serving(
+            &config,
+            &cgroup,
+            Some(old_init),
+            self.state
+                .net
+                .is_some()
+                .then_some(&reattach as &NetAttach<'_>),
+        )?;
         progress.new_init = Some((pid, start));
 
         if next.clear_upper {
@@ -313,22 +322,52 @@ impl Sandbox {
     /// The old init was stopped and the restart failed (or crashed): start a new init on the
     /// stack and upper the sandbox had, and save its state. Its files are kept; its processes
     /// are gone, as they would be after the restart.
+    /// Gives a restarted init's new network namespace the sandbox's link again (same slot,
+    /// same rules).
+    pub(crate) fn reattach(
+        &self,
+    ) -> impl Fn(std::os::fd::BorrowedFd<'_>) -> Result<(), SandboxError> + '_ {
+        move |ns| {
+            self.rt
+                .inner
+                .network
+                .attach(
+                    self.id(),
+                    &self.dir(),
+                    ns,
+                    &self.state.spec.network,
+                    self.state.net,
+                    &|| self.rt.networked_sandboxes(),
+                )
+                .map(|_| ())
+        }
+    }
+
     pub(crate) fn restart_previous(&mut self) -> Result<(), SandboxError> {
         let rt = self.rt.clone();
         let dir = self.dir();
         super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
         let mut config = init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
-        let start = || {
-            let cgroup = self.cgroup_or_err()?;
-            let (init, self_exec) = rt.init_program()?;
-            Launcher::spawn(&init, self_exec, self.id(), &dir)?.start_serving(&config, cgroup, None)
+        let back = {
+            let reattach = self.reattach();
+            let net = self
+                .state
+                .net
+                .is_some()
+                .then_some(&reattach as &NetAttach<'_>);
+            let start = || {
+                let cgroup = self.cgroup_or_err()?;
+                let (init, self_exec) = rt.init_program()?;
+                Launcher::spawn(&init, self_exec, self.id(), &dir)?
+                    .start_serving(&config, cgroup, None, net)
+            };
+            // A second attempt for a transient failure (the first may race the dying inits).
+            start().or_else(|first| {
+                tracing::warn!(sandbox = %self.id(), error = %first, "restarting on the previous stack failed; trying again");
+                start()
+            })
         };
-        // A second attempt for a transient failure (the first may race the dying inits).
-        let back = start().or_else(|first| {
-            tracing::warn!(sandbox = %self.id(), error = %first, "restarting on the previous stack failed; trying again");
-            start()
-        });
         let (pid, start) = back?;
         self.state.init_pid = pid;
         self.state.init_start = start;

@@ -33,6 +33,8 @@ pub struct RuntimeConfig {
     /// [`OVERLAY_MAX_LOWER_LAYERS`]). A restore or activate that would stack more merges each
     /// run of snapshot layers into one image first (see `docs/sandboxes.md`, snapshot chains).
     pub max_lower_layers: usize,
+    /// How sandboxes with a network policy other than `none` are connected.
+    pub network: crate::network::NetworkConfig,
 }
 
 /// The most lower layers overlayfs stacks (`OVL_MAX_STACK` in Linux 6.x): an overlay of more
@@ -91,6 +93,7 @@ impl RuntimeConfig {
             default_pids_max: Some(1024),
             cgroups: None,
             max_lower_layers: 64,
+            network: crate::network::NetworkConfig::default(),
             isolation: Isolation::from_env().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "ignoring SQRX_ISOLATION");
                 Isolation::default()
@@ -106,6 +109,7 @@ pub(crate) struct Inner {
     pub cgroups: CgroupRoot,
     pub sandboxes_dir: PathBuf,
     pub ids: super::ids::IdRegistry,
+    pub network: crate::network::Network,
 }
 
 /// The entry point: open one per data directory (several processes may open the same one).
@@ -234,8 +238,10 @@ impl Runtime {
         let sandboxes_dir = config.data_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
             .map_err(SandboxError::io("create", &sandboxes_dir))?;
+        let network = crate::network::Network::new(config.network.clone(), &config.data_dir)?;
         let rt = Runtime {
             inner: Arc::new(Inner {
+                network,
                 mounts: LayerMounts::new(&config.data_dir),
                 config,
                 store,

@@ -79,6 +79,10 @@ pub struct SandboxSpec {
     /// now; enforced once network policies land.
     #[serde(default)]
     pub allow_net: Option<Vec<String>>,
+    /// What the sandbox may reach over the network (default: loopback only). See
+    /// [`crate::network::NetworkPolicy`] and docs/network.md.
+    #[serde(default)]
+    pub network: crate::network::NetworkPolicy,
 }
 
 /// Environment variable names, for `Debug` output that must not carry secrets.
@@ -105,6 +109,7 @@ impl std::fmt::Debug for SandboxSpec {
             .field("hostname", &self.hostname)
             .field("task", &self.task)
             .field("allow_net", &self.allow_net)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -138,6 +143,7 @@ impl SandboxSpec {
             hostname: None,
             task: None,
             allow_net: None,
+            network: crate::network::NetworkPolicy::None,
         }
     }
 

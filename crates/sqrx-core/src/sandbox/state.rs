@@ -47,6 +47,9 @@ pub struct SandboxState {
     /// The host ids its user namespace maps to; `None` when it runs as host root.
     #[serde(default)]
     pub ids: Option<super::IdRange>,
+    /// Its slot in the runtime's address pool; `None` when it has no network.
+    #[serde(default)]
+    pub net: Option<crate::network::NetSlot>,
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a running process; `None` when it does not
@@ -119,6 +122,7 @@ mod tests {
             init_pid: std::process::id() as i32,
             init_start: process_start_time(std::process::id() as i32).expect("start"),
             ids: Some(crate::sandbox::IdRange { base: 1 << 30 }),
+            net: Some(crate::network::NetSlot { slot: 7 }),
         };
         s.save(&p).expect("save");
         let back = SandboxState::load(&p).expect("load");

@@ -8,6 +8,7 @@ pub mod fdpass;
 pub mod idmap;
 pub mod loopdev;
 pub mod netdev;
+pub mod netns;
 pub mod pty;
 
 #[cfg(feature = "js")]

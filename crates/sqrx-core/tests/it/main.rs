@@ -14,6 +14,7 @@ mod js_confined;
 mod layer_build;
 mod layer_store;
 mod manifest;
+mod network;
 mod sandbox;
 mod session;
 mod state;

@@ -1,0 +1,368 @@
+//! Networking for sandboxes: a veth pair per sandbox (peer born inside the sandbox's network
+//! namespace, through `rtnetlink`'s message builders), an address from a pool, and an
+//! nftables table per runtime that enforces each sandbox's [`NetworkPolicy`] (through
+//! netlink, no `nft` or `ip` programs). See docs/network.md.
+
+mod link;
+mod netlink;
+mod nft;
+mod policy;
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use link::INSIDE_NAME;
+pub use policy::{Destination, NetRule, NetworkPolicy, PolicyError};
+
+use crate::sandbox::SandboxError;
+
+/// The host-wide registry of taken addresses (one file per /30, naming its sandbox).
+pub const REGISTRY: &str = "/run/sqrx/net";
+
+/// The default address pool: the shared address space of RFC 6598, one /30 per sandbox.
+pub const DEFAULT_POOL: &str = "100.64.0.0/10";
+
+/// How a runtime connects sandboxes that have a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// The IPv4 pool sandbox addresses come from, carved in /30s (default
+    /// [`DEFAULT_POOL`]); the pool is refused as a destination (sandboxes never reach each
+    /// other) and masqueraded on the way out.
+    pub pool: String,
+    /// The interface sandboxes' traffic leaves through; its MTU is theirs. Default: the
+    /// interface of the IPv4 default route (MTU 1500 when there is none).
+    pub uplink: Option<String>,
+    /// A network namespace (a path such as `/run/netns/sandboxes`) to hold the host side of
+    /// every sandbox's link and the runtime's nftables table, instead of the runtime's own;
+    /// sandboxes' traffic then leaves through that namespace's routes.
+    pub netns: Option<PathBuf>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            pool: DEFAULT_POOL.to_string(),
+            uplink: None,
+            netns: None,
+        }
+    }
+}
+
+/// A sandbox's place in the network: its slot in the pool (address and interface names
+/// derive from it). Kept in the sandbox's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSlot {
+    /// The index of its /30 in the pool.
+    pub slot: u32,
+}
+
+/// Addresses and names of one sandbox's link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetInfo {
+    /// The sandbox's address (on `eth0` inside).
+    pub address: Ipv4Addr,
+    /// Its gateway: the host side of its link.
+    pub gateway: Ipv4Addr,
+    /// The host side's interface name.
+    pub host_interface: String,
+}
+
+fn parse_pool(pool: &str) -> Result<(Ipv4Addr, u8), SandboxError> {
+    let bad = |reason: &str| SandboxError::Invalid {
+        field: "network.pool",
+        reason: format!("{pool:?}: {reason}"),
+    };
+    let rule: NetRule = pool.parse().map_err(|e: PolicyError| bad(&e.reason))?;
+    match rule {
+        NetRule {
+            to: Destination::Cidr { addr, prefix },
+            port: None,
+        } if (8..=29).contains(&prefix) => Ok((addr, prefix)),
+        _ => Err(bad("must be an IPv4 network with a prefix of 8 to 29")),
+    }
+}
+
+/// The network side of one runtime.
+pub(crate) struct Network {
+    config: NetworkConfig,
+    pool: (Ipv4Addr, u8),
+    table: nft::Table,
+    slots: crate::sandbox::ids::Slots,
+    /// Opened on first use.
+    netns: OnceLock<Option<OwnedFd>>,
+    /// The table is rebuilt once per runtime object, before its first change.
+    ready: Mutex<bool>,
+    mtu: OnceLock<u32>,
+}
+
+impl Network {
+    /// Describe the network of the runtime whose data directory is `data_dir` (nothing is
+    /// touched until a sandbox needs it).
+    pub fn new(config: NetworkConfig, data_dir: &Path) -> Result<Self, SandboxError> {
+        let pool = parse_pool(&config.pool)?;
+        let tag = {
+            use sha2::Digest;
+            let h = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+            hex::encode(&h[..2])
+        };
+        let slots = 1u32 << (30 - u32::from(pool.1));
+        Ok(Network {
+            table: nft::Table {
+                name: format!("sqrx_{tag}"),
+                prefix: format!("sq{tag}"),
+                pool,
+            },
+            pool,
+            slots: crate::sandbox::ids::Slots::new(
+                Path::new(REGISTRY).join(format!("{}_{}", pool.0, pool.1)),
+                slots,
+            ),
+            config,
+            netns: OnceLock::new(),
+            ready: Mutex::new(false),
+            mtu: OnceLock::new(),
+        })
+    }
+
+    /// The addresses and names of `slot`.
+    pub fn info(&self, slot: NetSlot) -> NetInfo {
+        let base = u32::from(self.pool.0) + slot.slot * 4;
+        NetInfo {
+            gateway: Ipv4Addr::from(base + 1),
+            address: Ipv4Addr::from(base + 2),
+            host_interface: format!("{}{:05x}", self.table.prefix, slot.slot),
+        }
+    }
+
+    fn chain(slot: NetSlot) -> String {
+        format!("sb_{:05x}", slot.slot)
+    }
+
+    fn failed(id: &str, what: &str, e: std::io::Error) -> SandboxError {
+        SandboxError::Network {
+            id: id.to_string(),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    /// Run `f` with a socket in the namespace that holds the host side.
+    fn with_host<T: Send>(
+        &self,
+        f: impl FnOnce(&mut netlink::Netlink) -> std::io::Result<T> + Send,
+        proto_route: bool,
+    ) -> std::io::Result<T> {
+        let ns = self
+            .netns
+            .get_or_init(|| {
+                self.config
+                    .netns
+                    .as_ref()
+                    .and_then(|p| std::fs::File::open(p).ok().map(OwnedFd::from))
+            })
+            .as_ref();
+        let open = move || {
+            let mut nl = if proto_route {
+                netlink::Netlink::route()?
+            } else {
+                netlink::Netlink::netfilter()?
+            };
+            f(&mut nl)
+        };
+        match (ns, &self.config.netns) {
+            (Some(ns), _) => crate::sys::netns::run_in(ns.as_fd(), open),
+            (None, Some(p)) => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("cannot open the network namespace {}", p.display()),
+            )),
+            (None, None) => open(),
+        }
+    }
+
+    /// Write a sysctl of the namespace that holds the host side.
+    fn host_sysctl(&self, path: String) -> std::io::Result<()> {
+        self.with_host(move |_| std::fs::write(&path, "1"), true)
+    }
+
+    fn mtu(&self) -> u32 {
+        *self.mtu.get_or_init(|| {
+            self.with_host(
+                |nl| {
+                    let uplink = match &self.config.uplink {
+                        Some(u) => Some(u.clone()),
+                        None => link::default_route_interface(nl),
+                    };
+                    Ok(uplink.and_then(|u| link::mtu_of(nl, &u)).unwrap_or(1500))
+                },
+                true,
+            )
+            .unwrap_or(1500)
+        })
+    }
+
+    /// Rebuild the table once per runtime object, from the sandboxes `existing` lists.
+    fn ensure_table(
+        &self,
+        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+    ) -> std::io::Result<()> {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if *ready {
+            return Ok(());
+        }
+        if let Some(uplink) = &self.config.uplink {
+            self.host_sysctl(format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding"))?;
+        } else {
+            let uplink = self.with_host(|nl| Ok(link::default_route_interface(nl)), true)?;
+            if let Some(u) = uplink {
+                self.host_sysctl(format!("/proc/sys/net/ipv4/conf/{u}/forwarding"))?;
+            }
+        }
+        let sandboxes = existing();
+        let rules: Vec<(String, NetInfo, &NetworkPolicy)> = sandboxes
+            .iter()
+            .map(|(slot, policy)| (Self::chain(*slot), self.info(*slot), policy))
+            .collect();
+        let rules: Vec<nft::SandboxRules<'_>> = rules
+            .iter()
+            .map(|(chain, info, policy)| nft::SandboxRules {
+                chain: chain.clone(),
+                host_name: info.host_interface.clone(),
+                address: info.address,
+                policy,
+            })
+            .collect();
+        self.with_host(|nl| self.table.rebuild(nl, &rules), false)?;
+        *ready = true;
+        Ok(())
+    }
+
+    /// Give the sandbox whose directory is `owner` its link in `sandbox_ns` and its rules:
+    /// a new slot unless it has one (`slot`: an init restarted in a new namespace).
+    /// `existing` lists the runtime's other networked sandboxes, for the first use.
+    pub fn attach(
+        &self,
+        id: &str,
+        owner: &Path,
+        sandbox_ns: BorrowedFd<'_>,
+        policy: &NetworkPolicy,
+        slot: Option<NetSlot>,
+        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+    ) -> Result<NetSlot, SandboxError> {
+        if policy.names().next().is_some() {
+            return Err(SandboxError::Invalid {
+                field: "network",
+                reason: "rules naming hosts or domains need the sandbox DNS resolver, which \
+                         is not available yet: use CIDR rules (e.g. 10.1.0.0/16:443)"
+                    .into(),
+            });
+        }
+        self.ensure_table(existing)
+            .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
+        let slot = match slot {
+            Some(s) => s,
+            None => NetSlot {
+                slot: self.slots.allocate(owner).map_err(|e| match e {
+                    crate::sandbox::ids::SlotError::Full(n) => SandboxError::Invalid {
+                        field: "network",
+                        reason: format!("no free address left in the pool ({n} in use)"),
+                    },
+                    crate::sandbox::ids::SlotError::Sandbox(e) => e,
+                })?,
+            },
+        };
+        let info = self.info(slot);
+        let plan = link::LinkPlan {
+            host_name: info.host_interface.clone(),
+            gateway: info.gateway,
+            address: info.address,
+            mtu: self.mtu(),
+        };
+        let chain = Self::chain(slot);
+        let rules = nft::SandboxRules {
+            chain,
+            host_name: info.host_interface.clone(),
+            address: info.address,
+            policy,
+        };
+        // Rules first: the link never carries a packet its policy has not seen.
+        self.with_host(|nl| self.table.put_sandbox(nl, &rules), false)
+            .map_err(|e| Self::failed(id, "cannot install the sandbox's rules", e))?;
+        let ns = sandbox_ns;
+        self.with_host(
+            move |nl| {
+                // An earlier link of this slot (an init restarted) goes first.
+                link::delete(nl, &plan.host_name)?;
+                link::create(nl, ns, &plan)
+            },
+            true,
+        )
+        .map_err(|e| Self::failed(id, "cannot create the sandbox's link", e))?;
+        self.host_sysctl(format!(
+            "/proc/sys/net/ipv4/conf/{}/forwarding",
+            info.host_interface
+        ))
+        .map_err(|e| Self::failed(id, "cannot enable forwarding on the sandbox's link", e))?;
+        Ok(slot)
+    }
+
+    /// Replace a running sandbox's policy (one nftables transaction).
+    pub fn set_policy(
+        &self,
+        id: &str,
+        slot: NetSlot,
+        policy: &NetworkPolicy,
+        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+    ) -> Result<(), SandboxError> {
+        if policy.names().next().is_some() {
+            return Err(SandboxError::Invalid {
+                field: "network",
+                reason: "rules naming hosts or domains need the sandbox DNS resolver, which \
+                         is not available yet: use CIDR rules (e.g. 10.1.0.0/16:443)"
+                    .into(),
+            });
+        }
+        self.ensure_table(existing)
+            .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
+        let info = self.info(slot);
+        let rules = nft::SandboxRules {
+            chain: Self::chain(slot),
+            host_name: info.host_interface,
+            address: info.address,
+            policy,
+        };
+        self.with_host(|nl| self.table.put_sandbox(nl, &rules), false)
+            .map_err(|e| Self::failed(id, "cannot change the sandbox's rules", e))
+    }
+
+    /// Remove a sandbox's link and rules and give its slot back (each step best effort, so
+    /// a half-removed sandbox can be removed again).
+    pub fn detach(&self, id: &str, owner: &Path, slot: Option<NetSlot>) {
+        let slots: Vec<NetSlot> = match slot {
+            Some(s) => vec![s],
+            // A create that crashed before it saved its slot: whatever names its directory.
+            None => self
+                .slots
+                .release_owner(owner)
+                .into_iter()
+                .map(|slot| NetSlot { slot })
+                .collect(),
+        };
+        for slot in slots {
+            let info = self.info(slot);
+            let name = info.host_interface.clone();
+            if let Err(e) = self.with_host(move |nl| link::delete(nl, &name), true) {
+                tracing::warn!(sandbox = %id, error = %e, "cannot delete the sandbox's link");
+            }
+            let chain = Self::chain(slot);
+            let name = info.host_interface;
+            if let Err(e) = self.with_host(|nl| self.table.remove_sandbox(nl, &name, &chain), false)
+            {
+                tracing::warn!(sandbox = %id, error = %e, "cannot remove the sandbox's rules");
+            }
+            self.slots.release(slot.slot, owner);
+        }
+    }
+}

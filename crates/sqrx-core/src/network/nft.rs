@@ -1,0 +1,600 @@
+//! The runtime's nftables table, driven over netlink: base chains that every sandbox's
+//! traffic crosses, and a chain per sandbox that holds its policy, reached through a verdict
+//! map keyed by the sandbox's host-side interface.
+//!
+//! ```text
+//! table inet sqrx_<tag>
+//!   forward (filter, hook forward, policy accept)
+//!     iifname "sq<tag>*" meta nfproto ipv6 drop
+//!     iifname "sq<tag>*" ip daddr <refused to every sandbox> drop   (one rule per network)
+//!     iifname vmap @sandboxes                                      (jump sb_<slot>)
+//!     iifname "sq<tag>*" drop                                      (an interface without a chain)
+//!     oifname "sq<tag>*" ct state established,related accept
+//!     oifname "sq<tag>*" drop
+//!   input (filter, hook input, policy accept)
+//!     iifname "sq<tag>*" drop                                      (the host itself)
+//!   postrouting (nat, hook postrouting)
+//!     ip saddr <pool> oifname != "sq<tag>*" masquerade
+//!   sb_<slot>
+//!     ip saddr != <its address> drop
+//!     all: accept | list: deny rules drop, allow rules accept, tcp reject, drop
+//! ```
+//!
+//! Rules match the interface a packet came in on, never only its source address, and each
+//! sandbox chain also checks the source address, so a sandbox cannot take another's policy.
+//! Every packet a sandbox sends is checked against its chain (not only the first of a
+//! connection), so a policy change cuts connections to destinations it no longer allows.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, DataAttribute, ExpressionAttribute, Expressions, Hook,
+    HookNumber, InetHookNumber, ListAttribute, NfTablesMessage, RuleAttribute, RuleMessage,
+    SetAttribute, SetElementAttribute, SetElementList, SetElementMessage, SetFlags, SetMessage,
+    TableAttribute, TableMessage, Verdict as NlVerdict, VerdictAttribute,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use rtnetlink::packet_core::{
+    DefaultNla, Emitable, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage,
+};
+
+use super::netlink::Netlink;
+use super::policy::{Destination, NetRule, NetworkPolicy, mask};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+
+// linux/netfilter/nf_tables.h
+const NFT_REG_1: u32 = 1;
+const NFT_REG_VERDICT: u32 = 0;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFT_META_IIFNAME: u32 = 6;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_META_L4PROTO: u32 = 16;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_DREG: u16 = 3;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
+const NFTA_REJECT_TYPE: u16 = 1;
+const NFTA_REJECT_ICMP_CODE: u16 = 2;
+const NFT_REJECT_TCP_RST: u32 = 1;
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+/// nftables' `ifname` data type (for `nft list` output only).
+const TYPE_IFNAME: u32 = 41;
+/// A verdict map's data type.
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+const IFNAMSIZ: usize = 16;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+// ct state bits: established and related.
+const CT_ESTABLISHED_RELATED: u32 = 0b110;
+
+/// Destinations refused to every sandbox whatever its policy: "this" network, loopback,
+/// link-local (cloud metadata services live at 169.254.169.254), multicast and reserved.
+/// The sandbox pool (other sandboxes) is added by the caller; the host's own addresses are
+/// not forwarded at all (the input chain drops them).
+pub(crate) const ALWAYS_REFUSED: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
+];
+
+fn be32(v: u32) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+fn attr(kind: u16, value: Vec<u8>) -> DefaultNla {
+    DefaultNla::new(kind, value)
+}
+
+fn nested(kind: u16, inner: &[DefaultNla]) -> DefaultNla {
+    let mut buf = vec![0; inner.buffer_len()];
+    inner.emit(&mut buf);
+    DefaultNla::new(kind | NLA_F_NESTED, buf)
+}
+
+fn data_value(kind: u16, bytes: &[u8]) -> DefaultNla {
+    nested(kind, &[attr(NFTA_DATA_VALUE, bytes.to_vec())])
+}
+
+type Expr = ListAttribute<ExpressionAttribute>;
+
+fn expr(name: &str, attributes: Vec<DefaultNla>) -> Expr {
+    Expressions::Other {
+        expression_type: name.to_string(),
+        attributes,
+    }
+    .into()
+}
+
+fn meta(key: u32) -> Expr {
+    expr(
+        "meta",
+        vec![
+            attr(NFTA_META_KEY, be32(key)),
+            attr(NFTA_META_DREG, be32(NFT_REG_1)),
+        ],
+    )
+}
+
+fn payload(base: u32, offset: u32, len: u32) -> Expr {
+    expr(
+        "payload",
+        vec![
+            attr(NFTA_PAYLOAD_DREG, be32(NFT_REG_1)),
+            attr(NFTA_PAYLOAD_BASE, be32(base)),
+            attr(NFTA_PAYLOAD_OFFSET, be32(offset)),
+            attr(NFTA_PAYLOAD_LEN, be32(len)),
+        ],
+    )
+}
+
+fn cmp(op: u32, data: &[u8]) -> Expr {
+    expr(
+        "cmp",
+        vec![
+            attr(NFTA_CMP_SREG, be32(NFT_REG_1)),
+            attr(NFTA_CMP_OP, be32(op)),
+            data_value(NFTA_CMP_DATA, data),
+        ],
+    )
+}
+
+fn bitwise_and(mask: &[u8]) -> Expr {
+    expr(
+        "bitwise",
+        vec![
+            attr(NFTA_BITWISE_SREG, be32(NFT_REG_1)),
+            attr(NFTA_BITWISE_DREG, be32(NFT_REG_1)),
+            attr(NFTA_BITWISE_LEN, be32(mask.len() as u32)),
+            data_value(NFTA_BITWISE_MASK, mask),
+            data_value(NFTA_BITWISE_XOR, &vec![0; mask.len()]),
+        ],
+    )
+}
+
+fn verdict(code: u32) -> Expr {
+    let v = nested(NFTA_DATA_VERDICT, &[attr(NFTA_VERDICT_CODE, be32(code))]);
+    expr(
+        "immediate",
+        vec![
+            attr(NFTA_IMMEDIATE_DREG, be32(NFT_REG_VERDICT)),
+            nested(NFTA_IMMEDIATE_DATA, &[v]),
+        ],
+    )
+}
+
+fn vmap_lookup(set: &str) -> Expr {
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    expr(
+        "lookup",
+        vec![
+            attr(NFTA_LOOKUP_SET, name),
+            attr(NFTA_LOOKUP_SREG, be32(NFT_REG_1)),
+            attr(NFTA_LOOKUP_DREG, be32(NFT_REG_VERDICT)),
+        ],
+    )
+}
+
+fn ct_state() -> Expr {
+    expr(
+        "ct",
+        vec![
+            attr(NFTA_CT_KEY, be32(NFT_CT_STATE)),
+            attr(NFTA_CT_DREG, be32(NFT_REG_1)),
+        ],
+    )
+}
+
+fn reject_tcp_reset() -> Expr {
+    expr(
+        "reject",
+        vec![
+            attr(NFTA_REJECT_TYPE, be32(NFT_REJECT_TCP_RST)),
+            attr(NFTA_REJECT_ICMP_CODE, vec![0]),
+        ],
+    )
+}
+
+fn masquerade() -> Expr {
+    expr("masq", vec![])
+}
+
+/// `ifname` padded as the kernel stores it.
+fn ifname_key(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.resize(IFNAMSIZ, 0);
+    k
+}
+
+/// `<iif|oif>name "<prefix>*"`: a comparison of the name's first bytes only.
+fn ifname_prefix(key: u32, prefix: &str) -> Vec<Expr> {
+    vec![meta(key), cmp(NFT_CMP_EQ, prefix.as_bytes())]
+}
+
+/// `ip <daddr|saddr> <net>/<prefix>` (offset 16 or 12 of the IPv4 header).
+fn ip_in(offset: u32, net: Ipv4Addr, prefix: u8, op: u32) -> Vec<Expr> {
+    let mut e = vec![payload(NFT_PAYLOAD_NETWORK_HEADER, offset, 4)];
+    if prefix < 32 {
+        e.push(bitwise_and(&mask(prefix).to_be_bytes()));
+    }
+    e.push(cmp(op, &net.octets()));
+    e
+}
+
+const SADDR: u32 = 12;
+const DADDR: u32 = 16;
+
+/// Names of the runtime's objects.
+#[derive(Debug, Clone)]
+pub(crate) struct Table {
+    /// `sqrx_<tag>`.
+    pub name: String,
+    /// Every host-side interface of this runtime starts with it.
+    pub prefix: String,
+    /// The address pool, refused as a destination and masqueraded as a source.
+    pub pool: (Ipv4Addr, u8),
+}
+
+const SANDBOXES: &str = "sandboxes";
+
+/// One sandbox's place in the table.
+#[derive(Debug, Clone)]
+pub(crate) struct SandboxRules<'a> {
+    /// Its chain.
+    pub chain: String,
+    /// Its host-side interface.
+    pub host_name: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// What it may reach.
+    pub policy: &'a NetworkPolicy,
+}
+
+struct Batch {
+    table: String,
+    msgs: Vec<NetlinkMessage<NetfilterMessage>>,
+}
+
+impl Batch {
+    fn new(table: &str) -> Self {
+        let mut b = Batch {
+            table: table.to_string(),
+            msgs: Vec::new(),
+        };
+        b.control(ControlMessage::BatchBegin);
+        b
+    }
+
+    fn control(&mut self, c: ControlMessage) {
+        let mut m = NetlinkMessage::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+            c,
+        ));
+        m.header.flags = NLM_F_REQUEST;
+        self.msgs.push(m);
+    }
+
+    fn push(&mut self, m: NfTablesMessage, flags: u16) {
+        let mut msg = NetlinkMessage::from(NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+            m,
+        ));
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        self.msgs.push(msg);
+    }
+
+    fn table(&mut self) {
+        self.push(
+            NfTablesMessage::NewTable(TableMessage {
+                attributes: vec![TableAttribute::Name(self.table.clone())],
+            }),
+            NLM_F_CREATE,
+        );
+    }
+
+    fn delete_table(&mut self) {
+        self.push(
+            NfTablesMessage::DeleteTable(TableMessage {
+                attributes: vec![TableAttribute::Name(self.table.clone())],
+            }),
+            0,
+        );
+    }
+
+    fn chain(&mut self, name: &str, base: Option<(&str, InetHookNumber, i32)>) {
+        let mut attributes = vec![
+            ChainAttribute::Table(self.table.clone()),
+            ChainAttribute::Name(name.to_string()),
+        ];
+        if let Some((kind, hook, priority)) = base {
+            attributes.push(ChainAttribute::Type(kind.to_string()));
+            attributes.push(ChainAttribute::Hook(vec![
+                Hook::Number(HookNumber::Inet(hook)),
+                Hook::Priority(priority as u32),
+            ]));
+            attributes.push(ChainAttribute::Policy(NF_ACCEPT));
+        }
+        self.push(
+            NfTablesMessage::NewChain(ChainMessage { attributes }),
+            NLM_F_CREATE,
+        );
+    }
+
+    /// Delete every rule of `chain`.
+    fn flush(&mut self, chain: &str) {
+        self.push(
+            NfTablesMessage::DeleteRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(self.table.clone()),
+                    RuleAttribute::Chain(chain.to_string()),
+                ],
+            }),
+            0,
+        );
+    }
+
+    fn delete_chain(&mut self, chain: &str) {
+        self.push(
+            NfTablesMessage::DeleteChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(self.table.clone()),
+                    ChainAttribute::Name(chain.to_string()),
+                ],
+            }),
+            0,
+        );
+    }
+
+    fn rule(&mut self, chain: &str, exprs: Vec<Expr>) {
+        self.push(
+            NfTablesMessage::NewRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(self.table.clone()),
+                    RuleAttribute::Chain(chain.to_string()),
+                    RuleAttribute::Expressions(exprs),
+                ],
+            }),
+            NLM_F_CREATE | rtnetlink::packet_core::NLM_F_APPEND,
+        );
+    }
+
+    fn vmap(&mut self) {
+        self.push(
+            NfTablesMessage::NewSet(SetMessage {
+                attributes: vec![
+                    SetAttribute::Table(self.table.clone()),
+                    SetAttribute::Name(SANDBOXES.to_string()),
+                    SetAttribute::Flags(SetFlags::Map),
+                    SetAttribute::KeyType(TYPE_IFNAME),
+                    SetAttribute::KeyLen(IFNAMSIZ as u32),
+                    SetAttribute::DataType(NFT_DATA_VERDICT),
+                    SetAttribute::DataLen(0),
+                    SetAttribute::Id(1),
+                ],
+            }),
+            NLM_F_CREATE,
+        );
+    }
+
+    fn element(&mut self, host_name: &str, chain: Option<&str>) {
+        let mut element = vec![SetElementAttribute::Key(DataAttribute::Value(ifname_key(
+            host_name,
+        )))];
+        if let Some(chain) = chain {
+            element.push(SetElementAttribute::Data(DataAttribute::Verdict(vec![
+                VerdictAttribute::Code(NlVerdict::Jump),
+                VerdictAttribute::Chain(chain.to_string()),
+            ])));
+        }
+        let body = SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(self.table.clone()),
+                SetElementList::Set(SANDBOXES.to_string()),
+                SetElementList::Elements(vec![ListAttribute::Element(element)]),
+            ],
+        };
+        if chain.is_some() {
+            self.push(NfTablesMessage::NewSetElement(body), NLM_F_CREATE);
+        } else {
+            self.push(NfTablesMessage::DeleteSetElement(body), 0);
+        }
+    }
+
+    fn send(mut self, nl: &mut Netlink) -> io::Result<()> {
+        self.control(ControlMessage::BatchEnd);
+        nl.batch(self.msgs).map(|_| ())
+    }
+}
+
+impl Table {
+    /// Replace the table with a fresh one holding the base chains and `sandboxes` (a
+    /// runtime's start: whatever an earlier run left is gone, nothing is duplicated).
+    pub fn rebuild(&self, nl: &mut Netlink, sandboxes: &[SandboxRules<'_>]) -> io::Result<()> {
+        // Deleting a table that does not exist fails the batch: make sure it exists first.
+        let mut ensure = Batch::new(&self.name);
+        ensure.table();
+        ensure.send(nl)?;
+        let mut b = Batch::new(&self.name);
+        b.delete_table();
+        b.table();
+        b.chain("forward", Some(("filter", InetHookNumber::Forward, 0)));
+        b.chain("input", Some(("filter", InetHookNumber::LocalIn, 0)));
+        b.chain(
+            "postrouting",
+            Some(("nat", InetHookNumber::PostRouting, 100)),
+        );
+        b.vmap();
+        for s in sandboxes {
+            self.sandbox_into(&mut b, s, false);
+        }
+        self.base_rules(&mut b);
+        b.send(nl)
+    }
+
+    fn base_rules(&self, b: &mut Batch) {
+        let from = || ifname_prefix(NFT_META_IIFNAME, &self.prefix);
+        let to = || ifname_prefix(NFT_META_OIFNAME, &self.prefix);
+        let mut r = from();
+        r.extend([meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV6])]);
+        r.push(verdict(NF_DROP));
+        b.rule("forward", r);
+        for (net, prefix) in ALWAYS_REFUSED.iter().chain(std::iter::once(&self.pool)) {
+            let mut r = from();
+            r.extend([meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV4])]);
+            r.extend(ip_in(DADDR, *net, *prefix, NFT_CMP_EQ));
+            r.push(verdict(NF_DROP));
+            b.rule("forward", r);
+        }
+        b.rule(
+            "forward",
+            vec![meta(NFT_META_IIFNAME), vmap_lookup(SANDBOXES)],
+        );
+        let mut r = from();
+        r.push(verdict(NF_DROP));
+        b.rule("forward", r);
+        let mut r = to();
+        r.extend([
+            ct_state(),
+            bitwise_and(&CT_ESTABLISHED_RELATED.to_ne_bytes()),
+            cmp(NFT_CMP_NEQ, &0u32.to_ne_bytes()),
+            verdict(NF_ACCEPT),
+        ]);
+        b.rule("forward", r);
+        let mut r = to();
+        r.push(verdict(NF_DROP));
+        b.rule("forward", r);
+        let mut r = from();
+        r.push(verdict(NF_DROP));
+        b.rule("input", r);
+        let mut r = vec![meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV4])];
+        r.extend(ip_in(SADDR, self.pool.0, self.pool.1, NFT_CMP_EQ));
+        r.extend([
+            meta(NFT_META_OIFNAME),
+            cmp(NFT_CMP_NEQ, self.prefix.as_bytes()),
+        ]);
+        r.push(masquerade());
+        b.rule("postrouting", r);
+    }
+
+    /// Add (or, with `replace`, redo) one sandbox's chain and its map entry.
+    fn sandbox_into(&self, b: &mut Batch, s: &SandboxRules<'_>, replace: bool) {
+        b.chain(&s.chain, None);
+        if replace {
+            b.flush(&s.chain);
+        }
+        let mut r = ip_in(SADDR, s.address, 32, NFT_CMP_NEQ);
+        r.push(verdict(NF_DROP));
+        b.rule(&s.chain, r);
+        match s.policy {
+            NetworkPolicy::None => b.rule(&s.chain, vec![verdict(NF_DROP)]),
+            NetworkPolicy::All => b.rule(&s.chain, vec![verdict(NF_ACCEPT)]),
+            NetworkPolicy::List { allow, deny } => {
+                for (rules, code) in [(deny, NF_DROP), (allow, NF_ACCEPT)] {
+                    for rule in rules {
+                        for r in rule_matches(rule) {
+                            let mut r = r;
+                            r.push(verdict(code));
+                            b.rule(&s.chain, r);
+                        }
+                    }
+                }
+                b.rule(
+                    &s.chain,
+                    vec![
+                        meta(NFT_META_L4PROTO),
+                        cmp(NFT_CMP_EQ, &[IPPROTO_TCP]),
+                        reject_tcp_reset(),
+                    ],
+                );
+                b.rule(&s.chain, vec![verdict(NF_DROP)]);
+            }
+        }
+        b.element(&s.host_name, Some(&s.chain));
+    }
+
+    /// Add a sandbox, or replace its policy (atomically: no packet sees a half-made chain).
+    pub fn put_sandbox(&self, nl: &mut Netlink, s: &SandboxRules<'_>) -> io::Result<()> {
+        let mut b = Batch::new(&self.name);
+        self.sandbox_into(&mut b, s, true);
+        b.send(nl)
+    }
+
+    /// Remove a sandbox's map entry and chain. Missing ones are not an error.
+    pub fn remove_sandbox(&self, nl: &mut Netlink, host_name: &str, chain: &str) -> io::Result<()> {
+        let mut b = Batch::new(&self.name);
+        b.element(host_name, None);
+        b.flush(chain);
+        b.delete_chain(chain);
+        match b.send(nl) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Some part was gone already (a crash mid-removal): remove what is left, one
+                // object at a time.
+                let mut b = Batch::new(&self.name);
+                b.element(host_name, None);
+                let _ = b.send(nl);
+                let mut b = Batch::new(&self.name);
+                b.flush(chain);
+                b.delete_chain(chain);
+                match b.send(nl) {
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The matches of one CIDR rule, one per transport protocol (ICMP is never allowed by a list).
+/// Rules naming hosts or domains match nothing here: their addresses arrive through the
+/// sandbox's resolver.
+fn rule_matches(rule: &NetRule) -> Vec<Vec<Expr>> {
+    let Destination::Cidr { addr, prefix } = rule.to else {
+        return Vec::new();
+    };
+    [IPPROTO_TCP, IPPROTO_UDP]
+        .into_iter()
+        .map(|proto| {
+            let mut r = vec![meta(NFT_META_L4PROTO), cmp(NFT_CMP_EQ, &[proto])];
+            r.extend(ip_in(DADDR, addr, prefix, NFT_CMP_EQ));
+            if let Some(port) = rule.port {
+                r.push(payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+                r.push(cmp(NFT_CMP_EQ, &port.to_be_bytes()));
+            }
+            r
+        })
+        .collect()
+}
