@@ -60,6 +60,10 @@ pub struct InitConfig {
     /// network namespace it owns, made by the host (init opens both through `/proc`).
     #[serde(default)]
     pub ns_holder: Option<i32>,
+    /// The sandbox's DNS server (its gateway), written to `/etc/resolv.conf` when it has a
+    /// network.
+    #[serde(default)]
+    pub dns: Option<std::net::Ipv4Addr>,
 }
 
 /// Marks, in init's log, a failure caused by a kernel that cannot isolate the sandbox with a
@@ -80,6 +84,7 @@ impl InitConfig {
 /// [`crate::Runtime`] may re-execute it instead of looking for a `sqrx-init` binary.
 pub fn run_if_init() {
     crate::session::run_if_info_service();
+    crate::network::run_if_resolver();
     if std::env::var_os(INIT_ENV).is_some() {
         std::process::exit(main());
     }

@@ -294,6 +294,9 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     } else {
         pivot_into(&root)?;
     }
+    if let Some(dns) = config.dns {
+        write_resolv_conf(dns)?;
+    }
     drop(fs_ids);
 
     // The host has moved us into the sandbox's cgroup when this byte arrives; EOF means it gave
@@ -467,6 +470,32 @@ fn setup_dev(dev: &Path, nodes: &Path) -> Step<()> {
         Some("size=64m,mode=1777"),
     )?;
     Ok(())
+}
+
+/// Point the sandbox's `/etc/resolv.conf` at its resolver. After the pivot, as the sandbox's
+/// root: whatever `/etc` is, it resolves inside the sandbox; a symlink in place of the file is
+/// replaced, never followed.
+fn write_resolv_conf(dns: std::net::Ipv4Addr) -> Step<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = Path::new("/etc/resolv.conf");
+    let _ = std::fs::create_dir_all("/etc");
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut f = ctx(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        || "open /etc/resolv.conf".into(),
+    )?;
+    ctx(
+        std::io::Write::write_all(&mut f, format!("nameserver {dns}\n").as_bytes()),
+        || "write /etc/resolv.conf".into(),
+    )
 }
 
 /// `pivot_root` into `root` and detach the old root: the host filesystem becomes unreachable.

@@ -7,8 +7,9 @@ mod link;
 mod netlink;
 mod nft;
 mod policy;
+mod resolver;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use link::INSIDE_NAME;
 pub use policy::{Destination, NetRule, NetworkPolicy, PolicyError};
+pub use resolver::run_if_resolver;
 
 use crate::sandbox::SandboxError;
 
@@ -40,6 +42,9 @@ pub struct NetworkConfig {
     /// every sandbox's link and the runtime's nftables table, instead of the runtime's own;
     /// sandboxes' traffic then leaves through that namespace's routes.
     pub netns: Option<PathBuf>,
+    /// The DNS server the sandboxes' resolver forwards allowed queries to. Default: the first
+    /// `nameserver` of `/etc/resolv.conf`.
+    pub dns_upstream: Option<SocketAddr>,
 }
 
 impl Default for NetworkConfig {
@@ -48,8 +53,19 @@ impl Default for NetworkConfig {
             pool: DEFAULT_POOL.to_string(),
             uplink: None,
             netns: None,
+            dns_upstream: None,
         }
     }
+}
+
+/// The first IPv4 `nameserver` of `/etc/resolv.conf`, port 53.
+fn system_upstream() -> Option<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .find_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .map(|a| SocketAddr::from((a, 53)))
 }
 
 /// A sandbox's place in the network: its slot in the pool (address and interface names
@@ -94,8 +110,13 @@ pub(crate) struct Network {
     slots: crate::sandbox::ids::Slots,
     /// Opened on first use.
     netns: OnceLock<Option<OwnedFd>>,
-    /// The table is rebuilt once per runtime object, before its first change.
-    ready: Mutex<bool>,
+    /// The resolver port the table was last rebuilt for (rebuilt once per runtime object,
+    /// and again when the resolver had to be restarted).
+    ready: Mutex<Option<u16>>,
+    /// Where the resolver keeps its lock, port and log.
+    dir: PathBuf,
+    /// The runtime's sandboxes (the resolver reads their policies).
+    sandboxes_dir: PathBuf,
     mtu: OnceLock<u32>,
 }
 
@@ -103,6 +124,7 @@ impl Network {
     /// Describe the network of the runtime whose data directory is `data_dir` (nothing is
     /// touched until a sandbox needs it).
     pub fn new(config: NetworkConfig, data_dir: &Path) -> Result<Self, SandboxError> {
+        let sandboxes_dir = data_dir.join("sandboxes");
         let pool = parse_pool(&config.pool)?;
         let tag = {
             use sha2::Digest;
@@ -123,7 +145,9 @@ impl Network {
             ),
             config,
             netns: OnceLock::new(),
-            ready: Mutex::new(false),
+            ready: Mutex::new(None),
+            dir: data_dir.join("network"),
+            sandboxes_dir,
             mtu: OnceLock::new(),
         })
     }
@@ -138,7 +162,7 @@ impl Network {
         }
     }
 
-    fn chain(slot: NetSlot) -> String {
+    pub(crate) fn chain(slot: NetSlot) -> String {
         format!("sb_{:05x}", slot.slot)
     }
 
@@ -203,13 +227,37 @@ impl Network {
         })
     }
 
-    /// Rebuild the table once per runtime object, from the sandboxes `existing` lists.
+    /// Make sure the runtime's resolver runs (started with `program`), and rebuild the table
+    /// from the sandboxes `existing` lists once per runtime object and whenever the resolver
+    /// was restarted.
     fn ensure_table(
         &self,
         existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        program: &(PathBuf, bool),
     ) -> std::io::Result<()> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-        if *ready {
+        let upstream = self
+            .config
+            .dns_upstream
+            .or_else(system_upstream)
+            .ok_or_else(|| {
+                std::io::Error::other(
+                    "no DNS upstream: set network.dns_upstream or a nameserver in /etc/resolv.conf",
+                )
+            })?;
+        let port = resolver::ensure_running(
+            &resolver::ResolverConfig {
+                sandboxes_dir: self.sandboxes_dir.clone(),
+                dir: self.dir.clone(),
+                pool: self.pool,
+                table: self.table.name.clone(),
+                prefix: self.table.prefix.clone(),
+                netns: self.config.netns.clone(),
+                upstream,
+            },
+            program,
+        )?;
+        if *ready == Some(port) {
             return Ok(());
         }
         if let Some(uplink) = &self.config.uplink {
@@ -234,45 +282,39 @@ impl Network {
                 policy,
             })
             .collect();
-        self.with_host(|nl| self.table.rebuild(nl, &rules), false)?;
-        *ready = true;
+        self.with_host(|nl| self.table.rebuild(nl, &rules, Some(port)), false)?;
+        *ready = Some(port);
         Ok(())
     }
 
-    /// Give the sandbox whose directory is `owner` its link in `sandbox_ns` and its rules:
-    /// a new slot unless it has one (`slot`: an init restarted in a new namespace).
-    /// `existing` lists the runtime's other networked sandboxes, for the first use.
+    /// Take a slot in the pool for the sandbox whose directory is `owner`.
+    pub fn reserve(&self, owner: &Path) -> Result<NetSlot, SandboxError> {
+        Ok(NetSlot {
+            slot: self.slots.allocate(owner).map_err(|e| match e {
+                crate::sandbox::ids::SlotError::Full(n) => SandboxError::Invalid {
+                    field: "network",
+                    reason: format!("no free address left in the pool ({n} in use)"),
+                },
+                crate::sandbox::ids::SlotError::Sandbox(e) => e,
+            })?,
+        })
+    }
+
+    /// Give the sandbox `id` its link in `sandbox_ns` and its rules for `slot` (a create, or
+    /// an init restarted in a new namespace). `existing` lists the runtime's networked
+    /// sandboxes and `program` is the init program, for the first use (the table and the
+    /// resolver).
     pub fn attach(
         &self,
         id: &str,
-        owner: &Path,
         sandbox_ns: BorrowedFd<'_>,
         policy: &NetworkPolicy,
-        slot: Option<NetSlot>,
+        slot: NetSlot,
         existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
-    ) -> Result<NetSlot, SandboxError> {
-        if policy.names().next().is_some() {
-            return Err(SandboxError::Invalid {
-                field: "network",
-                reason: "rules naming hosts or domains need the sandbox DNS resolver, which \
-                         is not available yet: use CIDR rules (e.g. 10.1.0.0/16:443)"
-                    .into(),
-            });
-        }
-        self.ensure_table(existing)
+        program: &(PathBuf, bool),
+    ) -> Result<(), SandboxError> {
+        self.ensure_table(existing, program)
             .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
-        let slot = match slot {
-            Some(s) => s,
-            None => NetSlot {
-                slot: self.slots.allocate(owner).map_err(|e| match e {
-                    crate::sandbox::ids::SlotError::Full(n) => SandboxError::Invalid {
-                        field: "network",
-                        reason: format!("no free address left in the pool ({n} in use)"),
-                    },
-                    crate::sandbox::ids::SlotError::Sandbox(e) => e,
-                })?,
-            },
-        };
         let info = self.info(slot);
         let plan = link::LinkPlan {
             host_name: info.host_interface.clone(),
@@ -280,15 +322,14 @@ impl Network {
             address: info.address,
             mtu: self.mtu(),
         };
-        let chain = Self::chain(slot);
         let rules = nft::SandboxRules {
-            chain,
+            chain: Self::chain(slot),
             host_name: info.host_interface.clone(),
             address: info.address,
             policy,
         };
         // Rules first: the link never carries a packet its policy has not seen.
-        self.with_host(|nl| self.table.put_sandbox(nl, &rules), false)
+        self.with_host(|nl| self.table.put_sandbox(nl, &rules, &[]), false)
             .map_err(|e| Self::failed(id, "cannot install the sandbox's rules", e))?;
         let ns = sandbox_ns;
         self.with_host(
@@ -304,42 +345,42 @@ impl Network {
             "/proc/sys/net/ipv4/conf/{}/forwarding",
             info.host_interface
         ))
-        .map_err(|e| Self::failed(id, "cannot enable forwarding on the sandbox's link", e))?;
-        Ok(slot)
+        .map_err(|e| Self::failed(id, "cannot enable forwarding on the sandbox's link", e))
     }
 
-    /// Replace a running sandbox's policy (one nftables transaction).
+    /// Replace a running sandbox's policy `old` with `policy` (one nftables transaction).
     pub fn set_policy(
         &self,
         id: &str,
         slot: NetSlot,
+        old: &NetworkPolicy,
         policy: &NetworkPolicy,
         existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        program: &(PathBuf, bool),
     ) -> Result<(), SandboxError> {
-        if policy.names().next().is_some() {
-            return Err(SandboxError::Invalid {
-                field: "network",
-                reason: "rules naming hosts or domains need the sandbox DNS resolver, which \
-                         is not available yet: use CIDR rules (e.g. 10.1.0.0/16:443)"
-                    .into(),
-            });
-        }
-        self.ensure_table(existing)
+        self.ensure_table(existing, program)
             .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
         let info = self.info(slot);
+        let chain = Self::chain(slot);
+        let stale = nft::stale_sets(&chain, old, policy);
         let rules = nft::SandboxRules {
-            chain: Self::chain(slot),
+            chain,
             host_name: info.host_interface,
             address: info.address,
             policy,
         };
-        self.with_host(|nl| self.table.put_sandbox(nl, &rules), false)
+        self.with_host(|nl| self.table.put_sandbox(nl, &rules, &stale), false)
             .map_err(|e| Self::failed(id, "cannot change the sandbox's rules", e))
+    }
+
+    /// Tell the resolver that a sandbox's saved policy changed (call after saving it).
+    pub fn policies_changed(&self) {
+        resolver::bump_generation(&self.dir);
     }
 
     /// Remove a sandbox's link and rules and give its slot back (each step best effort, so
     /// a half-removed sandbox can be removed again).
-    pub fn detach(&self, id: &str, owner: &Path, slot: Option<NetSlot>) {
+    pub fn detach(&self, id: &str, owner: &Path, slot: Option<NetSlot>, policy: &NetworkPolicy) {
         let slots: Vec<NetSlot> = match slot {
             Some(s) => vec![s],
             // A create that crashed before it saved its slot: whatever names its directory.
@@ -358,8 +399,10 @@ impl Network {
             }
             let chain = Self::chain(slot);
             let name = info.host_interface;
-            if let Err(e) = self.with_host(|nl| self.table.remove_sandbox(nl, &name, &chain), false)
-            {
+            if let Err(e) = self.with_host(
+                |nl| self.table.remove_sandbox(nl, &name, &chain, policy),
+                false,
+            ) {
                 tracing::warn!(sandbox = %id, error = %e, "cannot remove the sandbox's rules");
             }
             self.slots.release(slot.slot, owner);

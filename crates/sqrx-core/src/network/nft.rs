@@ -84,6 +84,12 @@ const NFT_CT_STATE: u32 = 0;
 const NFTA_REJECT_TYPE: u16 = 1;
 const NFTA_REJECT_ICMP_CODE: u16 = 2;
 const NFT_REJECT_TCP_RST: u32 = 1;
+const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
+const NFTA_REDIR_FLAGS: u16 = 3;
+/// `NF_NAT_RANGE_PROTO_SPECIFIED`.
+const NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+/// nftables' `ipv4_addr` data type.
+const TYPE_IPADDR: u32 = 7;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 /// nftables' `ifname` data type (for `nft list` output only).
@@ -228,6 +234,38 @@ fn reject_tcp_reset() -> Expr {
     )
 }
 
+fn set_lookup(set: &str) -> Expr {
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    expr(
+        "lookup",
+        vec![
+            attr(NFTA_LOOKUP_SET, name),
+            attr(NFTA_LOOKUP_SREG, be32(NFT_REG_1)),
+        ],
+    )
+}
+
+/// `redirect to :port` (the port loaded into register 1 first).
+fn redirect_to(port: u16) -> Vec<Expr> {
+    vec![
+        expr(
+            "immediate",
+            vec![
+                attr(NFTA_IMMEDIATE_DREG, be32(NFT_REG_1)),
+                data_value(NFTA_IMMEDIATE_DATA, &port.to_be_bytes()),
+            ],
+        ),
+        expr(
+            "redir",
+            vec![
+                attr(NFTA_REDIR_REG_PROTO_MIN, be32(NFT_REG_1)),
+                attr(NFTA_REDIR_FLAGS, be32(NAT_RANGE_PROTO_SPECIFIED)),
+            ],
+        ),
+    ]
+}
+
 fn masquerade() -> Expr {
     expr("masq", vec![])
 }
@@ -266,6 +304,32 @@ pub(crate) struct Table {
     pub prefix: String,
     /// The address pool, refused as a destination and masqueraded as a source.
     pub pool: (Ipv4Addr, u8),
+}
+
+/// The names set of a sandbox's chain for rules with `port` (`None`: every port).
+pub(crate) fn names_set(chain: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) => format!("{chain}_n{p}"),
+        None => format!("{chain}_n"),
+    }
+}
+
+/// The names sets of `old` that `new` does not use.
+pub(crate) fn stale_sets(chain: &str, old: &NetworkPolicy, new: &NetworkPolicy) -> Vec<String> {
+    let keep = name_ports(new);
+    name_ports(old)
+        .into_iter()
+        .filter(|p| !keep.contains(p))
+        .map(|p| names_set(chain, p))
+        .collect()
+}
+
+/// The ports (`None` = any) of a policy's rules that name hosts or domains: one set each.
+fn name_ports(policy: &NetworkPolicy) -> Vec<Option<u16>> {
+    let mut ports: Vec<Option<u16>> = policy.names().map(|r| r.port).collect();
+    ports.sort();
+    ports.dedup();
+    ports
 }
 
 const SANDBOXES: &str = "sandboxes";
@@ -409,6 +473,70 @@ impl Batch {
         );
     }
 
+    fn names_set(&mut self, name: &str) {
+        self.push(
+            NfTablesMessage::NewSet(SetMessage {
+                attributes: vec![
+                    SetAttribute::Table(self.table.clone()),
+                    SetAttribute::Name(name.to_string()),
+                    SetAttribute::Flags(SetFlags::Timeout),
+                    SetAttribute::KeyType(TYPE_IPADDR),
+                    SetAttribute::KeyLen(4),
+                    // Required by the kernel (unique within a transaction).
+                    SetAttribute::Id(self.msgs.len() as u32 + 1),
+                ],
+            }),
+            NLM_F_CREATE,
+        );
+    }
+
+    /// Remove every element of `set` (a delete without elements).
+    fn flush_set(&mut self, set: &str) {
+        self.push(
+            NfTablesMessage::DeleteSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.to_string()),
+                ],
+            }),
+            0,
+        );
+    }
+
+    fn delete_set(&mut self, set: &str) {
+        self.push(
+            NfTablesMessage::DeleteSet(SetMessage {
+                attributes: vec![
+                    SetAttribute::Table(self.table.clone()),
+                    SetAttribute::Name(set.to_string()),
+                ],
+            }),
+            0,
+        );
+    }
+
+    fn addresses(&mut self, set: &str, addrs: &[Ipv4Addr], timeout_ms: u64) {
+        let elements = addrs
+            .iter()
+            .map(|a| {
+                ListAttribute::Element(vec![
+                    SetElementAttribute::Key(DataAttribute::Value(a.octets().to_vec())),
+                    SetElementAttribute::Timeout(timeout_ms),
+                ])
+            })
+            .collect();
+        self.push(
+            NfTablesMessage::NewSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.to_string()),
+                    SetElementList::Elements(elements),
+                ],
+            }),
+            NLM_F_CREATE,
+        );
+    }
+
     fn element(&mut self, host_name: &str, chain: Option<&str>) {
         let mut element = vec![SetElementAttribute::Key(DataAttribute::Value(ifname_key(
             host_name,
@@ -442,7 +570,12 @@ impl Batch {
 impl Table {
     /// Replace the table with a fresh one holding the base chains and `sandboxes` (a
     /// runtime's start: whatever an earlier run left is gone, nothing is duplicated).
-    pub fn rebuild(&self, nl: &mut Netlink, sandboxes: &[SandboxRules<'_>]) -> io::Result<()> {
+    pub fn rebuild(
+        &self,
+        nl: &mut Netlink,
+        sandboxes: &[SandboxRules<'_>],
+        resolver_port: Option<u16>,
+    ) -> io::Result<()> {
         // Deleting a table that does not exist fails the batch: make sure it exists first.
         let mut ensure = Batch::new(&self.name);
         ensure.table();
@@ -456,15 +589,19 @@ impl Table {
             "postrouting",
             Some(("nat", InetHookNumber::PostRouting, 100)),
         );
+        b.chain(
+            "prerouting",
+            Some(("nat", InetHookNumber::PreRouting, -100)),
+        );
         b.vmap();
         for s in sandboxes {
             self.sandbox_into(&mut b, s, false);
         }
-        self.base_rules(&mut b);
+        self.base_rules(&mut b, resolver_port);
         b.send(nl)
     }
 
-    fn base_rules(&self, b: &mut Batch) {
+    fn base_rules(&self, b: &mut Batch, resolver_port: Option<u16>) {
         let from = || ifname_prefix(NFT_META_IIFNAME, &self.prefix);
         let to = || ifname_prefix(NFT_META_OIFNAME, &self.prefix);
         let mut r = from();
@@ -496,6 +633,28 @@ impl Table {
         let mut r = to();
         r.push(verdict(NF_DROP));
         b.rule("forward", r);
+        if let Some(port) = resolver_port {
+            // Every DNS query a sandbox sends, to whatever address, goes to the runtime's
+            // resolver, which answers under the sandbox's policy.
+            let mut r = from();
+            r.extend([
+                meta(NFT_META_L4PROTO),
+                cmp(NFT_CMP_EQ, &[IPPROTO_UDP]),
+                payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                cmp(NFT_CMP_EQ, &53u16.to_be_bytes()),
+            ]);
+            r.extend(redirect_to(port));
+            b.rule("prerouting", r);
+            let mut r = from();
+            r.extend([
+                meta(NFT_META_L4PROTO),
+                cmp(NFT_CMP_EQ, &[IPPROTO_UDP]),
+                payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                cmp(NFT_CMP_EQ, &port.to_be_bytes()),
+                verdict(NF_ACCEPT),
+            ]);
+            b.rule("input", r);
+        }
         let mut r = from();
         r.push(verdict(NF_DROP));
         b.rule("input", r);
@@ -515,6 +674,16 @@ impl Table {
         if replace {
             b.flush(&s.chain);
         }
+        // Addresses the resolver answered for allowed names; emptied on a policy change (a
+        // name the new policy refuses must not stay reachable until its TTL runs out).
+        let ports = name_ports(s.policy);
+        for port in &ports {
+            let set = names_set(&s.chain, *port);
+            b.names_set(&set);
+            if replace {
+                b.flush_set(&set);
+            }
+        }
         let mut r = ip_in(SADDR, s.address, 32, NFT_CMP_NEQ);
         r.push(verdict(NF_DROP));
         b.rule(&s.chain, r);
@@ -531,6 +700,19 @@ impl Table {
                         }
                     }
                 }
+                for port in &ports {
+                    for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+                        let mut r = vec![meta(NFT_META_L4PROTO), cmp(NFT_CMP_EQ, &[proto])];
+                        if let Some(p) = port {
+                            r.push(payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+                            r.push(cmp(NFT_CMP_EQ, &p.to_be_bytes()));
+                        }
+                        r.push(payload(NFT_PAYLOAD_NETWORK_HEADER, DADDR, 4));
+                        r.push(set_lookup(&names_set(&s.chain, *port)));
+                        r.push(verdict(NF_ACCEPT));
+                        b.rule(&s.chain, r);
+                    }
+                }
                 b.rule(
                     &s.chain,
                     vec![
@@ -545,19 +727,59 @@ impl Table {
         b.element(&s.host_name, Some(&s.chain));
     }
 
-    /// Add a sandbox, or replace its policy (atomically: no packet sees a half-made chain).
-    pub fn put_sandbox(&self, nl: &mut Netlink, s: &SandboxRules<'_>) -> io::Result<()> {
+    /// Add a sandbox, or replace its policy and delete the names sets it no longer uses
+    /// (atomically: no packet sees a half-made chain).
+    pub fn put_sandbox(
+        &self,
+        nl: &mut Netlink,
+        s: &SandboxRules<'_>,
+        stale_sets: &[String],
+    ) -> io::Result<()> {
         let mut b = Batch::new(&self.name);
         self.sandbox_into(&mut b, s, true);
+        for set in stale_sets {
+            b.delete_set(set);
+        }
         b.send(nl)
     }
 
-    /// Remove a sandbox's map entry and chain. Missing ones are not an error.
-    pub fn remove_sandbox(&self, nl: &mut Netlink, host_name: &str, chain: &str) -> io::Result<()> {
+    /// Let the sandbox of `chain` reach `addrs` (answers for a name its rules with `port`
+    /// allow) for `ttl`.
+    pub fn allow_addresses(
+        &self,
+        nl: &mut Netlink,
+        chain: &str,
+        port: Option<u16>,
+        addrs: &[Ipv4Addr],
+        ttl: std::time::Duration,
+    ) -> io::Result<()> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        let mut b = Batch::new(&self.name);
+        b.addresses(&names_set(chain, port), addrs, ttl.as_millis() as u64);
+        b.send(nl)
+    }
+
+    /// Remove a sandbox's map entry, chain and `sets`. Missing ones are not an error.
+    pub fn remove_sandbox(
+        &self,
+        nl: &mut Netlink,
+        host_name: &str,
+        chain: &str,
+        policy: &NetworkPolicy,
+    ) -> io::Result<()> {
+        let sets: Vec<String> = name_ports(policy)
+            .into_iter()
+            .map(|p| names_set(chain, p))
+            .collect();
         let mut b = Batch::new(&self.name);
         b.element(host_name, None);
         b.flush(chain);
         b.delete_chain(chain);
+        for set in &sets {
+            b.delete_set(set);
+        }
         match b.send(nl) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 // Some part was gone already (a crash mid-removal): remove what is left, one
@@ -568,6 +790,11 @@ impl Table {
                 let mut b = Batch::new(&self.name);
                 b.flush(chain);
                 b.delete_chain(chain);
+                let _ = b.send(nl);
+                let mut b = Batch::new(&self.name);
+                for set in &sets {
+                    b.delete_set(set);
+                }
                 match b.send(nl) {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
                     other => other,
@@ -597,4 +824,75 @@ fn rule_matches(rule: &NetRule) -> Vec<Vec<Expr>> {
             r
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn fresh_netns() -> OwnedFd {
+        std::thread::spawn(|| {
+            crate::sys::netns::unshare_net().expect("unshare");
+            OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").expect("open ns"))
+        })
+        .join()
+        .expect("thread")
+    }
+
+    #[test]
+    fn every_kind_of_policy_installs_replaces_and_goes() {
+        if !sqrx_testkit::privileged("network::nft") {
+            return;
+        }
+        let ns = fresh_netns();
+        let table = Table {
+            name: "sqrx_test".into(),
+            prefix: "sqtest".into(),
+            pool: (Ipv4Addr::new(100, 64, 0, 0), 10),
+        };
+        let policies: Vec<NetworkPolicy> = vec![
+            NetworkPolicy::All,
+            NetworkPolicy::None,
+            NetworkPolicy::allow(&["10.0.0.0/8", "1.2.3.4:443"]).expect("p"),
+            NetworkPolicy::allow(&["pypi.org"]).expect("p"),
+            NetworkPolicy::allow(&["pypi.org", "*.example.com:443", "10.1.0.0/16"]).expect("p"),
+        ];
+        crate::sys::netns::run_in(ns.as_fd(), || {
+            let mut nl = Netlink::netfilter()?;
+            table.rebuild(&mut nl, &[], Some(5353))?;
+            let mut old = NetworkPolicy::None;
+            for p in &policies {
+                let s = SandboxRules {
+                    chain: "sb_00001".into(),
+                    host_name: "sqtest00001".into(),
+                    address: Ipv4Addr::new(100, 64, 0, 6),
+                    policy: p,
+                };
+                let stale = stale_sets("sb_00001", &old, p);
+                table
+                    .put_sandbox(&mut nl, &s, &stale)
+                    .map_err(|e| std::io::Error::other(format!("{p:?}: {e}")))?;
+                table
+                    .allow_addresses(
+                        &mut nl,
+                        "sb_00001",
+                        None,
+                        &[Ipv4Addr::new(10, 9, 9, 9)],
+                        std::time::Duration::from_secs(60),
+                    )
+                    .or_else(|e| {
+                        if p.names().any(|r| r.port.is_none()) {
+                            Err(e)
+                        } else {
+                            Ok(())
+                        }
+                    })?;
+                old = p.clone();
+            }
+            table.remove_sandbox(&mut nl, "sqtest00001", "sb_00001", &old)?;
+            Ok(())
+        })
+        .expect("install");
+    }
 }

@@ -29,7 +29,7 @@ struct Rollback<'a> {
     init_pid: Option<i32>,
     ids: Option<super::IdRange>,
     net: Option<crate::network::NetSlot>,
-    networked: bool,
+    networked: crate::network::NetworkPolicy,
     committed: bool,
 }
 
@@ -50,7 +50,7 @@ impl Drop for Rollback<'_> {
             mounts: std::mem::take(&mut self.mounts),
             ids: self.ids,
             net: self.net,
-            networked: self.networked,
+            networked: std::mem::take(&mut self.networked),
         };
         if let Err(e) = self.rt.discard(&id, remains) {
             tracing::warn!(sandbox = %id, error = %e, "cannot undo a failed create");
@@ -194,7 +194,7 @@ impl Runtime {
             init_pid: None,
             ids: None,
             net: None,
-            networked: spec.network.has_network(),
+            networked: spec.network.clone(),
             committed: false,
         };
         let (init, self_exec) = self.init_program()?;
@@ -236,23 +236,31 @@ impl Runtime {
         };
         rb.ids = ids;
 
-        let config = init_config(&spec, &dir, &stack, ids);
-        tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
-        let net_slot = std::cell::Cell::new(None);
-        let attach = |ns: BorrowedFd<'_>| {
-            let slot =
-                self.inner
-                    .network
-                    .attach(&spec.id, &dir, ns, &spec.network, None, &|| {
-                        self.networked_sandboxes()
-                    })?;
-            net_slot.set(Some(slot));
-            Ok(())
+        let net_slot = if spec.network.has_network() {
+            crate::faults::point("create.reserve_address")?;
+            let slot = self.inner.network.reserve(&dir)?;
+            rb.net = Some(slot);
+            Some(slot)
+        } else {
+            None
         };
-        let net: Option<&NetAttach<'_>> = spec.network.has_network().then_some(&attach);
-        let started = launcher.start_serving(&config, &cgroup, None, net);
-        rb.net = net_slot.get();
-        let (pid, start) = started?;
+        let dns = net_slot.map(|s| self.inner.network.info(s).gateway);
+        let config = init_config(&spec, &dir, &stack, ids, dns);
+        tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
+        let program = (init.clone(), self_exec);
+        let attach = |ns: BorrowedFd<'_>, slot| {
+            self.inner.network.attach(
+                &spec.id,
+                ns,
+                &spec.network,
+                slot,
+                &|| self.networked_sandboxes(),
+                &program,
+            )
+        };
+        let attach_slot = net_slot.map(|slot| move |ns: BorrowedFd<'_>| attach(ns, slot));
+        let net = attach_slot.as_ref().map(|a| a as &NetAttach<'_>);
+        let (pid, start) = launcher.start_serving(&config, &cgroup, None, net)?;
         rb.init_pid = Some(pid);
         tracing::debug!(sandbox = %spec.id, pid, "init serving");
 
@@ -317,6 +325,7 @@ pub(crate) fn init_config(
     dir: &Path,
     stack: &[LayerRef],
     ids: Option<super::IdRange>,
+    dns: Option<std::net::Ipv4Addr>,
 ) -> InitConfig {
     InitConfig {
         id: spec.id.clone(),
@@ -327,6 +336,7 @@ pub(crate) fn init_config(
         run_dir: dir.to_path_buf(),
         id_base: ids.map(|r| r.base),
         ns_holder: None,
+        dns,
     }
 }
 

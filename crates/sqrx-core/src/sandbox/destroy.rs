@@ -75,7 +75,7 @@ impl Sandbox {
                 mounts: self.layer_mounts(),
                 ids: s.ids,
                 net: s.net,
-                networked: s.spec.network.has_network(),
+                networked: s.spec.network.clone(),
             },
         )
     }
@@ -100,9 +100,9 @@ pub(crate) struct Remains {
     pub ids: Option<super::IdRange>,
     /// Its slot in the address pool.
     pub net: Option<crate::network::NetSlot>,
-    /// Whether it asked for a network (without `net`, any slot naming its directory is
-    /// given back).
-    pub networked: bool,
+    /// The network policy it had (without `net`, any slot naming its directory is given
+    /// back when it asked for a network).
+    pub networked: crate::network::NetworkPolicy,
 }
 
 impl Runtime {
@@ -134,9 +134,9 @@ impl Runtime {
             kill_and_wait(pid, start);
         }
         tracing::debug!(sandbox = %id, "init gone");
-        if net.is_some() || networked {
+        if net.is_some() || networked.has_network() {
             crate::faults::point("destroy.network")?;
-            self.inner.network.detach(id, &dir, net);
+            self.inner.network.detach(id, &dir, net, &networked);
         }
         crate::faults::point("destroy.unmount_upper")?;
         super::upper::unmount_upper(&dir);

@@ -25,7 +25,7 @@ mod restore;
 mod runtime;
 mod snapshot;
 mod spec;
-mod state;
+pub(crate) mod state;
 mod upper;
 
 pub use connect::DEFAULT_CONNECT_TIMEOUT;

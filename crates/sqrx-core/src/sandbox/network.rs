@@ -26,9 +26,17 @@ impl Sandbox {
         self.state = fresh.state;
         let net = &self.rt.inner.network;
         let existing = || self.rt.networked_sandboxes();
+        let program = self.rt.init_program()?;
         let slot = match self.state.net {
             Some(slot) => {
-                net.set_policy(self.id(), slot, &policy, &existing)?;
+                net.set_policy(
+                    self.id(),
+                    slot,
+                    &self.state.spec.network,
+                    &policy,
+                    &existing,
+                    &program,
+                )?;
                 Some(slot)
             }
             None if policy.has_network() => {
@@ -46,10 +54,22 @@ impl Sandbox {
                     });
                 }
                 let dir = self.dir();
-                let slot = {
+                let slot = net.reserve(&dir)?;
+                let attached = {
                     use std::os::fd::AsFd;
-                    net.attach(self.id(), &dir, ns.as_fd(), &policy, None, &existing)?
+                    net.attach(self.id(), ns.as_fd(), &policy, slot, &existing, &program)
                 };
+                if let Err(e) = attached {
+                    net.detach(self.id(), &dir, Some(slot), &policy);
+                    return Err(e);
+                }
+                // Its init started without a resolver: point it there now.
+                let gateway = net.info(slot).gateway;
+                self.write_file(
+                    "/etc/resolv.conf",
+                    format!("nameserver {gateway}\n").as_bytes(),
+                    0o644,
+                )?;
                 Some(slot)
             }
             None => None,
@@ -58,6 +78,7 @@ impl Sandbox {
         state.spec.network = policy;
         state.net = slot;
         state.save(&self.rt.state_path(self.id()))?;
+        self.rt.inner.network.policies_changed();
         self.state = state;
         tracing::info!(sandbox = %self.id(), "network policy changed");
         Ok(())

@@ -96,7 +96,8 @@ impl Runtime {
                 mounts: Vec::new(),
                 ids: None,
                 net: None,
-                networked: true,
+                // Unknown: any slot naming the directory is given back.
+                networked: crate::network::NetworkPolicy::All,
             },
         )
     }

@@ -208,7 +208,13 @@ impl Sandbox {
             }
             Ok(())
         })?;
-        let mut config = init_config(&self.state.spec, &dir, &next.stack, self.state.ids);
+        let mut config = init_config(
+            &self.state.spec,
+            &dir,
+            &next.stack,
+            self.state.ids,
+            self.dns(),
+        );
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
         if next.clear_upper {
             point("restart.mount_upper")?;
@@ -328,26 +334,39 @@ impl Sandbox {
         &self,
     ) -> impl Fn(std::os::fd::BorrowedFd<'_>) -> Result<(), SandboxError> + '_ {
         move |ns| {
-            self.rt
-                .inner
-                .network
-                .attach(
-                    self.id(),
-                    &self.dir(),
-                    ns,
-                    &self.state.spec.network,
-                    self.state.net,
-                    &|| self.rt.networked_sandboxes(),
-                )
-                .map(|_| ())
+            let Some(slot) = self.state.net else {
+                return Ok(());
+            };
+            let program = self.rt.init_program()?;
+            self.rt.inner.network.attach(
+                self.id(),
+                ns,
+                &self.state.spec.network,
+                slot,
+                &|| self.rt.networked_sandboxes(),
+                &program,
+            )
         }
+    }
+
+    /// The resolver's address for the sandbox's init, when it has a network.
+    fn dns(&self) -> Option<std::net::Ipv4Addr> {
+        self.state
+            .net
+            .map(|slot| self.rt.inner.network.info(slot).gateway)
     }
 
     pub(crate) fn restart_previous(&mut self) -> Result<(), SandboxError> {
         let rt = self.rt.clone();
         let dir = self.dir();
         super::destroy::kill_and_wait(self.state.init_pid, Some(self.state.init_start));
-        let mut config = init_config(&self.state.spec, &dir, &self.state.layers, self.state.ids);
+        let mut config = init_config(
+            &self.state.spec,
+            &dir,
+            &self.state.layers,
+            self.state.ids,
+            self.dns(),
+        );
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
         let back = {
             let reattach = self.reattach();

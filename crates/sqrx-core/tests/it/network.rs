@@ -125,11 +125,96 @@ impl Drop for Servers {
     }
 }
 
+/// A DNS authority for `*.test` names, answering until dropped: `allowed.test` and
+/// `api.svc.test` are 10.1.0.1, `other.test` 10.2.0.1, `alias.test` a CNAME of
+/// `allowed.test`; anything else NXDOMAIN.
+struct Authority {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Authority {
+    fn start(ns: &Netns, addr: SocketAddr) -> Self {
+        use hickory_proto::op::{Message, ResponseCode};
+        use hickory_proto::rr::rdata::{A, CNAME};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let sock =
+            sqrx_core::sys::netns::run_in(ns.fd().as_fd(), move || std::net::UdpSocket::bind(addr))
+                .expect("bind the test DNS authority");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(query) = q.queries.first().cloned() else {
+                    continue;
+                };
+                let name = query.name.to_ascii().trim_end_matches('.').to_lowercase();
+                let a = |n: &str, ip: [u8; 4]| {
+                    Record::from_rdata(
+                        Name::from_ascii(n).expect("name"),
+                        60,
+                        RData::A(A(Ipv4Addr::from(ip))),
+                    )
+                };
+                let answers: Option<Vec<Record>> = match name.as_str() {
+                    "allowed.test" | "api.svc.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
+                    "other.test" => Some(vec![a(&name, [10, 2, 0, 1])]),
+                    "alias.test" => Some(vec![
+                        Record::from_rdata(
+                            Name::from_ascii("alias.test").expect("name"),
+                            60,
+                            RData::CNAME(CNAME(Name::from_ascii("allowed.test").expect("name"))),
+                        ),
+                        a("allowed.test", [10, 1, 0, 1]),
+                    ]),
+                    _ => None,
+                };
+                let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+                r.metadata.recursion_desired = q.metadata.recursion_desired;
+                r.add_query(query.clone());
+                match answers {
+                    Some(records) if query.query_type == RecordType::A => {
+                        r.add_answers(records);
+                    }
+                    Some(_) => {}
+                    None => r.metadata.response_code = ResponseCode::NXDomain,
+                }
+                if let Ok(bytes) = r.to_vec() {
+                    let _ = sock.send_to(&bytes, from);
+                }
+            }
+        });
+        Authority {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Authority {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The test internet and a runtime whose sandboxes route through it. Field order is drop
 /// order: sandboxes' runtime first, then servers, then the namespaces.
 struct Bed {
     t: TestRuntime,
     _servers: Servers,
+    _dns: Authority,
     rt_ns: Netns,
     _inet: Netns,
 }
@@ -151,6 +236,8 @@ impl Bed {
         inet.ip(&["link", "set", "sqrxup1", "up"]);
         inet.ip(&["addr", "add", "10.1.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.2.0.1/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.3.0.53/32", "dev", "lo"]);
+        let dns = Authority::start(&inet, SocketAddr::from(([10, 3, 0, 53], 53)));
         let sa = |a: [u8; 4], p: u16| SocketAddr::from((Ipv4Addr::from(a), p));
         let servers = Servers::start(
             &inet,
@@ -164,12 +251,14 @@ impl Bed {
             c.network = NetworkConfig {
                 netns: Some(rt_ns.path().into()),
                 uplink: Some(UPLINK.into()),
+                dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
                 ..NetworkConfig::default()
             };
         });
         Bed {
             t,
             _servers: servers,
+            _dns: dns,
             rt_ns,
             _inet: inet,
         }
@@ -360,6 +449,7 @@ fn a_policy_changes_live_and_destroy_leaves_nothing() {
         c.network = NetworkConfig {
             netns: Some(bed.rt_ns.path().into()),
             uplink: Some(UPLINK.into()),
+            dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
             ..NetworkConfig::default()
         };
         c
@@ -426,4 +516,79 @@ fn a_hundred_networked_sandboxes_start_at_once_with_unique_addresses() {
     });
     assert!(bed.sandbox_links().is_empty());
     assert_eq!(bed.ruleset().matches("chain sb_").count(), 0);
+}
+
+/// Resolve `name` from inside (busybox's own DNS client, through the sandbox's resolv.conf,
+/// or through `server`); the addresses answered.
+fn resolve(sb: &Sandbox, name: &str, server: Option<&str>) -> Vec<Ipv4Addr> {
+    let r = sh(
+        sb,
+        &format!(
+            "busybox nslookup -type=a {name} {} 2>&1",
+            server.unwrap_or("")
+        ),
+    );
+    let text = r.stdout_text();
+    // Skip the server's own address line(s): answers follow the "Name:" line.
+    text.split("Name:")
+        .skip(1)
+        .flat_map(|part| {
+            part.lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn names_resolve_and_open_only_what_the_policy_allows() {
+    if !privileged("network_names") {
+        return;
+    }
+    let bed = Bed::new();
+    let mut sb = bed.create(
+        "net-names",
+        NetworkPolicy::allow(&["allowed.test", "*.svc.test", "alias.test"]).expect("policy"),
+    );
+    let resolv = crate::sandbox::out(&sb, "cat /etc/resolv.conf");
+    let gateway = sb.network_info().expect("link").gateway;
+    assert_eq!(resolv.trim(), format!("nameserver {gateway}"));
+    // An allowed address stays closed until the sandbox resolves a name that leads to it.
+    assert!(!reaches(&sb, "http://10.1.0.1:8080/"));
+    assert_eq!(
+        resolve(&sb, "allowed.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    assert!(reaches(&sb, "http://10.1.0.1:8080/"));
+    assert!(reaches(&sb, "http://10.1.0.1:8081/"));
+    assert_eq!(
+        resolve(&sb, "api.svc.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    assert_eq!(
+        resolve(&sb, "alias.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    // Other names are NXDOMAIN, and their addresses stay closed.
+    assert!(resolve(&sb, "other.test", None).is_empty());
+    assert!(resolve(&sb, "svc.test", None).is_empty());
+    assert!(!reaches(&sb, "http://10.2.0.1:8080/"));
+    // Asking another resolver directly changes nothing: every DNS query goes to sqrx's.
+    assert!(resolve(&sb, "other.test", Some("10.3.0.53")).is_empty());
+    assert!(resolve(&sb, "other.test", Some("10.2.0.1")).is_empty());
+    assert!(!reaches(&sb, "http://10.2.0.1:8080/"));
+
+    // A policy change empties what earlier answers opened.
+    sb.set_network(NetworkPolicy::allow(&["other.test"]).expect("policy"))
+        .expect("set_network");
+    assert!(!reaches(&sb, "http://10.1.0.1:8080/"));
+    assert!(resolve(&sb, "allowed.test", None).is_empty());
+    assert_eq!(
+        resolve(&sb, "other.test", None),
+        [Ipv4Addr::new(10, 2, 0, 1)]
+    );
+    assert!(reaches(&sb, "http://10.2.0.1:8080/"));
+    sb.destroy().expect("destroy");
+    assert_eq!(bed.ruleset().matches("sb_").count(), 0, "{}", bed.ruleset());
 }
