@@ -112,7 +112,7 @@ pub(crate) struct Network {
     netns: OnceLock<Option<OwnedFd>>,
     /// The resolver port the table was last rebuilt for (rebuilt once per runtime object,
     /// and again when the resolver had to be restarted).
-    ready: Mutex<Option<u16>>,
+    ready: Mutex<Option<nft::DaemonPorts>>,
     /// Where the resolver keeps its lock, port and log.
     dir: PathBuf,
     /// The runtime's sandboxes (the resolver reads their policies).
@@ -137,6 +137,7 @@ impl Network {
                 name: format!("sqrx_{tag}"),
                 prefix: format!("sq{tag}"),
                 pool,
+                proxy: Default::default(),
             },
             pool,
             slots: crate::sandbox::ids::Slots::new(
@@ -245,7 +246,7 @@ impl Network {
                     "no DNS upstream: set network.dns_upstream or a nameserver in /etc/resolv.conf",
                 )
             })?;
-        let port = resolver::ensure_running(
+        let ports = resolver::ensure_running(
             &resolver::ResolverConfig {
                 sandboxes_dir: self.sandboxes_dir.clone(),
                 dir: self.dir.clone(),
@@ -257,7 +258,7 @@ impl Network {
             },
             program,
         )?;
-        if *ready == Some(port) {
+        if *ready == Some(ports) {
             return Ok(());
         }
         if let Some(uplink) = &self.config.uplink {
@@ -282,8 +283,8 @@ impl Network {
                 policy,
             })
             .collect();
-        self.with_host(|nl| self.table.rebuild(nl, &rules, Some(port)), false)?;
-        *ready = Some(port);
+        self.with_host(|nl| self.table.rebuild(nl, &rules, Some(ports)), false)?;
+        *ready = Some(ports);
         Ok(())
     }
 

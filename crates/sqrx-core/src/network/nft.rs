@@ -104,6 +104,14 @@ const IPPROTO_UDP: u8 = 17;
 // ct state bits: established and related.
 const CT_ESTABLISHED_RELATED: u32 = 0b110;
 
+/// Whether `addr` is refused to every sandbox (see [`ALWAYS_REFUSED`]) or in `pool`.
+pub(crate) fn refused(addr: Ipv4Addr, pool: (Ipv4Addr, u8)) -> bool {
+    ALWAYS_REFUSED
+        .iter()
+        .chain(std::iter::once(&pool))
+        .any(|(net, prefix)| u32::from(addr) & mask(*prefix) == u32::from(*net))
+}
+
 /// Destinations refused to every sandbox whatever its policy: "this" network, loopback,
 /// link-local (cloud metadata services live at 169.254.169.254), multicast and reserved.
 /// The sandbox pool (other sandboxes) is added by the caller; the host's own addresses are
@@ -296,7 +304,7 @@ const SADDR: u32 = 12;
 const DADDR: u32 = 16;
 
 /// Names of the runtime's objects.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Table {
     /// `sqrx_<tag>`.
     pub name: String,
@@ -304,6 +312,8 @@ pub(crate) struct Table {
     pub prefix: String,
     /// The address pool, refused as a destination and masqueraded as a source.
     pub pool: (Ipv4Addr, u8),
+    /// The proxy's port once the daemon runs (0 before).
+    pub proxy: std::sync::atomic::AtomicU16,
 }
 
 /// The names set of a sandbox's chain for rules with `port` (`None`: every port).
@@ -333,6 +343,22 @@ fn name_ports(policy: &NetworkPolicy) -> Vec<Option<u16>> {
 }
 
 const SANDBOXES: &str = "sandboxes";
+/// The verdict map of the nat side: a sandbox's interface to its `sbn_` chain.
+const SANDBOXES_NAT: &str = "sandboxes_nat";
+
+/// The runtime's daemon ports (DNS resolver, name-checking proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DaemonPorts {
+    /// UDP: the resolver.
+    pub dns: u16,
+    /// TCP: the proxy that checks TLS SNI and HTTP Host.
+    pub proxy: u16,
+}
+
+/// The nat chain of a sandbox chain.
+fn nat_chain(chain: &str) -> String {
+    chain.replacen("sb_", "sbn_", 1)
+}
 
 /// One sandbox's place in the table.
 #[derive(Debug, Clone)]
@@ -455,18 +481,18 @@ impl Batch {
         );
     }
 
-    fn vmap(&mut self) {
+    fn vmap(&mut self, name: &str, id: u32) {
         self.push(
             NfTablesMessage::NewSet(SetMessage {
                 attributes: vec![
                     SetAttribute::Table(self.table.clone()),
-                    SetAttribute::Name(SANDBOXES.to_string()),
+                    SetAttribute::Name(name.to_string()),
                     SetAttribute::Flags(SetFlags::Map),
                     SetAttribute::KeyType(TYPE_IFNAME),
                     SetAttribute::KeyLen(IFNAMSIZ as u32),
                     SetAttribute::DataType(NFT_DATA_VERDICT),
                     SetAttribute::DataLen(0),
-                    SetAttribute::Id(1),
+                    SetAttribute::Id(id),
                 ],
             }),
             NLM_F_CREATE,
@@ -537,7 +563,7 @@ impl Batch {
         );
     }
 
-    fn element(&mut self, host_name: &str, chain: Option<&str>) {
+    fn element(&mut self, map: &str, host_name: &str, chain: Option<&str>) {
         let mut element = vec![SetElementAttribute::Key(DataAttribute::Value(ifname_key(
             host_name,
         )))];
@@ -550,7 +576,7 @@ impl Batch {
         let body = SetElementMessage {
             attributes: vec![
                 SetElementList::Table(self.table.clone()),
-                SetElementList::Set(SANDBOXES.to_string()),
+                SetElementList::Set(map.to_string()),
                 SetElementList::Elements(vec![ListAttribute::Element(element)]),
             ],
         };
@@ -574,8 +600,12 @@ impl Table {
         &self,
         nl: &mut Netlink,
         sandboxes: &[SandboxRules<'_>],
-        resolver_port: Option<u16>,
+        ports: Option<DaemonPorts>,
     ) -> io::Result<()> {
+        if let Some(p) = ports {
+            self.proxy
+                .store(p.proxy, std::sync::atomic::Ordering::Relaxed);
+        }
         // Deleting a table that does not exist fails the batch: make sure it exists first.
         let mut ensure = Batch::new(&self.name);
         ensure.table();
@@ -593,15 +623,16 @@ impl Table {
             "prerouting",
             Some(("nat", InetHookNumber::PreRouting, -100)),
         );
-        b.vmap();
+        b.vmap(SANDBOXES, 1);
+        b.vmap(SANDBOXES_NAT, 2);
         for s in sandboxes {
             self.sandbox_into(&mut b, s, false);
         }
-        self.base_rules(&mut b, resolver_port);
+        self.base_rules(&mut b, ports);
         b.send(nl)
     }
 
-    fn base_rules(&self, b: &mut Batch, resolver_port: Option<u16>) {
+    fn base_rules(&self, b: &mut Batch, ports: Option<DaemonPorts>) {
         let from = || ifname_prefix(NFT_META_IIFNAME, &self.prefix);
         let to = || ifname_prefix(NFT_META_OIFNAME, &self.prefix);
         let mut r = from();
@@ -633,7 +664,7 @@ impl Table {
         let mut r = to();
         r.push(verdict(NF_DROP));
         b.rule("forward", r);
-        if let Some(port) = resolver_port {
+        if let Some(DaemonPorts { dns: port, proxy }) = ports {
             // Every DNS query a sandbox sends, to whatever address, goes to the runtime's
             // resolver, which answers under the sandbox's policy.
             let mut r = from();
@@ -645,6 +676,19 @@ impl Table {
             ]);
             r.extend(redirect_to(port));
             b.rule("prerouting", r);
+            b.rule(
+                "prerouting",
+                vec![meta(NFT_META_IIFNAME), vmap_lookup(SANDBOXES_NAT)],
+            );
+            let mut r = from();
+            r.extend([
+                meta(NFT_META_L4PROTO),
+                cmp(NFT_CMP_EQ, &[IPPROTO_TCP]),
+                payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                cmp(NFT_CMP_EQ, &proxy.to_be_bytes()),
+                verdict(NF_ACCEPT),
+            ]);
+            b.rule("input", r);
             let mut r = from();
             r.extend([
                 meta(NFT_META_L4PROTO),
@@ -724,7 +768,35 @@ impl Table {
                 b.rule(&s.chain, vec![verdict(NF_DROP)]);
             }
         }
-        b.element(&s.host_name, Some(&s.chain));
+        b.element(SANDBOXES, &s.host_name, Some(&s.chain));
+        // The nat side: connections to HTTP and HTTPS ports of addresses opened by names go
+        // to the proxy, which checks the name the client asks for (TLS SNI, HTTP Host).
+        let nat = nat_chain(&s.chain);
+        b.chain(&nat, None);
+        if replace {
+            b.flush(&nat);
+        }
+        let proxy = self.proxy.load(std::sync::atomic::Ordering::Relaxed);
+        if proxy != 0 && matches!(s.policy, NetworkPolicy::List { .. }) {
+            for port in &ports {
+                for dport in [80u16, 443] {
+                    if port.is_some_and(|p| p != dport) {
+                        continue;
+                    }
+                    let mut r = vec![
+                        meta(NFT_META_L4PROTO),
+                        cmp(NFT_CMP_EQ, &[IPPROTO_TCP]),
+                        payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                        cmp(NFT_CMP_EQ, &dport.to_be_bytes()),
+                        payload(NFT_PAYLOAD_NETWORK_HEADER, DADDR, 4),
+                        set_lookup(&names_set(&s.chain, *port)),
+                    ];
+                    r.extend(redirect_to(proxy));
+                    b.rule(&nat, r);
+                }
+            }
+        }
+        b.element(SANDBOXES_NAT, &s.host_name, Some(&nat));
     }
 
     /// Add a sandbox, or replace its policy and delete the names sets it no longer uses
@@ -774,9 +846,12 @@ impl Table {
             .map(|p| names_set(chain, p))
             .collect();
         let mut b = Batch::new(&self.name);
-        b.element(host_name, None);
+        b.element(SANDBOXES, host_name, None);
+        b.element(SANDBOXES_NAT, host_name, None);
         b.flush(chain);
         b.delete_chain(chain);
+        b.flush(&nat_chain(chain));
+        b.delete_chain(&nat_chain(chain));
         for set in &sets {
             b.delete_set(set);
         }
@@ -785,7 +860,14 @@ impl Table {
                 // Some part was gone already (a crash mid-removal): remove what is left, one
                 // object at a time.
                 let mut b = Batch::new(&self.name);
-                b.element(host_name, None);
+                b.element(SANDBOXES, host_name, None);
+                let _ = b.send(nl);
+                let mut b = Batch::new(&self.name);
+                b.element(SANDBOXES_NAT, host_name, None);
+                let _ = b.send(nl);
+                let mut b = Batch::new(&self.name);
+                b.flush(&nat_chain(chain));
+                b.delete_chain(&nat_chain(chain));
                 let _ = b.send(nl);
                 let mut b = Batch::new(&self.name);
                 b.flush(chain);
@@ -850,6 +932,7 @@ mod tests {
             name: "sqrx_test".into(),
             prefix: "sqtest".into(),
             pool: (Ipv4Addr::new(100, 64, 0, 0), 10),
+            proxy: Default::default(),
         };
         let policies: Vec<NetworkPolicy> = vec![
             NetworkPolicy::All,
@@ -860,7 +943,14 @@ mod tests {
         ];
         crate::sys::netns::run_in(ns.as_fd(), || {
             let mut nl = Netlink::netfilter()?;
-            table.rebuild(&mut nl, &[], Some(5353))?;
+            table.rebuild(
+                &mut nl,
+                &[],
+                Some(DaemonPorts {
+                    dns: 5353,
+                    proxy: 8443,
+                }),
+            )?;
             let mut old = NetworkPolicy::None;
             for p in &policies {
                 let s = SandboxRules {

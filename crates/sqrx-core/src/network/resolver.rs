@@ -6,6 +6,13 @@
 //! names set for the rules that allowed the name, so the sandbox can connect to them. Other
 //! names get NXDOMAIN and are logged; AAAA queries get an empty answer (IPv6 is off inside).
 //!
+//! The same process is the proxy that makes a shared address open only the names allowed:
+//! a sandbox's TCP connections to ports 80 and 443 of addresses its names sets hold are
+//! redirected to it (nftables), it reads the name the client asks for (TLS SNI from the
+//! ClientHello, the HTTP `Host` header), and connects on only if the policy allows that name
+//! and that name resolved to that address for that sandbox; other protocols and ports are
+//! checked by address only.
+//!
 //! The process holds an exclusive lock on `<data>/network/resolver.lock` for its life (so
 //! at most one runs per data directory), writes its port to `resolver.port` next to it, and
 //! exits once no sandbox of the data directory has a network.
@@ -22,7 +29,7 @@ use hickory_proto::rr::{RData, RecordType};
 use serde::{Deserialize, Serialize};
 
 use super::netlink::Netlink;
-use super::nft::Table;
+use super::nft::{DaemonPorts, Table};
 use super::policy::{Destination, NetRule, NetworkPolicy};
 
 /// Set in the environment of the init program to run it as the resolver.
@@ -93,18 +100,26 @@ fn running(dir: &Path) -> bool {
     }
 }
 
-/// The port of the runtime's resolver, started with `program` if none runs.
+fn parse_ports(text: &str) -> Option<DaemonPorts> {
+    let mut it = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+    Some(DaemonPorts {
+        dns: it.next()??,
+        proxy: it.next()??,
+    })
+}
+
+/// The ports of the runtime's daemon, started with `program` if none runs.
 pub(crate) fn ensure_running(
     config: &ResolverConfig,
     program: &(PathBuf, bool),
-) -> std::io::Result<u16> {
+) -> std::io::Result<DaemonPorts> {
     std::fs::create_dir_all(&config.dir)?;
     if running(&config.dir)
-        && let Some(port) = std::fs::read_to_string(port_path(&config.dir))
+        && let Some(ports) = std::fs::read_to_string(port_path(&config.dir))
             .ok()
-            .and_then(|p| p.trim().parse().ok())
+            .and_then(|p| parse_ports(&p))
     {
-        return Ok(port);
+        return Ok(ports);
     }
     let log = crate::paths::create_private(&config.dir.join("resolver.log"))?;
     let mut cmd = std::process::Command::new(&program.0);
@@ -136,7 +151,7 @@ pub(crate) fn ensure_running(
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    line.trim().parse().map_err(|_| {
+    parse_ports(&line).ok_or_else(|| {
         std::io::Error::other(format!(
             "the resolver did not start (see {}): {line:?}",
             config.dir.join("resolver.log").display()
@@ -157,6 +172,9 @@ pub fn run_if_resolver() {
     }
 }
 
+/// Names answered per (sandbox slot, address), each with when it stops counting.
+type Resolved = HashMap<(u32, Ipv4Addr), Vec<(String, Instant)>>;
+
 /// A sandbox as the resolver sees it.
 #[derive(Clone)]
 struct Client {
@@ -170,6 +188,8 @@ struct Shared {
     /// When the policies were read, the generation they were read at, and the clients.
     clients: Mutex<(Instant, String, HashMap<u32, Client>)>,
     buckets: Mutex<HashMap<u32, (f64, Instant)>>,
+    /// Names answered per (sandbox slot, address), with when the answer stops counting.
+    resolved: Mutex<Resolved>,
 }
 
 fn serve() -> std::io::Result<()> {
@@ -191,8 +211,10 @@ fn serve() -> std::io::Result<()> {
     }
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     let port = sock.local_addr()?.port();
-    std::fs::write(port_path(&config.dir), format!("{port}\n"))?;
-    println!("{port}");
+    let listener = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    let proxy_port = listener.local_addr()?.port();
+    std::fs::write(port_path(&config.dir), format!("{port} {proxy_port}\n"))?;
+    println!("{port} {proxy_port}");
     std::io::stdout().flush()?;
     // Nothing of the caller's stays open: stdout was its pipe.
     if let Ok(null) = std::fs::File::open("/dev/null") {
@@ -203,8 +225,10 @@ fn serve() -> std::io::Result<()> {
             name: config.table.clone(),
             prefix: config.prefix.clone(),
             pool: config.pool,
+            proxy: Default::default(),
         },
         config,
+        resolved: Mutex::new(HashMap::new()),
         clients: Mutex::new((
             Instant::now() - Duration::from_secs(60),
             String::new(),
@@ -212,6 +236,19 @@ fn serve() -> std::io::Result<()> {
         )),
         buckets: Mutex::new(HashMap::new()),
     });
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = shared.proxy(conn) {
+                        eprintln!("sqrx proxy: {e}");
+                    }
+                });
+            }
+        });
+    }
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     let sock = Arc::new(sock);
     let mut buf = [0u8; 1500];
@@ -241,6 +278,66 @@ fn serve() -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What the first bytes of a connection say about the name it is for.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Name(String),
+    /// Not TLS with SNI, not HTTP with a Host header.
+    Nameless,
+    /// Not enough bytes yet.
+    More,
+}
+
+/// The TLS SNI or the HTTP `Host` (without port) of a connection's first bytes.
+fn requested_name(buf: &[u8]) -> Wanted {
+    if buf.first() == Some(&0x16) {
+        use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+        return match tls_parser::parse_tls_plaintext(buf) {
+            Ok((_, record)) => {
+                for msg in record.msg {
+                    if let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)) = msg
+                        && let Some(ext) = hello.ext
+                        && let Ok((_, exts)) = tls_parser::parse_tls_extensions(ext)
+                    {
+                        for e in exts {
+                            if let TlsExtension::SNI(names) = e
+                                && let Some((_, n)) = names.first()
+                                && let Ok(n) = std::str::from_utf8(n)
+                            {
+                                return Wanted::Name(n.trim_end_matches('.').to_ascii_lowercase());
+                            }
+                        }
+                    }
+                }
+                Wanted::Nameless
+            }
+            Err(tls_parser::nom::Err::Incomplete(_)) => Wanted::More,
+            Err(_) => Wanted::Nameless,
+        };
+    }
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Wanted::More;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    head.lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("host").then(|| {
+                let v = v.trim();
+                let host = v.rsplit_once(':').map_or(v, |(h, p)| {
+                    if p.bytes().all(|b| b.is_ascii_digit()) {
+                        h
+                    } else {
+                        v
+                    }
+                });
+                Wanted::Name(host.trim_end_matches('.').to_ascii_lowercase())
+            })
+        })
+        .unwrap_or(Wanted::Nameless)
 }
 
 /// Does `rule` name `name`?
@@ -375,8 +472,30 @@ impl Shared {
         let mut ttl = u32::MAX;
         for r in &parsed.answers {
             if let RData::A(a) = &r.data {
+                // An allowed name pointing at the host, another sandbox or a metadata
+                // service (DNS rebinding) opens nothing.
+                if super::nft::refused(a.0, self.config.pool) {
+                    eprintln!(
+                        "sqrx resolver: sandbox slot {slot}: {name} answered {}: refused",
+                        a.0
+                    );
+                    continue;
+                }
                 addrs.push(a.0);
                 ttl = ttl.min(r.ttl);
+            }
+        }
+        if !addrs.is_empty() {
+            let until = Instant::now() + Duration::from_secs(u64::from(ttl)).max(MIN_ALLOW);
+            let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            resolved.retain(|_, names| {
+                names.retain(|(_, t)| *t > Instant::now());
+                !names.is_empty()
+            });
+            for a in &addrs {
+                let names = resolved.entry((slot, *a)).or_default();
+                names.retain(|(n, _)| *n != name);
+                names.push((name.clone(), until));
             }
         }
         if !addrs.is_empty() && !ports.is_empty() {
@@ -394,6 +513,75 @@ impl Shared {
             }
         }
         Some(answer)
+    }
+
+    /// Did `name` resolve to `addr` for the sandbox in `slot` (and not expire)?
+    fn resolved_to(&self, slot: u32, addr: Ipv4Addr, name: &str) -> bool {
+        let resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        resolved
+            .get(&(slot, addr))
+            .is_some_and(|names| names.iter().any(|(n, t)| n == name && *t > Instant::now()))
+    }
+
+    /// Serve one redirected connection: read the name the client asks for, check it, and
+    /// relay to the original destination.
+    fn proxy(&self, mut client: std::net::TcpStream) -> std::io::Result<()> {
+        use std::io::Read;
+        let std::net::SocketAddr::V4(peer) = client.peer_addr()? else {
+            return Ok(());
+        };
+        let Some((slot, sandbox)) = self.client(*peer.ip()) else {
+            return Ok(());
+        };
+        let dst = crate::sys::netns::original_destination(&client)?;
+        client.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = Vec::with_capacity(4096);
+        let mut chunk = [0u8; 4096];
+        let name = loop {
+            let n = client.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match requested_name(&buf) {
+                Wanted::Name(name) => break Some(name),
+                Wanted::Nameless => break None,
+                Wanted::More if buf.len() < 16 * 1024 => continue,
+                Wanted::More => break None,
+            }
+        };
+        let allowed = name.as_deref().is_some_and(|n| {
+            allowed_ports(&sandbox.policy, n)
+                .is_some_and(|ports| ports.iter().any(|p| p.is_none_or(|p| p == dst.port())))
+                && self.resolved_to(slot, *dst.ip(), n)
+        });
+        if !allowed {
+            eprintln!(
+                "sqrx proxy: sandbox slot {slot}: refused {} for {dst}",
+                name.as_deref().unwrap_or("a connection without a name")
+            );
+            if buf.first() != Some(&0x16) {
+                let _ = client.write_all(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            return Ok(());
+        }
+        client.set_read_timeout(None)?;
+        let mut upstream = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::V4(dst),
+            Duration::from_secs(10),
+        )?;
+        upstream.write_all(&buf)?;
+        let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+        let up = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut u2);
+            let _ = u2.shutdown(std::net::Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut upstream, &mut client);
+        let _ = client.shutdown(std::net::Shutdown::Write);
+        let _ = up.join();
+        Ok(())
     }
 
     /// Ask the upstream resolver.
@@ -440,5 +628,50 @@ mod tests {
             Some(vec![])
         );
         assert_eq!(allowed_ports(&NetworkPolicy::None, "pypi.org"), None);
+    }
+
+    #[test]
+    fn the_name_a_connection_asks_for_is_read_from_http_and_tls() {
+        assert_eq!(
+            requested_name(b"GET / HTTP/1.1\r\nHost: PyPI.org:8080\r\nAccept: */*\r\n\r\n"),
+            Wanted::Name("pypi.org".into())
+        );
+        assert_eq!(
+            requested_name(b"GET / HTTP/1.1\r\nHost: pypi.org"),
+            Wanted::More
+        );
+        assert_eq!(requested_name(b"GET / HTTP/1.0\r\n\r\n"), Wanted::Nameless);
+        let hello = client_hello("files.pythonhosted.org");
+        assert_eq!(
+            requested_name(&hello),
+            Wanted::Name("files.pythonhosted.org".into())
+        );
+        assert_eq!(requested_name(&hello[..20]), Wanted::More);
+    }
+
+    /// A minimal TLS 1.2 ClientHello carrying `sni`.
+    pub(crate) fn client_hello(sni: &str) -> Vec<u8> {
+        let name = sni.as_bytes();
+        let mut sni_ext = Vec::new();
+        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        let mut exts = vec![0, 0];
+        exts.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+        exts.extend_from_slice(&sni_ext);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
     }
 }

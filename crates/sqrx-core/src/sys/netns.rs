@@ -36,6 +36,33 @@ pub fn unshare_net() -> io::Result<()> {
     Ok(())
 }
 
+/// The destination a connection had before an nftables `redirect` sent it to this socket
+/// (`SO_ORIGINAL_DST`, IPv4).
+pub fn original_destination(sock: &impl AsRawFd) -> io::Result<std::net::SocketAddrV4> {
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `addr`, which is that large, and
+    // updates `len`; the descriptor is borrowed for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_IP,
+            SO_ORIGINAL_DST,
+            (&mut addr as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+        u16::from_be(addr.sin_port),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

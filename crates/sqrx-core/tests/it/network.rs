@@ -35,7 +35,9 @@ fn ip(args: &[&str]) {
 
 impl Netns {
     fn new(tag: &str) -> Self {
-        let name = format!("sqrxt-{}-{tag}", std::process::id());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("sqrxt-{}-{n}-{tag}", std::process::id());
         ip(&["netns", "add", &name]);
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -168,6 +170,10 @@ impl Authority {
                 let answers: Option<Vec<Record>> = match name.as_str() {
                     "allowed.test" | "api.svc.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
                     "other.test" => Some(vec![a(&name, [10, 2, 0, 1])]),
+                    // Shares allowed.test's address (two virtual hosts, one server).
+                    "blocked.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
+                    // An allowed name pointing at a metadata address (DNS rebinding).
+                    "rebind.test" => Some(vec![a(&name, [169, 254, 169, 254])]),
                     "alias.test" => Some(vec![
                         Record::from_rdata(
                             Name::from_ascii("alias.test").expect("name"),
@@ -244,6 +250,8 @@ impl Bed {
             &[
                 sa([10, 1, 0, 1], 8080),
                 sa([10, 1, 0, 1], 8081),
+                sa([10, 1, 0, 1], 80),
+                sa([10, 1, 0, 1], 443),
                 sa([10, 2, 0, 1], 8080),
             ],
         );
@@ -591,4 +599,80 @@ fn names_resolve_and_open_only_what_the_policy_allows() {
     assert!(reaches(&sb, "http://10.2.0.1:8080/"));
     sb.destroy().expect("destroy");
     assert_eq!(bed.ruleset().matches("sb_").count(), 0, "{}", bed.ruleset());
+}
+
+/// A minimal TLS 1.2 ClientHello carrying `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut sni_ext = Vec::new();
+    sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let mut exts = vec![0, 0];
+    exts.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
+    exts.extend_from_slice(&sni_ext);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// Send a request for `host` (HTTP Host header, or TLS SNI on port 443) to `ip:port` from
+/// inside; whether the server answered.
+fn asks_for(sb: &Sandbox, ip: &str, port: u16, host: &str) -> bool {
+    let request = if port == 443 {
+        client_hello(host)
+    } else {
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let file = format!("/tmp/request-{host}-{port}");
+    sb.write_file(&file, &request, 0o644)
+        .expect("write request");
+    let r = sh(sb, &format!("busybox nc -w 2 {ip} {port} < {file} 2>&1"));
+    r.stdout_text().contains("hello")
+}
+
+#[test]
+fn an_address_shared_by_an_allowed_and_a_refused_name_serves_only_the_allowed_one() {
+    if !privileged("network_shared_address") {
+        return;
+    }
+    let bed = Bed::new();
+    let names = bed.create(
+        "net-shared",
+        NetworkPolicy::allow(&["allowed.test", "rebind.test"]).expect("policy"),
+    );
+    assert_eq!(
+        resolve(&names, "allowed.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    assert!(resolve(&names, "blocked.test", None).is_empty());
+    // Same address, two names: only the allowed one is served, over HTTP and TLS.
+    assert!(asks_for(&names, "10.1.0.1", 80, "allowed.test"));
+    assert!(!asks_for(&names, "10.1.0.1", 80, "blocked.test"));
+    assert!(asks_for(&names, "10.1.0.1", 443, "allowed.test"));
+    assert!(!asks_for(&names, "10.1.0.1", 443, "blocked.test"));
+    assert!(!asks_for(&names, "10.1.0.1", 443, "10.1.0.1"));
+    // An allowed name whose answer is a metadata address opens nothing.
+    resolve(&names, "rebind.test", None);
+    assert!(!reaches(&names, "http://169.254.169.254:80/"));
+    // Other ports of the address are checked by address only (docs/network.md says so).
+    assert!(reaches(&names, "http://10.1.0.1:8080/"));
+
+    // A CIDR rule is about addresses: no name check there.
+    let cidr = bed.create(
+        "net-shared-cidr",
+        NetworkPolicy::allow(&["10.1.0.0/16"]).expect("policy"),
+    );
+    assert!(asks_for(&cidr, "10.1.0.1", 80, "blocked.test"));
 }
