@@ -14,6 +14,8 @@ APT_PACKAGES=(
   curl             # examples/curl/session.sh (run by the server tests)
   wrk              # benches/server, benches/proxy: HTTP load generator
   nginx            # benches/proxy: the reverse proxy peer (never started as a service)
+  iproute2         # `ip netns`: the network tests build their own test internet
+  nftables         # `nft list ruleset`: the network tests read what sqrx installed (sqrx uses netlink)
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
