@@ -8,6 +8,11 @@
 //! rotated order, so that a machine whose speed drifts during the run weighs on all of them
 //! alike. Also 10 exec round trips per variant and round in a long-lived sandbox. Prints each
 //! variant's p50/p99 and the median of the per-round differences.
+//!
+//! `--network N`: create + first exec with a network against without one and against the
+//! `ip`-based way, N interleaved rounds (see `network.rs`).
+
+mod network;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -263,6 +268,17 @@ fn run() -> Result<(), String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--compare N")?;
                 return compare(rounds);
+            }
+            "--network" => {
+                let rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--network N")?;
+                let work = tempfile::Builder::new()
+                    .prefix("sqrx-bench-net-")
+                    .tempdir()
+                    .map_err(|e| e.to_string())?;
+                return network::compare_network(rounds, work.path());
             }
             other => return Err(format!("unknown argument {other}")),
         }

@@ -639,7 +639,8 @@ impl Table {
         r.extend([meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV6])]);
         r.push(verdict(NF_DROP));
         b.rule("forward", r);
-        for (net, prefix) in ALWAYS_REFUSED.iter().chain(std::iter::once(&self.pool)) {
+        let refused = ALWAYS_REFUSED.iter().chain(std::iter::once(&self.pool));
+        for (net, prefix) in refused.filter(|_| !crate::weaken::off("net-refused")) {
             let mut r = from();
             r.extend([meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV4])]);
             r.extend(ip_in(DADDR, *net, *prefix, NFT_CMP_EQ));
@@ -661,9 +662,11 @@ impl Table {
             verdict(NF_ACCEPT),
         ]);
         b.rule("forward", r);
-        let mut r = to();
-        r.push(verdict(NF_DROP));
-        b.rule("forward", r);
+        if !crate::weaken::off("net-refused") {
+            let mut r = to();
+            r.push(verdict(NF_DROP));
+            b.rule("forward", r);
+        }
         if let Some(DaemonPorts { dns: port, proxy }) = ports {
             // Every DNS query a sandbox sends, to whatever address, goes to the runtime's
             // resolver, which answers under the sandbox's policy.
@@ -675,7 +678,9 @@ impl Table {
                 cmp(NFT_CMP_EQ, &53u16.to_be_bytes()),
             ]);
             r.extend(redirect_to(port));
-            b.rule("prerouting", r);
+            if !crate::weaken::off("net-dns") {
+                b.rule("prerouting", r);
+            }
             b.rule(
                 "prerouting",
                 vec![meta(NFT_META_IIFNAME), vmap_lookup(SANDBOXES_NAT)],
@@ -699,9 +704,11 @@ impl Table {
             ]);
             b.rule("input", r);
         }
-        let mut r = from();
-        r.push(verdict(NF_DROP));
-        b.rule("input", r);
+        if !crate::weaken::off("net-input") {
+            let mut r = from();
+            r.push(verdict(NF_DROP));
+            b.rule("input", r);
+        }
         let mut r = vec![meta(NFT_META_NFPROTO), cmp(NFT_CMP_EQ, &[NFPROTO_IPV4])];
         r.extend(ip_in(SADDR, self.pool.0, self.pool.1, NFT_CMP_EQ));
         r.extend([
@@ -725,7 +732,9 @@ impl Table {
             let set = names_set(&s.chain, *port);
             b.names_set(&set);
             if replace {
-                b.flush_set(&set);
+                if !crate::weaken::off("net-flush") {
+                    b.flush_set(&set);
+                }
             }
         }
         let mut r = ip_in(SADDR, s.address, 32, NFT_CMP_NEQ);
@@ -777,7 +786,10 @@ impl Table {
             b.flush(&nat);
         }
         let proxy = self.proxy.load(std::sync::atomic::Ordering::Relaxed);
-        if proxy != 0 && matches!(s.policy, NetworkPolicy::List { .. }) {
+        if proxy != 0
+            && matches!(s.policy, NetworkPolicy::List { .. })
+            && !crate::weaken::off("net-proxy")
+        {
             for port in &ports {
                 for dport in [80u16, 443] {
                     if port.is_some_and(|p| p != dport) {

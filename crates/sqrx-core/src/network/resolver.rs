@@ -131,6 +131,10 @@ pub(crate) fn ensure_running(
     if program.1 {
         cmd.env(crate::init::INIT_ENV, "1");
     }
+    #[cfg(feature = "insecure-weaken")]
+    if let Some(w) = std::env::var_os("SQRX_WEAKEN") {
+        cmd.env("SQRX_WEAKEN", w);
+    }
     let mut child = cmd.spawn()?;
     let mut stdin = child
         .stdin
@@ -474,7 +478,7 @@ impl Shared {
             if let RData::A(a) = &r.data {
                 // An allowed name pointing at the host, another sandbox or a metadata
                 // service (DNS rebinding) opens nothing.
-                if super::nft::refused(a.0, self.config.pool) {
+                if super::nft::refused(a.0, self.config.pool) && !crate::weaken::off("net-rebind") {
                     eprintln!(
                         "sqrx resolver: sandbox slot {slot}: {name} answered {}: refused",
                         a.0

@@ -243,6 +243,8 @@ impl Bed {
         inet.ip(&["addr", "add", "10.1.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.2.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.3.0.53/32", "dev", "lo"]);
+        // A "metadata service" a sandbox must never reach.
+        inet.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
         let dns = Authority::start(&inet, SocketAddr::from(([10, 3, 0, 53], 53)));
         let sa = |a: [u8; 4], p: u16| SocketAddr::from((Ipv4Addr::from(a), p));
         let servers = Servers::start(
@@ -253,6 +255,8 @@ impl Bed {
                 sa([10, 1, 0, 1], 80),
                 sa([10, 1, 0, 1], 443),
                 sa([10, 2, 0, 1], 8080),
+                sa([169, 254, 169, 254], 80),
+                sa([169, 254, 169, 254], 8080),
             ],
         );
         let t = TestRuntime::with(|c| {
@@ -391,6 +395,10 @@ fn policies_allow_what_they_name_and_nothing_else() {
         ],
     );
     assert!(!reaches(&all, "http://10.200.0.2:9090/"));
+    assert!(!reaches(&all, "http://169.254.169.254:8080/"));
+    // The test internet ends at inet, which has no route out: no packet leaves the machine.
+    assert!(!bed._inet.run(&["ip", "route"]).contains("default"));
+    assert!(!reaches(&all, "http://192.0.2.1:80/"));
     assert!(!reaches(&all, &format!("http://{}:9091/", info.gateway)));
     let other = cidr.network_info().expect("a link").address;
     let listening = std::thread::scope(|s| {
@@ -665,7 +673,8 @@ fn an_address_shared_by_an_allowed_and_a_refused_name_serves_only_the_allowed_on
     assert!(!asks_for(&names, "10.1.0.1", 443, "10.1.0.1"));
     // An allowed name whose answer is a metadata address opens nothing.
     resolve(&names, "rebind.test", None);
-    assert!(!reaches(&names, "http://169.254.169.254:80/"));
+    assert!(!asks_for(&names, "169.254.169.254", 80, "rebind.test"));
+    assert!(!reaches(&names, "http://169.254.169.254:8080/"));
     // Other ports of the address are checked by address only (docs/network.md says so).
     assert!(reaches(&names, "http://10.1.0.1:8080/"));
 
