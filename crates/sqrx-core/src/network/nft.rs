@@ -731,10 +731,8 @@ impl Table {
         for port in &ports {
             let set = names_set(&s.chain, *port);
             b.names_set(&set);
-            if replace {
-                if !crate::weaken::off("net-flush") {
-                    b.flush_set(&set);
-                }
+            if replace && !crate::weaken::off("net-flush") {
+                b.flush_set(&set);
             }
         }
         let mut r = ip_in(SADDR, s.address, 32, NFT_CMP_NEQ);
