@@ -261,6 +261,20 @@ impl Network {
         if *ready == Some(ports) {
             return Ok(());
         }
+        // Another process of this runtime (a server, a CLI) may have built the table for
+        // these daemon ports already: keep it, with the addresses its names sets hold.
+        let _lock = self.table_lock()?;
+        let marker = self.dir.join("table.ports");
+        let expected = format!("{} {} {}\n", ports.dns, ports.proxy, self.table.name);
+        if std::fs::read_to_string(&marker).is_ok_and(|m| m == expected)
+            && self.with_host(|nl| self.table.exists(nl), false)?
+        {
+            self.table
+                .proxy
+                .store(ports.proxy, std::sync::atomic::Ordering::Relaxed);
+            *ready = Some(ports);
+            return Ok(());
+        }
         if let Some(uplink) = &self.config.uplink {
             self.host_sysctl(format!("/proc/sys/net/ipv4/conf/{uplink}/forwarding"))?;
         } else {
@@ -284,8 +298,32 @@ impl Network {
             })
             .collect();
         self.with_host(|nl| self.table.rebuild(nl, &rules, Some(ports)), false)?;
+        std::fs::write(&marker, expected)?;
         *ready = Some(ports);
         Ok(())
+    }
+
+    /// Held while the table changes: processes sharing the data directory take turns.
+    fn table_lock(&self) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+        std::fs::create_dir_all(&self.dir)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("table.lock"))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))
+    }
+
+    /// After a restart of the host side (a server, a reboot of the daemon): make sure the
+    /// daemon runs and the table holds every networked sandbox of `existing`.
+    pub fn recover(
+        &self,
+        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        program: &(PathBuf, bool),
+    ) -> Result<(), SandboxError> {
+        self.ensure_table(existing, program)
+            .map_err(|e| Self::failed("*", "cannot restore the runtime's network", e))
     }
 
     /// Take a slot in the pool for the sandbox whose directory is `owner`.
@@ -330,7 +368,8 @@ impl Network {
             policy,
         };
         // Rules first: the link never carries a packet its policy has not seen.
-        self.with_host(|nl| self.table.put_sandbox(nl, &rules, &[]), false)
+        self.table_lock()
+            .and_then(|_lock| self.with_host(|nl| self.table.put_sandbox(nl, &rules, &[]), false))
             .map_err(|e| Self::failed(id, "cannot install the sandbox's rules", e))?;
         let ns = sandbox_ns;
         self.with_host(
@@ -370,7 +409,10 @@ impl Network {
             address: info.address,
             policy,
         };
-        self.with_host(|nl| self.table.put_sandbox(nl, &rules, &stale), false)
+        self.table_lock()
+            .and_then(|_lock| {
+                self.with_host(|nl| self.table.put_sandbox(nl, &rules, &stale), false)
+            })
             .map_err(|e| Self::failed(id, "cannot change the sandbox's rules", e))
     }
 
@@ -400,10 +442,13 @@ impl Network {
             }
             let chain = Self::chain(slot);
             let name = info.host_interface;
-            if let Err(e) = self.with_host(
-                |nl| self.table.remove_sandbox(nl, &name, &chain, policy),
-                false,
-            ) {
+            let removed = self.table_lock().and_then(|_lock| {
+                self.with_host(
+                    |nl| self.table.remove_sandbox(nl, &name, &chain, policy),
+                    false,
+                )
+            });
+            if let Err(e) = removed {
                 tracing::warn!(sandbox = %id, error = %e, "cannot remove the sandbox's rules");
             }
             self.slots.release(slot.slot, owner);

@@ -809,6 +809,22 @@ impl Table {
         b.element(SANDBOXES_NAT, &s.host_name, Some(&nat));
     }
 
+    /// Does the table exist? (If it did not, it does now, empty.)
+    pub fn exists(&self, nl: &mut Netlink) -> io::Result<bool> {
+        let mut b = Batch::new(&self.name);
+        b.push(
+            NfTablesMessage::NewTable(TableMessage {
+                attributes: vec![TableAttribute::Name(self.name.clone())],
+            }),
+            NLM_F_CREATE | rtnetlink::packet_core::NLM_F_EXCL,
+        );
+        match b.send(nl) {
+            Ok(()) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Add a sandbox, or replace its policy and delete the names sets it no longer uses
     /// (atomically: no packet sees a half-made chain).
     pub fn put_sandbox(

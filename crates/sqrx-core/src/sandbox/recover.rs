@@ -48,6 +48,15 @@ impl Runtime {
             }
         }
         self.release_unclaimed_mounts();
+        let networked = self.networked_sandboxes();
+        if !networked.is_empty() {
+            let restored = self
+                .init_program()
+                .and_then(|program| self.inner.network.recover(&|| networked.clone(), &program));
+            if let Err(e) = restored {
+                tracing::warn!(error = %e, "cannot restore the sandboxes' network");
+            }
+        }
     }
 
     /// Take the state lock of the sandbox `id` if no live process holds it; `None` when one

@@ -301,6 +301,15 @@ impl Bed {
     }
 }
 
+/// The name of the (only) sqrx table in a ruleset listing.
+fn table_name(ruleset: &str) -> String {
+    ruleset
+        .lines()
+        .find_map(|l| l.strip_prefix("table inet "))
+        .map(|l| l.trim_end_matches(" {").to_string())
+        .expect("a table")
+}
+
 /// An HTTP GET of `http://host:port/` from inside (busybox `nc`: Debian's static busybox
 /// `wget` crashes); the answer, or why not.
 fn fetch(sb: &Sandbox, url: &str) -> Result<String, String> {
@@ -485,6 +494,35 @@ fn a_policy_changes_live_and_destroy_leaves_nothing() {
     assert_eq!(
         count(&rules_after, "chain sb_"),
         count(&rules_before, "chain sb_") + 1
+    );
+
+    // The table gone (a reboot of the namespace's rules, an operator's `nft flush`): the next
+    // runtime open rebuilds it from the sandboxes' states, and they work again.
+    bed.rt_ns.run(&[
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        &table_name(&bed.ruleset()),
+    ]);
+    assert!(!reaches(&after, "http://10.1.0.1:8080/"));
+    let _reopened_again = sqrx_core::Runtime::open({
+        let mut c = sqrx_core::RuntimeConfig::new(bed.t.dir.path());
+        c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
+        c.network = NetworkConfig {
+            netns: Some(bed.rt_ns.path().into()),
+            uplink: Some(UPLINK.into()),
+            dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
+            ..NetworkConfig::default()
+        };
+        c
+    })
+    .expect("reopen");
+    assert!(reaches(&after, "http://10.1.0.1:8080/"));
+    assert!(reaches(&sb, "http://10.2.0.1:8080/"));
+    assert_eq!(
+        count(&bed.ruleset(), "chain sb_"),
+        count(&rules_after, "chain sb_")
     );
 
     for s in [sb, late, after] {
