@@ -25,6 +25,11 @@ sqrx_cgroups > "$BEFORE/cgroups"
 sqrx_test_dirs > "$BEFORE/dirs"
 sqrx_id_ranges > "$BEFORE/ids"
 sqrx_test_processes > "$BEFORE/procs"
+# Network namespaces the network tests make, and host addresses sandboxes of test runtimes hold.
+sqrx_test_netns() { { ip netns list 2>/dev/null | awk '{print $1}' | grep '^sqrxt-' || true; } | sort; }
+sqrx_test_addresses() { { grep -l "sqrx-test" /run/sqrx/net/*/[0-9]* 2>/dev/null || true; } | sort; }
+sqrx_test_netns > "$BEFORE/netns"
+sqrx_test_addresses > "$BEFORE/addrs"
 
 echo "== fmt and clippy"
 cargo fmt --all --check
@@ -84,7 +89,7 @@ SQRX_DATA="$EXAMPLE_DATA" node examples/typescript/build/quickstart.js
 rm -rf "$EXAMPLE_DATA"
 echo "(node steps took $((SECONDS - t0)) s)"
 
-echo "== leak check (mounts, loop devices, cgroups, id ranges, processes, test directories)"
+echo "== leak check (mounts, loop devices, cgroups, id ranges, addresses, network namespaces, processes, test directories)"
 leaks=0
 if grep -q "sqrx-test" /proc/mounts; then
   echo "leaked mounts:"; grep "sqrx-test" /proc/mounts; leaks=1
@@ -116,5 +121,9 @@ if [ -n "$left" ]; then echo "leaked host id ranges:"; for f in $left; do echo "
 # a stray init) outlived its test.
 left=$(sqrx_test_processes | comm -13 "$BEFORE/procs" -)
 if [ -n "$left" ]; then echo "leaked processes:"; for p in $left; do echo "${p#/proc/}: $(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)"; done; leaks=1; fi
+left=$(sqrx_test_netns | comm -13 "$BEFORE/netns" -)
+if [ -n "$left" ]; then echo "leaked network namespaces:"; echo "$left"; leaks=1; fi
+left=$(sqrx_test_addresses | comm -13 "$BEFORE/addrs" -)
+if [ -n "$left" ]; then echo "leaked sandbox addresses:"; for f in $left; do echo "$f: $(cat "$f")"; done; leaks=1; fi
 if [ "$leaks" -ne 0 ]; then exit 1; fi
-echo "no leaked mounts, loop devices, cgroups, id ranges, processes or test directories"
+echo "no leaked mounts, loop devices, cgroups, id ranges, addresses, network namespaces, processes or test directories"
