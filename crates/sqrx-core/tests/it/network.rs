@@ -633,6 +633,25 @@ fn names_resolve_and_open_only_what_the_policy_allows() {
     assert!(resolve(&sb, "other.test", Some("10.2.0.1")).is_empty());
     assert!(!reaches(&sb, "http://10.2.0.1:8080/"));
 
+    // Queries are rate-limited per sandbox (50/s, bursts of 100): 400 lookups as fast as the
+    // sandbox can send them are not all answered.
+    let burst = sh(
+        &sb,
+        "for i in $(busybox seq 400); do busybox nslookup -type=a allowed.test; done 2>&1 \
+         | busybox grep -c 'Address: 10.1.0.1'",
+    );
+    let answered: usize = burst.stdout_text().trim().parse().unwrap_or(0);
+    assert!(
+        answered >= 50 && answered < 400,
+        "{answered} of 400 answered"
+    );
+    let log = std::fs::read_to_string(bed.t.dir.path().join("network/resolver.log"))
+        .expect("resolver log");
+    assert!(log.contains("refused other.test"), "{log}");
+    assert!(log.contains("rate limited"), "{log}");
+    // The bucket refills.
+    std::thread::sleep(Duration::from_secs(1));
+
     // A policy change empties what earlier answers opened.
     sb.set_network(NetworkPolicy::allow(&["other.test"]).expect("policy"))
         .expect("set_network");
