@@ -10,7 +10,8 @@
 //! variant's p50/p99 and the median of the per-round differences.
 //!
 //! `--network N`: create + first exec with a network against without one and against the
-//! `ip`-based way, N interleaved rounds (see `network.rs`).
+//! `ip`-based way, N interleaved rounds; `--connect N`: connection setup from inside a sandbox
+//! under no policy, a CIDR list and a names list (see `network.rs`).
 
 mod network;
 
@@ -279,6 +280,17 @@ fn run() -> Result<(), String> {
                     .tempdir()
                     .map_err(|e| e.to_string())?;
                 return network::compare_network(rounds, work.path());
+            }
+            "--connect" => {
+                let count = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--connect N")?;
+                let work = tempfile::Builder::new()
+                    .prefix("sqrx-bench-conn-")
+                    .tempdir()
+                    .map_err(|e| e.to_string())?;
+                return network::compare_connect(count, work.path());
             }
             other => return Err(format!("unknown argument {other}")),
         }

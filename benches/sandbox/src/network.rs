@@ -106,8 +106,17 @@ pub fn compare_network(rounds: usize, work: &Path) -> Result<(), String> {
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); 3];
     for round in 0..rounds + 2 {
-        for k in 0..3 {
-            let v = (round + k) % 3;
+        // Every order of the three, in turn: each variant follows each other one equally
+        // often (a teardown the kernel finishes asynchronously weighs on whoever comes next).
+        const ORDERS: [[usize; 3]; 6] = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for v in ORDERS[round % 6] {
             let mut spec = SandboxSpec::new(format!("n{round}-{v}"));
             if v == 1 {
                 spec.network = NetworkPolicy::All;
@@ -145,4 +154,149 @@ pub fn compare_network(rounds: usize, work: &Path) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `--connect N`: the time to open (and close) a TCP connection from inside a sandbox to a
+/// server behind the uplink, N connections per measurement, under policy `all`, a CIDR list
+/// (nftables only) and a names list (DNS answer, then the proxy that checks the HTTP Host).
+/// The connections are made by one `busybox nc` each, so every figure includes starting that
+/// program; the differences between the rows are the policy's.
+pub fn compare_connect(count: usize, work: &Path) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let rt_name = format!("sqrxbench-{}-rt", std::process::id());
+    let inet_name = format!("sqrxbench-{}-inet", std::process::id());
+    ip(&["netns", "add", &rt_name])?;
+    let rt_ns = Netns(rt_name);
+    ip(&["netns", "add", &inet_name])?;
+    let inet = Netns(inet_name);
+    for ns in [&rt_ns.0, &inet.0] {
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    }
+    ip(&[
+        "-n", &rt_ns.0, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns",
+        &inet.0,
+    ])?;
+    ip(&["-n", &rt_ns.0, "addr", "add", "10.200.0.2/24", "dev", "up0"])?;
+    ip(&["-n", &rt_ns.0, "link", "set", "up0", "up"])?;
+    ip(&[
+        "-n",
+        &rt_ns.0,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.200.0.1",
+    ])?;
+    ip(&["-n", &inet.0, "addr", "add", "10.200.0.1/24", "dev", "up1"])?;
+    ip(&["-n", &inet.0, "link", "set", "up1", "up"])?;
+    ip(&["-n", &inet.0, "addr", "add", "10.1.0.1/32", "dev", "lo"])?;
+    let inet_fd =
+        std::fs::File::open(format!("/run/netns/{}", inet.0)).map_err(|e| e.to_string())?;
+    let fd = std::os::fd::AsFd::as_fd(&inet_fd);
+    // A server that answers every connection, and a DNS authority answering 10.1.0.1 to all.
+    let server = sqrx_core::sys::netns::run_in(fd, || std::net::TcpListener::bind("10.1.0.1:80"))
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        for mut c in server.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let dns = sqrx_core::sys::netns::run_in(fd, || std::net::UdpSocket::bind("10.1.0.1:53"))
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = dns.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // The query, turned into a response with one A record (a pointer to the name).
+            let mut r = buf[..n].to_vec();
+            r[2] |= 0x80;
+            r[3] = 0x80;
+            r[7] = 1;
+            r[10] = 0;
+            r[11] = 0;
+            r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 0, 1]);
+            let _ = dns.send_to(&r, from);
+        }
+    });
+    let mut config = RuntimeConfig::new(work.join("connect"));
+    config.network = NetworkConfig {
+        netns: Some(format!("/run/netns/{}", rt_ns.0).into()),
+        uplink: Some("up0".into()),
+        dns_upstream: Some("10.1.0.1:53".parse().map_err(|_| "addr")?),
+        ..NetworkConfig::default()
+    };
+    let rt = Runtime::open(config).map_err(|e| e.to_string())?;
+    rt.layers().ensure_base().map_err(|e| e.to_string())?;
+    let variants = [
+        ("all (no policy)", NetworkPolicy::All),
+        (
+            "CIDR list 10.1.0.0/16 (nftables)",
+            NetworkPolicy::allow(&["10.1.0.0/16"]).map_err(|e| e.to_string())?,
+        ),
+        (
+            "names list web.test (DNS, then the Host-checking proxy)",
+            NetworkPolicy::allow(&["web.test"]).map_err(|e| e.to_string())?,
+        ),
+    ];
+    println!(
+        "{count} connections per measurement, 5 measurements per variant, interleaved, release build"
+    );
+    println!("| policy | per connection, median of 5 (min-max), ms |");
+    println!("|---|---|");
+    let mut sandboxes = Vec::new();
+    for (i, (label, policy)) in variants.iter().enumerate() {
+        let mut spec = SandboxSpec::new(format!("conn{i}"));
+        spec.network = policy.clone();
+        let sb = rt.create(spec).map_err(|e| e.to_string())?;
+        run_sh(
+            &sb,
+            "busybox nslookup web.test >/dev/null 2>&1 || true",
+            &tokio,
+        )?;
+        sandboxes.push((label, sb, Vec::new()));
+    }
+    let script = format!(
+        "for i in $(busybox seq {count}); do printf 'GET / HTTP/1.0\\r\\nHost: web.test\\r\\n\\r\\n' | busybox nc -w 2 10.1.0.1 80 >/dev/null || exit 1; done"
+    );
+    for _ in 0..5 {
+        for (_, sb, times) in sandboxes.iter_mut() {
+            let t = Instant::now();
+            run_sh(sb, &script, &tokio)?;
+            times.push(t.elapsed() / count as u32);
+        }
+    }
+    for (label, sb, mut times) in sandboxes {
+        times.sort();
+        println!(
+            "| {label} | {} ({}-{}) |",
+            super::ms(times[2]),
+            super::ms(times[0]),
+            super::ms(times[4])
+        );
+        sb.destroy().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn run_sh(
+    sb: &sqrx_core::Sandbox,
+    script: &str,
+    tokio: &tokio::runtime::Runtime,
+) -> Result<(), String> {
+    let r = tokio
+        .block_on(sb.exec(sqrx_core::ExecRequest::new(script)))
+        .map_err(|e| e.to_string())?;
+    if r.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{script}: {}", r.stdout_text()))
+    }
 }
