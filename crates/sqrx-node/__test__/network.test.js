@@ -77,6 +77,9 @@ describe('network policies with links in a test namespace', privileged(), () => 
     const info = sb.info()
     assert.strictEqual(info.network, 'all')
     assert.ok(info.address && info.gateway && info.address !== info.gateway, JSON.stringify(info))
+    // The host side of the link is in the test's namespace, not this machine's.
+    const links = execFileSync('ip', ['-n', ns, '-o', 'link']).toString()
+    assert.ok(/^\d+: sq/m.test(links), links)
     await sb.setNetwork(['10.1.0.0/16', '10.2.0.1:443'])
     assert.deepStrictEqual(sb.info().network, { allow: ['10.1.0.0/16', '10.2.0.1:443'], deny: [] })
     assert.strictEqual(sb.info().address, info.address, 'the same link')
@@ -88,8 +91,8 @@ describe('network policies with links in a test namespace', privileged(), () => 
 
     const listed = await sandbox(t, ctx.rt, { network: { allow: ['10.1.0.0/16'] } })
     assert.deepStrictEqual(listed.info().network, { allow: ['10.1.0.0/16'], deny: [] })
-    const links = (await listed.exec('ls /sys/class/net')).stdout.toString()
-    assert.ok(links.split(/\s+/).includes('eth0'), links)
+    const inside = (await listed.exec('ls /sys/class/net')).stdout.toString()
+    assert.ok(inside.split(/\s+/).includes('eth0'), inside)
 
     const late = await sandbox(t, ctx.rt)
     assert.ok(late.info().address == null)

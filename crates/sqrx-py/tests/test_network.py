@@ -75,11 +75,20 @@ def test_default_is_none_without_a_link(sb):
     assert sb.exec("ls /sys/class/net").text.split() == ["lo"]
 
 
-def test_network_round_trip(net_rt, new_id):
+def _links(netns):
+    """The interfaces in the namespace at path ``netns``."""
+    name = os.path.basename(netns)
+    out = subprocess.run(["ip", "-n", name, "-o", "link"], check=True, capture_output=True)
+    return [line.split(":")[1].strip().split("@")[0] for line in out.stdout.decode().splitlines()]
+
+
+def test_network_round_trip(net_rt, netns, new_id):
     with net_rt.create(new_id(), network="all") as sb:
         info = sb.info()
         assert info.network == "all"
         assert info.address and info.gateway and info.address != info.gateway
+        # The host side of the link is in the test's namespace, not this machine's.
+        assert any(n.startswith("sq") for n in _links(netns)), _links(netns)
         sb.set_network(["10.1.0.0/16", "10.2.0.1:443"])
         assert sb.info().network == {"allow": ["10.1.0.0/16", "10.2.0.1:443"], "deny": []}
         assert sb.info().address == info.address, "the same link"
