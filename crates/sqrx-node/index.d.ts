@@ -108,8 +108,14 @@ export declare class Runtime {
 export declare class Sandbox {
   /** The sandbox id. */
   get id(): string
-  /** What it is made of, its limits and its status. */
+  /** What it is made of, its limits, its network and its status. */
   info(): SandboxInfo
+  /**
+   * Replace what the running sandbox may reach (as `network` of `create`): it takes effect
+   * at once, and connections the new policy refuses are cut. A sandbox without a link gets
+   * one; one set to `'none'` keeps it with every packet dropped.
+   */
+  setNetwork(policy: 'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }): Promise<void>
   /**
    * Run `command` and resolve with its result once it exits: a string runs with
    * `/bin/sh -c`, an array is the argv.
@@ -173,6 +179,12 @@ export interface CreateOptions {
   hostname?: string
   /** Who owns it (free text). */
   owner?: string
+  /**
+   * What it may reach: `'none'` (loopback only, the default), `'all'`, an array of rules
+   * (`HOST`, `*.DOMAIN`, `CIDR`, each with an optional `:PORT`) it may reach, or
+   * `{ allow: [...], deny: [...] }`.
+   */
+  network?: 'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }
 }
 
 /**
@@ -327,6 +339,18 @@ export interface RuntimeOptions {
   initPath?: string
   /** Most sandboxes alive at once (default 100). */
   maxSandboxes?: number
+  /**
+   * The IPv4 pool sandbox addresses come from (default `100.64.0.0/10`), as
+   * `sqrx serve --net-pool`.
+   */
+  netPool?: string
+  /** The interface sandboxes' traffic leaves through (default: the default route's). */
+  netUplink?: string
+  /**
+   * A network namespace (e.g. `/run/netns/sandboxes`) to hold the host side of sandbox
+   * links and their rules, instead of this process's.
+   */
+  netNetns?: string
 }
 
 /** What `sandbox.info()` reports. */
@@ -353,6 +377,15 @@ export interface SandboxInfo {
   pidsMax?: number
   /** Size of the writable layer in MiB. */
   upperMb: number
+  /** What it may reach: `'none'`, `'all'` or `{ allow: [...], deny: [...] }`. */
+  network: 'none' | 'all' | { allow: string[]; deny: string[] }
+  /**
+   * Its IPv4 address inside, when it has a link (a policy other than `'none'`, now or
+   * since it was created).
+   */
+  address?: string
+  /** Its gateway (the host side of its link), when it has a link. */
+  gateway?: string
 }
 
 /** A snapshot of a sandbox's filesystem. */

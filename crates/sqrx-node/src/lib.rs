@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod files;
 mod js;
+mod network;
 mod runtime;
 mod sandbox;
 

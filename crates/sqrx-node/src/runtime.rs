@@ -23,6 +23,14 @@ pub struct RuntimeOptions {
     pub init_path: Option<String>,
     /// Most sandboxes alive at once (default 100).
     pub max_sandboxes: Option<u32>,
+    /// The IPv4 pool sandbox addresses come from (default `100.64.0.0/10`), as
+    /// `sqrx serve --net-pool`.
+    pub net_pool: Option<String>,
+    /// The interface sandboxes' traffic leaves through (default: the default route's).
+    pub net_uplink: Option<String>,
+    /// A network namespace (e.g. `/run/netns/sandboxes`) to hold the host side of sandbox
+    /// links and their rules, instead of this process's.
+    pub net_netns: Option<String>,
 }
 
 /// A sandbox to create.
@@ -49,6 +57,11 @@ pub struct CreateOptions {
     pub hostname: Option<String>,
     /// Who owns it (free text).
     pub owner: Option<String>,
+    /// What it may reach: `'none'` (loopback only, the default), `'all'`, an array of rules
+    /// (`HOST`, `*.DOMAIN`, `CIDR`, each with an optional `:PORT`) it may reach, or
+    /// `{ allow: [...], deny: [...] }`.
+    #[napi(ts_type = "'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }")]
+    pub network: Option<serde_json::Value>,
 }
 
 fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
@@ -70,6 +83,9 @@ fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
     spec.env = o.env.unwrap_or_default().into_iter().collect();
     spec.hostname = o.hostname;
     spec.owner = o.owner;
+    if let Some(network) = o.network {
+        spec.network = crate::network::policy(network)?;
+    }
     Ok(spec)
 }
 
@@ -90,6 +106,9 @@ impl Runtime {
             data_dir: None,
             init_path: None,
             max_sandboxes: None,
+            net_pool: None,
+            net_uplink: None,
+            net_netns: None,
         });
         let mut config = sqrx_core::RuntimeConfig::new(
             o.data_dir
@@ -100,6 +119,11 @@ impl Runtime {
         if let Some(max) = o.max_sandboxes {
             config.max_sandboxes = max as usize;
         }
+        if let Some(pool) = o.net_pool {
+            config.network.pool = pool;
+        }
+        config.network.uplink = o.net_uplink;
+        config.network.netns = o.net_netns.map(Into::into);
         let rt = blocking(move || sqrx_core::Runtime::open(config)).await?;
         rt.start_reaper(REAP_INTERVAL);
         Ok(Runtime { rt })

@@ -71,6 +71,14 @@ pub struct SandboxInfo {
     pub pids_max: Option<f64>,
     /// Size of the writable layer in MiB.
     pub upper_mb: f64,
+    /// What it may reach: `'none'`, `'all'` or `{ allow: [...], deny: [...] }`.
+    #[napi(ts_type = "'none' | 'all' | { allow: string[]; deny: string[] }")]
+    pub network: serde_json::Value,
+    /// Its IPv4 address inside, when it has a link (a policy other than `'none'`, now or
+    /// since it was created).
+    pub address: Option<String>,
+    /// Its gateway (the host side of its link), when it has a link.
+    pub gateway: Option<String>,
 }
 
 /// A snapshot of a sandbox's filesystem.
@@ -158,11 +166,16 @@ impl Sandbox {
         self.handle.id.clone()
     }
 
-    /// What it is made of, its limits and its status.
+    /// What it is made of, its limits, its network and its status.
     #[napi]
     pub fn info(&self) -> napi::Result<SandboxInfo> {
-        let i = self.handle.get()?.info();
+        let sb = self.handle.get()?;
+        let i = sb.info();
+        let link = sb.network_info();
         Ok(SandboxInfo {
+            network: crate::network::to_js(sb.network_policy()),
+            address: link.as_ref().map(|l| l.address.to_string()),
+            gateway: link.as_ref().map(|l| l.gateway.to_string()),
             id: i.id,
             status: i.status.to_string(),
             layers: i.layers,
@@ -175,6 +188,20 @@ impl Sandbox {
             pids_max: i.pids_max.map(|p| p as f64),
             upper_mb: i.upper_mb as f64,
         })
+    }
+
+    /// Replace what the running sandbox may reach (as `network` of `create`): it takes effect
+    /// at once, and connections the new policy refuses are cut. A sandbox without a link gets
+    /// one; one set to `'none'` keeps it with every packet dropped.
+    #[napi(
+        ts_args_type = "policy: 'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }"
+    )]
+    pub async fn set_network(&self, policy: serde_json::Value) -> napi::Result<()> {
+        let policy = crate::network::policy(policy)?;
+        let mut sb = self.handle.get()?;
+        let sb = blocking(move || sb.set_network(policy).map(|()| sb)).await?;
+        self.handle.put(sb);
+        Ok(())
     }
 
     /// Run `command` and resolve with its result once it exits: a string runs with

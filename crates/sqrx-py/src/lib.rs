@@ -7,6 +7,7 @@ mod error;
 mod exec;
 mod files;
 mod js;
+mod network;
 mod runtime;
 mod sandbox;
 

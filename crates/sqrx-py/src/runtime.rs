@@ -50,13 +50,19 @@ impl Runtime {
     /// Open `data_dir` (default as the `sqrx` CLI: `$SQRX_DATA`, else `/var/lib/sqrx` for
     /// root, else `~/.local/share/sqrx`). `init_path` overrides the packaged `sqrx-init`
     /// (as does `$SQRX_INIT`); `max_sandboxes` bounds the sandboxes alive at once.
+    /// `net_pool` (an IPv4 CIDR, default `100.64.0.0/10`), `net_uplink` (an interface) and
+    /// `net_netns` (a network namespace path, e.g. `/run/netns/sandboxes`) say how sandboxes
+    /// with a network are connected, as `sqrx serve --net-pool/--net-uplink/--net-netns`.
     #[new]
-    #[pyo3(signature = (data_dir=None, *, init_path=None, max_sandboxes=100))]
+    #[pyo3(signature = (data_dir=None, *, init_path=None, max_sandboxes=100, net_pool=None, net_uplink=None, net_netns=None))]
     fn new(
         py: Python<'_>,
         data_dir: Option<PathBuf>,
         init_path: Option<PathBuf>,
         max_sandboxes: usize,
+        net_pool: Option<String>,
+        net_uplink: Option<String>,
+        net_netns: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut config = sqrx_core::RuntimeConfig::new(
             data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir),
@@ -66,6 +72,11 @@ impl Runtime {
             None => packaged_init(py)?,
         };
         config.max_sandboxes = max_sandboxes;
+        if let Some(pool) = net_pool {
+            config.network.pool = pool;
+        }
+        config.network.uplink = net_uplink;
+        config.network.netns = net_netns;
         let rt = py
             .detach(|| sqrx_core::Runtime::open(config))
             .map_err(to_py)?;
@@ -83,7 +94,10 @@ impl Runtime {
     /// `["000-base"]`, built from the host's programs on first use); `memory_mb`, `cpu`
     /// (cores) and `pids_max` limit it; `timeout` (seconds) is its lifetime, after which the
     /// runtime destroys it; `upper_mb` sizes its writable layer; `env` is added to every exec.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None))]
+    /// `network` is what it may reach: `"none"` (loopback only, the default), `"all"`, a
+    /// list of rules (`HOST`, `*.DOMAIN`, `CIDR`, each with an optional `:PORT`) it may reach,
+    /// or `{"allow": [...], "deny": [...]}`.
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -101,16 +115,17 @@ impl Runtime {
         env: Option<BTreeMap<String, String>>,
         hostname: Option<String>,
         owner: Option<String>,
+        network: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Sandbox> {
         let spec = spec(
-            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner,
+            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
         )?;
         let sb = py.detach(|| self.rt.create(spec)).map_err(to_py)?;
         Ok(Sandbox::new(sb))
     }
 
     /// `create` for asyncio: returns an awaitable of the `Sandbox`.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None))]
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -128,9 +143,10 @@ impl Runtime {
         env: Option<BTreeMap<String, String>>,
         hostname: Option<String>,
         owner: Option<String>,
+        network: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = spec(
-            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner,
+            id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
         )?;
         let rt = self.rt.clone();
         crate::bridge::runtime()?;
@@ -196,6 +212,7 @@ fn spec(
     env: Option<BTreeMap<String, String>>,
     hostname: Option<String>,
     owner: Option<String>,
+    network: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<SandboxSpec> {
     let mut spec = SandboxSpec::new(id);
     if let Some(layers) = layers {
@@ -209,5 +226,8 @@ fn spec(
     spec.env = env.unwrap_or_default();
     spec.hostname = hostname;
     spec.owner = owner;
+    if let Some(network) = network {
+        spec.network = crate::network::policy(network)?;
+    }
     Ok(spec)
 }

@@ -79,11 +79,22 @@ impl Sandbox {
         &self.handle.id
     }
 
-    /// What it is made of, its limits and its status.
+    /// What it is made of, its limits, its network and its status.
     fn info(&self) -> PyResult<SandboxInfo> {
+        let sb = self.handle.get()?;
         Ok(SandboxInfo {
-            inner: self.handle.get()?.info(),
+            inner: sb.info(),
+            network: sb.network_policy().clone(),
+            link: sb.network_info(),
         })
+    }
+
+    /// Replace what the running sandbox may reach (as `network` of `Runtime.create`): it
+    /// takes effect at once, and connections the new policy refuses are cut. A sandbox
+    /// without a link gets one; one set to `"none"` keeps it with every packet dropped.
+    fn set_network(&self, py: Python<'_>, policy: &Bound<'_, PyAny>) -> PyResult<()> {
+        let policy = crate::network::policy(policy)?;
+        py.detach(|| self.handle.update(|sb| sb.set_network(policy)))
     }
 
     /// Run `command` and wait for it: a `str` runs with `/bin/sh -c`, a list of `str` is
@@ -326,6 +337,8 @@ impl Sandbox {
 #[pyclass(module = "sqrx", frozen)]
 pub struct SandboxInfo {
     inner: sqrx_core::SandboxInfo,
+    network: sqrx_core::network::NetworkPolicy,
+    link: Option<sqrx_core::network::NetInfo>,
 }
 
 #[pymethods]
@@ -384,6 +397,22 @@ impl SandboxInfo {
     #[getter]
     fn upper_mb(&self) -> u64 {
         self.inner.upper_mb
+    }
+    /// What it may reach: `"none"`, `"all"` or `{"allow": [...], "deny": [...]}`.
+    #[getter]
+    fn network(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        crate::network::to_py(py, &self.network)
+    }
+    /// Its IPv4 address inside, when it has a link (a policy other than `"none"`, now or
+    /// since it was created).
+    #[getter]
+    fn address(&self) -> Option<String> {
+        self.link.as_ref().map(|l| l.address.to_string())
+    }
+    /// Its gateway (the host side of its link), when it has a link.
+    #[getter]
+    fn gateway(&self) -> Option<String> {
+        self.link.as_ref().map(|l| l.gateway.to_string())
     }
     fn __repr__(&self) -> String {
         format!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sqrx_core::network::{NetworkConfig, NetworkPolicy};
 use sqrx_core::session::SessionTemplate;
 
 use crate::hosts::AllowedHosts;
@@ -111,6 +112,36 @@ pub struct ServeArgs {
     /// Where JavaScript runs: `process` (confined worker processes) or `in-process`.
     #[arg(long, value_enum, env = "SQRX_JS_ISOLATION", default_value_t = JsIsolation::Process)]
     pub js_isolation: JsIsolation,
+    /// Sandbox networking: the policies sandboxes get when a create names none, and how the
+    /// runtime connects them.
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// Network options of `sqrx serve` (each also `network.*` in the config file; a flag or
+/// variable wins over the file).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NetworkArgs {
+    /// The network policy of a sandbox created on `/v1` without `network`: `none`, `all` or a
+    /// comma-separated allow list [default: none; env: SQRX_NET_DEFAULT].
+    #[arg(long = "net-default", value_name = "POLICY")]
+    pub default: Option<String>,
+    /// The network policy of a sandbox created on `/cgi-bin` without `allow_net` (or with
+    /// `[]`) [default: all, as sq-sandbox; env: SQRX_NET_CGI_DEFAULT].
+    #[arg(long = "net-cgi-default", value_name = "POLICY")]
+    pub cgi_default: Option<String>,
+    /// The IPv4 pool sandbox addresses come from, one /30 each [default: 100.64.0.0/10;
+    /// env: SQRX_NET_POOL].
+    #[arg(long = "net-pool", value_name = "CIDR")]
+    pub pool: Option<String>,
+    /// The interface sandboxes' traffic leaves through [default: the default route's; env:
+    /// SQRX_NET_UPLINK].
+    #[arg(long = "net-uplink", value_name = "IFACE")]
+    pub uplink: Option<String>,
+    /// A network namespace (e.g. /run/netns/sandboxes) to hold the host side of sandbox
+    /// links and the nftables rules, instead of the server's own [env: SQRX_NET_NETNS].
+    #[arg(long = "net-netns", value_name = "PATH")]
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -135,6 +166,7 @@ impl Default for ServeArgs {
             insecure_no_auth: false,
             isolation: None,
             js_isolation: JsIsolation::Process,
+            network: NetworkArgs::default(),
         }
     }
 }
@@ -252,6 +284,125 @@ pub struct ConfigFile {
     /// Defaults and maxima for HTTP clients.
     #[serde(default)]
     pub limits: Limits,
+    /// Sandbox networking.
+    #[serde(default)]
+    pub network: NetworkFile,
+}
+
+/// `[network]` in the config file: every key optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    /// As `--net-default` (a policy: `"none"`, `"all"` or `{allow = [...], deny = [...]}`).
+    pub default: Option<NetworkPolicy>,
+    /// As `--net-cgi-default`.
+    pub cgi_default: Option<NetworkPolicy>,
+    /// As `--net-pool`.
+    pub pool: Option<String>,
+    /// As `--net-uplink`.
+    pub uplink: Option<String>,
+    /// As `--net-netns`.
+    pub netns: Option<PathBuf>,
+}
+
+/// The server's network settings, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// The policy of a `/v1` create that names none.
+    pub default: NetworkPolicy,
+    /// The policy of a `/cgi-bin` create whose `allow_net` is absent or empty.
+    pub cgi_default: NetworkPolicy,
+    /// How the runtime connects sandboxes (`RuntimeConfig.network`).
+    pub runtime: NetworkConfig,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            default: NetworkPolicy::None,
+            cgi_default: NetworkPolicy::All,
+            runtime: NetworkConfig::default(),
+        }
+    }
+}
+
+impl NetworkSettings {
+    /// Flags (`args`) over environment variables over the config file (`file`) over the
+    /// defaults.
+    pub fn resolve(
+        args: &NetworkArgs,
+        file: &NetworkFile,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let policy = |flag: &Option<String>,
+                      name: &'static str,
+                      var: &'static str,
+                      from_file: &Option<NetworkPolicy>,
+                      default: NetworkPolicy|
+         -> Result<NetworkPolicy, ConfigError> {
+            let given = match flag.as_deref().map(str::trim) {
+                Some(v) if !v.is_empty() => Some((name, v.to_string())),
+                _ => first_env(env, &[var]),
+            };
+            match given {
+                Some((name, v)) => {
+                    v.trim()
+                        .parse()
+                        .map_err(|e: sqrx_core::network::PolicyError| ConfigError {
+                            name,
+                            reason: e.to_string(),
+                        })
+                }
+                None => Ok(from_file.clone().unwrap_or(default)),
+            }
+        };
+        let text = |flag: &Option<String>, var: &'static str, from_file: &Option<String>| match flag
+            .as_deref()
+            .map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Some(v.to_string()),
+            _ => first_env(env, &[var])
+                .map(|(_, v)| v.trim().to_string())
+                .or_else(|| from_file.clone()),
+        };
+        let defaults = NetworkConfig::default();
+        Ok(NetworkSettings {
+            default: policy(
+                &args.default,
+                "--net-default",
+                "SQRX_NET_DEFAULT",
+                &file.default,
+                NetworkPolicy::None,
+            )?,
+            cgi_default: policy(
+                &args.cgi_default,
+                "--net-cgi-default",
+                "SQRX_NET_CGI_DEFAULT",
+                &file.cgi_default,
+                NetworkPolicy::All,
+            )?,
+            runtime: NetworkConfig {
+                pool: text(&args.pool, "SQRX_NET_POOL", &file.pool).unwrap_or(defaults.pool),
+                uplink: text(&args.uplink, "SQRX_NET_UPLINK", &file.uplink),
+                netns: match &args.netns {
+                    Some(p) if !p.as_os_str().is_empty() => Some(p.clone()),
+                    _ => first_env(env, &["SQRX_NET_NETNS"])
+                        .map(|(_, v)| PathBuf::from(v.trim()))
+                        .or_else(|| file.netns.clone()),
+                },
+            },
+        })
+    }
+}
+
+/// The runtime's network settings for the CLI's own runtime (`sqrx sandbox ...`): the
+/// `SQRX_NET_POOL`, `SQRX_NET_UPLINK` and `SQRX_NET_NETNS` variables a server on the same
+/// data directory would read, so both put sandbox links in the same place.
+pub fn runtime_network_from_env(env: &dyn Fn(&str) -> Option<String>) -> NetworkConfig {
+    NetworkSettings::resolve(&NetworkArgs::default(), &NetworkFile::default(), env)
+        .map(|s| s.runtime)
+        // Only the policies can fail to parse, and they are not read from these variables.
+        .unwrap_or_default()
 }
 
 impl ConfigFile {
@@ -352,6 +503,8 @@ pub struct ServerConfig {
     pub isolation: sqrx_core::Isolation,
     /// Where JavaScript runs.
     pub js_isolation: JsIsolation,
+    /// Sandbox networking: default policies and the runtime's network settings.
+    pub network: NetworkSettings,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -379,6 +532,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("limits", &self.limits)
             .field("js_isolation", &self.js_isolation)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -406,6 +560,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             isolation: sqrx_core::Isolation::default(),
             js_isolation: JsIsolation::Process,
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -547,6 +702,7 @@ impl ServerConfig {
             name: "--allowed-host",
             reason: e.to_string(),
         })?;
+        let network = NetworkSettings::resolve(&args.network, &file.network, env)?;
         Ok(ServerConfig {
             listen,
             auth_token,
@@ -576,6 +732,7 @@ impl ServerConfig {
                 None => parse_env(env, &["SQRX_ISOLATION"])?.unwrap_or_default(),
             },
             js_isolation: args.js_isolation,
+            network,
         })
     }
 }
@@ -749,5 +906,77 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(ServerConfig::resolve(&args, &env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn network_defaults_flags_env_and_file() {
+        let c = ServerConfig::resolve(&ServeArgs::default(), &env_of(&[])).expect("config");
+        assert_eq!(c.network.default, NetworkPolicy::None);
+        assert_eq!(c.network.cgi_default, NetworkPolicy::All, "as sq-sandbox");
+        assert_eq!(c.network.runtime, NetworkConfig::default());
+
+        let file = ConfigFile::parse(
+            r#"
+            [network]
+            default = { allow = ["10.0.0.0/8:443"] }
+            cgi_default = "none"
+            pool = "10.77.0.0/16"
+            uplink = "eth9"
+            netns = "/run/netns/file"
+            "#,
+        )
+        .expect("parse");
+        let env = env_of(&[
+            ("SQRX_NET_UPLINK", "eth1"),
+            ("SQRX_NET_CGI_DEFAULT", "10.1.0.0/16, 10.2.0.1:80"),
+        ]);
+        let args = NetworkArgs {
+            netns: Some("/run/netns/flag".into()),
+            ..NetworkArgs::default()
+        };
+        let n = NetworkSettings::resolve(&args, &file.network, &env).expect("resolve");
+        assert_eq!(
+            n.default,
+            NetworkPolicy::allow(&["10.0.0.0/8:443"]).expect("policy"),
+            "from the file"
+        );
+        assert_eq!(
+            n.cgi_default,
+            NetworkPolicy::allow(&["10.1.0.0/16", "10.2.0.1:80"]).expect("policy"),
+            "the variable wins over the file"
+        );
+        assert_eq!(n.runtime.pool, "10.77.0.0/16");
+        assert_eq!(n.runtime.uplink.as_deref(), Some("eth1"));
+        assert_eq!(
+            n.runtime.netns.as_deref(),
+            Some(Path::new("/run/netns/flag")),
+            "the flag wins"
+        );
+        assert_eq!(
+            runtime_network_from_env(&env_of(&[("SQRX_NET_NETNS", "/run/netns/x")])).netns,
+            Some(PathBuf::from("/run/netns/x"))
+        );
+
+        let bad = ServeArgs {
+            network: NetworkArgs {
+                default: Some("everything".into()),
+                ..NetworkArgs::default()
+            },
+            ..ServeArgs::default()
+        };
+        let e = ServerConfig::resolve(&bad, &env_of(&[])).expect_err("bad policy");
+        assert_eq!(e.name, "--net-default");
+        assert!(e.to_string().contains("everything"), "{e}");
+        let e = ServerConfig::resolve(
+            &ServeArgs::default(),
+            &env_of(&[("SQRX_NET_CGI_DEFAULT", "10.0.0.1/8")]),
+        )
+        .expect_err("bad rule");
+        assert_eq!(e.name, "SQRX_NET_CGI_DEFAULT");
+        assert!(e.to_string().contains("prefix"), "{e}");
+        let e = ConfigFile::parse("[network]\ndefault = \"some\"").expect_err("bad file");
+        assert!(e.contains("some"), "{e}");
+        let e = ConfigFile::parse("[network]\npol = \"x\"").expect_err("unknown key");
+        assert!(e.contains("unknown field"), "{e}");
     }
 }

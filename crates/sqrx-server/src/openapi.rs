@@ -61,6 +61,7 @@ impl Modify for BearerAuth {
         v1::layers::list, v1::layers::get, v1::layers::upload, v1::layers::remove,
         v1::sandboxes::create, v1::sandboxes::list, v1::sandboxes::get, v1::sandboxes::destroy,
         v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume,
+        v1::network::set_network,
         v1::snapshots::snapshot, v1::snapshots::list, v1::snapshots::restore,
         v1::snapshots::activate, v1::snapshots::clone,
         v1::exec::exec, v1::exec_ws::exec_ws, v1::pty::pty,

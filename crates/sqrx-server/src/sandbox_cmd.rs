@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use sqrx_core::network::NetworkPolicy;
 use sqrx_core::{Command, ExecEvent, ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
 
 use crate::cli::CliError;
@@ -38,6 +39,25 @@ pub enum SandboxCmd {
         /// Environment for every exec, KEY=VALUE.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Network: `none` (loopback only, the default) or `all` (every destination but the
+        /// host and other sandboxes).
+        #[arg(long, value_enum, value_name = "none|all", conflicts_with = "allow")]
+        net: Option<NetChoice>,
+        /// Allow only these destinations (repeatable or comma-separated): HOST, *.DOMAIN,
+        /// CIDR or an IPv4 address, each with an optional :PORT.
+        #[arg(long, value_name = "RULE", value_delimiter = ',')]
+        allow: Vec<String>,
+        /// Print the sandbox info as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a running sandbox's network policy; takes effect at once.
+    Network {
+        /// The sandbox id.
+        id: String,
+        /// `none`, `all`, or a comma-separated allow list (HOST, *.DOMAIN, CIDR, each with
+        /// an optional :PORT).
+        policy: String,
         /// Print the sandbox info as JSON.
         #[arg(long)]
         json: bool,
@@ -186,6 +206,74 @@ pub enum SandboxCmd {
     },
 }
 
+/// `--net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetChoice {
+    /// Loopback only.
+    None,
+    /// Every destination but the ones refused to every sandbox.
+    All,
+}
+
+/// The policy `--net` and `--allow` ask for (clap refuses both together).
+fn create_policy(net: Option<NetChoice>, allow: &[String]) -> Result<NetworkPolicy, CliError> {
+    match net {
+        Some(NetChoice::None) => Ok(NetworkPolicy::None),
+        Some(NetChoice::All) => Ok(NetworkPolicy::All),
+        None if allow.is_empty() => Ok(NetworkPolicy::None),
+        None => {
+            let rules: Vec<&str> = allow.iter().map(|r| r.trim()).collect();
+            NetworkPolicy::allow(&rules).map_err(|e| CliError(format!("--allow: {e}")))
+        }
+    }
+}
+
+/// A policy on one line: `none`, `all`, or `allow R,R[; deny R,R]`.
+pub fn policy_text(policy: &NetworkPolicy) -> String {
+    let join = |rules: &[sqrx_core::network::NetRule]| {
+        rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match policy {
+        NetworkPolicy::None => "none".into(),
+        NetworkPolicy::All => "all".into(),
+        NetworkPolicy::List { allow, deny } if deny.is_empty() => {
+            format!("allow {}", join(allow))
+        }
+        NetworkPolicy::List { allow, deny } => {
+            format!("allow {}; deny {}", join(allow), join(deny))
+        }
+    }
+}
+
+/// The sandbox's info as JSON, with its network policy and, when it has a link, its
+/// addresses.
+fn info_json(sandbox: &sqrx_core::Sandbox) -> Result<serde_json::Value, CliError> {
+    let encode = |e: serde_json::Error| CliError(format!("cannot encode JSON: {e}"));
+    let mut value = serde_json::to_value(sandbox.info()).map_err(encode)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(
+            "network".into(),
+            serde_json::to_value(sandbox.network_policy()).map_err(encode)?,
+        );
+        let link = sandbox.network_info();
+        obj.insert(
+            "address".into(),
+            link.as_ref()
+                .map_or(serde_json::Value::Null, |l| l.address.to_string().into()),
+        );
+        obj.insert(
+            "gateway".into(),
+            link.as_ref()
+                .map_or(serde_json::Value::Null, |l| l.gateway.to_string().into()),
+        );
+    }
+    Ok(value)
+}
+
 fn parse_env(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     pairs
         .iter()
@@ -212,7 +300,11 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Run a sandbox command against `data_dir`.
 pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
-    let rt = Runtime::open(RuntimeConfig::new(data_dir))?;
+    let mut config = RuntimeConfig::new(data_dir);
+    // Where sandbox links go: the same variables a server on this data directory reads.
+    config.network =
+        sqrx_server::config::runtime_network_from_env(&sqrx_server::config::process_env);
+    let rt = Runtime::open(config)?;
     rt.reap();
     match cmd {
         SandboxCmd::Create {
@@ -224,8 +316,11 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             upper_mb,
             lifetime,
             env,
+            net,
+            allow,
             json,
         } => {
+            let network = create_policy(net, &allow)?;
             let mut spec = SandboxSpec::new(id);
             if !layers.is_empty() {
                 spec.layers = layers;
@@ -236,11 +331,26 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             spec.upper_mb = upper_mb;
             spec.max_lifetime = lifetime;
             spec.env = parse_env(&env)?;
+            spec.network = network;
             let sandbox = rt.create(spec)?;
             if json {
-                print_json(&sandbox.info())?;
+                print_json(&info_json(&sandbox)?)?;
             } else {
                 println!("{}", sandbox.id());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Network { id, policy, json } => {
+            let policy: NetworkPolicy = policy
+                .trim()
+                .parse()
+                .map_err(|e: sqrx_core::network::PolicyError| CliError(e.to_string()))?;
+            let mut sandbox = rt.get(&id)?;
+            sandbox.set_network(policy)?;
+            if json {
+                print_json(&info_json(&sandbox)?)?;
+            } else {
+                println!("{id}: network {}", policy_text(sandbox.network_policy()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -368,31 +478,38 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         SandboxCmd::Ls { id: None, json, .. } => {
-            let infos: Vec<_> = rt.list().iter().map(|s| s.info()).collect();
+            let sandboxes = rt.list();
             if json {
+                let infos = sandboxes
+                    .iter()
+                    .map(info_json)
+                    .collect::<Result<Vec<_>, _>>()?;
                 print_json(&infos)?;
             } else {
                 println!(
-                    "{:<24} {:<8} {:<24} {:>8} CREATED",
-                    "ID", "STATUS", "LAYERS", "INIT"
+                    "{:<24} {:<8} {:<24} {:>8} {:<19} NETWORK",
+                    "ID", "STATUS", "LAYERS", "INIT", "CREATED"
                 );
-                for i in infos {
+                for sb in sandboxes {
+                    let i = sb.info();
                     println!(
-                        "{:<24} {:<8} {:<24} {:>8} {}",
+                        "{:<24} {:<8} {:<24} {:>8} {:<19} {}",
                         i.id,
                         i.status,
                         i.layers.join(","),
                         i.init_pid,
-                        i.created.format("%Y-%m-%d %H:%M:%S")
+                        i.created.format("%Y-%m-%d %H:%M:%S"),
+                        policy_text(sb.network_policy())
                     );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SandboxCmd::Info { id, json } => {
-            let info = rt.get(&id)?.info();
+            let sandbox = rt.get(&id)?;
+            let info = sandbox.info();
             if json {
-                print_json(&info)?;
+                print_json(&info_json(&sandbox)?)?;
             } else {
                 println!("id:       {}", info.id);
                 println!("status:   {}", info.status);
@@ -407,6 +524,10 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
                     "limits:   cpu {:?}, memory {:?} MiB, pids {:?}, upper {} MiB",
                     info.cpu, info.memory_mb, info.pids_max, info.upper_mb
                 );
+                println!("network:  {}", policy_text(sandbox.network_policy()));
+                if let Some(link) = sandbox.network_info() {
+                    println!("address:  {} (gateway {})", link.address, link.gateway);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -487,7 +608,7 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
         SandboxCmd::Clone { src, new, json } => {
             let sb = rt.clone_sandbox(&src, &new)?;
             if json {
-                print_json(&sb.info())?;
+                print_json(&info_json(&sb)?)?;
             } else {
                 println!("{new}");
             }
@@ -545,4 +666,98 @@ fn upload_dir(sb: &sqrx_core::Sandbox, local: &Path, path: &str) -> Result<u64, 
     let n = uploaded?;
     packed.map_err(|e| CliError(format!("cannot archive the local directory: {e}")))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command as Top};
+
+    fn parse(args: &[&str]) -> Result<SandboxCmd, String> {
+        let mut argv = vec!["sqrx", "sandbox"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Top::Sandbox(cmd),
+                ..
+            }) => Ok(cmd),
+            Ok(other) => Err(format!("not a sandbox command: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn policy_of(args: &[&str]) -> Result<NetworkPolicy, String> {
+        match parse(args)? {
+            SandboxCmd::Create { net, allow, .. } => create_policy(net, &allow).map_err(|e| e.0),
+            other => Err(format!("not a create: {other:?}")),
+        }
+    }
+
+    #[test]
+    fn net_and_allow_flags() {
+        assert_eq!(policy_of(&["create", "a"]), Ok(NetworkPolicy::None));
+        assert_eq!(
+            policy_of(&["create", "a", "--net", "none"]),
+            Ok(NetworkPolicy::None)
+        );
+        assert_eq!(
+            policy_of(&["create", "a", "--net", "all"]),
+            Ok(NetworkPolicy::All)
+        );
+        assert_eq!(
+            policy_of(&[
+                "create",
+                "a",
+                "--allow",
+                "10.1.0.0/16",
+                "--allow",
+                "pypi.org:443,*.pythonhosted.org"
+            ]),
+            Ok(
+                NetworkPolicy::allow(&["10.1.0.0/16", "pypi.org:443", "*.pythonhosted.org"])
+                    .expect("policy")
+            )
+        );
+        let both = policy_of(&["create", "a", "--net", "all", "--allow", "10.0.0.0/8"])
+            .expect_err("--net with --allow");
+        assert!(
+            both.contains("--net") && both.contains("--allow") && both.contains("cannot be used"),
+            "{both}"
+        );
+        let word = policy_of(&["create", "a", "--net", "some"]).expect_err("unknown --net");
+        assert!(word.contains("none") && word.contains("all"), "{word}");
+        let rule = policy_of(&["create", "a", "--allow", "10.0.0.1/8"]).expect_err("bad rule");
+        assert!(
+            rule.starts_with("--allow: invalid network rule") && rule.contains("prefix"),
+            "{rule}"
+        );
+        let port = policy_of(&["create", "a", "--allow", "10.0.0.1:0"]).expect_err("port 0");
+        assert!(port.contains("port"), "{port}");
+    }
+
+    #[test]
+    fn network_command_and_policy_text() {
+        match parse(&["network", "a", "10.1.0.0/16,10.2.0.1:80"]) {
+            Ok(SandboxCmd::Network { id, policy, json }) => {
+                assert_eq!(
+                    (id.as_str(), policy.as_str(), json),
+                    ("a", "10.1.0.0/16,10.2.0.1:80", false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["network", "a"]).is_err(), "POLICY is required");
+        assert_eq!(policy_text(&NetworkPolicy::None), "none");
+        assert_eq!(policy_text(&NetworkPolicy::All), "all");
+        assert_eq!(
+            policy_text(&"10.1.0.0/16,10.2.0.1:80".parse().expect("policy")),
+            "allow 10.1.0.0/16,10.2.0.1:80"
+        );
+        let both: NetworkPolicy =
+            serde_json::from_str(r#"{"allow": ["10.0.0.0/8"], "deny": ["10.9.0.0/16"]}"#)
+                .expect("policy");
+        assert_eq!(policy_text(&both), "allow 10.0.0.0/8; deny 10.9.0.0/16");
+    }
 }

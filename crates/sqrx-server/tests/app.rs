@@ -392,3 +392,68 @@ async fn sessions_and_proxy_without_a_sandbox() {
         assert!(msg.contains(needle), "{what}: {text} lacks {needle:?}");
     }
 }
+
+#[tokio::test]
+async fn bad_network_policies_are_400_with_the_reason() {
+    let Some(f) = fixture(ServerConfig::default()) else {
+        return;
+    };
+    for (req, needle) in [
+        (
+            json_req(
+                "POST",
+                "/v1/sandboxes",
+                r#"{"id": "a", "network": {"allow": ["10.0.0.1/8"]}}"#,
+            ),
+            "bits set beyond the prefix length",
+        ),
+        (
+            json_req("POST", "/v1/sandboxes", r#"{"id": "a", "network": "open"}"#),
+            "unknown network policy \"open\"",
+        ),
+        (
+            json_req(
+                "POST",
+                "/v1/sandboxes",
+                r#"{"id": "a", "network": {"allow": ["[::1]:80"]}}"#,
+            ),
+            "IPv6",
+        ),
+        (
+            json_req(
+                "PUT",
+                "/v1/sandboxes/a/network",
+                r#"{"allow": ["10.1.0.0/16"], "deny": ["x:0"]}"#,
+            ),
+            "port",
+        ),
+        (
+            json_req("PUT", "/v1/sandboxes/a/network", "42"),
+            "network policy",
+        ),
+        (
+            json_req(
+                "POST",
+                "/cgi-bin/api/sandboxes",
+                r#"{"id": "a", "allow_net": ["10.0.0.1/8"]}"#,
+            ),
+            "allow_net: invalid network rule",
+        ),
+    ] {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (status, body, _) = call(&f, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        let msg = body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+    }
+    // A good policy for a sandbox that does not exist: 404, not a parse error.
+    let (status, body, _) = call(
+        &f,
+        json_req("PUT", "/v1/sandboxes/ghost/network", r#""all""#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let doc: Value = serde_json::from_str(&sqrx_server::openapi::document()).expect("JSON");
+    assert!(doc["paths"]["/v1/sandboxes/{id}/network"]["put"].is_object());
+    assert!(doc["components"]["schemas"]["NetworkPolicy"].is_object());
+}

@@ -7,15 +7,22 @@ use sqrx_testkit::privileged;
 
 struct Cli {
     data: tempfile::TempDir,
+    /// Variables every invocation gets (the network settings of a test namespace).
+    env: Vec<(String, String)>,
 }
 
 impl Cli {
     fn new() -> Self {
+        Self::with_env(Vec::new())
+    }
+
+    fn with_env(env: Vec<(String, String)>) -> Self {
         let cli = Cli {
             data: tempfile::Builder::new()
                 .prefix("sqrx-test-cli-")
                 .tempdir()
                 .expect("tempdir"),
+            env,
         };
         let out = cli.run(&["layer", "bootstrap"], None);
         assert!(
@@ -33,6 +40,10 @@ impl Cli {
             .arg(self.data.path())
             .args(args)
             .env_remove("SQRX_INIT")
+            .env_remove("SQRX_NET_POOL")
+            .env_remove("SQRX_NET_UPLINK")
+            .env_remove("SQRX_NET_NETNS")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -376,4 +387,135 @@ fn a_crash_mid_snapshot_leaves_no_snapshot() {
         cli.ok(&["sandbox", "exec", "crash", "--", "ls /big 2>&1 || true"])
             .contains("No such file")
     );
+}
+
+/// A network namespace for the host side of sandbox links, with an uplink (a veth pair whose
+/// other end goes nowhere), deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!("sqrxcli-{}", std::process::id());
+        let ns = Netns { name };
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+            vec![
+                "-n", &ns.name, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+            ],
+            vec!["-n", &ns.name, "link", "set", "up0", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("run ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn network_flags_live_changes_and_info() {
+    if !privileged("network_flags_live_changes_and_info") {
+        return;
+    }
+    // Declared first, dropped last: the sandboxes go before their links' namespace.
+    let ns = Netns::new();
+    let cli = Cli::with_env(vec![
+        ("SQRX_NET_NETNS".into(), format!("/run/netns/{}", ns.name)),
+        ("SQRX_NET_UPLINK".into(), "up0".into()),
+    ]);
+    let info = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&cli.ok(&["sandbox", "info", id, "--json"])).expect("JSON")
+    };
+    cli.ok(&["sandbox", "create", "quiet"]);
+    assert_eq!(info("quiet")["network"], "none");
+    assert_eq!(info("quiet")["address"], serde_json::Value::Null);
+    let created: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "sandbox",
+        "create",
+        "listed",
+        "--allow",
+        "10.1.0.0/16",
+        "--allow",
+        "10.2.0.1:443",
+        "--json",
+    ]))
+    .expect("JSON");
+    assert_eq!(
+        created["network"],
+        serde_json::json!({"allow": ["10.1.0.0/16", "10.2.0.1:443"], "deny": []})
+    );
+    let address = created["address"].as_str().expect("an address").to_string();
+    assert!(
+        cli.ok(&["sandbox", "exec", "listed", "--", "ls /sys/class/net"])
+            .split_whitespace()
+            .any(|l| l == "eth0")
+    );
+    assert_eq!(
+        cli.ok(&["sandbox", "network", "listed", "all"]),
+        "listed: network all\n"
+    );
+    assert_eq!(info("listed")["network"], "all");
+    assert_eq!(info("listed")["address"], address.as_str());
+    let text = cli.ok(&["sandbox", "info", "listed"]);
+    assert!(text.contains("network:  all"), "{text}");
+    assert!(text.contains(&format!("address:  {address}")), "{text}");
+    let ls = cli.ok(&["sandbox", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("quiet ") && l.ends_with(" none")),
+        "{ls}"
+    );
+
+    // Errors: one line each, nothing created or changed.
+    for (args, needle) in [
+        (
+            vec![
+                "sandbox",
+                "create",
+                "x",
+                "--net",
+                "all",
+                "--allow",
+                "10.0.0.0/8",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec!["sandbox", "create", "x", "--net", "some"],
+            "invalid value",
+        ),
+        (
+            vec!["sandbox", "create", "x", "--allow", "10.0.0.1/8"],
+            "--allow: invalid network rule",
+        ),
+        (
+            vec!["sandbox", "network", "listed", "10.0.0.1:0"],
+            "the port must be a number",
+        ),
+    ] {
+        let out = cli.run(&args, None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(info("listed")["network"], "all");
+    let ls: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["sandbox", "ls", "--json"])).expect("JSON");
+    assert_eq!(ls.as_array().map(Vec::len), Some(2));
 }

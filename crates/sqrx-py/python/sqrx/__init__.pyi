@@ -45,6 +45,10 @@ __all__ = [
 _Command = Union[str, Sequence[str]]
 _Data = Union[bytes, str]
 _Path = Union[str, "os.PathLike[str]"]
+# "none", "all", a list of rules (an allow list) or {"allow": [...], "deny": [...]}.
+_NetworkPolicy = Union[
+    Literal["none", "all"], Sequence[str], Mapping[str, Sequence[str]]
+]
 
 class SqrxError(Exception):
     """Base class of every sqrx error; ``kind`` names the core's error kind."""
@@ -205,6 +209,12 @@ class SandboxInfo:
     def pids_max(self) -> Optional[int]: ...
     @property
     def upper_mb(self) -> int: ...
+    @property
+    def network(self) -> Union[Literal["none", "all"], dict[str, list[str]]]: ...
+    @property
+    def address(self) -> Optional[str]: ...
+    @property
+    def gateway(self) -> Optional[str]: ...
 
 @final
 class SnapshotInfo:
@@ -259,6 +269,7 @@ class Sandbox:
     @property
     def id(self) -> str: ...
     def info(self) -> SandboxInfo: ...
+    def set_network(self, policy: _NetworkPolicy) -> None: ...
     def exec(
         self,
         command: _Command,
@@ -335,6 +346,9 @@ class Runtime:
         *,
         init_path: Optional[_Path] = None,
         max_sandboxes: int = 100,
+        net_pool: Optional[str] = None,
+        net_uplink: Optional[str] = None,
+        net_netns: Optional[_Path] = None,
     ) -> Self: ...
     @property
     def data_dir(self) -> pathlib.Path: ...
@@ -351,6 +365,7 @@ class Runtime:
         env: Optional[Mapping[str, str]] = None,
         hostname: Optional[str] = None,
         owner: Optional[str] = None,
+        network: Optional[_NetworkPolicy] = None,
     ) -> Sandbox: ...
     def create_async(
         self,
@@ -365,6 +380,7 @@ class Runtime:
         env: Optional[Mapping[str, str]] = None,
         hostname: Optional[str] = None,
         owner: Optional[str] = None,
+        network: Optional[_NetworkPolicy] = None,
     ) -> Awaitable[Sandbox]: ...
     def get(self, id: str) -> Sandbox: ...
     def get_async(self, id: str) -> Awaitable[Sandbox]: ...

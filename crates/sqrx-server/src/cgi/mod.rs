@@ -17,7 +17,7 @@ use sqrx_core::{Command, ErrorKind, ExecRequest, Sandbox, SandboxSpec};
 
 use self::model::{
     CgiCreate, CgiExec, CgiExecBody, CgiHealth, CgiInfo, CgiLabel, CgiModule, CgiModuleBody,
-    CgiSnapshot, CgiSnapshotTaken, count, iso, list, number, object, text,
+    CgiSnapshot, CgiSnapshotTaken, allow_net_policy, count, iso, list, number, object, text,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, RawBody};
@@ -135,6 +135,7 @@ pub fn info_of(sandbox: &Sandbox) -> CgiInfo {
         memory_mb: spec.memory_mb,
         max_lifetime_s: spec.max_lifetime,
         allow_net: spec.allow_net.clone(),
+        network: sandbox.network_policy().clone(),
     }
 }
 
@@ -285,7 +286,7 @@ pub async fn list_sandboxes(state: AppState) -> Result<Json<Vec<CgiInfo>>, ApiEr
 #[utoipa::path(post, path = "/cgi-bin/api/sandboxes", tag = "cgi-bin",
     request_body = CgiCreate,
     responses((status = 201, body = CgiInfo),
-              (status = 400, description = "Invalid, duplicate, unknown layer or limit reached", body = ErrorBody),
+              (status = 400, description = "Invalid (a bad allow_net rule: the rule and why), duplicate, unknown layer or limit reached", body = ErrorBody),
               (status = 415, body = ErrorBody)))]
 pub async fn create(
     state: AppState,
@@ -312,6 +313,7 @@ pub async fn create(
     spec.memory_mb = Some(count(&fields, "memory_mb")?.unwrap_or(DEFAULT_MEMORY_MB));
     spec.max_lifetime = count(&fields, "max_lifetime_s")?.unwrap_or(0);
     spec.allow_net = list(&fields, "allow_net")?;
+    spec.network = allow_net_policy(&fields, &state.config().network.cgi_default)?;
     spec.upper_mb = state.config().upper_mb;
     let info = state
         .blocking(move |rt| {

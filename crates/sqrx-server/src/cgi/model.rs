@@ -4,6 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sqrx_core::network::NetworkPolicy;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -65,8 +66,12 @@ pub struct CgiInfo {
     pub memory_mb: Option<u64>,
     /// Lifetime, seconds (0 = none).
     pub max_lifetime_s: u64,
-    /// Hosts it may reach (stored; not enforced yet).
+    /// Hosts it may reach, as given at create.
     pub allow_net: Option<Vec<String>>,
+    /// What it may reach, in effect now (sqrx's policy: `allow_net` absent or `[]` made it
+    /// `"all"`, a list `{"allow": [...], "deny": []}`).
+    #[schema(value_type = crate::v1::model::NetworkPolicyJson)]
+    pub network: NetworkPolicy,
 }
 
 /// One exec, as `exec` returns it and `logs` lists it.
@@ -131,7 +136,9 @@ pub struct CgiCreate {
     /// Lifetime, seconds (default 0 = none).
     #[schema(value_type = Object)]
     pub max_lifetime_s: Option<Value>,
-    /// Hosts it may reach.
+    /// Hosts it may reach (`HOST`, `*.DOMAIN`, `CIDR` or address, each with an optional
+    /// `:PORT`); absent or `[]`: every destination (the server's `--net-cgi-default`, `all`
+    /// unless set).
     pub allow_net: Option<Vec<String>>,
 }
 
@@ -247,6 +254,21 @@ pub fn list(obj: &Map<String, Value>, key: &str) -> Result<Option<Vec<String>>, 
     }
 }
 
+/// The network policy of a create body's `allow_net`, with sq-sandbox's meaning: absent,
+/// null or `[]` = no restriction (`default`: `all` unless the operator changed it), a list
+/// (array or comma-separated string) = only those destinations.
+pub fn allow_net_policy(
+    obj: &Map<String, Value>,
+    default: &NetworkPolicy,
+) -> Result<NetworkPolicy, ApiError> {
+    match list(obj, "allow_net")? {
+        None => Ok(default.clone()),
+        Some(rules) if rules.is_empty() => Ok(default.clone()),
+        Some(rules) => NetworkPolicy::allow(&rules)
+            .map_err(|e| ApiError::bad_request(format!("allow_net: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -284,6 +306,43 @@ mod tests {
                 .flatten(),
             Some(9007199254740992)
         );
+    }
+
+    #[test]
+    fn allow_net_keeps_sq_sandbox_meaning() {
+        let all = NetworkPolicy::All;
+        let policy = |v: Value| allow_net_policy(&obj(v), &all);
+        assert_eq!(policy(json!({})).ok(), Some(NetworkPolicy::All));
+        assert_eq!(
+            policy(json!({"allow_net": null})).ok(),
+            Some(NetworkPolicy::All)
+        );
+        assert_eq!(
+            policy(json!({"allow_net": []})).ok(),
+            Some(NetworkPolicy::All)
+        );
+        assert_eq!(
+            policy(json!({"allow_net": ["10.1.0.0/16", "10.2.0.1:443"]})).ok(),
+            NetworkPolicy::allow(&["10.1.0.0/16", "10.2.0.1:443"]).ok()
+        );
+        assert_eq!(
+            policy(json!({"allow_net": "pypi.org, *.pythonhosted.org"})).ok(),
+            NetworkPolicy::allow(&["pypi.org", "*.pythonhosted.org"]).ok()
+        );
+        // The operator's default applies to "no restriction given".
+        assert_eq!(
+            allow_net_policy(&obj(json!({"allow_net": []})), &NetworkPolicy::None).ok(),
+            Some(NetworkPolicy::None)
+        );
+        let bad = policy(json!({"allow_net": ["10.0.0.1/8"]})).expect_err("bad rule");
+        assert_eq!(bad.status.as_u16(), 400);
+        assert!(
+            bad.message.starts_with("allow_net: invalid network rule")
+                && bad.message.contains("prefix"),
+            "{}",
+            bad.message
+        );
+        assert!(policy(json!({"allow_net": [1]})).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod files;
 pub mod health;
 pub mod layers;
 pub mod model;
+pub mod network;
 pub mod pty;
 pub mod sandboxes;
 pub mod sessions;
@@ -14,7 +15,7 @@ pub mod snapshots;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::state::AppState;
 
@@ -41,6 +42,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/v1/sandboxes/{id}",
             get(sandboxes::get).delete(sandboxes::destroy),
         )
+        .route("/v1/sandboxes/{id}/network", put(network::set_network))
         .route("/v1/sandboxes/{id}/exec", post(exec::exec))
         .route("/v1/sandboxes/{id}/exec/ws", get(exec_ws::exec_ws))
         .route("/v1/sandboxes/{id}/pty", get(pty::pty))

@@ -8,8 +8,48 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use sqrx_core::network::NetworkPolicy;
+
 use crate::config::Limits;
 use crate::error::ApiError;
+
+// Only a description of the wire form, for the OpenAPI document (as `NetworkPolicy`): the
+// core's `NetworkPolicy` reads and writes it.
+/// What a sandbox may reach over the network: `"none"`, `"all"`, or
+/// `{"allow": [...], "deny": [...]}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = NetworkPolicy)]
+#[serde(untagged)]
+pub enum NetworkPolicyJson {
+    /// `"none"`: loopback only (no interface but `lo`); `"all"`: every destination but the
+    /// host, other sandboxes, link-local and metadata addresses.
+    Word(NetworkWord),
+    /// Only what `allow` names and `deny` does not (deny wins); ICMP refused.
+    List(NetworkLists),
+}
+
+/// `"none"` or `"all"`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkWord {
+    /// Loopback only.
+    None,
+    /// Every destination but the ones refused to every sandbox.
+    All,
+}
+
+/// The list form of a policy. Rules: `HOST`, `*.DOMAIN`, an IPv4 `CIDR` or address, each
+/// with an optional `:PORT` (e.g. `pypi.org`, `*.pythonhosted.org:443`, `10.1.0.0/16`).
+/// Rules naming hosts or domains are refused until the sandbox DNS resolver is available.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NetworkLists {
+    /// Destinations that may be reached.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Destinations refused even when `allow` names them.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
 
 /// `GET /v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -98,9 +138,15 @@ pub struct CreateSandbox {
     /// Hostname inside (default: the id).
     #[serde(default)]
     pub hostname: Option<String>,
-    /// Hosts it may reach (stored; enforced once network policies land).
+    /// sq-sandbox's list of hosts, stored and reported back only: on `/v1` what a sandbox
+    /// may reach is `network`.
     #[serde(default)]
     pub allow_net: Option<Vec<String>>,
+    /// What it may reach over the network (default: the server's `--net-default`, `none`
+    /// unless set). Changed live with `PUT /v1/sandboxes/{id}/network`.
+    #[serde(default)]
+    #[schema(value_type = Option<NetworkPolicyJson>)]
+    pub network: Option<NetworkPolicy>,
 }
 
 impl CreateSandbox {
@@ -111,6 +157,7 @@ impl CreateSandbox {
         self,
         default_upper_mb: u64,
         limits: &Limits,
+        default_network: &NetworkPolicy,
     ) -> Result<sqrx_core::SandboxSpec, ApiError> {
         let upper_mb = self.upper_mb.unwrap_or(default_upper_mb);
         if upper_mb > limits.max_upper_mb {
@@ -133,6 +180,7 @@ impl CreateSandbox {
         spec.env = self.env;
         spec.hostname = self.hostname;
         spec.allow_net = self.allow_net;
+        spec.network = self.network.unwrap_or_else(|| default_network.clone());
         Ok(spec)
     }
 }
@@ -172,8 +220,16 @@ pub struct SandboxView {
     pub max_lifetime: u64,
     /// Environment of every exec.
     pub env: BTreeMap<String, String>,
-    /// Hosts it may reach (not enforced yet).
+    /// sq-sandbox's list of hosts it was created with (what it may reach is `network`).
     pub allow_net: Option<Vec<String>>,
+    /// What it may reach over the network, in effect now.
+    #[schema(value_type = NetworkPolicyJson)]
+    pub network: NetworkPolicy,
+    /// Its IPv4 address on `eth0` inside, when it has a link (a policy other than `none`
+    /// since it was created, or set since).
+    pub address: Option<String>,
+    /// Its gateway (the host side of its link), when it has a link.
+    pub gateway: Option<String>,
 }
 
 impl SandboxView {
@@ -181,6 +237,7 @@ impl SandboxView {
     pub fn of(sandbox: &sqrx_core::Sandbox) -> Self {
         let info = sandbox.info();
         let spec = sandbox.spec();
+        let link = sandbox.network_info();
         SandboxView {
             id: info.id,
             status: info.status.to_string(),
@@ -199,6 +256,9 @@ impl SandboxView {
             max_lifetime: spec.max_lifetime,
             env: spec.env.clone(),
             allow_net: spec.allow_net.clone(),
+            network: sandbox.network_policy().clone(),
+            address: link.as_ref().map(|l| l.address.to_string()),
+            gateway: link.as_ref().map(|l| l.gateway.to_string()),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "v1",
     request_body = CreateSandbox,
     responses((status = 201, description = "Created and running", body = SandboxView),
-              (status = 400, description = "Invalid spec or body, or upper_mb over the server's maximum", body = ErrorBody),
+              (status = 400, description = "Invalid spec or body (a bad network policy: the rule and why), or upper_mb over the server's maximum", body = ErrorBody),
               (status = 404, description = "A layer does not exist", body = ErrorBody),
               (status = 409, description = "The id is taken", body = ErrorBody),
               (status = 413, description = "Body too large", body = ErrorBody),
@@ -23,7 +23,8 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateSandbox>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let spec = body.into_spec(state.config().upper_mb, &state.config().limits)?;
+    let config = state.config();
+    let spec = body.into_spec(config.upper_mb, &config.limits, &config.network.default)?;
     let view = state
         .blocking(move |rt| rt.create(spec).map(|s| SandboxView::of(&s)))
         .await?;

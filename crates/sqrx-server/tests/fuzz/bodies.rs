@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use sqrx_server::cgi::model::{
-    CgiCreate, CgiExecBody, CgiLabel, CgiModuleBody, count, list, number, object, text,
+    CgiCreate, CgiExecBody, CgiLabel, CgiModuleBody, allow_net_policy, count, list, number, object,
+    text,
 };
 use sqrx_server::config::Limits;
 use sqrx_server::js_api::ExecuteBody;
@@ -31,6 +32,7 @@ const BODIES: [&[&str]; 9] = [
         "env",
         "hostname",
         "allow_net",
+        "network",
     ],
     &[
         "command",
@@ -119,7 +121,7 @@ fn json() -> impl Strategy<Value = Value> {
 fn every_body(bytes: &[u8]) {
     let limits = Limits::default();
     if let Ok(b) = serde_json::from_slice::<CreateSandbox>(bytes)
-        && let Ok(spec) = b.into_spec(512, &limits)
+        && let Ok(spec) = b.into_spec(512, &limits, &sqrx_core::network::NetworkPolicy::None)
     {
         let _ = spec.validate();
     }
@@ -145,6 +147,7 @@ fn every_body(bytes: &[u8]) {
     let _ = serde_json::from_slice::<PtyFrame>(bytes);
     let _ = serde_json::from_slice::<ExecuteBody>(bytes);
     let _ = serde_json::from_slice::<CgiCreate>(bytes);
+    let _ = serde_json::from_slice::<sqrx_core::network::NetworkPolicy>(bytes);
     let _ = serde_json::from_slice::<CgiExecBody>(bytes);
     let _ = serde_json::from_slice::<CgiLabel>(bytes);
     let _ = serde_json::from_slice::<CgiModuleBody>(bytes);
@@ -159,6 +162,7 @@ fn every_body(bytes: &[u8]) {
             let _ = count(&fields, key);
             let _ = list(&fields, key);
         }
+        let _ = allow_net_policy(&fields, &sqrx_core::network::NetworkPolicy::All);
     }
 }
 

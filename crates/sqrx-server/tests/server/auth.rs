@@ -23,6 +23,7 @@ async fn check(s: &Server, token: &str) {
         ("GET", "/cgi-bin/api/modules"),
         ("GET", "/metrics"),
         ("GET", "/v1/sandboxes/x/exec/ws"),
+        ("PUT", "/v1/sandboxes/x/network"),
     ] {
         let m: reqwest::Method = method.parse().expect("method");
         let missing = send(c.request(m.clone(), s.url(path))).await;

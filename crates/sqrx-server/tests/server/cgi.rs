@@ -10,12 +10,17 @@ async fn sq_sandbox_contract() {
     if !privileged("server sq_sandbox_contract") {
         return;
     }
-    let data = DataDir::new();
+    // Sandboxes created here have a network (allow_net's meaning): their links go to a test
+    // bed of namespaces, never to this machine's uplink.
+    let bed = crate::netbed::NetBed::new();
+    let data = DataDir::with_network(bed.config());
+    let net_args = bed.args();
+    let net_args: Vec<&str> = net_args.iter().map(String::as_str).collect();
     // The original's variables: a limit of two sandboxes, a 64 MiB upper.
     let s = Server::start_with(
         &data,
         Binary::Server,
-        &[],
+        &net_args,
         &[
             ("SQUASH_MAX_SANDBOXES", "2"),
             ("SQUASH_UPPER_LIMIT_MB", "64"),
@@ -39,7 +44,7 @@ async fn sq_sandbox_contract() {
     let created = post(
         &c,
         api("/sandboxes"),
-        json!({"id": "dev", "layers": "000-base", "cpu": "1", "memory_mb": "512", "task": "build", "allow_net": ["example.com"]}),
+        json!({"id": "dev", "layers": "000-base", "cpu": "1", "memory_mb": "512", "task": "build", "allow_net": ["10.1.0.0/16"]}),
     )
     .await;
     assert_eq!(created.0, 201, "{}", created.1);
@@ -64,6 +69,7 @@ async fn sq_sandbox_contract() {
             "max_lifetime_s",
             "memory_mb",
             "mounted",
+            "network",
             "owner",
             "snapshots",
             "task",
@@ -80,7 +86,11 @@ async fn sq_sandbox_contract() {
     assert_eq!(info["exec_count"], 0);
     assert_eq!(info["snapshots"], json!([]));
     assert_eq!(info["active_snapshot"], serde_json::Value::Null);
-    assert_eq!(info["allow_net"], json!(["example.com"]));
+    assert_eq!(info["allow_net"], json!(["10.1.0.0/16"]));
+    assert_eq!(
+        info["network"],
+        json!({"allow": ["10.1.0.0/16"], "deny": []})
+    );
     assert!(
         info["created"]
             .as_str()
@@ -96,6 +106,10 @@ async fn sq_sandbox_contract() {
     assert_eq!(second.0, 201, "{}", second.1);
     assert_eq!(second.1["cpu"], 2.0);
     assert_eq!(second.1["memory_mb"], 1024);
+    assert_eq!(
+        second.1["network"], "all",
+        "no allow_net: every destination"
+    );
     let v1 = get(&c, s.url("/v1/sandboxes/other")).await;
     assert_eq!(v1.1["upper_mb"], 64, "SQUASH_UPPER_LIMIT_MB applies");
 

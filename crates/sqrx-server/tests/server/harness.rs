@@ -12,15 +12,23 @@ use serde_json::Value;
 /// the library, so it works even when the server died), then removes it.
 pub struct DataDir {
     dir: tempfile::TempDir,
+    /// The network settings the server was given (so sandbox links are removed where they are).
+    network: sqrx_core::network::NetworkConfig,
 }
 
 impl DataDir {
     pub fn new() -> Self {
+        Self::with_network(sqrx_core::network::NetworkConfig::default())
+    }
+
+    /// A data directory whose server runs with `network` (`--net-*`).
+    pub fn with_network(network: sqrx_core::network::NetworkConfig) -> Self {
         DataDir {
             dir: tempfile::Builder::new()
                 .prefix("sqrx-test-server-")
                 .tempdir()
                 .expect("tempdir"),
+            network,
         }
     }
 
@@ -31,7 +39,9 @@ impl DataDir {
 
 impl Drop for DataDir {
     fn drop(&mut self) {
-        if let Ok(rt) = sqrx_core::Runtime::open(sqrx_core::RuntimeConfig::new(self.dir.path())) {
+        let mut config = sqrx_core::RuntimeConfig::new(self.dir.path());
+        config.network = self.network.clone();
+        if let Ok(rt) = sqrx_core::Runtime::open(config) {
             for sandbox in rt.list() {
                 let id = sandbox.id().to_string();
                 if let Err(e) = sandbox.destroy() {
@@ -64,7 +74,12 @@ pub struct Server {
 }
 
 /// Environment variables a developer's shell might set that would change the server.
-const SCRUB: [&str; 16] = [
+const SCRUB: [&str; 21] = [
+    "SQRX_NET_DEFAULT",
+    "SQRX_NET_CGI_DEFAULT",
+    "SQRX_NET_POOL",
+    "SQRX_NET_UPLINK",
+    "SQRX_NET_NETNS",
     "SQRX_CONFIG",
     "SQRX_ALLOWED_HOSTS",
     "SQRX_INSECURE_NO_AUTH",

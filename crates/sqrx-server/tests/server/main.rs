@@ -10,6 +10,8 @@ mod harness;
 mod js;
 mod layers;
 mod lifecycle;
+mod netbed;
+mod network;
 mod proxy;
 mod pty;
 mod sandboxes;
