@@ -35,7 +35,7 @@ pub enum Command {
     Js(JsCmd),
     /// Run the HTTP server: the native API (/v1), the sq-sandbox API (/cgi-bin), JavaScript
     /// (/v1/execute, /api/execute), /openapi.json and /metrics.
-    Serve(sqrx_server::ServeArgs),
+    Serve(Box<sqrx_server::ServeArgs>),
     /// Print the server's OpenAPI document (docs/openapi.json).
     Openapi,
 }

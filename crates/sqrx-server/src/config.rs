@@ -142,6 +142,10 @@ pub struct NetworkArgs {
     /// links and the nftables rules, instead of the server's own [env: SQRX_NET_NETNS].
     #[arg(long = "net-netns", value_name = "PATH")]
     pub netns: Option<PathBuf>,
+    /// The DNS server that sandboxes' allowed queries are forwarded to [default: the first
+    /// nameserver of /etc/resolv.conf; env: SQRX_NET_DNS_UPSTREAM].
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
+    pub dns_upstream: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -303,6 +307,8 @@ pub struct NetworkFile {
     pub uplink: Option<String>,
     /// As `--net-netns`.
     pub netns: Option<PathBuf>,
+    /// As `--dns-upstream`.
+    pub dns_upstream: Option<String>,
 }
 
 /// The server's network settings, resolved.
@@ -366,6 +372,17 @@ impl NetworkSettings {
                 .or_else(|| from_file.clone()),
         };
         let defaults = NetworkConfig::default();
+        let dns_upstream = match text(
+            &args.dns_upstream,
+            "SQRX_NET_DNS_UPSTREAM",
+            &file.dns_upstream,
+        ) {
+            Some(v) => Some(parse_upstream(&v).ok_or_else(|| ConfigError {
+                name: "--dns-upstream",
+                reason: format!("{v:?} is not an IPv4 address with an optional :PORT"),
+            })?),
+            None => None,
+        };
         Ok(NetworkSettings {
             default: policy(
                 &args.default,
@@ -390,9 +407,19 @@ impl NetworkSettings {
                         .map(|(_, v)| PathBuf::from(v.trim()))
                         .or_else(|| file.netns.clone()),
                 },
+                dns_upstream,
             },
         })
     }
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_upstream(v: &str) -> Option<std::net::SocketAddr> {
+    v.parse::<std::net::SocketAddr>().ok().or_else(|| {
+        v.parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::from((ip, 53)))
+    })
 }
 
 /// The runtime's network settings for the CLI's own runtime (`sqrx sandbox ...`): the
@@ -956,6 +983,27 @@ mod tests {
             runtime_network_from_env(&env_of(&[("SQRX_NET_NETNS", "/run/netns/x")])).netns,
             Some(PathBuf::from("/run/netns/x"))
         );
+        assert_eq!(n.runtime.dns_upstream, None);
+        let dns = |v: &str| {
+            NetworkSettings::resolve(
+                &NetworkArgs {
+                    dns_upstream: Some(v.into()),
+                    ..NetworkArgs::default()
+                },
+                &NetworkFile::default(),
+                &env_of(&[]),
+            )
+        };
+        assert_eq!(
+            dns("10.3.0.53").expect("ip").runtime.dns_upstream,
+            Some("10.3.0.53:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            dns("10.3.0.53:5353").expect("ip:port").runtime.dns_upstream,
+            Some("10.3.0.53:5353".parse().expect("addr"))
+        );
+        let e = dns("dns.example").expect_err("a name");
+        assert_eq!(e.name, "--dns-upstream");
 
         let bad = ServeArgs {
             network: NetworkArgs {

@@ -641,10 +641,7 @@ fn names_resolve_and_open_only_what_the_policy_allows() {
          | busybox grep -c 'Address: 10.1.0.1'",
     );
     let answered: usize = burst.stdout_text().trim().parse().unwrap_or(0);
-    assert!(
-        answered >= 50 && answered < 400,
-        "{answered} of 400 answered"
-    );
+    assert!((50..400).contains(&answered), "{answered} of 400 answered");
     let log = std::fs::read_to_string(bed.t.dir.path().join("network/resolver.log"))
         .expect("resolver log");
     assert!(log.contains("refused other.test"), "{log}");
