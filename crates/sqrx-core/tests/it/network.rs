@@ -739,3 +739,57 @@ fn an_address_shared_by_an_allowed_and_a_refused_name_serves_only_the_allowed_on
     );
     assert!(asks_for(&cidr, "10.1.0.1", 80, "blocked.test"));
 }
+
+#[test]
+fn real_clients_reach_allowed_names_and_nothing_else() {
+    if !privileged("network_clients") {
+        return;
+    }
+    let bed = Bed::new();
+    bed.t.python_layer();
+    let web = sqrx_core::LayerName::new("100-web").expect("name");
+    bed.t
+        .rt
+        .layers()
+        .from_host(
+            &web,
+            &["/usr/bin/curl".into(), "/usr/bin/node".into()],
+            &Default::default(),
+        )
+        .expect("curl and node layer");
+    let mut spec = SandboxSpec::new("net-clients");
+    spec.layers = vec!["000-base".into(), "100-py".into(), "100-web".into()];
+    spec.network = NetworkPolicy::allow(&["allowed.test"]).expect("policy");
+    let sb = bed.t.rt.create(spec).expect("create");
+    // glibc's resolver (curl, Python) and libuv's (Node), through /etc/resolv.conf.
+    for (client, cmd) in [
+        ("curl", "curl -sS -m 5 http://{host}:8080/"),
+        (
+            "python",
+            "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{host}:8080/', timeout=5).read().decode())\"",
+        ),
+        (
+            "node",
+            "node -e \"fetch('http://{host}:8080/').then(r => r.text()).then(t => console.log(t))\"",
+        ),
+    ] {
+        let allowed = sh(
+            &sb,
+            &format!("{} 2>&1", cmd.replace("{host}", "allowed.test")),
+        );
+        assert!(
+            allowed.stdout_text().contains("hello 10.1.0.1:8080"),
+            "{client}: {}",
+            allowed.stdout_text()
+        );
+        let refused = sh(
+            &sb,
+            &format!("{} 2>&1", cmd.replace("{host}", "other.test")),
+        );
+        assert!(
+            !refused.stdout_text().contains("hello"),
+            "{client} reached other.test: {}",
+            refused.stdout_text()
+        );
+    }
+}
