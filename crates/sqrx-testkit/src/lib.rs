@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod fuzz;
+pub mod net;
 
 /// Set by `.ci/run`: a missing privilege fails the test instead of skipping it.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "SQRX_REQUIRE_PRIVILEGED";

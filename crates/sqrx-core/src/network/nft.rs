@@ -84,6 +84,14 @@ const NFT_CT_STATE: u32 = 0;
 const NFTA_REJECT_TYPE: u16 = 1;
 const NFTA_REJECT_ICMP_CODE: u16 = 2;
 const NFT_REJECT_TCP_RST: u32 = 1;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFTA_DYNSET_TIMEOUT: u16 = 6;
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
+/// While packets flow to an address its names opened, it stays open this long after the last
+/// one (its DNS TTL governs new connections otherwise).
+pub(crate) const IN_USE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
 const NFTA_REDIR_FLAGS: u16 = 3;
 /// `NF_NAT_RANGE_PROTO_SPECIFIED`.
@@ -250,6 +258,24 @@ fn set_lookup(set: &str) -> Expr {
         vec![
             attr(NFTA_LOOKUP_SET, name),
             attr(NFTA_LOOKUP_SREG, be32(NFT_REG_1)),
+        ],
+    )
+}
+
+/// `update @set { <register 1> timeout <timeout> }`: refresh the element's expiry.
+fn refresh_in(set: &str, timeout: std::time::Duration) -> Expr {
+    let mut name = set.as_bytes().to_vec();
+    name.push(0);
+    expr(
+        "dynset",
+        vec![
+            attr(NFTA_DYNSET_SET_NAME, name),
+            attr(NFTA_DYNSET_OP, be32(NFT_DYNSET_OP_UPDATE)),
+            attr(NFTA_DYNSET_SREG_KEY, be32(NFT_REG_1)),
+            attr(
+                NFTA_DYNSET_TIMEOUT,
+                (timeout.as_millis() as u64).to_be_bytes().to_vec(),
+            ),
         ],
     )
 }
@@ -505,7 +531,8 @@ impl Batch {
                 attributes: vec![
                     SetAttribute::Table(self.table.clone()),
                     SetAttribute::Name(name.to_string()),
-                    SetAttribute::Flags(SetFlags::Timeout),
+                    // Eval: rules refresh elements from the packet path.
+                    SetAttribute::Flags(SetFlags::Timeout | SetFlags::Eval),
                     SetAttribute::KeyType(TYPE_IPADDR),
                     SetAttribute::KeyLen(4),
                     // Required by the kernel (unique within a transaction).
@@ -535,6 +562,27 @@ impl Batch {
                 attributes: vec![
                     SetAttribute::Table(self.table.clone()),
                     SetAttribute::Name(set.to_string()),
+                ],
+            }),
+            0,
+        );
+    }
+
+    fn remove_addresses(&mut self, set: &str, addrs: &[Ipv4Addr]) {
+        let elements = addrs
+            .iter()
+            .map(|a| {
+                ListAttribute::Element(vec![SetElementAttribute::Key(DataAttribute::Value(
+                    a.octets().to_vec(),
+                ))])
+            })
+            .collect();
+        self.push(
+            NfTablesMessage::DeleteSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.to_string()),
+                    SetElementList::Elements(elements),
                 ],
             }),
             0,
@@ -758,8 +806,11 @@ impl Table {
                             r.push(payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
                             r.push(cmp(NFT_CMP_EQ, &p.to_be_bytes()));
                         }
+                        let set = names_set(&s.chain, *port);
                         r.push(payload(NFT_PAYLOAD_NETWORK_HEADER, DADDR, 4));
-                        r.push(set_lookup(&names_set(&s.chain, *port)));
+                        r.push(set_lookup(&set));
+                        // An address in use stays open (a download outliving the TTL goes on).
+                        r.push(refresh_in(&set, IN_USE_GRACE));
                         r.push(verdict(NF_ACCEPT));
                         b.rule(&s.chain, r);
                     }
@@ -854,8 +905,14 @@ impl Table {
         if addrs.is_empty() {
             return Ok(());
         }
+        // Adding an element that exists keeps its old expiry: add (so it exists), remove, add
+        // again, in one transaction, so a later answer extends an earlier one.
+        let set = names_set(chain, port);
+        let ms = ttl.as_millis() as u64;
         let mut b = Batch::new(&self.name);
-        b.addresses(&names_set(chain, port), addrs, ttl.as_millis() as u64);
+        b.addresses(&set, addrs, ms);
+        b.remove_addresses(&set, addrs);
+        b.addresses(&set, addrs, ms);
         b.send(nl)
     }
 

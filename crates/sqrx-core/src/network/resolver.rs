@@ -38,9 +38,9 @@ pub const RESOLVER_ENV: &str = "SQRX_RESOLVER";
 /// Queries a sandbox may send per second (a burst of twice that is absorbed).
 const QUERIES_PER_SECOND: f64 = 50.0;
 
-/// Addresses stay reachable at least this long after an answer, so a transfer started just
-/// before a short TTL runs out is not cut (the rules check every packet).
-const MIN_ALLOW: Duration = Duration::from_secs(600);
+/// The shortest time an answer opens its addresses for (a TTL of 0 must still let the
+/// connection that asked be made).
+const MIN_ALLOW: Duration = Duration::from_secs(5);
 
 /// What the resolver process is told on its standard input.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -554,12 +554,16 @@ impl Shared {
                 Wanted::More => break None,
             }
         };
-        let allowed = name.as_deref().is_some_and(|n| {
-            allowed_ports(&sandbox.policy, n)
-                .is_some_and(|ports| ports.iter().any(|p| p.is_none_or(|p| p == dst.port())))
-                && self.resolved_to(slot, *dst.ip(), n)
-        });
-        if !allowed {
+        let allowed = |policy: &NetworkPolicy| {
+            name.as_deref().is_some_and(|n| {
+                allowed_ports(policy, n)
+                    .is_some_and(|ports| ports.iter().any(|p| p.is_none_or(|p| p == dst.port())))
+            })
+        };
+        let resolved = name
+            .as_deref()
+            .is_some_and(|n| self.resolved_to(slot, *dst.ip(), n));
+        if !(allowed(&sandbox.policy) && resolved) {
             eprintln!(
                 "sqrx proxy: sandbox slot {slot}: refused {} for {dst}",
                 name.as_deref().unwrap_or("a connection without a name")
@@ -577,14 +581,34 @@ impl Shared {
             Duration::from_secs(10),
         )?;
         upstream.write_all(&buf)?;
-        let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
-        let up = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut c2, &mut u2);
-            let _ = u2.shutdown(std::net::Shutdown::Write);
-        });
-        let _ = std::io::copy(&mut upstream, &mut client);
-        let _ = client.shutdown(std::net::Shutdown::Write);
+        let relay = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            })
+        };
+        let up = relay(client.try_clone()?, upstream.try_clone()?);
+        let down = relay(upstream.try_clone()?, client.try_clone()?);
+        // A policy change that refuses the name cuts the connection, as the nftables rules cut
+        // connections they no longer allow (the answer's expiry does not: the connection is
+        // in use).
+        while !(up.is_finished() && down.is_finished()) {
+            std::thread::sleep(Duration::from_millis(250));
+            let still = self
+                .client(*peer.ip())
+                .is_some_and(|(s, c)| s == slot && allowed(&c.policy));
+            if !still {
+                eprintln!(
+                    "sqrx proxy: sandbox slot {slot}: cut {} to {dst}: no longer allowed",
+                    name.as_deref().unwrap_or("")
+                );
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = upstream.shutdown(std::net::Shutdown::Both);
+                break;
+            }
+        }
         let _ = up.join();
+        let _ = down.join();
         Ok(())
     }
 
@@ -645,37 +669,11 @@ mod tests {
             Wanted::More
         );
         assert_eq!(requested_name(b"GET / HTTP/1.0\r\n\r\n"), Wanted::Nameless);
-        let hello = client_hello("files.pythonhosted.org");
+        let hello = sqrx_testkit::net::client_hello("files.pythonhosted.org");
         assert_eq!(
             requested_name(&hello),
             Wanted::Name("files.pythonhosted.org".into())
         );
         assert_eq!(requested_name(&hello[..20]), Wanted::More);
-    }
-
-    /// A minimal TLS 1.2 ClientHello carrying `sni`.
-    pub(crate) fn client_hello(sni: &str) -> Vec<u8> {
-        let name = sni.as_bytes();
-        let mut sni_ext = Vec::new();
-        sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-        sni_ext.push(0);
-        sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        sni_ext.extend_from_slice(name);
-        let mut exts = vec![0, 0];
-        exts.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
-        exts.extend_from_slice(&sni_ext);
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[7u8; 32]);
-        body.push(0);
-        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        body.extend_from_slice(&exts);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![0x16, 3, 1];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
     }
 }

@@ -4,128 +4,17 @@
 //! namespace behind it with HTTP servers on 10.1.0.1 and 10.2.0.1. No packet can leave the
 //! machine: `rt`'s only route out is `inet`, and `inet` has no route out at all.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsFd, OwnedFd};
-use std::process::Command;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqrx_core::network::{NetworkConfig, NetworkPolicy};
 use sqrx_core::{Sandbox, SandboxSpec};
+use sqrx_testkit::net::{HttpServers, Netns, client_hello};
 use sqrx_testkit::privileged;
 
 use crate::sandbox::{TestRuntime, sh};
-
-/// A named network namespace, deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("sqrxt-{}-{n}-{tag}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all);
-    }
-
-    fn fd(&self) -> OwnedFd {
-        OwnedFd::from(std::fs::File::open(self.path()).expect("open netns"))
-    }
-
-    /// Run a command inside (`ip netns exec`); its stdout.
-    fn run(&self, cmd: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .output()
-            .expect("ip netns exec");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// HTTP servers answering `hello <addr>` until dropped.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Servers {
-    fn start(ns: &Netns, addrs: &[SocketAddr]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for addr in addrs {
-            let addr = *addr;
-            let listener =
-                sqrx_core::sys::netns::run_in(ns.fd().as_fd(), move || TcpListener::bind(addr))
-                    .expect("bind a test server in its namespace");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let stop = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut c, _)) => {
-                            let _ = c.set_nonblocking(false);
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                            let mut buf = [0u8; 1024];
-                            let _ = c.read(&mut buf);
-                            let body = format!("hello {addr}\n");
-                            let _ = write!(
-                                c,
-                                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                                body.len()
-                            );
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            }));
-        }
-        Servers { stop, threads }
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A DNS authority for `*.test` names, answering until dropped: `allowed.test` and
 /// `api.svc.test` are 10.1.0.1, `other.test` 10.2.0.1, `alias.test` a CNAME of
@@ -140,9 +29,9 @@ impl Authority {
         use hickory_proto::op::{Message, ResponseCode};
         use hickory_proto::rr::rdata::{A, CNAME};
         use hickory_proto::rr::{Name, RData, Record, RecordType};
-        let sock =
-            sqrx_core::sys::netns::run_in(ns.fd().as_fd(), move || std::net::UdpSocket::bind(addr))
-                .expect("bind the test DNS authority");
+        let sock = ns
+            .enter(move || std::net::UdpSocket::bind(addr))
+            .expect("bind the test DNS authority");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let stop = Arc::new(AtomicBool::new(false));
@@ -170,6 +59,13 @@ impl Authority {
                 let answers: Option<Vec<Record>> = match name.as_str() {
                     "allowed.test" | "api.svc.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
                     "other.test" => Some(vec![a(&name, [10, 2, 0, 1])]),
+                    "stream.test" => Some(vec![a(&name, [10, 4, 0, 1])]),
+                    // A record with a short TTL (the resolver opens addresses for 5 s at least).
+                    "short.test" => {
+                        let mut r = a(&name, [10, 1, 0, 1]);
+                        r.ttl = 1;
+                        Some(vec![r])
+                    }
                     // Shares allowed.test's address (two virtual hosts, one server).
                     "blocked.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
                     // An allowed name pointing at a metadata address (DNS rebinding).
@@ -219,7 +115,7 @@ impl Drop for Authority {
 /// order: sandboxes' runtime first, then servers, then the namespaces.
 struct Bed {
     t: TestRuntime,
-    _servers: Servers,
+    _servers: HttpServers,
     _dns: Authority,
     rt_ns: Netns,
     _inet: Netns,
@@ -243,11 +139,12 @@ impl Bed {
         inet.ip(&["addr", "add", "10.1.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.2.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.3.0.53/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.4.0.1/32", "dev", "lo"]);
         // A "metadata service" a sandbox must never reach.
         inet.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
         let dns = Authority::start(&inet, SocketAddr::from(([10, 3, 0, 53], 53)));
         let sa = |a: [u8; 4], p: u16| SocketAddr::from((Ipv4Addr::from(a), p));
-        let servers = Servers::start(
+        let servers = HttpServers::start(
             &inet,
             &[
                 sa([10, 1, 0, 1], 8080),
@@ -396,7 +293,7 @@ fn policies_allow_what_they_name_and_nothing_else() {
 
     // Never reachable, whatever the policy: the host (its uplink address and the sandbox's
     // gateway), other sandboxes, link-local metadata. A server listens on the host's side.
-    let host = Servers::start(
+    let host = HttpServers::start(
         &bed.rt_ns,
         &[
             SocketAddr::from((Ipv4Addr::new(10, 200, 0, 2), 9090)),
@@ -663,32 +560,6 @@ fn names_resolve_and_open_only_what_the_policy_allows() {
     assert_eq!(bed.ruleset().matches("sb_").count(), 0, "{}", bed.ruleset());
 }
 
-/// A minimal TLS 1.2 ClientHello carrying `sni`.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut sni_ext = Vec::new();
-    sni_ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    sni_ext.push(0);
-    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sni_ext.extend_from_slice(name);
-    let mut exts = vec![0, 0];
-    exts.extend_from_slice(&(sni_ext.len() as u16).to_be_bytes());
-    exts.extend_from_slice(&sni_ext);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7u8; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
-
 /// Send a request for `host` (HTTP Host header, or TLS SNI on port 443) to `ip:port` from
 /// inside; whether the server answered.
 fn asks_for(sb: &Sandbox, ip: &str, port: u16, host: &str) -> bool {
@@ -792,4 +663,166 @@ fn real_clients_reach_allowed_names_and_nothing_else() {
             refused.stdout_text()
         );
     }
+}
+
+/// Servers that, once a client has said something, send it `tick` every 100 ms until the
+/// connection breaks (or the test ends).
+struct Tickers {
+    stop: Arc<AtomicBool>,
+}
+
+impl Tickers {
+    fn start(ns: &Netns, addrs: &[SocketAddr]) -> Self {
+        use std::io::{Read, Write};
+        let stop = Arc::new(AtomicBool::new(false));
+        for addr in addrs {
+            let addr = *addr;
+            let listener = ns
+                .enter(move || std::net::TcpListener::bind(addr))
+                .expect("bind a ticker");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut c, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.read(&mut [0u8; 1024]);
+                        while !stop.load(Ordering::Relaxed) && c.write_all(b"tick\n").is_ok() {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    });
+                }
+            });
+        }
+        Tickers { stop }
+    }
+}
+
+impl Drop for Tickers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Lines received so far in `file` inside.
+fn ticks(sb: &Sandbox, file: &str) -> usize {
+    sh(sb, &format!("busybox wc -l < {file}"))
+        .stdout_text()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_policy_change_cuts_open_connections_it_no_longer_allows() {
+    if !privileged("network_cut") {
+        return;
+    }
+    let bed = Bed::new();
+    let _tickers = Tickers::start(
+        &bed._inet,
+        &[
+            SocketAddr::from(([10, 1, 0, 1], 9000)),
+            SocketAddr::from(([10, 2, 0, 1], 9000)),
+            SocketAddr::from(([10, 4, 0, 1], 80)),
+        ],
+    );
+    let mut sb = bed.create(
+        "net-cut",
+        NetworkPolicy::allow(&["10.1.0.0/16", "10.2.0.0/16", "stream.test"]).expect("policy"),
+    );
+    assert_eq!(
+        resolve(&sb, "stream.test", None),
+        [Ipv4Addr::new(10, 4, 0, 1)]
+    );
+    // Three long-lived connections: two by address (nftables), one by name (the proxy).
+    for (file, cmd) in [
+        (
+            "/tmp/cidr-cut",
+            "(echo go; sleep 60) | busybox nc 10.1.0.1 9000",
+        ),
+        (
+            "/tmp/cidr-kept",
+            "(echo go; sleep 60) | busybox nc 10.2.0.1 9000",
+        ),
+        (
+            "/tmp/name-cut",
+            "(printf 'GET / HTTP/1.1\\r\\nHost: stream.test\\r\\n\\r\\n'; sleep 60) | busybox nc 10.4.0.1 80",
+        ),
+    ] {
+        crate::sandbox::block(sb.spawn(sqrx_core::ExecRequest::new(
+            format!("{cmd} > {file} 2>&1").as_str(),
+        )))
+        .expect("spawn");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for file in ["/tmp/cidr-cut", "/tmp/cidr-kept", "/tmp/name-cut"] {
+        assert!(ticks(&sb, file) > 3, "{file} is not receiving");
+    }
+    sb.set_network(NetworkPolicy::allow(&["10.2.0.0/16"]).expect("policy"))
+        .expect("set_network");
+    std::thread::sleep(Duration::from_millis(1000));
+    let after: Vec<usize> = ["/tmp/cidr-cut", "/tmp/cidr-kept", "/tmp/name-cut"]
+        .iter()
+        .map(|f| ticks(&sb, f))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    // The refused ones receive nothing more; the one still allowed goes on.
+    assert_eq!(
+        ticks(&sb, "/tmp/cidr-cut"),
+        after[0],
+        "the CIDR connection was not cut"
+    );
+    assert_eq!(
+        ticks(&sb, "/tmp/name-cut"),
+        after[2],
+        "the named connection was not cut"
+    );
+    assert!(
+        ticks(&sb, "/tmp/cidr-kept") > after[1] + 3,
+        "an allowed connection was cut"
+    );
+}
+
+#[test]
+fn an_answer_opens_its_addresses_for_its_ttl_and_while_they_are_in_use() {
+    if !privileged("network_ttl") {
+        return;
+    }
+    let bed = Bed::new();
+    let _tickers = Tickers::start(&bed._inet, &[SocketAddr::from(([10, 1, 0, 1], 9000))]);
+    let sb = bed.create(
+        "net-ttl",
+        NetworkPolicy::allow(&["short.test"]).expect("policy"),
+    );
+    // An answer nobody uses closes with its TTL (5 s at least): a connection after it needs a
+    // new answer. (Each packet to an open address keeps it open 60 s more: not touched here.)
+    assert_eq!(
+        resolve(&sb, "short.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!reaches(&sb, "http://10.1.0.1:8080/"), "open after its TTL");
+    assert_eq!(
+        resolve(&sb, "short.test", None),
+        [Ipv4Addr::new(10, 1, 0, 1)]
+    );
+    assert!(reaches(&sb, "http://10.1.0.1:8080/"));
+    // In use, it stays open past the TTL: a long transfer goes on.
+    crate::sandbox::block(sb.spawn(sqrx_core::ExecRequest::new(
+        "(echo go; sleep 60) | busybox nc 10.1.0.1 9000 > /tmp/ticks 2>&1",
+    )))
+    .expect("spawn");
+    std::thread::sleep(Duration::from_secs(7));
+    let before = ticks(&sb, "/tmp/ticks");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        ticks(&sb, "/tmp/ticks") > before + 3,
+        "a connection in use was cut at the TTL"
+    );
 }
