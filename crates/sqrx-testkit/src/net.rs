@@ -168,3 +168,84 @@ pub fn client_hello(sni: &str) -> Vec<u8> {
     rec.extend_from_slice(&hs);
     rec
 }
+
+/// HTTPS servers in a namespace (TLS with a self-signed certificate for `names`) answering any
+/// request with an HTTP response whose body is `hello <their address> <the SNI>`, until
+/// dropped. Clients inside sandboxes skip verification (`curl -k`).
+pub struct HttpsServers {
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpsServers {
+    /// Listen on every address of `addrs` inside `ns`.
+    #[allow(
+        deprecated,
+        reason = "rustls deprecates its ring provider for lacking post-quantum key exchange; a \
+                  test server does not need it, and aws-lc-rs would build C with cmake"
+    )]
+    pub fn start(ns: &Netns, addrs: &[SocketAddr], names: &[&str]) -> Self {
+        let certified = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .expect("a test certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .expect("TLS config"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        for addr in addrs {
+            let addr = *addr;
+            let listener = ns
+                .enter(move || TcpListener::bind(addr))
+                .expect("bind a test HTTPS server in its namespace");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (stop, config) = (stop.clone(), config.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((tcp, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let config = config.clone();
+                    std::thread::spawn(move || {
+                        let _ = tcp.set_nonblocking(false);
+                        let _ = tcp.set_read_timeout(Some(Duration::from_secs(3)));
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut tls = rustls::StreamOwned::new(conn, tcp);
+                        let mut buf = [0u8; 2048];
+                        if tls.read(&mut buf).is_err() {
+                            return;
+                        }
+                        let sni = tls.conn.server_name().unwrap_or("-").to_string();
+                        let body = format!("hello {addr} {sni}\n");
+                        let _ = write!(
+                            tls,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tls.flush();
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                    });
+                }
+            });
+        }
+        HttpsServers { stop }
+    }
+}
+
+impl Drop for HttpsServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

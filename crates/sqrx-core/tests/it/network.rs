@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sqrx_core::network::{NetworkConfig, NetworkPolicy};
 use sqrx_core::{Sandbox, SandboxSpec};
-use sqrx_testkit::net::{HttpServers, Netns, client_hello};
+use sqrx_testkit::net::{HttpServers, HttpsServers, Netns, client_hello};
 use sqrx_testkit::privileged;
 
 use crate::sandbox::{TestRuntime, sh};
@@ -116,6 +116,7 @@ impl Drop for Authority {
 struct Bed {
     t: TestRuntime,
     _servers: HttpServers,
+    _tls: HttpsServers,
     _dns: Authority,
     rt_ns: Netns,
     _inet: Netns,
@@ -150,7 +151,6 @@ impl Bed {
                 sa([10, 1, 0, 1], 8080),
                 sa([10, 1, 0, 1], 8081),
                 sa([10, 1, 0, 1], 80),
-                sa([10, 1, 0, 1], 443),
                 sa([10, 2, 0, 1], 8080),
                 sa([169, 254, 169, 254], 80),
                 sa([169, 254, 169, 254], 8080),
@@ -164,9 +164,15 @@ impl Bed {
                 ..NetworkConfig::default()
             };
         });
+        let tls = HttpsServers::start(
+            &inet,
+            &[sa([10, 1, 0, 1], 443)],
+            &["allowed.test", "blocked.test"],
+        );
         Bed {
             t,
             _servers: servers,
+            _tls: tls,
             _dns: dns,
             rt_ns,
             _inet: inet,
@@ -571,8 +577,17 @@ fn asks_for(sb: &Sandbox, ip: &str, port: u16, host: &str) -> bool {
     let file = format!("/tmp/request-{host}-{port}");
     sb.write_file(&file, &request, 0o644)
         .expect("write request");
-    let r = sh(sb, &format!("busybox nc -w 2 {ip} {port} < {file} 2>&1"));
-    r.stdout_text().contains("hello")
+    let r = sh(
+        sb,
+        &format!("busybox nc -w 2 {ip} {port} < {file} 2>/dev/null"),
+    );
+    if port == 443 {
+        // The TLS server answers this bare ClientHello with a record (a handshake or an
+        // alert): it got it. The proxy answers a refused one with nothing.
+        matches!(r.stdout.first(), Some(0x15 | 0x16))
+    } else {
+        r.stdout_text().contains("hello")
+    }
 }
 
 #[test]
@@ -663,6 +678,31 @@ fn real_clients_reach_allowed_names_and_nothing_else() {
             refused.stdout_text()
         );
     }
+    // HTTPS: the proxy reads the SNI, the server is real TLS (self-signed, so no verification).
+    for (client, cmd) in [
+        ("curl", "curl -sSk -m 5 https://allowed.test/"),
+        (
+            "python",
+            "python3 -c \"import ssl, urllib.request; print(urllib.request.urlopen('https://allowed.test/', timeout=5, context=ssl._create_unverified_context()).read().decode())\"",
+        ),
+        (
+            "node",
+            "NODE_TLS_REJECT_UNAUTHORIZED=0 node -e \"fetch('https://allowed.test/').then(r => r.text()).then(t => console.log(t))\"",
+        ),
+    ] {
+        let r = sh(&sb, &format!("{cmd} 2>&1"));
+        assert!(
+            r.stdout_text().contains("hello 10.1.0.1:443 allowed.test"),
+            "{client} over TLS: {}",
+            r.stdout_text()
+        );
+    }
+    // The same address for a name the policy refuses (the client skips DNS): no TLS session.
+    let r = sh(
+        &sb,
+        "curl -sSk -m 5 --resolve blocked.test:443:10.1.0.1 https://blocked.test/ 2>&1",
+    );
+    assert!(!r.stdout_text().contains("hello"), "{}", r.stdout_text());
 }
 
 /// Servers that, once a client has said something, send it `tick` every 100 ms until the
