@@ -64,6 +64,25 @@ pub struct InitConfig {
     /// network.
     #[serde(default)]
     pub dns: Option<std::net::Ipv4Addr>,
+    /// The control socket's file name in `run_dir`, new for every init of the sandbox (so an
+    /// init that a killed host left starting cannot take the socket of the one that replaced
+    /// it); `None`: `control.sock`.
+    #[serde(default)]
+    pub socket: Option<String>,
+}
+
+/// The control socket's file name for inits started before sockets had one each.
+pub const DEFAULT_SOCKET: &str = "control.sock";
+
+/// A fresh control socket file name (`c-<8 hex digits>.sock`).
+pub fn fresh_socket_name() -> String {
+    let n = getrandom::u32().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default()
+    });
+    format!("c-{n:08x}.sock")
 }
 
 /// Marks, in init's log, a failure caused by a kernel that cannot isolate the sandbox with a
@@ -75,7 +94,8 @@ pub const ISOLATION_UNSUPPORTED: &str = "isolation unsupported:";
 impl InitConfig {
     /// The control socket path.
     pub fn socket_path(&self) -> PathBuf {
-        self.run_dir.join("control.sock")
+        self.run_dir
+            .join(self.socket.as_deref().unwrap_or(DEFAULT_SOCKET))
     }
 }
 

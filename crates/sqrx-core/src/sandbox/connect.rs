@@ -29,7 +29,7 @@ impl Sandbox {
             id: self.id().to_string(),
             reason,
         };
-        let socket = self.dir().join("control.sock");
+        let socket = self.control_socket();
         let mut s = match std::os::unix::net::UnixStream::connect(&socket) {
             Ok(s) => s,
             Err(e) => {

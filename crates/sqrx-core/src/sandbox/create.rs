@@ -274,6 +274,7 @@ impl Runtime {
             init_start: start,
             ids,
             net: rb.net,
+            socket: config.socket.clone(),
         };
         crate::faults::point("create.save_state")?;
         state.save(&dir.join("state.json"))?;
@@ -337,6 +338,7 @@ pub(crate) fn init_config(
         id_base: ids.map(|r| r.base),
         ns_holder: None,
         dns,
+        socket: Some(crate::init::fresh_socket_name()),
     }
 }
 

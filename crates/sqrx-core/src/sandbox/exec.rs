@@ -116,7 +116,7 @@ impl Sandbox {
                 id: self.id().to_string(),
             });
         }
-        match UnixStream::connect(self.dir().join("control.sock")).await {
+        match UnixStream::connect(self.control_socket()).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 if !self.state.init_alive() {

@@ -219,6 +219,16 @@ impl Sandbox {
     /// snapshot killed before its label appeared).
     fn remove_leftover_files(&self) {
         let dir = self.dir();
+        // Control sockets of inits that are gone (each init has its own).
+        let current = self.control_socket();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let socket = name == crate::init::DEFAULT_SOCKET
+                || (name.starts_with("c-") && name.ends_with(".sock"));
+            if socket && e.path() != current {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let snapshots = snapshots_dir(&dir);
         for tmp in ["state.json.tmp", "layers.json.tmp", "restart.json.tmp"] {
             let _ = std::fs::remove_file(dir.join(tmp));

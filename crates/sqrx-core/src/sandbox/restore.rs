@@ -29,6 +29,7 @@ use super::runtime::Sandbox;
 use super::state::{LayerRef, SandboxState};
 use super::upper;
 use crate::faults::point;
+use crate::init::InitConfig;
 
 /// What a restart changes, applied to the state only once the new init serves.
 struct Next {
@@ -259,6 +260,7 @@ impl Sandbox {
         state.spec.layers = next.spec_layers.clone();
         state.init_pid = pid;
         state.init_start = start;
+        state.socket = config.socket.clone();
         // The commit point: once this state is on disk, the sandbox is the new one.
         point("restart.save_state")?;
         state.save(&rt.state_path(self.id()))?;
@@ -271,7 +273,11 @@ impl Sandbox {
         let rt = self.rt.clone();
         let dir = self.dir();
         let old: Vec<PathBuf> = self.layer_mounts();
+        let old_socket = self.control_socket();
         self.state = state;
+        if old_socket != self.control_socket() {
+            let _ = std::fs::remove_file(&old_socket);
+        }
         let new = self.layer_mounts();
         upper::finish_swap(&dir);
         let unused: Vec<PathBuf> = old.into_iter().filter(|m| !new.contains(m)).collect();
@@ -375,11 +381,18 @@ impl Sandbox {
                 .net
                 .is_some()
                 .then_some(&reattach as &NetAttach<'_>);
+            // Each attempt's init has a control socket of its own: one that a failed attempt
+            // left starting cannot take the next one's.
             let start = || {
                 let cgroup = self.cgroup_or_err()?;
                 let (init, self_exec) = rt.init_program()?;
+                let config = InitConfig {
+                    socket: Some(crate::init::fresh_socket_name()),
+                    ..config.clone()
+                };
                 Launcher::spawn(&init, self_exec, self.id(), &dir)?
                     .start_serving(&config, cgroup, None, net)
+                    .map(|(pid, start)| (pid, start, config.socket))
             };
             // A second attempt for a transient failure (the first may race the dying inits).
             start().or_else(|first| {
@@ -387,9 +400,10 @@ impl Sandbox {
                 start()
             })
         };
-        let (pid, start) = back?;
+        let (pid, start, socket) = back?;
         self.state.init_pid = pid;
         self.state.init_start = start;
+        self.state.socket = socket;
         if let Err(e) = self.state.save(&rt.state_path(self.id())) {
             // The init runs, but the state names the stopped one: kill it, so that the
             // journal's rollback starts it again later.

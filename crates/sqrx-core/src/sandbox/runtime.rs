@@ -177,6 +177,16 @@ impl Sandbox {
         self.rt.inner.sandboxes_dir.join(self.id())
     }
 
+    /// Its init's control socket.
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        self.dir().join(
+            self.state
+                .socket
+                .as_deref()
+                .unwrap_or(crate::init::DEFAULT_SOCKET),
+        )
+    }
+
     /// Host paths of its read-only layer mounts, base first (shared with other sandboxes).
     pub fn layer_mounts(&self) -> Vec<PathBuf> {
         self.state.layers.iter().map(|l| l.mount.clone()).collect()

@@ -50,6 +50,10 @@ pub struct SandboxState {
     /// Its slot in the runtime's address pool; `None` when it has no network.
     #[serde(default)]
     pub net: Option<crate::network::NetSlot>,
+    /// Its init's control socket, a file name in its directory; `None`: `control.sock` (an
+    /// init from before sockets had a name each).
+    #[serde(default)]
+    pub socket: Option<String>,
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a running process; `None` when it does not
@@ -123,6 +127,7 @@ mod tests {
             init_start: process_start_time(std::process::id() as i32).expect("start"),
             ids: Some(crate::sandbox::IdRange { base: 1 << 30 }),
             net: Some(crate::network::NetSlot { slot: 7 }),
+            socket: Some("c-0000002a.sock".into()),
         };
         s.save(&p).expect("save");
         let back = SandboxState::load(&p).expect("load");

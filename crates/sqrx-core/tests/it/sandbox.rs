@@ -973,3 +973,48 @@ exit 1
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(t.rt.list().is_empty(), "a failed create left a sandbox");
 }
+
+/// Every init of a sandbox gets a control socket of its own: an init that a killed host left
+/// starting (it binds its socket before the host lets it serve) can never take the socket of
+/// the init that replaced it. Old sockets are removed.
+#[test]
+fn every_init_has_a_control_socket_of_its_own() {
+    if !sqrx_testkit::privileged("every_init_has_a_control_socket_of_its_own") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut sb = t.create("sockets");
+    let sockets = |sb: &Sandbox| -> Vec<String> {
+        let dir = t.dir.path().join("sandboxes").join(sb.id());
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .expect("sandbox dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sock"))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = sockets(&sb);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with("c-"), "{first:?}");
+    sb.snapshot(Some("s")).expect("snapshot");
+    sb.restore("s").expect("restore");
+    let second = sockets(&sb);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(first, second);
+    assert_eq!(out(&sb, "echo ok"), "ok\n");
+    // A stale socket file (an init a killed host left behind) is not the sandbox's and goes
+    // at the next recovery.
+    let stale = t.dir.path().join("sandboxes/sockets/c-00000000.sock");
+    std::os::unix::net::UnixListener::bind(&stale).expect("a stale socket");
+    let rt = Runtime::open({
+        let mut c = RuntimeConfig::new(t.dir.path());
+        c.init_path = Some(PathBuf::from(env!("CARGO_BIN_EXE_sqrx-init")));
+        c
+    })
+    .expect("reopen");
+    let again = rt.get("sockets").expect("get");
+    assert_eq!(sockets(&again), second);
+    assert_eq!(out(&again, "echo ok"), "ok\n");
+}
