@@ -432,183 +432,169 @@ impl Batch {
         self.msgs.push(msg);
     }
 
+    fn table_msg(&self) -> TableMessage {
+        TableMessage {
+            attributes: vec![TableAttribute::Name(self.table.clone())],
+        }
+    }
+
     fn table(&mut self) {
-        self.push(
-            NfTablesMessage::NewTable(TableMessage {
-                attributes: vec![TableAttribute::Name(self.table.clone())],
-            }),
-            NLM_F_CREATE,
-        );
+        let msg = self.table_msg();
+        self.push(NfTablesMessage::NewTable(msg), NLM_F_CREATE);
     }
 
     fn delete_table(&mut self) {
-        self.push(
-            NfTablesMessage::DeleteTable(TableMessage {
-                attributes: vec![TableAttribute::Name(self.table.clone())],
-            }),
-            0,
-        );
+        let msg = self.table_msg();
+        self.push(NfTablesMessage::DeleteTable(msg), 0);
     }
 
-    fn chain(&mut self, name: &str, base: Option<(&str, InetHookNumber, i32)>) {
+    /// A chain message of this table with `more` attributes.
+    fn chain_msg(&self, name: &str, more: Vec<ChainAttribute>) -> ChainMessage {
         let mut attributes = vec![
             ChainAttribute::Table(self.table.clone()),
             ChainAttribute::Name(name.to_string()),
         ];
+        attributes.extend(more);
+        ChainMessage { attributes }
+    }
+
+    /// A rule message for `chain` of this table with `more` attributes.
+    fn rule_msg(&self, chain: &str, more: Vec<RuleAttribute>) -> RuleMessage {
+        let mut attributes = vec![
+            RuleAttribute::Table(self.table.clone()),
+            RuleAttribute::Chain(chain.to_string()),
+        ];
+        attributes.extend(more);
+        RuleMessage { attributes }
+    }
+
+    /// A set message of this table with `more` attributes.
+    fn set_msg(&self, name: &str, more: Vec<SetAttribute>) -> SetMessage {
+        let mut attributes = vec![
+            SetAttribute::Table(self.table.clone()),
+            SetAttribute::Name(name.to_string()),
+        ];
+        attributes.extend(more);
+        SetMessage { attributes }
+    }
+
+    /// Elements of `set` (`None`: the whole set, for a flush).
+    fn elements_msg(
+        &self,
+        set: &str,
+        elements: Option<Vec<Vec<SetElementAttribute>>>,
+    ) -> SetElementMessage {
+        let mut attributes = vec![
+            SetElementList::Table(self.table.clone()),
+            SetElementList::Set(set.to_string()),
+        ];
+        if let Some(elements) = elements {
+            attributes.push(SetElementList::Elements(
+                elements.into_iter().map(ListAttribute::Element).collect(),
+            ));
+        }
+        SetElementMessage { attributes }
+    }
+
+    fn chain(&mut self, name: &str, base: Option<(&str, InetHookNumber, i32)>) {
+        let mut more = Vec::new();
         if let Some((kind, hook, priority)) = base {
-            attributes.push(ChainAttribute::Type(kind.to_string()));
-            attributes.push(ChainAttribute::Hook(vec![
+            more.push(ChainAttribute::Type(kind.to_string()));
+            more.push(ChainAttribute::Hook(vec![
                 Hook::Number(HookNumber::Inet(hook)),
                 Hook::Priority(priority as u32),
             ]));
-            attributes.push(ChainAttribute::Policy(NF_ACCEPT));
+            more.push(ChainAttribute::Policy(NF_ACCEPT));
         }
-        self.push(
-            NfTablesMessage::NewChain(ChainMessage { attributes }),
-            NLM_F_CREATE,
-        );
+        let msg = self.chain_msg(name, more);
+        self.push(NfTablesMessage::NewChain(msg), NLM_F_CREATE);
     }
 
     /// Delete every rule of `chain`.
     fn flush(&mut self, chain: &str) {
-        self.push(
-            NfTablesMessage::DeleteRule(RuleMessage {
-                attributes: vec![
-                    RuleAttribute::Table(self.table.clone()),
-                    RuleAttribute::Chain(chain.to_string()),
-                ],
-            }),
-            0,
-        );
+        let msg = self.rule_msg(chain, vec![]);
+        self.push(NfTablesMessage::DeleteRule(msg), 0);
     }
 
     fn delete_chain(&mut self, chain: &str) {
-        self.push(
-            NfTablesMessage::DeleteChain(ChainMessage {
-                attributes: vec![
-                    ChainAttribute::Table(self.table.clone()),
-                    ChainAttribute::Name(chain.to_string()),
-                ],
-            }),
-            0,
-        );
+        let msg = self.chain_msg(chain, vec![]);
+        self.push(NfTablesMessage::DeleteChain(msg), 0);
     }
 
     fn rule(&mut self, chain: &str, exprs: Vec<Expr>) {
+        let msg = self.rule_msg(chain, vec![RuleAttribute::Expressions(exprs)]);
         self.push(
-            NfTablesMessage::NewRule(RuleMessage {
-                attributes: vec![
-                    RuleAttribute::Table(self.table.clone()),
-                    RuleAttribute::Chain(chain.to_string()),
-                    RuleAttribute::Expressions(exprs),
-                ],
-            }),
+            NfTablesMessage::NewRule(msg),
             NLM_F_CREATE | rtnetlink::packet_core::NLM_F_APPEND,
         );
     }
 
     fn vmap(&mut self, name: &str, id: u32) {
-        self.push(
-            NfTablesMessage::NewSet(SetMessage {
-                attributes: vec![
-                    SetAttribute::Table(self.table.clone()),
-                    SetAttribute::Name(name.to_string()),
-                    SetAttribute::Flags(SetFlags::Map),
-                    SetAttribute::KeyType(TYPE_IFNAME),
-                    SetAttribute::KeyLen(IFNAMSIZ as u32),
-                    SetAttribute::DataType(NFT_DATA_VERDICT),
-                    SetAttribute::DataLen(0),
-                    SetAttribute::Id(id),
-                ],
-            }),
-            NLM_F_CREATE,
+        let msg = self.set_msg(
+            name,
+            vec![
+                SetAttribute::Flags(SetFlags::Map),
+                SetAttribute::KeyType(TYPE_IFNAME),
+                SetAttribute::KeyLen(IFNAMSIZ as u32),
+                SetAttribute::DataType(NFT_DATA_VERDICT),
+                SetAttribute::DataLen(0),
+                SetAttribute::Id(id),
+            ],
         );
+        self.push(NfTablesMessage::NewSet(msg), NLM_F_CREATE);
     }
 
     fn names_set(&mut self, name: &str) {
-        self.push(
-            NfTablesMessage::NewSet(SetMessage {
-                attributes: vec![
-                    SetAttribute::Table(self.table.clone()),
-                    SetAttribute::Name(name.to_string()),
-                    // Eval: rules refresh elements from the packet path.
-                    SetAttribute::Flags(SetFlags::Timeout | SetFlags::Eval),
-                    SetAttribute::KeyType(TYPE_IPADDR),
-                    SetAttribute::KeyLen(4),
-                    // Required by the kernel (unique within a transaction).
-                    SetAttribute::Id(self.msgs.len() as u32 + 1),
-                ],
-            }),
-            NLM_F_CREATE,
+        let msg = self.set_msg(
+            name,
+            vec![
+                // Eval: rules refresh elements from the packet path.
+                SetAttribute::Flags(SetFlags::Timeout | SetFlags::Eval),
+                SetAttribute::KeyType(TYPE_IPADDR),
+                SetAttribute::KeyLen(4),
+                // Required by the kernel (unique within a transaction).
+                SetAttribute::Id(self.msgs.len() as u32 + 1),
+            ],
         );
+        self.push(NfTablesMessage::NewSet(msg), NLM_F_CREATE);
     }
 
     /// Remove every element of `set` (a delete without elements).
     fn flush_set(&mut self, set: &str) {
-        self.push(
-            NfTablesMessage::DeleteSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(self.table.clone()),
-                    SetElementList::Set(set.to_string()),
-                ],
-            }),
-            0,
-        );
+        let msg = self.elements_msg(set, None);
+        self.push(NfTablesMessage::DeleteSetElement(msg), 0);
     }
 
     fn delete_set(&mut self, set: &str) {
-        self.push(
-            NfTablesMessage::DeleteSet(SetMessage {
-                attributes: vec![
-                    SetAttribute::Table(self.table.clone()),
-                    SetAttribute::Name(set.to_string()),
-                ],
-            }),
-            0,
-        );
+        let msg = self.set_msg(set, vec![]);
+        self.push(NfTablesMessage::DeleteSet(msg), 0);
     }
 
     fn remove_addresses(&mut self, set: &str, addrs: &[Ipv4Addr]) {
-        let elements = addrs
+        let keys = addrs
             .iter()
             .map(|a| {
-                ListAttribute::Element(vec![SetElementAttribute::Key(DataAttribute::Value(
+                vec![SetElementAttribute::Key(DataAttribute::Value(
                     a.octets().to_vec(),
-                ))])
+                ))]
             })
             .collect();
-        self.push(
-            NfTablesMessage::DeleteSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(self.table.clone()),
-                    SetElementList::Set(set.to_string()),
-                    SetElementList::Elements(elements),
-                ],
-            }),
-            0,
-        );
+        let msg = self.elements_msg(set, Some(keys));
+        self.push(NfTablesMessage::DeleteSetElement(msg), 0);
     }
 
     fn addresses(&mut self, set: &str, addrs: &[Ipv4Addr], timeout_ms: u64) {
         let elements = addrs
             .iter()
             .map(|a| {
-                ListAttribute::Element(vec![
+                vec![
                     SetElementAttribute::Key(DataAttribute::Value(a.octets().to_vec())),
                     SetElementAttribute::Timeout(timeout_ms),
-                ])
+                ]
             })
             .collect();
-        self.push(
-            NfTablesMessage::NewSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(self.table.clone()),
-                    SetElementList::Set(set.to_string()),
-                    SetElementList::Elements(elements),
-                ],
-            }),
-            NLM_F_CREATE,
-        );
+        let msg = self.elements_msg(set, Some(elements));
+        self.push(NfTablesMessage::NewSetElement(msg), NLM_F_CREATE);
     }
 
     fn element(&mut self, map: &str, host_name: &str, chain: Option<&str>) {
@@ -621,17 +607,11 @@ impl Batch {
                 VerdictAttribute::Chain(chain.to_string()),
             ])));
         }
-        let body = SetElementMessage {
-            attributes: vec![
-                SetElementList::Table(self.table.clone()),
-                SetElementList::Set(map.to_string()),
-                SetElementList::Elements(vec![ListAttribute::Element(element)]),
-            ],
-        };
+        let msg = self.elements_msg(map, Some(vec![element]));
         if chain.is_some() {
-            self.push(NfTablesMessage::NewSetElement(body), NLM_F_CREATE);
+            self.push(NfTablesMessage::NewSetElement(msg), NLM_F_CREATE);
         } else {
-            self.push(NfTablesMessage::DeleteSetElement(body), 0);
+            self.push(NfTablesMessage::DeleteSetElement(msg), 0);
         }
     }
 
@@ -863,10 +843,9 @@ impl Table {
     /// Does the table exist? (If it did not, it does now, empty.)
     pub fn exists(&self, nl: &mut Netlink) -> io::Result<bool> {
         let mut b = Batch::new(&self.name);
+        let msg = b.table_msg();
         b.push(
-            NfTablesMessage::NewTable(TableMessage {
-                attributes: vec![TableAttribute::Name(self.name.clone())],
-            }),
+            NfTablesMessage::NewTable(msg),
             NLM_F_CREATE | rtnetlink::packet_core::NLM_F_EXCL,
         );
         match b.send(nl) {
