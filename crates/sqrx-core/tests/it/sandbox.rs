@@ -806,7 +806,10 @@ fn pause_stops_everything_and_resume_continues() {
     let sb = t.create("pause");
     sh(
         &sb,
-        "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done &",
+        // Appended, never truncated: a read never catches the file empty (under load, a
+        // truncating writer preempted between truncate and write made twenty reads in a row
+        // see nothing).
+        "i=0; while :; do i=$((i+1)); echo $i >> /tmp/count; done &",
     );
     std::thread::sleep(Duration::from_millis(200));
     sb.pause().expect("pause");
@@ -826,11 +829,11 @@ fn pause_stops_everything_and_resume_continues() {
         "a paused sandbox used CPU"
     );
     sb.resume().expect("resume");
-    // The loop rewrites the file constantly: a read may catch it empty, so retry.
     let count = || -> u64 {
-        (0..20)
-            .find_map(|_| out(&sb, "cat /tmp/count").trim().parse().ok())
-            .expect("a count")
+        let text = out(&sb, "tail -n 1 /tmp/count");
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a count, not {text:?}"))
     };
     let a = count();
     std::thread::sleep(Duration::from_millis(200));
