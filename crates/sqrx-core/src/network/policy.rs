@@ -83,6 +83,10 @@ impl FromStr for NetRule {
             rule: text.to_string(),
             reason: reason.to_string(),
         };
+        // IPv6 first: its colons are not a port separator.
+        if text.starts_with('[') || text.matches(':').count() > 1 {
+            return Err(bad("IPv6 destinations are not supported (IPv6 is off inside)"));
+        }
         let (dest, port) = match text.rsplit_once(':') {
             Some((d, p)) => {
                 let port: u16 = p
@@ -314,6 +318,8 @@ mod tests {
             ("*.com", "not a domain"),
             ("bad..name.org", "not a host name"),
             ("[::1]:80", "IPv6"),
+            ("[::1]", "IPv6"),
+            ("2001:db8::/32", "IPv6"),
             ("", "not a host name"),
         ] {
             let e = text.parse::<NetRule>().expect_err(text);
