@@ -85,7 +85,9 @@ impl FromStr for NetRule {
         };
         // IPv6 first: its colons are not a port separator.
         if text.starts_with('[') || text.matches(':').count() > 1 {
-            return Err(bad("IPv6 destinations are not supported (IPv6 is off inside)"));
+            return Err(bad(
+                "IPv6 destinations are not supported (IPv6 is off inside)",
+            ));
         }
         let (dest, port) = match text.rsplit_once(':') {
             Some((d, p)) => {
@@ -115,10 +117,6 @@ impl FromStr for NetRule {
             Destination::Cidr { addr, prefix }
         } else if let Ok(addr) = dest.parse::<Ipv4Addr>() {
             Destination::Cidr { addr, prefix: 32 }
-        } else if dest.contains(':') || dest.starts_with('[') {
-            return Err(bad(
-                "IPv6 destinations are not supported (IPv6 is off inside)",
-            ));
         } else if let Some(domain) = dest.strip_prefix("*.") {
             let domain = domain.to_ascii_lowercase();
             if !valid_name(&domain) {
