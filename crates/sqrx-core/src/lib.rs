@@ -37,6 +37,7 @@ pub mod faults;
 pub mod init;
 #[cfg(feature = "js")]
 pub mod js;
+pub mod kind;
 pub mod layer;
 pub mod network;
 pub mod paths;

@@ -4,7 +4,7 @@
 //! [`Execution`](super::Execution) with that status. These are the failures of the executor
 //! itself: bad configuration, and a host that cannot start worker threads or processes.
 
-use crate::error::ErrorKind;
+use crate::kind::ErrorKind;
 
 /// What can go wrong while configuring or starting a [`JsExecutor`](super::JsExecutor).
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{ErrorKind, io_kind};
+use crate::kind::{ErrorKind, io_kind};
 
 /// What can go wrong while building, storing or reading layers.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cgroup::CgroupError;
-use crate::error::{ErrorKind, io_kind};
+use crate::kind::{ErrorKind, io_kind};
 use crate::layer::LayerError;
 use crate::protocol::{Failure, FailureKind};
 

@@ -1,6 +1,6 @@
 //! Errors of the session module.
 
-use crate::error::ErrorKind;
+use crate::kind::ErrorKind;
 use crate::sandbox::SandboxError;
 
 /// What can go wrong with sessions.
