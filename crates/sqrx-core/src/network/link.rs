@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::netlink::Netlink;
@@ -117,19 +117,27 @@ pub(crate) fn delete(host: &mut Netlink, host_name: &str) -> io::Result<()> {
     }
 }
 
-/// The MTU of the interface `name`, if it exists.
-pub(crate) fn mtu_of(host: &mut Netlink, name: &str) -> Option<u32> {
-    let msg = LinkUnspec::new_with_name(name).build();
+/// An attribute of the link `msg` asks for (by name or index), picked by `pick`.
+fn link_attribute<T>(
+    host: &mut Netlink,
+    msg: LinkMessage,
+    pick: impl Fn(LinkAttribute) -> Option<T>,
+) -> Option<T> {
     host.get(RouteNetlinkMessage::GetLink(msg))
         .ok()?
         .into_iter()
         .find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                rtnetlink::packet_route::link::LinkAttribute::Mtu(m) => Some(m),
-                _ => None,
-            }),
+            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(&pick),
             _ => None,
         })
+}
+
+/// The MTU of the interface `name`, if it exists.
+pub(crate) fn mtu_of(host: &mut Netlink, name: &str) -> Option<u32> {
+    link_attribute(host, LinkUnspec::new_with_name(name).build(), |a| match a {
+        LinkAttribute::Mtu(m) => Some(m),
+        _ => None,
+    })
 }
 
 /// The interface of the namespace's IPv4 default route, if it has one.
@@ -147,15 +155,12 @@ pub(crate) fn default_route_interface(host: &mut Netlink) -> Option<String> {
         }
         _ => None,
     })?;
-    let msg = LinkUnspec::new_with_index(index).build();
-    host.get(RouteNetlinkMessage::GetLink(msg))
-        .ok()?
-        .into_iter()
-        .find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            }),
+    link_attribute(
+        host,
+        LinkUnspec::new_with_index(index).build(),
+        |a| match a {
+            LinkAttribute::IfName(n) => Some(n),
             _ => None,
-        })
+        },
+    )
 }

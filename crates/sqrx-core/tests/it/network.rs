@@ -156,14 +156,7 @@ impl Bed {
                 sa([169, 254, 169, 254], 8080),
             ],
         );
-        let t = TestRuntime::with(|c| {
-            c.network = NetworkConfig {
-                netns: Some(rt_ns.path().into()),
-                uplink: Some(UPLINK.into()),
-                dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
-                ..NetworkConfig::default()
-            };
-        });
+        let t = TestRuntime::with(|c| c.network = network_config(&rt_ns));
         let tls = HttpsServers::start(
             &inet,
             &[sa([10, 1, 0, 1], 443)],
@@ -198,9 +191,27 @@ impl Bed {
             .collect()
     }
 
+    /// Another runtime object on the bed's data directory (a server restart).
+    fn reopen(&self) -> sqrx_core::Runtime {
+        let mut c = sqrx_core::RuntimeConfig::new(self.t.dir.path());
+        c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
+        c.network = network_config(&self.rt_ns);
+        sqrx_core::Runtime::open(c).expect("reopen")
+    }
+
     /// The runtime's nftables ruleset, as `nft` lists it.
     fn ruleset(&self) -> String {
         self.rt_ns.run(&["nft", "list", "ruleset"])
+    }
+}
+
+/// The runtime's network settings for a bed whose uplink namespace is `rt_ns`.
+fn network_config(rt_ns: &Netns) -> NetworkConfig {
+    NetworkConfig {
+        netns: Some(rt_ns.path().into()),
+        uplink: Some(UPLINK.into()),
+        dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
+        ..NetworkConfig::default()
     }
 }
 
@@ -371,18 +382,7 @@ fn a_policy_changes_live_and_destroy_leaves_nothing() {
     // A second runtime object on the same data directory (a server restart) rebuilds the
     // table from the sandboxes' states: nothing duplicated, nothing lost.
     let rules_before = bed.ruleset();
-    let reopened = sqrx_core::Runtime::open({
-        let mut c = sqrx_core::RuntimeConfig::new(bed.t.dir.path());
-        c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
-        c.network = NetworkConfig {
-            netns: Some(bed.rt_ns.path().into()),
-            uplink: Some(UPLINK.into()),
-            dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
-            ..NetworkConfig::default()
-        };
-        c
-    })
-    .expect("reopen");
+    let reopened = bed.reopen();
     let mut spec = SandboxSpec::new("net-after");
     spec.network = NetworkPolicy::All;
     let after = reopened.create(spec).expect("create after reopen");
@@ -409,18 +409,7 @@ fn a_policy_changes_live_and_destroy_leaves_nothing() {
         &table_name(&bed.ruleset()),
     ]);
     assert!(!reaches(&after, "http://10.1.0.1:8080/"));
-    let _reopened_again = sqrx_core::Runtime::open({
-        let mut c = sqrx_core::RuntimeConfig::new(bed.t.dir.path());
-        c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
-        c.network = NetworkConfig {
-            netns: Some(bed.rt_ns.path().into()),
-            uplink: Some(UPLINK.into()),
-            dns_upstream: Some(SocketAddr::from(([10, 3, 0, 53], 53))),
-            ..NetworkConfig::default()
-        };
-        c
-    })
-    .expect("reopen");
+    let _reopened_again = bed.reopen();
     assert!(reaches(&after, "http://10.1.0.1:8080/"));
     assert!(reaches(&sb, "http://10.2.0.1:8080/"));
     assert_eq!(
