@@ -1,24 +1,6 @@
 //! `sqrx_core::Error` → a rejected Promise / thrown error that `index.js` turns into a
 //! `SqrxError` whose `code` is the core's error kind.
 
-use sqrx_core::ErrorKind;
-
-/// The kind's name, the `code` a `SqrxError` carries.
-fn code(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::NotFound => "NotFound",
-        ErrorKind::AlreadyExists => "AlreadyExists",
-        ErrorKind::InvalidArgument => "InvalidArgument",
-        ErrorKind::LimitExceeded => "LimitExceeded",
-        ErrorKind::Conflict => "Conflict",
-        ErrorKind::Unavailable => "Unavailable",
-        ErrorKind::Timeout => "Timeout",
-        ErrorKind::PermissionDenied => "PermissionDenied",
-        ErrorKind::InsufficientStorage => "InsufficientStorage",
-        ErrorKind::Internal => "Internal",
-    }
-}
-
 /// A napi error whose message is `"<Kind>: <core message>"`. napi-rs only lets a Promise
 /// reject with a status from its own fixed set, so the kind travels in the message and
 /// `index.js` (`toSqrxError`) splits it off into `SqrxError.code`.
@@ -26,7 +8,7 @@ pub(crate) fn to_napi(e: impl Into<sqrx_core::Error>) -> napi::Error {
     let e: sqrx_core::Error = e.into();
     napi::Error::new(
         napi::Status::GenericFailure,
-        format!("{}: {e}", code(e.kind())),
+        format!("{}: {e}", e.kind().as_str()),
     )
 }
 
@@ -34,7 +16,10 @@ pub(crate) fn to_napi(e: impl Into<sqrx_core::Error>) -> napi::Error {
 pub(crate) fn invalid(message: impl std::fmt::Display) -> napi::Error {
     napi::Error::new(
         napi::Status::InvalidArg,
-        format!("{}: {message}", code(ErrorKind::InvalidArgument)),
+        format!(
+            "{}: {message}",
+            sqrx_core::ErrorKind::InvalidArgument.as_str()
+        ),
     )
 }
 
@@ -42,6 +27,9 @@ pub(crate) fn invalid(message: impl std::fmt::Display) -> napi::Error {
 pub(crate) fn join(e: tokio::task::JoinError) -> napi::Error {
     napi::Error::new(
         napi::Status::GenericFailure,
-        format!("{}: sqrx task failed: {e}", code(ErrorKind::Internal)),
+        format!(
+            "{}: sqrx task failed: {e}",
+            sqrx_core::ErrorKind::Internal.as_str()
+        ),
     )
 }
