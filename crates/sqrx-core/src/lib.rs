@@ -43,6 +43,7 @@ pub mod network;
 pub mod paths;
 pub mod protocol;
 pub mod sandbox;
+pub mod secrets;
 pub mod session;
 #[allow(
     unsafe_code,
