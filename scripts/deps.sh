@@ -8,6 +8,7 @@ APT_PACKAGES=(
   util-linux       # mount, umount, losetup for the privileged tests
   procps           # ps in the default base layer
   python3 python3-venv python3.11  # Python package tests (fresh venv); the from-host test copies python3.11
+  python3-requests python3-httpx   # the secrets tests: real Python HTTP clients inside a sandbox
   nodejs           # the Node package (its npm comes with nodesource's nodejs, or below)
   debootstrap      # `sqrx layer bootstrap --preset debian`
   busybox-static   # a static toolbox some tests and users put in layers

@@ -63,3 +63,4 @@ pub use sandbox::{
     Command, ExecEvent, ExecRequest, ExecResult, IdRange, Isolation, Runtime, RuntimeConfig,
     Sandbox, SandboxError, SandboxInfo, SandboxSpec, SnapshotInfo,
 };
+pub use secrets::{Secret, SecretInfo};

@@ -249,3 +249,224 @@ impl Drop for HttpsServers {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// One request a [`RecordingServers`] server received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The address it came in on.
+    pub addr: SocketAddr,
+    /// The TLS SNI (`None` for plain HTTP).
+    pub sni: Option<String>,
+    /// The request line and headers, as received.
+    pub head: String,
+    /// The body (chunked bodies decoded).
+    pub body: Vec<u8>,
+}
+
+/// HTTP/1.1 servers in a namespace that record every request (head and body) and count
+/// connections per address, answering `ok <method> <path>` (never echoing what they got), until
+/// dropped. TLS ones present a certificate for `names` from a CA of their own
+/// ([`RecordingServers::ca_pem`]); connections are kept alive as HTTP/1.1 allows.
+pub struct RecordingServers {
+    stop: Arc<AtomicBool>,
+    requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    connections: Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, usize>>>,
+    /// The CA the TLS servers' certificate chains to (PEM).
+    pub ca_pem: String,
+}
+
+/// Read one HTTP/1.x request (head and body) from `r`; `None` at the end of the stream.
+fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" || line == "\n" {
+            if head.is_empty() {
+                continue;
+            }
+            break;
+        }
+        head.push_str(&line);
+    }
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body = vec![0u8; n];
+        r.read_exact(&mut body).ok()?;
+    }
+    Some((head, body))
+}
+
+/// Serve requests on one connection until it closes.
+fn serve_recording<S: Read + Write>(
+    stream: S,
+    addr: SocketAddr,
+    sni: Option<String>,
+    requests: &std::sync::Mutex<Vec<Recorded>>,
+) {
+    let mut r = std::io::BufReader::new(stream);
+    while let Some((head, body)) = read_request(&mut r) {
+        let mut words = head.split_whitespace();
+        let (method, path) = (
+            words.next().unwrap_or("-").to_string(),
+            words.next().unwrap_or("-").to_string(),
+        );
+        let close = head.to_ascii_lowercase().contains("connection: close")
+            || head.lines().next().is_some_and(|l| l.ends_with("HTTP/1.0"));
+        requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Recorded {
+                addr,
+                sni: sni.clone(),
+                head,
+                body,
+            });
+        let answer = format!("ok {method} {path}\n");
+        let w = r.get_mut();
+        let sent = write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{answer}",
+            answer.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .and_then(|()| w.flush());
+        if sent.is_err() || close {
+            return;
+        }
+    }
+}
+
+impl RecordingServers {
+    /// Listen with TLS on `tls` and in plain HTTP on `plain`, inside `ns`.
+    #[allow(
+        deprecated,
+        reason = "rustls deprecates its ring provider for lacking post-quantum key exchange; a \
+                  test server does not need it"
+    )]
+    pub fn start(ns: &Netns, tls: &[SocketAddr], plain: &[SocketAddr], names: &[&str]) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sqrx test upstream CA");
+        let ca = ca_params.self_signed(&ca_key).expect("a CA");
+        let leaf_key = KeyPair::generate().expect("a key");
+        let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params")
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("a certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+            .expect("TLS config"),
+        );
+        let me = RecordingServers {
+            stop: Arc::new(AtomicBool::new(false)),
+            requests: Arc::default(),
+            connections: Arc::default(),
+            ca_pem: ca.pem(),
+        };
+        let all = tls
+            .iter()
+            .map(|a| (*a, true))
+            .chain(plain.iter().map(|a| (*a, false)));
+        for (addr, is_tls) in all {
+            let listener = ns
+                .enter(move || TcpListener::bind(addr))
+                .expect("bind a recording server in its namespace");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (stop, config) = (me.stop.clone(), config.clone());
+            let (requests, connections) = (me.requests.clone(), me.connections.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((tcp, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    *connections
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(addr)
+                        .or_default() += 1;
+                    let (config, requests) = (config.clone(), requests.clone());
+                    std::thread::spawn(move || {
+                        let _ = tcp.set_nonblocking(false);
+                        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                        if !is_tls {
+                            serve_recording(tcp, addr, None, &requests);
+                            return;
+                        }
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        let mut tls = rustls::StreamOwned::new(conn, tcp);
+                        // Finish the handshake first, to know the SNI.
+                        while tls.conn.is_handshaking() {
+                            if tls.conn.complete_io(&mut tls.sock).is_err() {
+                                return;
+                            }
+                        }
+                        let sni = tls.conn.server_name().map(str::to_string);
+                        serve_recording(tls, addr, sni, &requests);
+                    });
+                }
+            });
+        }
+        me
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Connections accepted on `addr` so far.
+    pub fn connections(&self, addr: SocketAddr) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RecordingServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -69,6 +69,9 @@ pub struct InitConfig {
     /// it); `None`: `control.sock`.
     #[serde(default)]
     pub socket: Option<String>,
+    /// The runtime's CA (PEM), put in the sandbox's trust store: it has secrets.
+    #[serde(default)]
+    pub trust_ca: Option<String>,
 }
 
 /// The control socket's file name for inits started before sockets had one each.

@@ -297,6 +297,11 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     if let Some(dns) = config.dns {
         write_resolv_conf(dns)?;
     }
+    if let Some(ca) = &config.trust_ca {
+        ctx(crate::secrets::trust::install(ca), || {
+            "put the egress CA in the trust store".into()
+        })?;
+    }
     drop(fs_ids);
 
     // The host has moved us into the sandbox's cgroup when this byte arrives; EOF means it gave

@@ -45,6 +45,30 @@ pub struct NetworkConfig {
     /// The DNS server the sandboxes' resolver forwards allowed queries to. Default: the first
     /// `nameserver` of `/etc/resolv.conf`.
     pub dns_upstream: Option<SocketAddr>,
+    /// Read HTTPS to the hosts secrets are bound to, so their placeholders can be replaced
+    /// (default on; `SQUASH_PROXY_HTTPS=0` turns it off, leaving plain HTTP only). See
+    /// docs/secrets.md.
+    #[serde(default = "yes")]
+    pub intercept_https: bool,
+    /// PEM files of CAs the egress proxy trusts for the servers it sends secrets to, besides
+    /// the host's own roots (a private API's CA).
+    #[serde(default)]
+    pub upstream_ca: Vec<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A sandbox with a network, as the runtime's rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Networked {
+    /// Its slot.
+    pub slot: NetSlot,
+    /// Its policy.
+    pub policy: NetworkPolicy,
+    /// Its HTTP and HTTPS go through the egress proxy (it has secrets).
+    pub egress: bool,
 }
 
 impl Default for NetworkConfig {
@@ -54,6 +78,8 @@ impl Default for NetworkConfig {
             uplink: None,
             netns: None,
             dns_upstream: None,
+            intercept_https: true,
+            upstream_ca: Vec::new(),
         }
     }
 }
@@ -117,6 +143,8 @@ pub(crate) struct Network {
     dir: PathBuf,
     /// The runtime's sandboxes (the resolver reads their policies).
     sandboxes_dir: PathBuf,
+    /// The runtime's data directory (secrets, CA, audit log).
+    data_dir: PathBuf,
     mtu: OnceLock<u32>,
 }
 
@@ -149,6 +177,7 @@ impl Network {
             ready: Mutex::new(None),
             dir: data_dir.join("network"),
             sandboxes_dir,
+            data_dir: data_dir.to_path_buf(),
             mtu: OnceLock::new(),
         })
     }
@@ -233,7 +262,7 @@ impl Network {
     /// was restarted.
     fn ensure_table(
         &self,
-        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        existing: &dyn Fn() -> Vec<Networked>,
         program: &(PathBuf, bool),
     ) -> std::io::Result<()> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,6 +275,7 @@ impl Network {
                     "no DNS upstream: set network.dns_upstream or a nameserver in /etc/resolv.conf",
                 )
             })?;
+        crate::secrets::ca::ensure(&crate::secrets::dir(&self.data_dir))?;
         let ports = resolver::ensure_running(
             &resolver::ResolverConfig {
                 sandboxes_dir: self.sandboxes_dir.clone(),
@@ -255,6 +285,11 @@ impl Network {
                 prefix: self.table.prefix.clone(),
                 netns: self.config.netns.clone(),
                 upstream,
+                egress: Some(crate::secrets::proxy::EgressConfig {
+                    data_dir: self.data_dir.clone(),
+                    intercept_https: self.config.intercept_https,
+                    upstream_ca: self.config.upstream_ca.clone(),
+                }),
             },
             program,
         )?;
@@ -284,17 +319,17 @@ impl Network {
             }
         }
         let sandboxes = existing();
-        let rules: Vec<(String, NetInfo, &NetworkPolicy)> = sandboxes
+        let rules: Vec<nft::SandboxRules<'_>> = sandboxes
             .iter()
-            .map(|(slot, policy)| (Self::chain(*slot), self.info(*slot), policy))
-            .collect();
-        let rules: Vec<nft::SandboxRules<'_>> = rules
-            .iter()
-            .map(|(chain, info, policy)| nft::SandboxRules {
-                chain: chain.clone(),
-                host_name: info.host_interface.clone(),
-                address: info.address,
-                policy,
+            .map(|s| {
+                let info = self.info(s.slot);
+                nft::SandboxRules {
+                    chain: Self::chain(s.slot),
+                    host_name: info.host_interface,
+                    address: info.address,
+                    policy: &s.policy,
+                    egress: s.egress,
+                }
             })
             .collect();
         self.with_host(|nl| self.table.rebuild(nl, &rules, Some(ports)), false)?;
@@ -319,7 +354,7 @@ impl Network {
     /// daemon runs and the table holds every networked sandbox of `existing`.
     pub fn recover(
         &self,
-        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        existing: &dyn Fn() -> Vec<Networked>,
         program: &(PathBuf, bool),
     ) -> Result<(), SandboxError> {
         self.ensure_table(existing, program)
@@ -339,21 +374,25 @@ impl Network {
         })
     }
 
-    /// Give the sandbox `id` its link in `sandbox_ns` and its rules for `slot` (a create, or
-    /// an init restarted in a new namespace). `existing` lists the runtime's networked
+    /// Give the sandbox `id` its link in `sandbox_ns` and its rules for `sandbox` (its slot,
+    /// policy and egress; a create, or an init restarted in a new namespace). `existing` lists the runtime's networked
     /// sandboxes and `program` is the init program, for the first use (the table and the
     /// resolver).
     pub fn attach(
         &self,
         id: &str,
         sandbox_ns: BorrowedFd<'_>,
-        policy: &NetworkPolicy,
-        slot: NetSlot,
-        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        sandbox: &Networked,
+        existing: &dyn Fn() -> Vec<Networked>,
         program: &(PathBuf, bool),
     ) -> Result<(), SandboxError> {
         self.ensure_table(existing, program)
             .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
+        let Networked {
+            slot,
+            ref policy,
+            egress,
+        } = *sandbox;
         let info = self.info(slot);
         let plan = link::LinkPlan {
             host_name: info.host_interface.clone(),
@@ -366,6 +405,7 @@ impl Network {
             host_name: info.host_interface.clone(),
             address: info.address,
             policy,
+            egress,
         };
         // Rules first: the link never carries a packet its policy has not seen.
         self.table_lock()
@@ -388,18 +428,23 @@ impl Network {
         .map_err(|e| Self::failed(id, "cannot enable forwarding on the sandbox's link", e))
     }
 
-    /// Replace a running sandbox's policy `old` with `policy` (one nftables transaction).
+    /// Replace a running sandbox's policy `old` with `sandbox`'s (and its egress; one
+    /// nftables transaction).
     pub fn set_policy(
         &self,
         id: &str,
-        slot: NetSlot,
         old: &NetworkPolicy,
-        policy: &NetworkPolicy,
-        existing: &dyn Fn() -> Vec<(NetSlot, NetworkPolicy)>,
+        sandbox: &Networked,
+        existing: &dyn Fn() -> Vec<Networked>,
         program: &(PathBuf, bool),
     ) -> Result<(), SandboxError> {
         self.ensure_table(existing, program)
             .map_err(|e| Self::failed(id, "cannot set up the runtime's nftables table", e))?;
+        let Networked {
+            slot,
+            ref policy,
+            egress,
+        } = *sandbox;
         let info = self.info(slot);
         let chain = Self::chain(slot);
         let stale = nft::stale_sets(&chain, old, policy);
@@ -408,6 +453,7 @@ impl Network {
             host_name: info.host_interface,
             address: info.address,
             policy,
+            egress,
         };
         self.table_lock()
             .and_then(|_lock| {

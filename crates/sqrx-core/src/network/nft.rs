@@ -397,6 +397,9 @@ pub(crate) struct SandboxRules<'a> {
     pub address: Ipv4Addr,
     /// What it may reach.
     pub policy: &'a NetworkPolicy,
+    /// Its HTTP and HTTPS (TCP ports 80 and 443, any address) go to the proxy, which hands
+    /// them to the egress proxy when they must be read (the sandbox has secrets).
+    pub egress: bool,
 }
 
 struct Batch {
@@ -816,6 +819,21 @@ impl Table {
         }
         let proxy = self.proxy.load(std::sync::atomic::Ordering::Relaxed);
         if proxy != 0
+            && s.egress
+            && s.policy.has_network()
+            && !crate::weaken::off("egress-redirect")
+        {
+            for dport in [80u16, 443] {
+                let mut r = vec![
+                    meta(NFT_META_L4PROTO),
+                    cmp(NFT_CMP_EQ, &[IPPROTO_TCP]),
+                    payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2),
+                    cmp(NFT_CMP_EQ, &dport.to_be_bytes()),
+                ];
+                r.extend(redirect_to(proxy));
+                b.rule(&nat, r);
+            }
+        } else if proxy != 0
             && matches!(s.policy, NetworkPolicy::List { .. })
             && !crate::weaken::off("net-proxy")
         {
@@ -1014,12 +1032,13 @@ mod tests {
                 }),
             )?;
             let mut old = NetworkPolicy::None;
-            for p in &policies {
+            for (i, p) in policies.iter().enumerate() {
                 let s = SandboxRules {
                     chain: "sb_00001".into(),
                     host_name: "sqtest00001".into(),
                     address: Ipv4Addr::new(100, 64, 0, 6),
                     policy: p,
+                    egress: i % 2 == 0,
                 };
                 let stale = stale_sets("sb_00001", &old, p);
                 table

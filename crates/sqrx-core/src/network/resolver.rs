@@ -59,6 +59,9 @@ pub(crate) struct ResolverConfig {
     pub netns: Option<PathBuf>,
     /// Where allowed queries go.
     pub upstream: SocketAddr,
+    /// The egress proxy for sandboxes with secrets.
+    #[serde(default)]
+    pub egress: Option<crate::secrets::proxy::EgressConfig>,
 }
 
 fn lock_path(dir: &Path) -> PathBuf {
@@ -184,6 +187,11 @@ type Resolved = HashMap<(u32, Ipv4Addr), Vec<(String, Instant)>>;
 struct Client {
     chain: String,
     policy: NetworkPolicy,
+    /// Its id and directory.
+    id: String,
+    dir: PathBuf,
+    /// It has secrets: all its HTTP and HTTPS come here.
+    egress: bool,
 }
 
 struct Shared {
@@ -194,6 +202,9 @@ struct Shared {
     buckets: Mutex<HashMap<u32, (f64, Instant)>>,
     /// Names answered per (sandbox slot, address), with when the answer stops counting.
     resolved: Mutex<Resolved>,
+    /// The egress proxy (`None` when it could not start: sandboxes with secrets then get
+    /// no HTTP at all, and no HTTPS to their secrets' hosts).
+    egress: Option<crate::secrets::proxy::Egress>,
 }
 
 fn serve() -> std::io::Result<()> {
@@ -209,6 +220,11 @@ fn serve() -> std::io::Result<()> {
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| std::io::Error::other(format!("another resolver runs: {e}")))?;
     let _ = nix::unistd::setsid();
+    // For operators (and the test that stops the proxy).
+    let _ = std::fs::write(
+        config.dir.join("resolver.pid"),
+        std::process::id().to_string(),
+    );
     if let Some(ns) = &config.netns {
         let f = std::fs::File::open(ns)?;
         crate::sys::idmap::join_net(std::os::fd::AsFd::as_fd(&f))?;
@@ -224,7 +240,13 @@ fn serve() -> std::io::Result<()> {
     if let Ok(null) = std::fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(null);
     }
+    let egress = config.egress.clone().and_then(|c| {
+        crate::secrets::proxy::Egress::start(c)
+            .map_err(|e| eprintln!("sqrx resolver: the egress proxy did not start: {e}"))
+            .ok()
+    });
     let shared = Arc::new(Shared {
+        egress,
         table: Table {
             name: config.table.clone(),
             prefix: config.prefix.clone(),
@@ -282,6 +304,16 @@ fn serve() -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Where a connection of a sandbox with secrets goes.
+enum Handoff<'a> {
+    /// Straight to its destination.
+    No,
+    /// Through the egress proxy, for this name.
+    Egress(&'a crate::secrets::proxy::Egress, String),
+    /// Nowhere: it must be read and cannot be.
+    Refuse(&'static str),
 }
 
 /// What the first bytes of a connection say about the name it is for.
@@ -353,6 +385,24 @@ fn names(rule: &NetRule, name: &str) -> bool {
     }
 }
 
+/// Does `policy` let a sandbox reach `addr:port` by address (a CIDR rule, or `all`)?
+pub(crate) fn address_allowed(policy: &NetworkPolicy, addr: Ipv4Addr, port: u16) -> bool {
+    let matches = |r: &NetRule| match r.to {
+        Destination::Cidr { addr: net, prefix } => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(addr) & mask == u32::from(net) & mask && r.port.is_none_or(|p| p == port)
+        }
+        _ => false,
+    };
+    match policy {
+        NetworkPolicy::None => false,
+        NetworkPolicy::All => true,
+        NetworkPolicy::List { allow, deny } => {
+            !deny.iter().any(matches) && allow.iter().any(matches)
+        }
+    }
+}
+
 /// The ports (names sets) a policy allows `name` for; `None` when it refuses the name.
 pub(crate) fn allowed_ports(policy: &NetworkPolicy, name: &str) -> Option<Vec<Option<u16>>> {
     match policy {
@@ -396,7 +446,10 @@ impl Shared {
                         slot.slot,
                         Client {
                             chain: super::Network::chain(slot),
+                            dir: e.path(),
+                            id: state.spec.id,
                             policy: state.spec.network,
+                            egress: state.egress,
                         },
                     );
                 }
@@ -563,7 +616,10 @@ impl Shared {
         let resolved = name
             .as_deref()
             .is_some_and(|n| self.resolved_to(slot, *dst.ip(), n));
-        if !(allowed(&sandbox.policy) && resolved) {
+        // A sandbox with secrets sends all its HTTP and HTTPS here, also to addresses its
+        // policy allows by address.
+        let by_address = |c: &Client| c.egress && address_allowed(&c.policy, *dst.ip(), dst.port());
+        if !((allowed(&sandbox.policy) && resolved) || by_address(&sandbox)) {
             eprintln!(
                 "sqrx proxy: sandbox slot {slot}: refused {} for {dst}",
                 name.as_deref().unwrap_or("a connection without a name")
@@ -576,10 +632,45 @@ impl Shared {
             return Ok(());
         }
         client.set_read_timeout(None)?;
-        let mut upstream = std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::V4(dst),
-            Duration::from_secs(10),
-        )?;
+        let tls = buf.first() == Some(&0x16);
+        let (mut upstream, _registration) = match self.egress_handoff(
+            &sandbox,
+            tls,
+            name.as_deref(),
+        ) {
+            Handoff::No => (
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::V4(dst),
+                    Duration::from_secs(10),
+                )?,
+                None,
+            ),
+            Handoff::Egress(egress, host) => {
+                let conn = crate::secrets::proxy::Conn::new(
+                    sandbox.id.clone(),
+                    sandbox.dir.clone(),
+                    dst,
+                    host,
+                    tls,
+                );
+                match egress.open(conn) {
+                    Ok((stream, registration)) => (stream, Some(registration)),
+                    Err(e) => {
+                        eprintln!("sqrx proxy: sandbox slot {slot}: the egress proxy: {e}");
+                        return Ok(());
+                    }
+                }
+            }
+            Handoff::Refuse(why) => {
+                eprintln!("sqrx proxy: sandbox slot {slot}: refused {dst}: {why}");
+                if !tls {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+                return Ok(());
+            }
+        };
         upstream.write_all(&buf)?;
         let relay = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
             std::thread::spawn(move || {
@@ -596,7 +687,7 @@ impl Shared {
             std::thread::sleep(Duration::from_millis(250));
             let still = self
                 .client(*peer.ip())
-                .is_some_and(|(s, c)| s == slot && allowed(&c.policy));
+                .is_some_and(|(s, c)| s == slot && (allowed(&c.policy) || by_address(&c)));
             if !still {
                 eprintln!(
                     "sqrx proxy: sandbox slot {slot}: cut {} to {dst}: no longer allowed",
@@ -610,6 +701,30 @@ impl Shared {
         let _ = up.join();
         let _ = down.join();
         Ok(())
+    }
+
+    /// Must the egress proxy read this connection of `sandbox` (TLS or not, for `name`)?
+    fn egress_handoff(&self, sandbox: &Client, tls: bool, name: Option<&str>) -> Handoff<'_> {
+        let (Some(name), Some(config)) = (name, self.config.egress.as_ref()) else {
+            return Handoff::No;
+        };
+        if !sandbox.egress {
+            return Handoff::No;
+        }
+        let read = if tls {
+            config.intercept_https
+                && crate::secrets::effective(&config.data_dir, &sandbox.dir)
+                    .iter()
+                    .any(|(_, s, _)| s.bound_to(name))
+        } else {
+            // Plain HTTP is always read: a placeholder in it is refused, whatever the host.
+            true
+        };
+        match (read, &self.egress) {
+            (false, _) => Handoff::No,
+            (true, Some(e)) => Handoff::Egress(e, name.to_string()),
+            (true, None) => Handoff::Refuse("the egress proxy is not running"),
+        }
     }
 
     /// Ask the upstream resolver.

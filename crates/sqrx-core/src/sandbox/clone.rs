@@ -35,6 +35,8 @@ impl Runtime {
         if spec.hostname.as_deref() == Some(src) {
             spec.hostname = None;
         }
+        // The state keeps no values: the clone's secrets come from the source's private file.
+        spec.secrets = crate::secrets::read(&crate::secrets::sandbox_store(&source.dir()))?;
         let (dir, _creating) = self.reserve(new_id)?;
         let mut reserved = Reserved(Some(dir.clone()));
 

@@ -60,13 +60,17 @@ impl Drop for Rollback<'_> {
 
 impl Runtime {
     /// The slot and policy of every sandbox of this runtime that has a network.
-    pub(crate) fn networked_sandboxes(
-        &self,
-    ) -> Vec<(crate::network::NetSlot, crate::network::NetworkPolicy)> {
+    pub(crate) fn networked_sandboxes(&self) -> Vec<crate::network::Networked> {
         self.ids()
             .iter()
             .filter_map(|id| SandboxState::load(&self.state_path(id)).ok())
-            .filter_map(|s| s.net.map(|n| (n, s.spec.network)))
+            .filter_map(|s| {
+                s.net.map(|slot| crate::network::Networked {
+                    slot,
+                    policy: s.spec.network,
+                    egress: s.egress,
+                })
+            })
             .collect()
     }
 
@@ -245,15 +249,35 @@ impl Runtime {
             None
         };
         let dns = net_slot.map(|s| self.inner.network.info(s).gateway);
-        let config = init_config(&spec, &dir, &stack, ids, dns);
+        // Secrets: the sandbox's own go to a private file (its spec keeps no value), and it
+        // goes through the egress proxy if it has any, or the runtime has.
+        let mut spec = spec;
+        let egress = net_slot.is_some() && (!spec.secrets.is_empty() || self.has_secrets());
+        if !spec.secrets.is_empty() {
+            crate::secrets::fill_placeholders(
+                &mut spec.secrets,
+                &std::collections::BTreeMap::new(),
+            );
+            crate::secrets::write(&crate::secrets::sandbox_store(&dir), &spec.secrets)?;
+            for s in spec.secrets.values_mut() {
+                s.value.clear();
+            }
+        }
+        let mut config = init_config(&spec, &dir, &stack, ids, dns);
+        if egress {
+            config.trust_ca = Some(self.egress_ca()?);
+        }
         tracing::debug!(sandbox = %spec.id, "layers mounted, cgroup ready");
         let program = (init.clone(), self_exec);
         let attach = |ns: BorrowedFd<'_>, slot| {
             self.inner.network.attach(
                 &spec.id,
                 ns,
-                &spec.network,
-                slot,
+                &crate::network::Networked {
+                    slot,
+                    policy: spec.network.clone(),
+                    egress,
+                },
                 &|| self.networked_sandboxes(),
                 &program,
             )
@@ -275,6 +299,7 @@ impl Runtime {
             ids,
             net: rb.net,
             socket: config.socket.clone(),
+            egress,
         };
         crate::faults::point("create.save_state")?;
         state.save(&dir.join("state.json"))?;
@@ -339,6 +364,7 @@ pub(crate) fn init_config(
         ns_holder: None,
         dns,
         socket: Some(crate::init::fresh_socket_name()),
+        trust_ca: None,
     }
 }
 

@@ -143,6 +143,7 @@ impl Sandbox {
                 .clone()
                 .unwrap_or_else(|| self.id().to_string()),
         );
+        env.extend(self.secret_env());
         env.extend(self.state.spec.env.clone());
         env.extend(req.env.clone());
         ExecSpec {

@@ -23,6 +23,7 @@ mod pty;
 mod recover;
 mod restore;
 mod runtime;
+mod secrets;
 mod snapshot;
 mod spec;
 pub(crate) mod state;

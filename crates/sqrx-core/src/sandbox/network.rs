@@ -31,9 +31,12 @@ impl Sandbox {
             Some(slot) => {
                 net.set_policy(
                     self.id(),
-                    slot,
                     &self.state.spec.network,
-                    &policy,
+                    &crate::network::Networked {
+                        slot,
+                        policy: policy.clone(),
+                        egress: self.state.egress,
+                    },
                     &existing,
                     &program,
                 )?;
@@ -57,7 +60,17 @@ impl Sandbox {
                 let slot = net.reserve(&dir)?;
                 let attached = {
                     use std::os::fd::AsFd;
-                    net.attach(self.id(), ns.as_fd(), &policy, slot, &existing, &program)
+                    net.attach(
+                        self.id(),
+                        ns.as_fd(),
+                        &crate::network::Networked {
+                            slot,
+                            policy: policy.clone(),
+                            egress: self.state.egress,
+                        },
+                        &existing,
+                        &program,
+                    )
                 };
                 if let Err(e) = attached {
                     net.detach(self.id(), &dir, Some(slot), &policy);

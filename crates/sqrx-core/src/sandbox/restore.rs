@@ -216,6 +216,7 @@ impl Sandbox {
             self.state.ids,
             self.dns(),
         );
+        config.trust_ca = self.trust_ca()?;
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
         if next.clear_upper {
             point("restart.mount_upper")?;
@@ -347,8 +348,11 @@ impl Sandbox {
             self.rt.inner.network.attach(
                 self.id(),
                 ns,
-                &self.state.spec.network,
-                slot,
+                &crate::network::Networked {
+                    slot,
+                    policy: self.state.spec.network.clone(),
+                    egress: self.state.egress,
+                },
                 &|| self.rt.networked_sandboxes(),
                 &program,
             )
@@ -373,6 +377,7 @@ impl Sandbox {
             self.state.ids,
             self.dns(),
         );
+        config.trust_ca = self.trust_ca()?;
         config.exec_seq_base = self.logs().last().map(|e| e.seq).unwrap_or(0);
         let back = {
             let reattach = self.reattach();

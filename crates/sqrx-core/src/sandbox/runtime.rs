@@ -260,6 +260,7 @@ impl Runtime {
                 ids: super::ids::IdRegistry::new(super::ids::REGISTRY),
             }),
         };
+        rt.reload_secrets()?;
         rt.recover();
         Ok(rt)
     }

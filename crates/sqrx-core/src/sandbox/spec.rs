@@ -83,6 +83,12 @@ pub struct SandboxSpec {
     /// [`crate::network::NetworkPolicy`] and docs/network.md.
     #[serde(default)]
     pub network: crate::network::NetworkPolicy,
+    /// The sandbox's own secrets by name (besides the runtime's): it sees each as `$NAME`
+    /// holding the placeholder; the egress proxy puts the value in requests to the secret's
+    /// hosts. Values are write-only: kept in a 0600 file on the host, never in the state or
+    /// in what is shown. Needs a network. See docs/secrets.md.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secrets::Secret>,
 }
 
 /// Environment variable names, for `Debug` output that must not carry secrets.
@@ -110,6 +116,7 @@ impl std::fmt::Debug for SandboxSpec {
             .field("task", &self.task)
             .field("allow_net", &self.allow_net)
             .field("network", &self.network)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -144,6 +151,7 @@ impl SandboxSpec {
             task: None,
             allow_net: None,
             network: crate::network::NetworkPolicy::None,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -184,6 +192,15 @@ impl SandboxSpec {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return invalid("env", format!("bad variable name {k:?}"));
             }
+        }
+        crate::secrets::validate_all(&self.secrets)?;
+        if !self.secrets.is_empty() && !self.network.has_network() {
+            return invalid(
+                "secrets",
+                "secrets go out through the network: give the sandbox a network policy that \
+                 allows their hosts"
+                    .into(),
+            );
         }
         Ok(())
     }

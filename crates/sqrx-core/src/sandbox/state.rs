@@ -54,6 +54,10 @@ pub struct SandboxState {
     /// init from before sockets had a name each).
     #[serde(default)]
     pub socket: Option<String>,
+    /// Its HTTP and HTTPS go through the runtime's egress proxy, and its trust store holds the
+    /// runtime's CA: it had secrets (its own or the runtime's) and a network when created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress: bool,
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a running process; `None` when it does not
@@ -128,6 +132,7 @@ mod tests {
             ids: Some(crate::sandbox::IdRange { base: 1 << 30 }),
             net: Some(crate::network::NetSlot { slot: 7 }),
             socket: Some("c-0000002a.sock".into()),
+            egress: false,
         };
         s.save(&p).expect("save");
         let back = SandboxState::load(&p).expect("load");

@@ -58,7 +58,10 @@ pub(crate) fn append(path: &Path, record: &AuditRecord) {
         .open(path)
         .and_then(|mut f| f.write_all(&line));
     if let Err(e) = written {
-        eprintln!("sqrx egress: cannot write the audit log {}: {e}", path.display());
+        eprintln!(
+            "sqrx egress: cannot write the audit log {}: {e}",
+            path.display()
+        );
     }
 }
 

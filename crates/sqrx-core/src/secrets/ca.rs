@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -59,10 +59,7 @@ pub(crate) fn ensure(dir: &Path) -> std::io::Result<String> {
     let pem = ca.pem();
     crate::paths::replace_private(&cert, pem.as_bytes()).map_err(|(_, e)| e)?;
     // The certificate is public (sandboxes get a copy); the key stays 0600.
-    std::fs::set_permissions(
-        &cert,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
+    std::fs::set_permissions(&cert, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     Ok(pem)
 }
 

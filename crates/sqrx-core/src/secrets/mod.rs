@@ -99,7 +99,10 @@ impl std::fmt::Debug for Secret {
 
 impl Secret {
     /// A secret with `value` bound to `hosts` (HTTPS, headers only).
-    pub fn new(value: impl Into<String>, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        value: impl Into<String>,
+        hosts: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Secret {
             value: value.into(),
             allowed_hosts: hosts.into_iter().map(Into::into).collect(),
@@ -218,7 +221,11 @@ pub fn validate(name: &str, secret: &Secret) -> Result<(), SandboxError> {
     if secret.value.len() > 64 * 1024 {
         return Err(invalid(format!("{name}: the value is over 64 KiB")));
     }
-    if secret.value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    if secret
+        .value
+        .bytes()
+        .any(|b| b < 0x20 && b != b'\t' || b == 0x7f)
+    {
         return Err(invalid(format!(
             "{name}: the value holds a control character (it could split a header)"
         )));
@@ -320,7 +327,9 @@ pub(crate) fn fill_placeholders(
 pub fn parse(text: &str) -> Result<BTreeMap<String, Secret>, SandboxError> {
     let file: SecretsFile = serde_json::from_str(text).map_err(|e| {
         // serde's message quotes no input values for these shapes, only positions and names.
-        invalid(format!("not a secrets file ({{\"secrets\": {{...}}}}): {e}"))
+        invalid(format!(
+            "not a secrets file ({{\"secrets\": {{...}}}}): {e}"
+        ))
     })?;
     let secrets: BTreeMap<String, Secret> = file
         .secrets
@@ -371,7 +380,10 @@ pub(crate) fn write(path: &Path, secrets: &BTreeMap<String, Secret>) -> Result<(
 
 /// The secrets a sandbox has now: the runtime's, then its own (which win by name). Unreadable
 /// files count as empty here (the proxy then refuses what it cannot match).
-pub(crate) fn effective(data_dir: &Path, sandbox_dir: &Path) -> Vec<(String, Secret, &'static str)> {
+pub(crate) fn effective(
+    data_dir: &Path,
+    sandbox_dir: &Path,
+) -> Vec<(String, Secret, &'static str)> {
     let mut all: BTreeMap<String, (Secret, &'static str)> = BTreeMap::new();
     for (source, path) in [
         ("runtime", runtime_store(data_dir)),

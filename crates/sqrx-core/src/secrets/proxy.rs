@@ -53,7 +53,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A connection of `sandbox` to `dst` for `host`.
-    pub fn new(sandbox: String, sandbox_dir: PathBuf, dst: SocketAddrV4, host: String, tls: bool) -> Self {
+    pub fn new(
+        sandbox: String,
+        sandbox_dir: PathBuf,
+        dst: SocketAddrV4,
+        host: String,
+        tls: bool,
+    ) -> Self {
         Conn {
             sandbox,
             sandbox_dir,
@@ -137,7 +143,8 @@ fn client_config(extra: &[PathBuf]) -> std::io::Result<rustls::ClientConfig> {
         let pem = std::fs::read(path)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
@@ -175,8 +182,7 @@ impl Egress {
             conns: Mutex::new(HashMap::new()),
             tls,
         });
-        let listener =
-            runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
         let port = listener.local_addr()?.port();
         let proxy = hudsucker::Proxy::builder()
             .with_listener(listener)
@@ -199,25 +205,9 @@ impl Egress {
         })
     }
 
-    /// Does the runtime read TLS for hosts secrets are bound to?
-    pub fn intercepts_https(&self) -> bool {
-        self.shared.config.intercept_https
-    }
-
-    /// The secrets of the sandbox in `sandbox_dir` now.
-    pub fn secrets(&self, sandbox_dir: &std::path::Path) -> Vec<(String, super::Secret)> {
-        super::effective(&self.shared.config.data_dir, sandbox_dir)
-            .into_iter()
-            .map(|(n, s, _)| (n, s))
-            .collect()
-    }
-
     /// Open the proxy's side of `conn`: a stream to write the client's bytes to and read the
     /// answers from. The connection stays registered until the returned guard drops.
-    pub fn open(
-        &self,
-        conn: Conn,
-    ) -> std::io::Result<(std::net::TcpStream, Registration)> {
+    pub fn open(&self, conn: Conn) -> std::io::Result<(std::net::TcpStream, Registration)> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
         let key = stream.local_addr()?;
@@ -335,7 +325,15 @@ impl HttpHandler for Handler {
     }
 }
 
-fn audit(shared: &Shared, conn: &Conn, method: &str, path: &str, secret: &str, decision: Decision, reason: Option<&str>) {
+fn audit(
+    shared: &Shared,
+    conn: &Conn,
+    method: &str,
+    path: &str,
+    secret: &str,
+    decision: Decision,
+    reason: Option<&str>,
+) {
     let record = AuditRecord {
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         sandbox: conn.sandbox.clone(),
@@ -355,7 +353,15 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
     let refused = |secret: &str, reason: &str, status: StatusCode| {
-        audit(shared, conn, &method, &path, secret, Decision::Refused, Some(reason));
+        audit(
+            shared,
+            conn,
+            &method,
+            &path,
+            secret,
+            Decision::Refused,
+            Some(reason),
+        );
         eprintln!(
             "sqrx egress: sandbox {}: refused {method} {}{path}: {reason}",
             conn.sandbox, conn.host
@@ -387,10 +393,11 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
             }),
         );
     }
-    let secrets: Vec<(String, super::Secret)> = super::effective(&shared.config.data_dir, &conn.sandbox_dir)
-        .into_iter()
-        .map(|(n, s, _)| (n, s))
-        .collect();
+    let secrets: Vec<(String, super::Secret)> =
+        super::effective(&shared.config.data_dir, &conn.sandbox_dir)
+            .into_iter()
+            .map(|(n, s, _)| (n, s))
+            .collect();
     let length = parts
         .headers
         .get(hudsucker::hyper::header::CONTENT_LENGTH)
@@ -398,7 +405,10 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
         .and_then(|v| v.parse::<u64>().ok());
     let inspect = length.is_none_or(|n| n <= BODY_LIMIT as u64);
     let (mut whole, stream) = if inspect {
-        match http_body_util::Limited::new(body, BODY_LIMIT).collect().await {
+        match http_body_util::Limited::new(body, BODY_LIMIT)
+            .collect()
+            .await
+        {
             Ok(c) => (Some(c.to_bytes().to_vec()), None),
             Err(_) => {
                 let body_secret = secrets
@@ -427,10 +437,19 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
         (None, Some(body))
     };
     match super::rewrite::rewrite(&mut parts, whole.as_mut(), &conn.host, conn.tls, &secrets) {
+        Err(_) if crate::weaken::off("egress-refuse") => {}
         Err(r) => return refused(&r.secret, r.reason, StatusCode::FORBIDDEN),
         Ok(done) => {
             for name in done {
-                audit(shared, conn, &method, &path, &name, Decision::Substituted, None);
+                audit(
+                    shared,
+                    conn,
+                    &method,
+                    &path,
+                    &name,
+                    Decision::Substituted,
+                    None,
+                );
             }
         }
     }
@@ -454,6 +473,23 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
         && let Ok(h) = hudsucker::hyper::header::HeaderValue::from_str(&conn.host)
     {
         parts.headers.insert(hudsucker::hyper::header::HOST, h);
+    }
+    // A body read whole goes on with its length (whatever framing the client used).
+    if let Some(b) = &whole
+        && (parts
+            .headers
+            .contains_key(hudsucker::hyper::header::TRANSFER_ENCODING)
+            || parts
+                .headers
+                .contains_key(hudsucker::hyper::header::CONTENT_LENGTH))
+    {
+        parts
+            .headers
+            .remove(hudsucker::hyper::header::TRANSFER_ENCODING);
+        parts.headers.insert(
+            hudsucker::hyper::header::CONTENT_LENGTH,
+            hudsucker::hyper::header::HeaderValue::from(b.len()),
+        );
     }
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let body = match (whole, stream) {
@@ -494,8 +530,11 @@ async fn forward(shared: &Shared, conn: &Conn, req: Request<Body>) -> Response<B
                 let server = hyper::upgrade::on(&mut res);
                 tokio::spawn(async move {
                     if let (Ok(c), Ok(s)) = (client.await, server.await) {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s))
-                            .await;
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(c),
+                            &mut TokioIo::new(s),
+                        )
+                        .await;
                     }
                 });
             }

@@ -228,7 +228,9 @@ mod tests {
     #[test]
     fn a_placeholder_anywhere_else_refuses_the_whole_request() {
         let all = secrets();
-        let cases: Vec<(&str, Parts, Option<Vec<u8>>, bool, &str)> = vec![
+        /// What, the request, its body, over HTTPS, to which host.
+        type Case = (&'static str, Parts, Option<Vec<u8>>, bool, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 "other host",
                 parts("/", &[("authorization", "Bearer sqrx-secret-aaaa")]),
@@ -278,10 +280,7 @@ mod tests {
 
     #[test]
     fn secrets_that_allow_it_are_substituted_in_url_and_body_over_http() {
-        let mut p = parts(
-            "/q?token=sqrx-secret-bbbb",
-            &[("content-length", "25")],
-        );
+        let mut p = parts("/q?token=sqrx-secret-bbbb", &[("content-length", "25")]);
         let mut body = b"{\"t\": \"sqrx-secret-bbbb\"}".to_vec();
         let done =
             rewrite(&mut p, Some(&mut body), "a.example.org", false, &secrets()).expect("allowed");

@@ -16,6 +16,7 @@ mod layer_store;
 mod manifest;
 mod network;
 mod sandbox;
+mod secrets;
 mod session;
 mod state;
 mod tar_import;

@@ -60,6 +60,9 @@ impl Authority {
                     "allowed.test" | "api.svc.test" => Some(vec![a(&name, [10, 1, 0, 1])]),
                     "other.test" => Some(vec![a(&name, [10, 2, 0, 1])]),
                     "stream.test" => Some(vec![a(&name, [10, 4, 0, 1])]),
+                    // The secrets tests' upstreams (tests/it/secrets.rs).
+                    "secret.test" => Some(vec![a(&name, [10, 5, 0, 1])]),
+                    "leak.test" => Some(vec![a(&name, [10, 6, 0, 1])]),
                     // A record with a short TTL (the resolver opens addresses for 5 s at least).
                     "short.test" => {
                         let mut r = a(&name, [10, 1, 0, 1]);
@@ -113,19 +116,24 @@ impl Drop for Authority {
 
 /// The test internet and a runtime whose sandboxes route through it. Field order is drop
 /// order: sandboxes' runtime first, then servers, then the namespaces.
-struct Bed {
-    t: TestRuntime,
+pub(crate) struct Bed {
+    pub(crate) t: TestRuntime,
     _servers: HttpServers,
     _tls: HttpsServers,
     _dns: Authority,
-    rt_ns: Netns,
-    _inet: Netns,
+    pub(crate) rt_ns: Netns,
+    pub(crate) inet: Netns,
 }
 
 const UPLINK: &str = "sqrxup0";
 
 impl Bed {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A bed whose runtime's network settings `tweak` changes.
+    pub(crate) fn with(tweak: impl Fn(&mut NetworkConfig)) -> Self {
         let rt_ns = Netns::new("rt");
         let inet = Netns::new("inet");
         // The runtime's uplink: a veth pair between rt and inet, rt's default route via inet.
@@ -141,6 +149,8 @@ impl Bed {
         inet.ip(&["addr", "add", "10.2.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.3.0.53/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.4.0.1/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.5.0.1/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.6.0.1/32", "dev", "lo"]);
         // A "metadata service" a sandbox must never reach.
         inet.ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"]);
         let dns = Authority::start(&inet, SocketAddr::from(([10, 3, 0, 53], 53)));
@@ -156,7 +166,10 @@ impl Bed {
                 sa([169, 254, 169, 254], 8080),
             ],
         );
-        let t = TestRuntime::with(|c| c.network = network_config(&rt_ns));
+        let t = TestRuntime::with(|c| {
+            c.network = network_config(&rt_ns);
+            tweak(&mut c.network);
+        });
         let tls = HttpsServers::start(
             &inet,
             &[sa([10, 1, 0, 1], 443)],
@@ -168,7 +181,7 @@ impl Bed {
             _tls: tls,
             _dns: dns,
             rt_ns,
-            _inet: inet,
+            inet,
         }
     }
 
@@ -320,7 +333,7 @@ fn policies_allow_what_they_name_and_nothing_else() {
     assert!(!reaches(&all, "http://10.200.0.2:9090/"));
     assert!(!reaches(&all, "http://169.254.169.254:8080/"));
     // The test internet ends at inet, which has no route out: no packet leaves the machine.
-    assert!(!bed._inet.run(&["ip", "route"]).contains("default"));
+    assert!(!bed.inet.run(&["ip", "route"]).contains("default"));
     assert!(!reaches(&all, "http://192.0.2.1:80/"));
     assert!(!reaches(&all, &format!("http://{}:9091/", info.gateway)));
     let other = cidr.network_info().expect("a link").address;
@@ -754,7 +767,7 @@ fn a_policy_change_cuts_open_connections_it_no_longer_allows() {
     }
     let bed = Bed::new();
     let _tickers = Tickers::start(
-        &bed._inet,
+        &bed.inet,
         &[
             SocketAddr::from(([10, 1, 0, 1], 9000)),
             SocketAddr::from(([10, 2, 0, 1], 9000)),
@@ -824,7 +837,7 @@ fn an_answer_opens_its_addresses_for_its_ttl_and_while_they_are_in_use() {
         return;
     }
     let bed = Bed::new();
-    let _tickers = Tickers::start(&bed._inet, &[SocketAddr::from(([10, 1, 0, 1], 9000))]);
+    let _tickers = Tickers::start(&bed.inet, &[SocketAddr::from(([10, 1, 0, 1], 9000))]);
     let sb = bed.create(
         "net-ttl",
         NetworkPolicy::allow(&["short.test"]).expect("policy"),
