@@ -135,10 +135,12 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Result<Response, Api
         .blocking(|rt| {
             let statuses: Vec<&'static str> = rt.list().iter().map(|s| s.info().status).collect();
             let layers = rt.layers().list().map(|l| l.len()).unwrap_or(0);
-            Ok::<_, ApiError>((statuses, layers))
+            let egress = sqrx_core::secrets::audit_totals(rt.data_dir());
+            Ok::<_, ApiError>((statuses, layers, egress))
         })
         .await?;
     state.metrics().census(census.0.iter().copied(), census.1);
+    state.metrics().egress(census.2);
     state.metrics().sessions_active(state.sessions().active());
     let text = state
         .metrics()

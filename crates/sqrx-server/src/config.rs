@@ -146,6 +146,15 @@ pub struct NetworkArgs {
     /// nameserver of /etc/resolv.conf; env: SQRX_NET_DNS_UPSTREAM].
     #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
     pub dns_upstream: Option<String>,
+    /// Read HTTPS to the hosts secrets are bound to, so placeholders can be replaced there
+    /// (`false`: plain HTTP only) [default: true; env: SQRX_PROXY_HTTPS or sq-sandbox's
+    /// SQUASH_PROXY_HTTPS].
+    #[arg(long = "proxy-https", value_name = "BOOL")]
+    pub proxy_https: Option<bool>,
+    /// A PEM file of CAs the egress proxy trusts for the servers it sends secrets to, besides
+    /// the host's roots; repeatable [env: SQRX_EGRESS_CA, files separated by ':'].
+    #[arg(long = "egress-ca", value_name = "FILE")]
+    pub egress_ca: Vec<PathBuf>,
 }
 
 impl Default for ServeArgs {
@@ -309,6 +318,11 @@ pub struct NetworkFile {
     pub netns: Option<PathBuf>,
     /// As `--dns-upstream`.
     pub dns_upstream: Option<String>,
+    /// As `--proxy-https`.
+    pub proxy_https: Option<bool>,
+    /// As `--egress-ca`.
+    #[serde(default)]
+    pub egress_ca: Vec<PathBuf>,
 }
 
 /// The server's network settings, resolved.
@@ -383,6 +397,40 @@ impl NetworkSettings {
             })?),
             None => None,
         };
+        let intercept_https = match args.proxy_https {
+            Some(b) => b,
+            None => match first_env(env, &["SQRX_PROXY_HTTPS", "SQUASH_PROXY_HTTPS"]) {
+                Some((name, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => {
+                        return Err(ConfigError {
+                            name,
+                            reason: format!("{v:?} is not 1 or 0 (true or false)"),
+                        });
+                    }
+                },
+                None => file.proxy_https.unwrap_or(defaults.intercept_https),
+            },
+        };
+        let upstream_ca = if !args.egress_ca.is_empty() {
+            args.egress_ca.clone()
+        } else if let Some((_, v)) = first_env(env, &["SQRX_EGRESS_CA"]) {
+            v.split(':')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| PathBuf::from(p.trim()))
+                .collect()
+        } else {
+            file.egress_ca.clone()
+        };
+        for f in &upstream_ca {
+            if !f.is_file() {
+                return Err(ConfigError {
+                    name: "--egress-ca",
+                    reason: format!("{} is not a file", f.display()),
+                });
+            }
+        }
         Ok(NetworkSettings {
             default: policy(
                 &args.default,
@@ -408,6 +456,8 @@ impl NetworkSettings {
                         .or_else(|| file.netns.clone()),
                 },
                 dns_upstream,
+                intercept_https,
+                upstream_ca,
             },
         })
     }
@@ -1026,5 +1076,56 @@ mod tests {
         assert!(e.contains("some"), "{e}");
         let e = ConfigFile::parse("[network]\npol = \"x\"").expect_err("unknown key");
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn https_interception_follows_sq_sandbox_s_variable_and_egress_cas_must_exist() {
+        let resolve = |args: &NetworkArgs, file: &str, env: &[(&str, &str)]| {
+            let file = ConfigFile::parse(file).expect("parse");
+            NetworkSettings::resolve(args, &file.network, &env_of(env))
+        };
+        let none = NetworkArgs::default();
+        assert!(
+            resolve(&none, "", &[])
+                .expect("default")
+                .runtime
+                .intercept_https
+        );
+        assert!(
+            !resolve(&none, "", &[("SQUASH_PROXY_HTTPS", "0")])
+                .expect("off")
+                .runtime
+                .intercept_https
+        );
+        assert!(
+            resolve(
+                &none,
+                "[network]\nproxy_https = false",
+                &[("SQUASH_PROXY_HTTPS", "1")]
+            )
+            .expect("the variable wins")
+            .runtime
+            .intercept_https
+        );
+        assert!(
+            !resolve(&none, "[network]\nproxy_https = false", &[])
+                .expect("file")
+                .runtime
+                .intercept_https
+        );
+        let e = resolve(&none, "", &[("SQUASH_PROXY_HTTPS", "maybe")]).expect_err("unclear");
+        assert_eq!(e.name, "SQUASH_PROXY_HTTPS");
+        let ca = tempfile::NamedTempFile::new().expect("file");
+        let args = NetworkArgs {
+            egress_ca: vec![ca.path().into()],
+            ..NetworkArgs::default()
+        };
+        assert_eq!(
+            resolve(&args, "", &[]).expect("ca").runtime.upstream_ca,
+            vec![ca.path().to_path_buf()]
+        );
+        let e = resolve(&none, "", &[("SQRX_EGRESS_CA", "/nonexistent/ca.pem")])
+            .expect_err("missing file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -31,6 +31,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -100,6 +105,7 @@ pub struct Metrics {
     sessions_active: Gauge,
     websockets: Family<KindLabels, Gauge>,
     websockets_total: Family<KindLabels, Counter>,
+    egress: Family<DecisionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -223,7 +229,15 @@ impl Metrics {
             "Relayed WebSockets and upgraded connections opened, by kind",
             websockets_total.clone(),
         );
+        let egress = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "sqrx_egress_secret_requests",
+            "Requests carrying a secret's placeholder, by the egress proxy's decision \
+             (substituted, refused); from the audit log",
+            egress.clone(),
+        );
         Metrics {
+            egress,
             registry,
             sessions_opened,
             sessions_active,
@@ -315,6 +329,22 @@ impl Metrics {
                 .set(n);
         }
         self.layers.set(i64::try_from(layers).unwrap_or(i64::MAX));
+    }
+
+    /// Bring the egress counters up to the audit log's totals.
+    pub fn egress(&self, totals: sqrx_core::secrets::AuditTotals) {
+        for (decision, total) in [
+            ("substituted", totals.substituted),
+            ("refused", totals.refused),
+        ] {
+            let c = self.egress.get_or_create(&DecisionLabels {
+                decision: decision.into(),
+            });
+            let seen = c.get();
+            if total > seen {
+                c.inc_by(total - seen);
+            }
+        }
     }
 
     /// The exposition, in the OpenMetrics text format.

@@ -47,7 +47,34 @@ pub enum SandboxCmd {
         /// CIDR or an IPv4 address, each with an optional :PORT.
         #[arg(long, value_name = "RULE", value_delimiter = ',')]
         allow: Vec<String>,
+        /// A secret, its value read from FILE (`@-`: stdin): the sandbox sees $NAME as a
+        /// placeholder, the egress proxy puts the value in requests to its hosts
+        /// (--secret-host). Repeatable. Needs --net or --allow.
+        #[arg(long = "secret", value_name = "NAME=@FILE")]
+        secrets: Vec<String>,
+        /// A host (or *.DOMAIN) the secret NAME may go to. Repeatable.
+        #[arg(long = "secret-host", value_name = "NAME=HOST")]
+        secret_hosts: Vec<String>,
         /// Print the sandbox info as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a secret to a running sandbox, or give one a new value or hosts (rotation: the
+    /// next request uses it).
+    Secret {
+        /// The sandbox id.
+        id: String,
+        /// NAME=@FILE (`@-`: stdin).
+        secret: String,
+        /// A host (or *.DOMAIN) it may go to. Repeatable; at least one.
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+    },
+    /// List a sandbox's secrets (names, placeholders, hosts; never values).
+    Secrets {
+        /// The sandbox id.
+        id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -274,6 +301,63 @@ fn info_json(sandbox: &sqrx_core::Sandbox) -> Result<serde_json::Value, CliError
     Ok(value)
 }
 
+/// The NAME of a `NAME=@FILE` argument.
+fn secret_name(arg: &str) -> &str {
+    arg.split_once('=').map_or(arg, |(n, _)| n)
+}
+
+/// Secrets from `--secret NAME=@FILE` (`@-` reads `stdin`) and `--secret-host NAME=HOST`. A
+/// value on the command line is refused: it would land in shell history and `ps`.
+fn parse_secrets(
+    secrets: &[String],
+    hosts: &[String],
+    stdin: &mut dyn std::io::Read,
+) -> Result<std::collections::BTreeMap<String, sqrx_core::Secret>, CliError> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in secrets {
+        let Some((name, source)) = arg.split_once('=') else {
+            return Err(CliError(format!(
+                "--secret expects NAME=@FILE, got {arg:?}"
+            )));
+        };
+        let Some(source) = source.strip_prefix('@') else {
+            return Err(CliError(format!(
+                "--secret {name}: give the value in a file (NAME=@FILE) or on stdin (NAME=@-), \
+                 not on the command line, where shell history and ps would show it"
+            )));
+        };
+        let mut value = String::new();
+        let read = if source == "-" {
+            stdin.read_to_string(&mut value)
+        } else {
+            std::fs::File::open(source)
+                .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut value))
+        };
+        read.map_err(|e| CliError(format!("--secret {name}: cannot read {source}: {e}")))?;
+        // A key file's final newline is not part of the key.
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value).to_string();
+        out.insert(
+            name.to_string(),
+            sqrx_core::Secret::new(value, Vec::<String>::new()),
+        );
+    }
+    for arg in hosts {
+        let Some((name, host)) = arg.split_once('=') else {
+            return Err(CliError(format!(
+                "--secret-host expects NAME=HOST, got {arg:?}"
+            )));
+        };
+        let Some(secret) = out.get_mut(name) else {
+            return Err(CliError(format!(
+                "--secret-host {arg}: no --secret {name}=@FILE given"
+            )));
+        };
+        secret.allowed_hosts.push(host.trim().to_string());
+    }
+    Ok(out)
+}
+
 fn parse_env(pairs: &[String]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     pairs
         .iter()
@@ -318,9 +402,12 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             env,
             net,
             allow,
+            secrets,
+            secret_hosts,
             json,
         } => {
             let network = create_policy(net, &allow)?;
+            let secrets = parse_secrets(&secrets, &secret_hosts, &mut std::io::stdin().lock())?;
             let mut spec = SandboxSpec::new(id);
             if !layers.is_empty() {
                 spec.layers = layers;
@@ -332,11 +419,42 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             spec.max_lifetime = lifetime;
             spec.env = parse_env(&env)?;
             spec.network = network;
+            spec.secrets = secrets;
             let sandbox = rt.create(spec)?;
             if json {
                 print_json(&info_json(&sandbox)?)?;
             } else {
                 println!("{}", sandbox.id());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Secret { id, secret, hosts } => {
+            let hosts: Vec<String> = hosts
+                .iter()
+                .map(|h| format!("{}={h}", secret_name(&secret)))
+                .collect();
+            let secrets = parse_secrets(&[secret], &hosts, &mut std::io::stdin().lock())?;
+            let mut sandbox = rt.get(&id)?;
+            for (name, s) in secrets {
+                sandbox.set_secret(&name, s)?;
+                println!("{id}: secret {name} set");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCmd::Secrets { id, json } => {
+            let secrets = rt.get(&id)?.secrets();
+            if json {
+                print_json(&secrets)?;
+            } else {
+                for s in secrets {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        s.name,
+                        s.placeholder,
+                        s.allowed_hosts.join(","),
+                        s.source
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -686,6 +804,60 @@ mod tests {
             Ok(other) => Err(format!("not a sandbox command: {other:?}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    #[test]
+    fn secrets_come_from_files_or_stdin_never_the_command_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, "sk-real\n").expect("write");
+        let file_arg = format!("API={}", key.display());
+        let cmd = parse(&[
+            "create",
+            "a",
+            "--allow",
+            "api.example.com",
+            "--secret",
+            &format!("API=@{}", key.display()),
+            "--secret",
+            "OTHER=@-",
+            "--secret-host",
+            "API=api.example.com",
+            "--secret-host",
+            "OTHER=*.example.org",
+        ])
+        .expect("parse");
+        let SandboxCmd::Create {
+            secrets,
+            secret_hosts,
+            ..
+        } = cmd
+        else {
+            panic!("not create");
+        };
+        let mut stdin: &[u8] = b"from-stdin";
+        let parsed = parse_secrets(&secrets, &secret_hosts, &mut stdin).expect("secrets");
+        assert_eq!(
+            parsed["API"].value, "sk-real",
+            "the final newline is dropped"
+        );
+        assert_eq!(parsed["API"].allowed_hosts, vec!["api.example.com"]);
+        assert_eq!(parsed["OTHER"].value, "from-stdin");
+        assert_eq!(parsed["OTHER"].allowed_hosts, vec!["*.example.org"]);
+        let inline = parse_secrets(&["API=sk-real".into()], &[], &mut stdin).expect_err("inline");
+        assert!(
+            inline.0.contains("@FILE") && !inline.0.contains("sk-real"),
+            "{}",
+            inline.0
+        );
+        let e = parse_secrets(&[file_arg], &[], &mut stdin).expect_err("no @");
+        assert!(e.0.contains("@FILE"), "{}", e.0);
+        let e = parse_secrets(&[], &["NOPE=a.com".into()], &mut stdin).expect_err("no secret");
+        assert!(e.0.contains("--secret NOPE"), "{}", e.0);
+        assert!(
+            parse(&["secret", "a", "API=@-"]).is_err(),
+            "--host is required"
+        );
     }
 
     fn policy_of(args: &[&str]) -> Result<NetworkPolicy, String> {

@@ -193,6 +193,17 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     let _ = writeln!(out, "sqrx: listening on http://{addr}");
     let _ = out.flush();
 
+    // SIGHUP: read <data>/secrets.json again (sq-sandbox's behaviour).
+    let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
+    let reloader = state.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.blocking(|rt| rt.reload_secrets()).await {
+                Ok(n) => tracing::info!(secrets = n, "SIGHUP: secrets read again"),
+                Err(e) => tracing::error!(error = %e.message, "SIGHUP: secrets unchanged"),
+            }
+        }
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         signals.recv().await;

@@ -184,6 +184,16 @@ impl Egress {
         });
         let listener = runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
         let port = listener.local_addr()?.port();
+        // A client that closes its side after sending (`nc`, HTTP/1.0 tools) still gets its
+        // answer: half-closed connections are served.
+        let mut server = hudsucker::hyper_util::server::conn::auto::Builder::new(
+            hudsucker::hyper_util::rt::TokioExecutor::new(),
+        );
+        server
+            .http1()
+            .title_case_headers(true)
+            .preserve_header_case(true)
+            .half_close(true);
         let proxy = hudsucker::Proxy::builder()
             .with_listener(listener)
             .with_ca(Ca(ca))
@@ -191,6 +201,7 @@ impl Egress {
             .with_http_handler(Handler {
                 shared: shared.clone(),
             })
+            .with_server(server)
             .build()
             .map_err(std::io::Error::other)?;
         runtime.spawn(async move {

@@ -10,6 +10,7 @@ pub mod model;
 pub mod network;
 pub mod pty;
 pub mod sandboxes;
+pub mod secrets;
 pub mod sessions;
 pub mod snapshots;
 
@@ -43,6 +44,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(sandboxes::get).delete(sandboxes::destroy),
         )
         .route("/v1/sandboxes/{id}/network", put(network::set_network))
+        .route("/v1/sandboxes/{id}/secrets", get(secrets::list))
+        .route(
+            "/v1/sandboxes/{id}/secrets/{name}",
+            put(secrets::put).delete(secrets::remove),
+        )
+        .route("/v1/secrets", get(secrets::runtime_list))
+        .route("/v1/secrets/reload", post(secrets::reload))
         .route("/v1/sandboxes/{id}/exec", post(exec::exec))
         .route("/v1/sandboxes/{id}/exec/ws", get(exec_ws::exec_ws))
         .route("/v1/sandboxes/{id}/pty", get(pty::pty))

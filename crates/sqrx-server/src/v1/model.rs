@@ -147,6 +147,87 @@ pub struct CreateSandbox {
     #[serde(default)]
     #[schema(value_type = Option<NetworkPolicyJson>)]
     pub network: Option<NetworkPolicy>,
+    /// The sandbox's own secrets by name, in sq-sandbox's `secrets.json` shape: it sees
+    /// `$NAME` = the placeholder; the egress proxy puts the value in requests to
+    /// `allowed_hosts` only. Values are write-only. Needs a network. See docs/secrets.md.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretBody>,
+}
+
+/// A secret to set (`value` is write-only: no answer holds it).
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBody {
+    /// The real value.
+    pub value: String,
+    /// Hosts it may go to: `api.example.com`, or `*.example.com`.
+    pub allowed_hosts: Vec<String>,
+    /// What the sandbox sees (default: kept, or a new `sqrx-secret-…`).
+    #[serde(default)]
+    pub placeholder: Option<String>,
+    /// Also substitute in plain HTTP (default: HTTPS only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Also substitute in the URL (default: headers only).
+    #[serde(default)]
+    pub allow_query: bool,
+    /// Also substitute in the body (default: headers only).
+    #[serde(default)]
+    pub allow_body: bool,
+}
+
+impl std::fmt::Debug for SecretBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBody")
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<SecretBody> for sqrx_core::Secret {
+    fn from(b: SecretBody) -> Self {
+        sqrx_core::Secret {
+            placeholder: b.placeholder,
+            value: b.value,
+            allowed_hosts: b.allowed_hosts,
+            allow_http: b.allow_http,
+            allow_query: b.allow_query,
+            allow_body: b.allow_body,
+        }
+    }
+}
+
+/// A secret as shown: everything but its value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    /// Its name (the environment variable inside).
+    pub name: String,
+    /// What the sandbox sees.
+    pub placeholder: String,
+    /// Where the value may go.
+    pub allowed_hosts: Vec<String>,
+    /// Substituted in plain HTTP too.
+    pub allow_http: bool,
+    /// Substituted in the URL too.
+    pub allow_query: bool,
+    /// Substituted in the body too.
+    pub allow_body: bool,
+    /// `runtime` (`<data>/secrets.json`) or `sandbox` (its own).
+    pub source: String,
+}
+
+impl From<sqrx_core::SecretInfo> for SecretView {
+    fn from(s: sqrx_core::SecretInfo) -> Self {
+        SecretView {
+            name: s.name,
+            placeholder: s.placeholder,
+            allowed_hosts: s.allowed_hosts,
+            allow_http: s.allow_http,
+            allow_query: s.allow_query,
+            allow_body: s.allow_body,
+            source: s.source.to_string(),
+        }
+    }
 }
 
 impl CreateSandbox {
@@ -181,6 +262,11 @@ impl CreateSandbox {
         spec.hostname = self.hostname;
         spec.allow_net = self.allow_net;
         spec.network = self.network.unwrap_or_else(|| default_network.clone());
+        spec.secrets = self
+            .secrets
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
         Ok(spec)
     }
 }
@@ -230,6 +316,9 @@ pub struct SandboxView {
     pub address: Option<String>,
     /// Its gateway (the host side of its link), when it has a link.
     pub gateway: Option<String>,
+    /// Its secrets (names, placeholders and hosts; never values).
+    #[serde(default)]
+    pub secrets: Vec<SecretView>,
 }
 
 impl SandboxView {
@@ -259,6 +348,11 @@ impl SandboxView {
             network: sandbox.network_policy().clone(),
             address: link.as_ref().map(|l| l.address.to_string()),
             gateway: link.as_ref().map(|l| l.gateway.to_string()),
+            secrets: sandbox
+                .secrets()
+                .into_iter()
+                .map(SecretView::from)
+                .collect(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod network;
 mod proxy;
 mod pty;
 mod sandboxes;
+mod secrets;
 mod security;
 mod services;
 mod sessions;

@@ -8,7 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use sqrx_core::network::NetworkConfig;
-use sqrx_testkit::net::{HttpServers, Netns};
+use sqrx_testkit::net::{HttpServers, Netns, RecordingServers};
 
 /// The runtime's uplink inside `rt`.
 pub const UPLINK: &str = "sqrxup0";
@@ -17,6 +17,9 @@ pub const UPLINK: &str = "sqrxup0";
 /// after them. Field order is drop order: servers, then the namespaces.
 pub struct NetBed {
     _servers: HttpServers,
+    /// Plain HTTP servers on 10.5.0.1:80 and 10.6.0.1:80 that record what they receive (the
+    /// secrets tests).
+    pub recording: RecordingServers,
     rt: Netns,
     _inet: Netns,
 }
@@ -35,6 +38,17 @@ impl NetBed {
         inet.ip(&["link", "set", "sqrxup1", "up"]);
         inet.ip(&["addr", "add", "10.1.0.1/32", "dev", "lo"]);
         inet.ip(&["addr", "add", "10.2.0.1/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.5.0.1/32", "dev", "lo"]);
+        inet.ip(&["addr", "add", "10.6.0.1/32", "dev", "lo"]);
+        let recording = RecordingServers::start(
+            &inet,
+            &[],
+            &[
+                SocketAddr::from((Ipv4Addr::new(10, 5, 0, 1), 80)),
+                SocketAddr::from((Ipv4Addr::new(10, 6, 0, 1), 80)),
+            ],
+            &[],
+        );
         let servers = HttpServers::start(
             &inet,
             &[
@@ -44,6 +58,7 @@ impl NetBed {
         );
         NetBed {
             _servers: servers,
+            recording,
             rt,
             _inet: inet,
         }
