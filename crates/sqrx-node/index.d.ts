@@ -87,6 +87,14 @@ export declare class Process {
 export declare class Runtime {
   /** Open the data directory (see `RuntimeOptions`). */
   static open(options?: RuntimeOptions | undefined | null): Promise<Runtime>
+  /** The runtime's secrets (from the data directory's `secrets.json`); never values. */
+  secrets(): Array<SecretInfo>
+  /**
+   * Read the data directory's `secrets.json` again (new values take effect for the next
+   * request); resolves with how many secrets it holds. A bad file rejects with
+   * `InvalidArgument` and changes nothing.
+   */
+  reloadSecrets(): Promise<number>
   /** The data directory. */
   get dataDir(): string
   /** Create and start a sandbox. */
@@ -116,6 +124,15 @@ export declare class Sandbox {
    * one; one set to `'none'` keeps it with every packet dropped.
    */
   setNetwork(policy: 'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }): Promise<void>
+  /**
+   * Add a secret of its own, or give one a new value or hosts (rotation: the next request
+   * uses it; the placeholder stays unless one is given).
+   */
+  setSecret(name: string, secret: SecretOptions): Promise<void>
+  /** Remove a secret of its own; resolves `false` when it had none by that name. */
+  removeSecret(name: string): Promise<boolean>
+  /** Its secrets (the runtime's and its own); never values. */
+  secrets(): Array<SecretInfo>
   /**
    * Run `command` and resolve with its result once it exits: a string runs with
    * `/bin/sh -c`, an array is the argv.
@@ -185,6 +202,11 @@ export interface CreateOptions {
    * `{ allow: [...], deny: [...] }`.
    */
   network?: 'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }
+  /**
+   * Secrets by name (needs a network): the sandbox sees `$NAME` holding a placeholder, and
+   * the egress proxy puts the value in requests to `allowedHosts` only.
+   */
+  secrets?: Record<string, SecretOptions>
 }
 
 /**
@@ -351,6 +373,16 @@ export interface RuntimeOptions {
    * links and their rules, instead of this process's.
    */
   netNetns?: string
+  /**
+   * Let the egress proxy read HTTPS to the hosts secrets are bound to (default true), as
+   * `sqrx serve --proxy-https`.
+   */
+  proxyHttps?: boolean
+  /**
+   * PEM files of CAs the egress proxy trusts for those hosts besides the system's, as
+   * `sqrx serve --egress-ca`.
+   */
+  egressCa?: Array<string>
 }
 
 /** What `sandbox.info()` reports. */
@@ -386,6 +418,40 @@ export interface SandboxInfo {
   address?: string
   /** Its gateway (the host side of its link), when it has a link. */
   gateway?: string
+}
+
+/** A secret as shown: everything but its value. */
+export interface SecretInfo {
+  /** Its name (the environment variable inside). */
+  name: string
+  /** What the sandbox sees. */
+  placeholder: string
+  /** Where the value may go. */
+  allowedHosts: Array<string>
+  /** Substituted in plain HTTP too. */
+  allowHttp: boolean
+  /** Substituted in the URL too. */
+  allowQuery: boolean
+  /** Substituted in the body too. */
+  allowBody: boolean
+  /** `'runtime'` (the data directory's `secrets.json`) or `'sandbox'` (its own). */
+  source: 'runtime' | 'sandbox'
+}
+
+/** A secret to set. `value` is write-only: nothing returns it. */
+export interface SecretOptions {
+  /** The real value. */
+  value: string
+  /** Hosts it may go to: `api.example.com`, or `*.example.com`. */
+  allowedHosts: Array<string>
+  /** What the sandbox sees as `$NAME` (default: kept, or a new `sqrx-secret-…`). */
+  placeholder?: string
+  /** Also substitute in plain HTTP (default: HTTPS only). */
+  allowHttp?: boolean
+  /** Also substitute in the URL (default: headers only). */
+  allowQuery?: boolean
+  /** Also substitute in the body (default: headers only). */
+  allowBody?: boolean
 }
 
 /** A snapshot of a sandbox's filesystem. */

@@ -11,6 +11,7 @@ mod js;
 mod network;
 mod runtime;
 mod sandbox;
+mod secrets;
 
 use napi_derive::napi;
 

@@ -31,6 +31,12 @@ pub struct RuntimeOptions {
     /// A network namespace (e.g. `/run/netns/sandboxes`) to hold the host side of sandbox
     /// links and their rules, instead of this process's.
     pub net_netns: Option<String>,
+    /// Let the egress proxy read HTTPS to the hosts secrets are bound to (default true), as
+    /// `sqrx serve --proxy-https`.
+    pub proxy_https: Option<bool>,
+    /// PEM files of CAs the egress proxy trusts for those hosts besides the system's, as
+    /// `sqrx serve --egress-ca`.
+    pub egress_ca: Option<Vec<String>>,
 }
 
 /// A sandbox to create.
@@ -62,6 +68,9 @@ pub struct CreateOptions {
     /// `{ allow: [...], deny: [...] }`.
     #[napi(ts_type = "'none' | 'all' | string[] | { allow?: string[]; deny?: string[] }")]
     pub network: Option<serde_json::Value>,
+    /// Secrets by name (needs a network): the sandbox sees `$NAME` holding a placeholder, and
+    /// the egress proxy puts the value in requests to `allowedHosts` only.
+    pub secrets: Option<HashMap<String, crate::secrets::SecretOptions>>,
 }
 
 fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
@@ -86,6 +95,12 @@ fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
     if let Some(network) = o.network {
         spec.network = crate::network::policy(network)?;
     }
+    spec.secrets = o
+        .secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     Ok(spec)
 }
 
@@ -109,6 +124,8 @@ impl Runtime {
             net_pool: None,
             net_uplink: None,
             net_netns: None,
+            proxy_https: None,
+            egress_ca: None,
         });
         let mut config = sqrx_core::RuntimeConfig::new(
             o.data_dir
@@ -124,9 +141,32 @@ impl Runtime {
         }
         config.network.uplink = o.net_uplink;
         config.network.netns = o.net_netns.map(Into::into);
+        config.network.intercept_https = o.proxy_https.unwrap_or(true);
+        config.network.upstream_ca = o
+            .egress_ca
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let rt = blocking(move || sqrx_core::Runtime::open(config)).await?;
         rt.start_reaper(REAP_INTERVAL);
         Ok(Runtime { rt })
+    }
+
+    /// The runtime's secrets (from the data directory's `secrets.json`); never values.
+    #[napi]
+    pub fn secrets(&self) -> Vec<crate::secrets::SecretInfo> {
+        self.rt.secrets().into_iter().map(Into::into).collect()
+    }
+
+    /// Read the data directory's `secrets.json` again (new values take effect for the next
+    /// request); resolves with how many secrets it holds. A bad file rejects with
+    /// `InvalidArgument` and changes nothing.
+    #[napi]
+    pub async fn reload_secrets(&self) -> napi::Result<u32> {
+        let rt = self.rt.clone();
+        let n = blocking(move || rt.reload_secrets()).await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The data directory.

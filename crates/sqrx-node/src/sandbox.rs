@@ -204,6 +204,37 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Add a secret of its own, or give one a new value or hosts (rotation: the next request
+    /// uses it; the placeholder stays unless one is given).
+    #[napi]
+    pub async fn set_secret(
+        &self,
+        name: String,
+        secret: crate::secrets::SecretOptions,
+    ) -> napi::Result<()> {
+        let secret: sqrx_core::Secret = secret.into();
+        let mut sb = self.handle.get()?;
+        let sb = blocking(move || sb.set_secret(&name, secret).map(|()| sb)).await?;
+        self.handle.put(sb);
+        Ok(())
+    }
+
+    /// Remove a secret of its own; resolves `false` when it had none by that name.
+    #[napi]
+    pub async fn remove_secret(&self, name: String) -> napi::Result<bool> {
+        let mut sb = self.handle.get()?;
+        let (removed, sb) = blocking(move || sb.remove_secret(&name).map(|r| (r, sb))).await?;
+        self.handle.put(sb);
+        Ok(removed)
+    }
+
+    /// Its secrets (the runtime's and its own); never values.
+    #[napi]
+    pub fn secrets(&self) -> napi::Result<Vec<crate::secrets::SecretInfo>> {
+        let sb = self.handle.get()?;
+        Ok(sb.secrets().into_iter().map(Into::into).collect())
+    }
+
     /// Run `command` and resolve with its result once it exits: a string runs with
     /// `/bin/sh -c`, an array is the argv.
     #[napi]

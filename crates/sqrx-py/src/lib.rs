@@ -10,6 +10,7 @@ mod js;
 mod network;
 mod runtime;
 mod sandbox;
+mod secrets;
 
 use std::path::PathBuf;
 

@@ -53,8 +53,15 @@ impl Runtime {
     /// `net_pool` (an IPv4 CIDR, default `100.64.0.0/10`), `net_uplink` (an interface) and
     /// `net_netns` (a network namespace path, e.g. `/run/netns/sandboxes`) say how sandboxes
     /// with a network are connected, as `sqrx serve --net-pool/--net-uplink/--net-netns`.
+    /// `proxy_https` (default `True`) lets the egress proxy read HTTPS to the hosts secrets
+    /// are bound to, and `egress_ca` lists PEM files of CAs it trusts for those hosts besides
+    /// the system's, as `sqrx serve --proxy-https/--egress-ca`.
     #[new]
-    #[pyo3(signature = (data_dir=None, *, init_path=None, max_sandboxes=100, net_pool=None, net_uplink=None, net_netns=None))]
+    #[pyo3(signature = (data_dir=None, *, init_path=None, max_sandboxes=100, net_pool=None, net_uplink=None, net_netns=None, proxy_https=true, egress_ca=None))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one Python keyword argument each"
+    )]
     fn new(
         py: Python<'_>,
         data_dir: Option<PathBuf>,
@@ -63,6 +70,8 @@ impl Runtime {
         net_pool: Option<String>,
         net_uplink: Option<String>,
         net_netns: Option<PathBuf>,
+        proxy_https: bool,
+        egress_ca: Option<Vec<PathBuf>>,
     ) -> PyResult<Self> {
         let mut config = sqrx_core::RuntimeConfig::new(
             data_dir.unwrap_or_else(sqrx_core::paths::default_data_dir),
@@ -77,6 +86,8 @@ impl Runtime {
         }
         config.network.uplink = net_uplink;
         config.network.netns = net_netns;
+        config.network.intercept_https = proxy_https;
+        config.network.upstream_ca = egress_ca.unwrap_or_default();
         let rt = py
             .detach(|| sqrx_core::Runtime::open(config))
             .map_err(to_py)?;
@@ -96,8 +107,11 @@ impl Runtime {
     /// runtime destroys it; `upper_mb` sizes its writable layer; `env` is added to every exec.
     /// `network` is what it may reach: `"none"` (loopback only, the default), `"all"`, a
     /// list of rules (`HOST`, `*.DOMAIN`, `CIDR`, each with an optional `:PORT`) it may reach,
-    /// or `{"allow": [...], "deny": [...]}`.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None))]
+    /// or `{"allow": [...], "deny": [...]}`. `secrets` (needs a network) maps names to
+    /// `{"value": ..., "allowed_hosts": [...]}` (optionally `placeholder`, `allow_http`,
+    /// `allow_query`, `allow_body`): the sandbox sees `$NAME` holding a placeholder, and the
+    /// egress proxy puts the value in requests to those hosts only.
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -116,16 +130,18 @@ impl Runtime {
         hostname: Option<String>,
         owner: Option<String>,
         network: Option<&Bound<'_, PyAny>>,
+        secrets: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Sandbox> {
         let spec = spec(
             id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
+            secrets,
         )?;
         let sb = py.detach(|| self.rt.create(spec)).map_err(to_py)?;
         Ok(Sandbox::new(sb))
     }
 
     /// `create` for asyncio: returns an awaitable of the `Sandbox`.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None))]
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -144,9 +160,11 @@ impl Runtime {
         hostname: Option<String>,
         owner: Option<String>,
         network: Option<&Bound<'py, PyAny>>,
+        secrets: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = spec(
             id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
+            secrets,
         )?;
         let rt = self.rt.clone();
         crate::bridge::runtime()?;
@@ -189,6 +207,20 @@ impl Runtime {
             .collect()
     }
 
+    /// The runtime's secrets (from `<data_dir>/secrets.json`): dicts with `name`,
+    /// `placeholder`, `allowed_hosts`, ... and never a value.
+    fn secrets(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let secrets = py.detach(|| self.rt.secrets());
+        crate::secrets::to_py(py, &secrets)
+    }
+
+    /// Read `<data_dir>/secrets.json` again (new values take effect for the next request);
+    /// returns how many secrets it holds. A bad file raises `InvalidArgument` and changes
+    /// nothing.
+    fn reload_secrets(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.rt.reload_secrets()).map_err(to_py)
+    }
+
     /// The names of the layers in the data directory's store.
     fn layers(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let layers = py.detach(|| self.rt.layers().list()).map_err(to_py)?;
@@ -213,6 +245,7 @@ fn spec(
     hostname: Option<String>,
     owner: Option<String>,
     network: Option<&Bound<'_, PyAny>>,
+    secrets: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<SandboxSpec> {
     let mut spec = SandboxSpec::new(id);
     if let Some(layers) = layers {
@@ -228,6 +261,9 @@ fn spec(
     spec.owner = owner;
     if let Some(network) = network {
         spec.network = crate::network::policy(network)?;
+    }
+    if let Some(secrets) = secrets {
+        spec.secrets = crate::secrets::from_py(secrets)?;
     }
     Ok(spec)
 }

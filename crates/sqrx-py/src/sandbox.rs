@@ -97,6 +97,48 @@ impl Sandbox {
         py.detach(|| self.handle.update(|sb| sb.set_network(policy)))
     }
 
+    /// Add a secret of its own, or give one a new value or hosts (rotation: the next request
+    /// uses it; the placeholder stays unless `placeholder` is given).
+    #[pyo3(signature = (name, value, allowed_hosts, *, placeholder=None, allow_http=false, allow_query=false, allow_body=false))]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one Python keyword argument each"
+    )]
+    fn set_secret(
+        &self,
+        py: Python<'_>,
+        name: String,
+        value: String,
+        allowed_hosts: Vec<String>,
+        placeholder: Option<String>,
+        allow_http: bool,
+        allow_query: bool,
+        allow_body: bool,
+    ) -> PyResult<()> {
+        let secret = sqrx_core::Secret {
+            placeholder,
+            value,
+            allowed_hosts,
+            allow_http,
+            allow_query,
+            allow_body,
+        };
+        py.detach(|| self.handle.update(|sb| sb.set_secret(&name, secret)))
+    }
+
+    /// Remove a secret of its own; `False` when it had none by that name.
+    fn remove_secret(&self, py: Python<'_>, name: String) -> PyResult<bool> {
+        py.detach(|| self.handle.update(|sb| sb.remove_secret(&name)))
+    }
+
+    /// Its secrets (the runtime's and its own): dicts with `name`, `placeholder`,
+    /// `allowed_hosts`, `allow_http`, `allow_query`, `allow_body`, `source`; never a value.
+    fn secrets(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let sb = self.handle.get()?;
+        let secrets = py.detach(|| sb.secrets());
+        crate::secrets::to_py(py, &secrets)
+    }
+
     /// Run `command` and wait for it: a `str` runs with `/bin/sh -c`, a list of `str` is
     /// the argv. `env` adds variables, `workdir` sets the directory, `stdin` is fed to the
     /// process, `timeout` (seconds) kills its whole process tree, `output_cap` bounds the

@@ -8,6 +8,7 @@ SQRX_REQUIRE_PRIVILEGED=1 (set by .ci/run), where they fail instead.
 import itertools
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -74,3 +75,40 @@ def sb(rt, new_id):
         yield sandbox
     finally:
         sandbox.destroy()
+
+
+# Network namespaces for the network and secrets tests.
+_ns_ids = itertools.count()
+
+
+def _ip(*args):
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def netns(privileged):
+    """A namespace for the host side of sandbox links, with an uplink (a veth pair whose
+    other end goes nowhere); deleted after the test."""
+    name = f"sqrxpy-{os.getpid()}-{next(_ns_ids)}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", name, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+        _ip("-n", name, "link", "set", "up0", "up")
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def net_rt(data_dir, netns):
+    """A runtime on the session's data dir whose sandbox links go to ``netns``; the sandboxes
+    a test leaves are destroyed before the namespace goes."""
+    rt = sqrx.Runtime(data_dir, net_netns=netns, net_uplink="up0")
+    before = {sb.id for sb in rt.list()}
+    try:
+        yield rt
+    finally:
+        for sb in rt.list():
+            if sb.id not in before:
+                sb.destroy()

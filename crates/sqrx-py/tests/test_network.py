@@ -3,49 +3,12 @@
 namespaces this test creates (the runtime's ``net_netns``), so no packet leaves the machine."""
 
 import asyncio
-import itertools
 import os
 import subprocess
 
 import pytest
 
 import sqrx
-
-_ns_ids = itertools.count()
-
-
-def _ip(*args):
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-@pytest.fixture
-def netns(privileged):
-    """A namespace for the host side of sandbox links, with an uplink (a veth pair whose
-    other end goes nowhere); deleted after the test."""
-    name = f"sqrxpy-{os.getpid()}-{next(_ns_ids)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", name, "link", "add", "up0", "type", "veth", "peer", "name", "up1")
-        _ip("-n", name, "link", "set", "up0", "up")
-        yield f"/run/netns/{name}"
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@pytest.fixture
-def net_rt(data_dir, netns):
-    """A runtime on the session's data dir whose sandbox links go to ``netns``; the sandboxes
-    a test leaves are destroyed before the namespace goes."""
-    rt = sqrx.Runtime(data_dir, net_netns=netns, net_uplink="up0")
-    before = {sb.id for sb in rt.list()}
-    try:
-        yield rt
-    finally:
-        for sb in rt.list():
-            if sb.id not in before:
-                sb.destroy()
-
 
 @pytest.mark.parametrize(
     "policy, needle",

@@ -262,6 +262,23 @@ class ExecLogEntry:
     @property
     def stderr(self) -> str: ...
 
+class _SecretGiven(TypedDict, total=False):
+    value: str
+    allowed_hosts: list[str]
+    placeholder: str
+    allow_http: bool
+    allow_query: bool
+    allow_body: bool
+
+class _SecretShown(TypedDict):
+    name: str
+    placeholder: str
+    allowed_hosts: list[str]
+    allow_http: bool
+    allow_query: bool
+    allow_body: bool
+    source: Literal["runtime", "sandbox"]
+
 @final
 class Sandbox:
     """A running sandbox; ``with``/``async with`` destroys it on exit."""
@@ -270,6 +287,19 @@ class Sandbox:
     def id(self) -> str: ...
     def info(self) -> SandboxInfo: ...
     def set_network(self, policy: _NetworkPolicy) -> None: ...
+    def set_secret(
+        self,
+        name: str,
+        value: str,
+        allowed_hosts: Sequence[str],
+        *,
+        placeholder: Optional[str] = None,
+        allow_http: bool = False,
+        allow_query: bool = False,
+        allow_body: bool = False,
+    ) -> None: ...
+    def remove_secret(self, name: str) -> bool: ...
+    def secrets(self) -> builtins.list[_SecretShown]: ...
     def exec(
         self,
         command: _Command,
@@ -349,6 +379,8 @@ class Runtime:
         net_pool: Optional[str] = None,
         net_uplink: Optional[str] = None,
         net_netns: Optional[_Path] = None,
+        proxy_https: bool = True,
+        egress_ca: Optional[Sequence[_Path]] = None,
     ) -> Self: ...
     @property
     def data_dir(self) -> pathlib.Path: ...
@@ -366,6 +398,7 @@ class Runtime:
         hostname: Optional[str] = None,
         owner: Optional[str] = None,
         network: Optional[_NetworkPolicy] = None,
+        secrets: Optional[Mapping[str, _SecretGiven]] = None,
     ) -> Sandbox: ...
     def create_async(
         self,
@@ -381,12 +414,15 @@ class Runtime:
         hostname: Optional[str] = None,
         owner: Optional[str] = None,
         network: Optional[_NetworkPolicy] = None,
+        secrets: Optional[Mapping[str, _SecretGiven]] = None,
     ) -> Awaitable[Sandbox]: ...
     def get(self, id: str) -> Sandbox: ...
     def get_async(self, id: str) -> Awaitable[Sandbox]: ...
     def clone_sandbox(self, src: str, new_id: str) -> Sandbox: ...
     def list(self) -> builtins.list[Sandbox]: ...
     def layers(self) -> builtins.list[str]: ...
+    def secrets(self) -> builtins.list[_SecretShown]: ...
+    def reload_secrets(self) -> int: ...
 
 class _JsThrown(TypedDict):
     name: str
