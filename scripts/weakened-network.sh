@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shows that every network defence is what stops its probe: builds sqrx-core with the
+# Shows that every network and egress-proxy defence is what stops its probe: builds sqrx-core with the
 # `insecure-weaken` feature (in its own target directory), runs the network tests with one
 # defence switched off at a time, and checks that some probe then gets through (a test fails,
 # naming the assertion). As root.
@@ -12,14 +12,18 @@ LOGS=$(mktemp -d /tmp/sqrx-weak-net-XXXXXX)
 trap 'rm -rf "$LOGS"' EXIT
 cargo build -q -p sqrx-core --features insecure-weaken --bin sqrx-init
 status=0
-for weak in net-refused net-input net-dns net-proxy net-flush net-rebind; do
+# Each defence with the tests whose probes it stops: network:: (policies) or secrets:: (the
+# egress proxy).
+for pair in net-refused:network net-input:network net-dns:network net-proxy:network \
+  net-flush:network net-rebind:network egress-redirect:secrets egress-refuse:secrets; do
+  weak=${pair%%:*} suite=${pair##*:}
   if SQRX_WEAKEN="$weak" SQRX_REQUIRE_PRIVILEGED=1 \
-    cargo test -q -p sqrx-core --features insecure-weaken --test it network:: \
+    cargo test -q -p sqrx-core --features insecure-weaken --test it "$suite::" \
     >"$LOGS/$weak.log" 2>&1; then
     echo "| $weak | nothing got through: this defence is not shown to matter |"
     status=1
   else
-    failed=$(grep -oE "^    network::[a-z_]+" "$LOGS/$weak.log" | sed 's/^ *network:://' | sort -u | paste -sd, -)
+    failed=$(grep -oE "^    $suite::[a-z_]+" "$LOGS/$weak.log" | sed "s/^ *$suite:://" | sort -u | paste -sd, -)
     assertion=$(grep -m1 -A1 "panicked at" "$LOGS/$weak.log" | tail -1 | cut -c1-110)
     echo "| $weak | $failed | $assertion |"
   fi

@@ -345,14 +345,14 @@ fn serve_recording<S: Read + Write>(
                 body,
             });
         let answer = format!("ok {method} {path}\n");
-        let w = r.get_mut();
-        let sent = write!(
-            w,
+        // One write: a response in pieces meets Nagle and delayed ACKs (40 ms a request).
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{answer}",
             answer.len(),
             if close { "Connection: close\r\n" } else { "" }
-        )
-        .and_then(|()| w.flush());
+        );
+        let w = r.get_mut();
+        let sent = w.write_all(response.as_bytes()).and_then(|()| w.flush());
         if sent.is_err() || close {
             return;
         }
@@ -422,6 +422,7 @@ impl RecordingServers {
                     let (config, requests) = (config.clone(), requests.clone());
                     std::thread::spawn(move || {
                         let _ = tcp.set_nonblocking(false);
+                        let _ = tcp.set_nodelay(true);
                         let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
                         if !is_tls {
                             serve_recording(tcp, addr, None, &requests);

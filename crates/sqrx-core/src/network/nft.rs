@@ -818,12 +818,13 @@ impl Table {
             b.flush(&nat);
         }
         let proxy = self.proxy.load(std::sync::atomic::Ordering::Relaxed);
-        if proxy != 0
-            && s.egress
-            && s.policy.has_network()
-            && !crate::weaken::off("egress-redirect")
-        {
+        if s.egress {
+            // Every HTTP and HTTPS connection, whatever the address: the egress proxy must see
+            // them all.
             for dport in [80u16, 443] {
+                if proxy == 0 || !s.policy.has_network() || crate::weaken::off("egress-redirect") {
+                    break;
+                }
                 let mut r = vec![
                     meta(NFT_META_L4PROTO),
                     cmp(NFT_CMP_EQ, &[IPPROTO_TCP]),

@@ -632,6 +632,7 @@ impl Shared {
             return Ok(());
         }
         client.set_read_timeout(None)?;
+        let _ = client.set_nodelay(true);
         let tls = buf.first() == Some(&0x16);
         let (mut upstream, _registration) = match self.egress_handoff(
             &sandbox,

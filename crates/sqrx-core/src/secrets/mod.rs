@@ -19,7 +19,7 @@ mod audit;
 pub(crate) mod ca;
 pub(crate) mod proxy;
 mod rewrite;
-pub(crate) mod trust;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

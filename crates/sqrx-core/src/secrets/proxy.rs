@@ -182,7 +182,15 @@ impl Egress {
             conns: Mutex::new(HashMap::new()),
             tls,
         });
-        let listener = runtime.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        // Accepted connections inherit it: hudsucker's small writes (a CONNECT's answer, TLS
+        // handshake records) must not wait for ACKs.
+        nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
         let port = listener.local_addr()?.port();
         // A client that closes its side after sending (`nc`, HTTP/1.0 tools) still gets its
         // answer: half-closed connections are served.
@@ -221,6 +229,7 @@ impl Egress {
     pub fn open(&self, conn: Conn) -> std::io::Result<(std::net::TcpStream, Registration)> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
+        stream.set_nodelay(true)?;
         let key = stream.local_addr()?;
         let connect = conn.tls.then(|| {
             format!(
