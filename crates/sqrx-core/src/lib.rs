@@ -63,4 +63,7 @@ pub use sandbox::{
     Command, ExecEvent, ExecRequest, ExecResult, IdRange, Isolation, Runtime, RuntimeConfig,
     Sandbox, SandboxError, SandboxInfo, SandboxSpec, SnapshotInfo,
 };
+pub use sandbox::{
+    ProcessEnd, ProcessEvent, ProcessInfo, ProcessWatch, StartOptions, TrackedProcess, Watched,
+};
 pub use secrets::{Secret, SecretInfo};

@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::router(&state))
         .merge(js_api::router())
         .merge(cgi::router())
+        .merge(crate::e2b::router())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_endpoint))
         .fallback(no_route)

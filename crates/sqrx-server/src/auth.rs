@@ -35,6 +35,7 @@ fn is_public(req: &Request) -> bool {
         .map(MatchedPath::as_str);
     PUBLIC_PATHS
         .iter()
+        .chain(crate::e2b::SELF_AUTHENTICATED.iter())
         .any(|p| route == Some(*p) || req.uri().path() == *p)
 }
 
@@ -63,7 +64,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     let token = state.config().auth_token.as_deref()?;
     let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    if bearer_matches(header, token) {
+    // E2B's SDKs send the key as `X-API-KEY`.
+    if bearer_matches(header, token) || crate::e2b::api_key_matches(req.headers(), token) {
         return None;
     }
     Some(unauthorized())

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cgi;
 pub mod config;
 pub mod connection;
+pub mod e2b;
 pub mod error;
 pub mod extract;
 pub mod hosts;

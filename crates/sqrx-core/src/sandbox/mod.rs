@@ -15,10 +15,12 @@ mod exec;
 mod files;
 mod flatten;
 pub(crate) mod ids;
+mod lifetime;
 mod logs;
 mod mounts;
 mod network;
 mod pause;
+mod processes;
 mod pty;
 mod recover;
 mod restore;
@@ -35,6 +37,9 @@ pub use exec::{ExecEvent, ExecStdin, ExecStream, SpawnHandle};
 pub use files::FileInfo;
 pub use ids::IdRange;
 pub use logs::ExecLogEntry;
+pub use processes::{
+    ProcessEnd, ProcessEvent, ProcessInfo, ProcessWatch, StartOptions, TrackedProcess, Watched,
+};
 pub use pty::PtyInput;
 pub use runtime::{
     Isolation, OVERLAY_MAX_LOWER_LAYERS, Runtime, RuntimeConfig, Sandbox, SandboxInfo,

@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub sandboxes_dir: PathBuf,
     pub ids: super::ids::IdRegistry,
     pub network: crate::network::Network,
+    /// Processes started with `Sandbox::start_tracked`, while they run.
+    pub processes: super::processes::ProcessTable,
 }
 
 /// The entry point: open one per data directory (several processes may open the same one).
@@ -251,6 +253,7 @@ impl Runtime {
         let network = crate::network::Network::new(config.network.clone(), &config.data_dir)?;
         let rt = Runtime {
             inner: Arc::new(Inner {
+                processes: Default::default(),
                 network,
                 mounts: LayerMounts::new(&config.data_dir),
                 config,

@@ -89,6 +89,9 @@ pub struct SandboxSpec {
     /// in what is shown. Needs a network. See docs/secrets.md.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, crate::secrets::Secret>,
+    /// Free key-value labels, stored and shown back (E2B's sandbox `metadata`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Environment variable names, for `Debug` output that must not carry secrets.
@@ -117,6 +120,7 @@ impl std::fmt::Debug for SandboxSpec {
             .field("allow_net", &self.allow_net)
             .field("network", &self.network)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -152,6 +156,7 @@ impl SandboxSpec {
             allow_net: None,
             network: crate::network::NetworkPolicy::None,
             secrets: BTreeMap::new(),
+            metadata: BTreeMap::new(),
         }
     }
 
