@@ -115,9 +115,14 @@ pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Ru
     rc.default_pids_max = Some(config.limits.default_pids_max);
     let bootstrap = config.bootstrap;
     let dir = data_dir.clone();
-    let rt = tokio::task::spawn_blocking(move || Runtime::open(rc))
-        .await?
-        .map_err(|source| ServeError::Runtime { dir, source })?;
+    let rt = tokio::task::spawn_blocking(move || {
+        let rt = Runtime::open(rc)?;
+        // At start a bad `<data>/secrets.json` stops the server, naming the file and the secret.
+        rt.reload_secrets()?;
+        Ok(rt)
+    })
+    .await?
+    .map_err(|source| ServeError::Runtime { dir, source })?;
     if bootstrap {
         let store_rt = rt.clone();
         match tokio::task::spawn_blocking(move || store_rt.layers().ensure_base()).await? {

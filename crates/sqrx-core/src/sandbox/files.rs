@@ -432,6 +432,44 @@ impl Sandbox {
         Ok(out)
     }
 
+    /// Move or rename `from` to `to` inside the sandbox (replacing a file at `to`; `to`'s
+    /// parents are created). Both resolve inside the sandbox's root, as every path here.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), SandboxError> {
+        let src = components(from)?;
+        let dst = components(to)?;
+        let (Some((src_name, src_parent)), Some((dst_name, dst_parent))) =
+            (src.split_last(), dst.split_last())
+        else {
+            return Err(SandboxError::Invalid {
+                field: "path",
+                reason: "cannot move the root".into(),
+            });
+        };
+        let root = self.root()?;
+        let _as_root = self.as_sandbox_root()?;
+        let from_dir = self.open_in(
+            &root,
+            src_parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            "rename",
+        )?;
+        // The source must exist before anything is created for the destination.
+        nix::sys::stat::fstatat(
+            from_dir.as_fd(),
+            src_name.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.file_err("rename", from))?;
+        let to_dir = self.ensure_dir(&root, dst_parent)?;
+        nix::fcntl::renameat(
+            from_dir.as_fd(),
+            src_name.as_str(),
+            to_dir.as_fd(),
+            dst_name.as_str(),
+        )
+        .map_err(self.file_err("rename", from))
+    }
+
     /// Remove a file, a symlink or (with `recursive`) a directory tree.
     pub fn remove(&self, path: &str, recursive: bool) -> Result<(), SandboxError> {
         let parts = components(path)?;

@@ -263,7 +263,11 @@ impl Runtime {
                 ids: super::ids::IdRegistry::new(super::ids::REGISTRY),
             }),
         };
-        rt.reload_secrets()?;
+        // A bad secrets file must not lock anyone out of their sandboxes: the secrets read last
+        // stay in force, and the error is logged (the server checks the file at start).
+        if let Err(e) = rt.reload_secrets() {
+            tracing::error!(error = %e, "runtime secrets not read; the previous ones stay");
+        }
         rt.recover();
         Ok(rt)
     }

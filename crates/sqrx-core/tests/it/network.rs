@@ -205,7 +205,7 @@ impl Bed {
     }
 
     /// Another runtime object on the bed's data directory (a server restart).
-    fn reopen(&self) -> sqrx_core::Runtime {
+    pub(crate) fn reopen(&self) -> sqrx_core::Runtime {
         let mut c = sqrx_core::RuntimeConfig::new(self.t.dir.path());
         c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
         c.network = network_config(&self.rt_ns);

@@ -307,6 +307,10 @@ fn secrets_reach_their_hosts_from_every_client_and_never_the_sandbox() {
         .expect_err("allowed_hosts is empty");
     assert!(e.to_string().contains("secrets.json"), "{e}");
     assert!(!e.to_string().contains(&rt_rotated));
+    // Nobody is locked out: the runtime still opens (the server refuses to start instead),
+    // with the secrets read last.
+    let reopened = bed.reopen();
+    assert_eq!(reopened.secrets()[0].name, "RT_KEY");
 
     let values = [&value, &leak_value, &rotated, &rt_value, &rt_rotated];
     // Inside: no file, no environment, no process memory holds a value (the scan runs right

@@ -11,6 +11,7 @@
 
 pub mod connect;
 pub mod control;
+pub mod filesystem;
 pub mod process;
 
 use axum::Router;
@@ -43,11 +44,18 @@ pub fn router() -> Router<AppState> {
         .route("/v2/sandboxes/{id}/connect", post(control::connect))
         .route("/health", get(process::health))
         .route("/process.Process/{method}", post(process::rpc))
+        .route("/filesystem.Filesystem/{method}", post(filesystem::rpc))
+        .route(
+            "/files",
+            get(filesystem::download)
+                .post(filesystem::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
 }
 
 /// The routes that authenticate themselves: the control plane (`X-API-KEY`, answering 401 in
 /// E2B's error shape) and the sandbox side (the sandbox's access token).
-pub const SELF_AUTHENTICATED: [&str; 11] = [
+pub const SELF_AUTHENTICATED: [&str; 12] = [
     "/v2/sandboxes",
     "/sandboxes",
     "/sandboxes/{id}",
@@ -59,6 +67,7 @@ pub const SELF_AUTHENTICATED: [&str; 11] = [
     "/health",
     "/process.Process/{method}",
     "/filesystem.Filesystem/{method}",
+    "/files",
 ];
 
 /// Does `X-API-KEY` carry `token`? (Constant-time.)

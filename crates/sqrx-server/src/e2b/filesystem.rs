@@ -1,0 +1,305 @@
+//! envd's `filesystem.Filesystem` service over Connect (JSON) and its `GET|POST /files`:
+//! the sandbox's files through the core's files API (every path resolved inside the sandbox's
+//! root). Relative paths are relative to the home directory (`/root`).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::connect::{self, Code, RpcError};
+use crate::state::AppState;
+
+/// Where relative paths start.
+const HOME: &str = "/root";
+
+fn absolute(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else if path.is_empty() {
+        HOME.to_string()
+    } else {
+        format!("{HOME}/{path}")
+    }
+}
+
+fn file_type(kind: &str) -> &'static str {
+    match kind {
+        "dir" => "FILE_TYPE_DIRECTORY",
+        "symlink" => "FILE_TYPE_SYMLINK",
+        "file" => "FILE_TYPE_FILE",
+        _ => "FILE_TYPE_UNSPECIFIED",
+    }
+}
+
+/// `ls -l`'s mode string of an entry (Go's `FileMode.String()`, as envd reports it).
+fn permissions(kind: &str, mode: u32) -> String {
+    let t = match kind {
+        "dir" => 'd',
+        "symlink" => 'L',
+        "char" => 'c',
+        "block" => 'D',
+        "fifo" => 'p',
+        "socket" => 'S',
+        _ => '-',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(t);
+    for shift in [6u32, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// envd's `EntryInfo` of a file.
+pub fn entry(f: &sqrx_core::sandbox::FileInfo) -> Value {
+    json!({
+        "name": f.name,
+        "type": file_type(f.kind),
+        "path": f.path,
+        "size": f.size.to_string(),
+        "mode": f.mode & 0o777,
+        "permissions": permissions(f.kind, f.mode),
+        "owner": "root",
+        "group": "root",
+        "modifiedTime": f.mtime.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "isSymlink": f.kind == "symlink",
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PathRequest {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MoveRequest {
+    source: String,
+    destination: String,
+}
+
+/// The entries under `path`, `depth` levels down (1: its children), not following links.
+fn list_deep(
+    sb: &sqrx_core::Sandbox,
+    path: &str,
+    depth: u32,
+) -> Result<Vec<sqrx_core::sandbox::FileInfo>, sqrx_core::SandboxError> {
+    let mut out = Vec::new();
+    for f in sb.list(path)? {
+        let dir = f.kind == "dir";
+        let child = f.path.clone();
+        out.push(f);
+        if dir && depth > 1 {
+            out.extend(list_deep(sb, &child, depth - 1)?);
+        }
+    }
+    Ok(out)
+}
+
+fn not_a_dir(path: &str) -> RpcError {
+    RpcError::invalid(format!("path {path} is not a directory"))
+}
+
+/// `POST /filesystem.Filesystem/{method}`.
+pub async fn rpc(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let sb = match super::process::sandbox_for(&state, &headers).await {
+        Ok(sb) => sb,
+        Err(r) => return r,
+    };
+    let result: Result<Value, RpcError> = match method.as_str() {
+        "Stat" | "ListDir" | "MakeDir" | "Remove" => {
+            let req: PathRequest = match connect::decode_unary(&headers, &body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            let path = absolute(&req.path);
+            let method = method.clone();
+            tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
+                match method.as_str() {
+                    "Stat" => Ok(json!({"entry": entry(&sb.stat(&path)?)})),
+                    "ListDir" => {
+                        let st = sb.stat(&path)?;
+                        if st.kind != "dir" {
+                            return Err(not_a_dir(&path));
+                        }
+                        let depth = req.depth.unwrap_or(1).max(1);
+                        let entries: Vec<Value> =
+                            list_deep(&sb, &path, depth)?.iter().map(entry).collect();
+                        Ok(json!({"entries": entries}))
+                    }
+                    "MakeDir" => match sb.stat(&path) {
+                        Ok(st) if st.kind == "dir" => Err(RpcError::new(
+                            Code::AlreadyExists,
+                            format!("directory {path} already exists"),
+                        )),
+                        Ok(_) => Err(RpcError::invalid(format!(
+                            "path {path} exists and is not a directory"
+                        ))),
+                        Err(_) => {
+                            sb.mkdir(&path)?;
+                            Ok(json!({"entry": entry(&sb.stat(&path)?)}))
+                        }
+                    },
+                    _ => {
+                        sb.remove(&path, true)?;
+                        Ok(json!({}))
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Err(RpcError::new(Code::Internal, e.to_string())))
+        }
+        "Move" => {
+            let req: MoveRequest = match connect::decode_unary(&headers, &body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            let (from, to) = (absolute(&req.source), absolute(&req.destination));
+            tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
+                sb.rename(&from, &to)?;
+                Ok(json!({"entry": entry(&sb.stat(&to)?)}))
+            })
+            .await
+            .unwrap_or_else(|e| Err(RpcError::new(Code::Internal, e.to_string())))
+        }
+        other => Err(RpcError::new(
+            Code::Unimplemented,
+            format!("filesystem.Filesystem/{other} is not served yet"),
+        )),
+    };
+    connect::unary(result)
+}
+
+/// An error of `/files` (envd's shape: `{"code": <status>, "message": ...}`).
+fn files_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": status.as_u16(), "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn files_error_of(e: sqrx_core::SandboxError) -> Response {
+    let status = crate::error::ApiError::status_of(e.kind());
+    files_error(status, e.to_string())
+}
+
+/// The query of `/files`.
+#[derive(Debug, Default, Deserialize)]
+pub struct FilesQuery {
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// `GET /files?path=`: the file's bytes.
+pub async fn download(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<FilesQuery>,
+) -> Response {
+    let sb = match super::process::sandbox_for(&state, &headers).await {
+        Ok(sb) => sb,
+        Err(r) => return r,
+    };
+    let Some(path) = q.path.as_deref().map(absolute) else {
+        return files_error(StatusCode::BAD_REQUEST, "path is required");
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let st = sb.stat(&path)?;
+        if st.kind == "dir" {
+            return Err(sqrx_core::SandboxError::Invalid {
+                field: "path",
+                reason: format!("{path} is a directory"),
+            });
+        }
+        sb.read_file(&path)
+    })
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Err(e)) => files_error_of(e),
+        Err(e) => files_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /files[?path=]` (multipart, field `file`, the file name the destination path when
+/// `path` is absent): write each file, parents created; the written entries.
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<FilesQuery>,
+    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let sb = match super::process::sandbox_for(&state, &headers).await {
+        Ok(sb) => sb,
+        Err(r) => return r,
+    };
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => return files_error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let mut files: Vec<(String, Bytes)> = Vec::new();
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.file_name().map(str::to_string);
+                let path = match (&q.path, name) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(n)) if !n.is_empty() => n,
+                    _ => {
+                        return files_error(
+                            StatusCode::BAD_REQUEST,
+                            "a part without a file name and no path",
+                        );
+                    }
+                };
+                match field.bytes().await {
+                    Ok(b) => files.push((absolute(&path), b)),
+                    Err(e) => return files_error(StatusCode::BAD_REQUEST, e.body_text()),
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return files_error(StatusCode::BAD_REQUEST, e.body_text()),
+        }
+    }
+    if files.is_empty() {
+        return files_error(StatusCode::BAD_REQUEST, "no file in the upload");
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (path, data) in files {
+            if sb.stat(&path).is_ok_and(|s| s.kind == "dir") {
+                return Err(sqrx_core::SandboxError::Invalid {
+                    field: "path",
+                    reason: format!("{path} is a directory"),
+                });
+            }
+            sb.write_file(&path, &data, 0o644)?;
+            let name = path.rsplit('/').next().unwrap_or_default().to_string();
+            out.push(json!({"path": path, "name": name, "type": "file"}));
+        }
+        Ok(out)
+    })
+    .await;
+    match written {
+        Ok(Ok(entries)) => axum::Json(entries).into_response(),
+        Ok(Err(e)) => files_error_of(e),
+        Err(e) => files_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
