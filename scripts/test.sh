@@ -89,6 +89,16 @@ SQRX_DATA="$EXAMPLE_DATA" node examples/typescript/build/quickstart.js
 rm -rf "$EXAMPLE_DATA"
 echo "(node steps took $((SECONDS - t0)) s)"
 
+echo "== E2B compatibility: the official e2b SDKs (Python and JavaScript, pinned) against sqrx serve"
+t0=$SECONDS
+E2B_VENV=$(mktemp -d /tmp/sqrx-venv-XXXXXX)
+cleanup_dirs+=("$E2B_VENV")
+/usr/bin/python3 -m venv "$E2B_VENV"
+"$E2B_VENV/bin/pip" install -q -r crates/sqrx-server/tests/e2b/python/requirements.txt
+SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" "$E2B_VENV/bin/python" -m pytest -q -p no:cacheprovider crates/sqrx-server/tests/e2b/python
+(cd crates/sqrx-server/tests/e2b/js && npm ci --no-audit --no-fund && SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" node --test)
+echo "(E2B SDK steps took $((SECONDS - t0)) s)"
+
 echo "== leak check (mounts, loop devices, cgroups, id ranges, addresses, network namespaces, processes, test directories)"
 leaks=0
 if grep -q "sqrx-test" /proc/mounts; then

@@ -1,0 +1,163 @@
+"""The official `e2b` Python SDK (pinned in requirements.txt), unchanged, against `sqrx serve`:
+only E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY point it at sqrx (see conftest.py)."""
+
+import time
+
+import pytest
+from e2b import (
+    AuthenticationException,
+    CommandExitException,
+    FileNotFoundException,
+    PtySize,
+    Sandbox,
+    SandboxException,
+    TimeoutException,
+)
+from e2b.sandbox.sandbox_api import SandboxQuery
+
+
+@pytest.fixture
+def sbx(server):
+    s = Sandbox.create("base", timeout=120, envs={"GREETING": "hello"}, metadata={"suite": "e2b"})
+    try:
+        yield s
+    finally:
+        s.kill()
+
+
+def test_lifecycle_create_info_list_timeout_pause_connect_kill(server):
+    a = Sandbox.create("base", timeout=60, metadata={"who": "a", "suite": "life"})
+    b = Sandbox.create(timeout=60, metadata={"who": "b", "suite": "life"})
+    info = a.get_info()
+    assert info.sandbox_id == a.sandbox_id and info.template_id == "base"
+    assert info.metadata == {"who": "a", "suite": "life"}
+    assert info.state.value == "running"
+    ends = info.end_at
+    # Listed, newest first, one per page, filtered by metadata.
+    pager = Sandbox.list(query=SandboxQuery(metadata={"suite": "life"}), limit=1)
+    first = pager.next_items()
+    assert [s.sandbox_id for s in first] == [b.sandbox_id] and pager.has_next
+    second = pager.next_items()
+    assert [s.sandbox_id for s in second] == [a.sandbox_id]
+    # The timeout moves the end.
+    a.set_timeout(600)
+    assert a.get_info().end_at > ends
+    # Paused: not running; connect resumes it.
+    assert a.is_running()
+    assert a.pause() is True
+    assert a.is_running() is False
+    assert a.pause() is False, "already paused"
+    again = Sandbox.connect(a.sandbox_id)
+    assert again.is_running()
+    assert again.commands.run("echo back").stdout == "back\n"
+    # Killed: gone.
+    assert Sandbox.kill(b.sandbox_id) is True
+    assert Sandbox.kill(b.sandbox_id) is False
+    assert a.kill() is True
+    assert a.is_running() is False
+    with pytest.raises(SandboxException):
+        Sandbox.connect(a.sandbox_id)
+
+
+def test_a_sandbox_expires_at_its_timeout(server):
+    s = Sandbox.create("base", timeout=2)
+    assert s.is_running()
+    deadline = time.time() + 15
+    while time.time() < deadline and s.is_running():
+        time.sleep(0.5)
+    assert s.is_running() is False
+    assert s.sandbox_id not in [x.sandbox_id for x in Sandbox.list().next_items()]
+
+
+def test_commands_run_stream_fail_and_time_out(sbx):
+    r = sbx.commands.run("echo $GREETING $EXTRA; pwd; echo oops >&2", envs={"EXTRA": "there"}, cwd="/tmp")
+    assert r.stdout == "hello there\n/tmp\n" and r.stderr == "oops\n" and r.exit_code == 0
+    with pytest.raises(CommandExitException) as e:
+        sbx.commands.run("echo partial; exit 7")
+    assert e.value.exit_code == 7 and e.value.stdout == "partial\n"
+    # Output arrives while the command runs.
+    seen = []
+    started = time.time()
+    sbx.commands.run(
+        "for i in 1 2 3; do echo $i; sleep 0.4; done",
+        on_stdout=lambda d: seen.append((time.time() - started, d)),
+        on_stderr=lambda d: None,
+    )
+    assert [d for _, d in seen] == ["1\n", "2\n", "3\n"]
+    assert seen[0][0] < 0.35 and seen[-1][0] > 0.7, seen
+    with pytest.raises(TimeoutException):
+        sbx.commands.run("sleep 10", timeout=1)
+
+
+def test_background_commands_list_connect_stdin_and_kill(sbx):
+    h = sbx.commands.run("sleep 30", background=True)
+    assert h.pid in [p.pid for p in sbx.commands.list()]
+    # Another handle on the same process, from its pid.
+    other = sbx.commands.connect(h.pid)
+    assert sbx.commands.kill(h.pid) is True
+    with pytest.raises(CommandExitException):
+        other.wait()
+    assert h.pid not in [p.pid for p in sbx.commands.list()]
+    assert sbx.commands.kill(h.pid) is False
+    # stdin: send some, close it, the command sees end-of-file.
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(cat.pid, "line one\n")
+    sbx.commands.send_stdin(cat.pid, "line two\n")
+    sbx.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "line one\nline two\n"
+    # wait() on a background command gives its result.
+    bg = sbx.commands.run("sleep 0.3; echo done", background=True)
+    assert bg.wait().stdout == "done\n"
+
+
+def test_files(sbx):
+    info = sbx.files.write("/tmp/dir/hello.txt", "hi there")
+    assert info.path == "/tmp/dir/hello.txt" and info.name == "hello.txt"
+    assert sbx.files.read("/tmp/dir/hello.txt") == "hi there"
+    sbx.files.write("/tmp/dir/bin.dat", bytes(range(256)))
+    assert bytes(sbx.files.read("/tmp/dir/bin.dat", format="bytes")) == bytes(range(256))
+    written = sbx.files.write_files(
+        [{"path": "/tmp/many/a.txt", "data": "A"}, {"path": "/tmp/many/sub/b.txt", "data": b"B"}]
+    )
+    assert sorted(w.path for w in written) == ["/tmp/many/a.txt", "/tmp/many/sub/b.txt"]
+    assert sbx.commands.run("cat /tmp/many/a.txt /tmp/many/sub/b.txt").stdout == "AB"
+    names = {e.path: e.type.value for e in sbx.files.list("/tmp/many", depth=2)}
+    assert names == {"/tmp/many/a.txt": "file", "/tmp/many/sub": "dir", "/tmp/many/sub/b.txt": "file"}
+    assert [e.name for e in sbx.files.list("/tmp/many")] == ["a.txt", "sub"]
+    assert sbx.files.exists("/tmp/dir/hello.txt") and not sbx.files.exists("/tmp/nothing")
+    entry = sbx.files.get_info("/tmp/dir/hello.txt")
+    assert entry.size == 8 and entry.permissions == "-rw-r--r--"
+    assert sbx.files.make_dir("/tmp/new/deep") is True
+    assert sbx.files.make_dir("/tmp/new/deep") is False
+    moved = sbx.files.rename("/tmp/dir/hello.txt", "/tmp/new/deep/moved.txt")
+    assert moved.path == "/tmp/new/deep/moved.txt"
+    assert not sbx.files.exists("/tmp/dir/hello.txt")
+    sbx.files.remove("/tmp/new")
+    assert not sbx.files.exists("/tmp/new")
+    with pytest.raises(FileNotFoundException):
+        sbx.files.read("/tmp/nothing")
+    with pytest.raises(FileNotFoundException):
+        sbx.files.remove("/tmp/nothing")
+
+
+def test_pty(sbx):
+    out = []
+    term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
+    sbx.pty.resize(term.pid, PtySize(rows=40, cols=100))
+    sbx.pty.send_stdin(term.pid, b"stty size; echo marker-$((40+2)); exit\n")
+    # The output arrives through the callback; the shell exits at `exit`.
+    try:
+        term.wait(on_pty=lambda data: out.append(bytes(data)))
+    except CommandExitException:
+        pass
+    text = b"".join(out)
+    assert b"marker-42" in text and b"40 100" in text, text
+    other = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
+    assert sbx.pty.kill(other.pid) is True
+
+
+def test_a_wrong_key_is_an_authentication_error(server):
+    with pytest.raises(AuthenticationException):
+        Sandbox.create("base", api_key="e2b_" + "0" * 40)
+    with pytest.raises(SandboxException):
+        Sandbox.create("no-such-template")
