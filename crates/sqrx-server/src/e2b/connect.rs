@@ -289,6 +289,13 @@ pub fn stream(mut rx: mpsc::Receiver<Result<serde_json::Value, RpcError>>) -> Re
     r
 }
 
+/// A streaming call that fails before its first message: HTTP 200 and the end-stream error.
+pub fn stream_error(e: RpcError) -> Response {
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Err(e));
+    stream(rx)
+}
+
 /// A body fed by `produce`, which sends chunks into the channel it is given.
 fn async_stream_body<F, Fut>(produce: F) -> Body
 where
@@ -339,11 +346,4 @@ mod tests {
         assert_eq!(Code::Canceled.status().as_u16(), 499);
         assert_eq!(Code::of(ErrorKind::Timeout), Code::DeadlineExceeded);
     }
-}
-
-/// A streaming call that fails before its first message: HTTP 200 and the end-stream error.
-pub fn stream_error(e: RpcError) -> Response {
-    let (tx, rx) = mpsc::channel(1);
-    let _ = tx.try_send(Err(e));
-    stream(rx)
 }
