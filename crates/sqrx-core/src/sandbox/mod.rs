@@ -30,6 +30,7 @@ mod snapshot;
 mod spec;
 pub(crate) mod state;
 mod upper;
+mod watch;
 
 pub use connect::DEFAULT_CONNECT_TIMEOUT;
 pub use error::SandboxError;
@@ -47,3 +48,4 @@ pub use runtime::{
 pub use snapshot::{SnapshotInfo, validate_label};
 pub use spec::{Command, DEFAULT_OUTPUT_CAP, ExecRequest, ExecResult, SandboxSpec, validate_id};
 pub use state::process_start_time;
+pub use watch::{Change, ChangeKind};

@@ -2,6 +2,8 @@
 //! the sandbox's files through the core's files API (every path resolved inside the sandbox's
 //! root). Relative paths are relative to the home directory (`/root`).
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -176,12 +178,169 @@ pub async fn rpc(
             .await
             .unwrap_or_else(|e| Err(RpcError::new(Code::Internal, e.to_string())))
         }
+        "WatchDir" => {
+            let req: WatchRequest = match connect::decode_stream_request(&headers, &body) {
+                Ok(r) => r,
+                Err(e) => return connect::stream_error(e),
+            };
+            return match start_watch(&sb, &req) {
+                Ok(rx) => stream_watch(rx),
+                Err(e) => connect::stream_error(e),
+            };
+        }
+        "CreateWatcher" => {
+            let req: WatchRequest = match connect::decode_unary(&headers, &body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            start_watch(&sb, &req).map(|rx| {
+                let mut b = [0u8; 12];
+                let _ = getrandom::fill(&mut b);
+                let id = hex::encode(b);
+                watchers().insert(
+                    id.clone(),
+                    Watcher {
+                        sandbox: sb.id().to_string(),
+                        rx,
+                    },
+                );
+                json!({"watcherId": id})
+            })
+        }
+        "GetWatcherEvents" | "RemoveWatcher" => {
+            let req: WatcherRequest = match connect::decode_unary(&headers, &body) {
+                Ok(r) => r,
+                Err(e) => return e.into_response(),
+            };
+            let mut all = watchers();
+            match all.get_mut(&req.watcher_id) {
+                Some(w) if w.sandbox == sb.id() => {
+                    if method == "RemoveWatcher" {
+                        all.remove(&req.watcher_id);
+                        Ok(json!({}))
+                    } else {
+                        let mut events = Vec::new();
+                        let mut failed = None;
+                        while let Ok(item) = w.rx.try_recv() {
+                            match item {
+                                Ok(c) => events.push(event_json(&c)),
+                                Err(e) => failed = Some(RpcError::from(e)),
+                            }
+                        }
+                        match failed {
+                            Some(e) => {
+                                all.remove(&req.watcher_id);
+                                Err(e)
+                            }
+                            None => Ok(json!({"events": events})),
+                        }
+                    }
+                }
+                _ => Err(RpcError::new(
+                    Code::NotFound,
+                    format!("watcher {} not found", req.watcher_id),
+                )),
+            }
+        }
         other => Err(RpcError::new(
             Code::Unimplemented,
-            format!("filesystem.Filesystem/{other} is not served yet"),
+            format!("filesystem.Filesystem/{other} does not exist"),
         )),
     };
     connect::unary(result)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WatchRequest {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    recursive: bool,
+    #[serde(default)]
+    include_entry: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WatcherRequest {
+    watcher_id: String,
+}
+
+/// A polling watcher of `CreateWatcher`, drained by `GetWatcherEvents`.
+struct Watcher {
+    sandbox: String,
+    rx: tokio::sync::mpsc::Receiver<Result<sqrx_core::sandbox::Change, sqrx_core::SandboxError>>,
+}
+
+fn watchers() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, Watcher>> {
+    static WATCHERS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Watcher>>,
+    > = std::sync::OnceLock::new();
+    WATCHERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn start_watch(
+    sb: &sqrx_core::Sandbox,
+    req: &WatchRequest,
+) -> Result<
+    tokio::sync::mpsc::Receiver<Result<sqrx_core::sandbox::Change, sqrx_core::SandboxError>>,
+    RpcError,
+> {
+    if req.include_entry {
+        // Reported envd 0.5.2 predates includeEntry; refuse rather than ignore.
+        return Err(RpcError::invalid("includeEntry is not supported"));
+    }
+    let path = absolute(&req.path);
+    match sb.stat(&path) {
+        Ok(st) if st.kind != "dir" => return Err(not_a_dir(&path)),
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(sb.watch_dir(&path, req.recursive)?)
+}
+
+/// envd's `FilesystemEvent` of a change.
+fn event_json(c: &sqrx_core::sandbox::Change) -> Value {
+    use sqrx_core::sandbox::ChangeKind;
+    let kind = match c.kind {
+        ChangeKind::Create => "EVENT_TYPE_CREATE",
+        ChangeKind::Write => "EVENT_TYPE_WRITE",
+        ChangeKind::Remove => "EVENT_TYPE_REMOVE",
+        ChangeKind::Chmod => "EVENT_TYPE_CHMOD",
+    };
+    json!({"name": c.name, "type": kind})
+}
+
+/// `WatchDir`'s stream: `{"start": {}}`, then the changes as they are seen.
+fn stream_watch(
+    mut rx: tokio::sync::mpsc::Receiver<
+        Result<sqrx_core::sandbox::Change, sqrx_core::SandboxError>,
+    >,
+) -> Response {
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Value, RpcError>>(64);
+    tokio::spawn(async move {
+        if tx.send(Ok(json!({"start": {}}))).await.is_err() {
+            return;
+        }
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(50), rx.recv()).await;
+            let msg = match next {
+                Err(_) => Ok(json!({"keepalive": {}})),
+                Ok(Some(Ok(c))) => Ok(json!({"filesystem": event_json(&c)})),
+                Ok(Some(Err(e))) => Err(RpcError::from(e)),
+                Ok(None) => return,
+            };
+            let end = msg.is_err();
+            if tx.send(msg).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    connect::stream(out)
 }
 
 /// An error of `/files` (envd's shape: `{"code": <status>, "message": ...}`).

@@ -125,6 +125,19 @@ test('files and pty', { skip }, async (t) => {
   assert.ok(text.includes('mark-42') && text.includes('40 100'), text)
 })
 
+test('watchDir streams the changes a command makes', { skip }, async (t) => {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 })
+  t.after(() => sbx.kill())
+  await sbx.files.makeDir('/tmp/w')
+  const events = []
+  const watcher = await sbx.files.watchDir('/tmp/w', (e) => events.push(`${e.name}:${e.type}`), { recursive: true })
+  await sbx.commands.run('echo a > /tmp/w/a.txt; sleep 0.4; mkdir /tmp/w/sub; sleep 0.4; echo b > /tmp/w/sub/b.txt; sleep 0.4; rm /tmp/w/a.txt; sleep 0.6')
+  await watcher.stop()
+  for (const want of ['a.txt:create', 'sub:create', 'sub/b.txt:create', 'a.txt:remove']) {
+    assert.ok(events.includes(want), `${want} not in ${events}`)
+  }
+})
+
 test('a wrong key is an authentication error', { skip }, async () => {
   await assert.rejects(Sandbox.create({ apiKey: 'e2b_' + '0'.repeat(40) }), (e) => e instanceof AuthenticationError)
 })

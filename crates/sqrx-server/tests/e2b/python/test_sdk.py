@@ -140,6 +140,33 @@ def test_files(sbx):
         sbx.files.remove("/tmp/nothing")
 
 
+def test_watch_dir_sees_a_command_write(sbx):
+    sbx.files.make_dir("/tmp/w")
+    handle = sbx.files.watch_dir("/tmp/w", recursive=True)
+    h = sbx.commands.run(
+        "echo a > /tmp/w/a.txt; sleep 0.4; mkdir /tmp/w/sub; sleep 0.4; "
+        "echo b > /tmp/w/sub/b.txt; sleep 0.4; echo more >> /tmp/w/a.txt; sleep 0.4; "
+        "rm /tmp/w/sub/b.txt; sleep 0.4; sleep 5",
+        background=True,
+    )
+    seen = set()
+    deadline = time.time() + 10
+    wanted = {
+        ("a.txt", "create"), ("sub", "create"), ("sub/b.txt", "create"),
+        ("a.txt", "write"), ("sub/b.txt", "remove"),
+    }
+    # Events arrive while the command still runs.
+    while time.time() < deadline and not wanted <= seen:
+        seen |= {(e.name, e.type.value) for e in handle.get_new_events()}
+        time.sleep(0.2)
+    assert wanted <= seen, seen
+    assert h.pid in [p.pid for p in sbx.commands.list()], "the command is still running"
+    handle.stop()
+    h.kill()
+    with pytest.raises(SandboxException):
+        sbx.files.watch_dir("/tmp/w/nothing-here")
+
+
 def test_pty(sbx):
     out = []
     term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
