@@ -253,6 +253,10 @@ impl Service<Request> for Routes {
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         req.extensions_mut().insert(LocalAddr(self.local));
+        // `{port}-{sandbox}.{domain}` (E2B's `get_host`): that port of that sandbox.
+        if let Some(uri) = crate::e2b::host_route(req.headers(), req.uri()) {
+            *req.uri_mut() = uri;
+        }
         if proxy::direct::target(req.uri().path()).is_some() {
             let state = self.state.clone();
             let client = self.client;

@@ -112,6 +112,25 @@ fn data_key(data_dir: &std::path::Path) -> String {
     key
 }
 
+/// A request for `{port}-{sandboxID}.{domain}` (what the SDKs' `get_host(port)` names) with a
+/// port other than envd's goes to that port of the sandbox through sqrx's proxy: the URI it
+/// should be routed as (`/proxy/{id}/{port}/...`), if it is one.
+pub fn host_route(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let host = headers.get("host").and_then(|v| v.to_str().ok())?;
+    let first = host.split('.').next()?;
+    // A bare name without a domain is no sandbox host.
+    if !host.contains('.') {
+        return None;
+    }
+    let (port, id) = first.split_once('-')?;
+    let port: u16 = port.parse().ok()?;
+    if port == ENVD_PORT || sqrx_core::sandbox::validate_id(id).is_err() {
+        return None;
+    }
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("/proxy/{id}/{port}{pq}").parse().ok()
+}
+
 /// The sandbox a sandbox-side request is for: `E2b-Sandbox-Id`, else a `Host` of
 /// `{port}-{sandboxID}.{domain}`.
 pub fn sandbox_id(headers: &HeaderMap) -> Option<String> {

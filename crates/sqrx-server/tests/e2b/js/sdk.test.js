@@ -33,13 +33,16 @@ before(async () => {
   const port = await freePort()
   const token = 'e2b_' + randomBytes(20).toString('hex')
   const log = fs.openSync(path.join(ctx.data, 'server.log'), 'w')
-  ctx.proc = spawn(process.env.SQRX_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--auth-token', token], {
+  // get_host(port) names {port}-{id}.sqrx.test: wildcard DNS, as a deployment has.
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--auth-token', token, '--allowed-host', '*.sqrx.test']
+  ctx.proc = spawn(process.env.SQRX_BIN, args, {
     env: { ...process.env, SQRX_DATA: ctx.data },
     stdio: ['ignore', 'pipe', log],
   })
   const line = await new Promise((resolve) => readline.createInterface({ input: ctx.proc.stdout }).once('line', resolve))
   assert.match(line, /listening on/)
   const url = `http://127.0.0.1:${port}`
+  Object.assign(ctx, { port, token })
   Object.assign(process.env, { E2B_API_URL: url, E2B_SANDBOX_URL: url, E2B_API_KEY: token, E2B_DOMAIN: 'sqrx.test' })
 })
 
@@ -136,6 +139,29 @@ test('watchDir streams the changes a command makes', { skip }, async (t) => {
   for (const want of ['a.txt:create', 'sub:create', 'sub/b.txt:create', 'a.txt:remove']) {
     assert.ok(events.includes(want), `${want} not in ${events}`)
   }
+})
+
+test('getHost reaches a service in the sandbox through sqrx', { skip }, async (t) => {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 })
+  t.after(() => sbx.kill())
+  await sbx.files.write('/tmp/www/index.html', 'from the sandbox\n')
+  await sbx.commands.run('busybox httpd -f -p 8000 -h /tmp/www', { background: true })
+  const host = sbx.getHost(8000)
+  assert.strictEqual(host, `8000-${sbx.sandboxId}.sqrx.test`)
+  const http = await import('node:http')
+  const get = () => new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: ctx.port, path: '/index.html', headers: { Host: host, Authorization: `Bearer ${ctx.token}` } }, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve([res.statusCode, body]))
+    }).on('error', reject)
+  })
+  let got = [0, '']
+  for (let i = 0; i < 50 && got[0] !== 200; i++) {
+    got = await get().catch(() => [0, ''])
+    if (got[0] !== 200) await new Promise((r) => setTimeout(r, 100))
+  }
+  assert.deepStrictEqual(got, [200, 'from the sandbox\n'])
 })
 
 test('a wrong key is an authentication error', { skip }, async () => {

@@ -32,7 +32,11 @@ def server():
     token = "e2b_" + secrets.token_hex(20)
     env = dict(os.environ, SQRX_DATA=data)
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--auth-token", token],
+        [
+            binary, "serve", "--listen", f"127.0.0.1:{port}", "--auth-token", token,
+            # get_host(port) names {port}-{id}.sqrx.test: wildcard DNS, as a deployment has.
+            "--allowed-host", "*.sqrx.test",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=open(os.path.join(data, "server.log"), "w"),

@@ -167,6 +167,28 @@ def test_watch_dir_sees_a_command_write(sbx):
         sbx.files.watch_dir("/tmp/w/nothing-here")
 
 
+def test_get_host_reaches_a_service_in_the_sandbox(sbx, server):
+    import urllib.request
+
+    sbx.files.write("/tmp/www/index.html", "served from the sandbox\n")
+    sbx.commands.run("busybox httpd -f -p 8000 -h /tmp/www", background=True)
+    host = sbx.get_host(8000)
+    assert host == f"8000-{sbx.sandbox_id}.sqrx.test"
+    # Wildcard DNS would send {host} here; the test says so with the Host header.
+    req = urllib.request.Request(
+        server["url"] + "/index.html",
+        headers={"Host": host, "Authorization": "Bearer " + server["token"]},
+    )
+    body = None
+    for _ in range(50):
+        try:
+            body = urllib.request.urlopen(req, timeout=5).read()
+            break
+        except Exception:
+            time.sleep(0.1)
+    assert body == b"served from the sandbox\n"
+
+
 def test_pty(sbx):
     out = []
     term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
