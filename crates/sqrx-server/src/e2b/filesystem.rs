@@ -397,18 +397,62 @@ pub async fn download(
     }
 }
 
-/// `POST /files[?path=]` (multipart, field `file`, the file name the destination path when
-/// `path` is absent): write each file, parents created; the written entries.
+/// The most an upload may hold (after decompression).
+const UPLOAD_LIMIT: usize = 4 << 30;
+
+/// `POST /files[?path=]`: multipart (field `file`, the file name the destination path when
+/// `path` is absent; many files at once), or the raw bytes of one file
+/// (`application/octet-stream`, `path` required, `Content-Encoding: gzip` allowed). Parents
+/// are created; the answer lists the written entries.
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<FilesQuery>,
-    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+    req: axum::extract::Request,
 ) -> Response {
     let sb = match super::process::sandbox_for(&state, &headers).await {
         Ok(sb) => sb,
         Err(r) => return r,
     };
+    let octet = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if octet {
+        let Some(path) = q.path.as_deref().map(absolute) else {
+            return files_error(StatusCode::BAD_REQUEST, "path is required for a raw upload");
+        };
+        let raw = match axum::body::to_bytes(req.into_body(), UPLOAD_LIMIT).await {
+            Ok(b) => b,
+            Err(e) => return files_error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let gzip = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+        let data = if gzip {
+            let mut out = Vec::new();
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(
+                    flate2::read::GzDecoder::new(&raw[..]),
+                    UPLOAD_LIMIT as u64,
+                ),
+                &mut out,
+            );
+            if let Err(e) = read {
+                return files_error(StatusCode::BAD_REQUEST, format!("bad gzip body: {e}"));
+            }
+            Bytes::from(out)
+        } else {
+            raw
+        };
+        return write_all(sb, vec![(path, data)]).await;
+    }
+    let multipart =
+        <axum::extract::Multipart as axum::extract::FromRequest<AppState>>::from_request(
+            req, &state,
+        )
+        .await;
     let mut multipart = match multipart {
         Ok(m) => m,
         Err(e) => return files_error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -440,6 +484,11 @@ pub async fn upload(
     if files.is_empty() {
         return files_error(StatusCode::BAD_REQUEST, "no file in the upload");
     }
+    write_all(sb, files).await
+}
+
+/// Write `files` (path, bytes) and answer the written entries.
+async fn write_all(sb: sqrx_core::Sandbox, files: Vec<(String, Bytes)>) -> Response {
     let written = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         for (path, data) in files {

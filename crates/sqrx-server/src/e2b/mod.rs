@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use crate::state::AppState;
 
 /// The envd version reported: the SDKs enable the features of envd up to this one.
-pub const ENVD_VERSION: &str = "0.5.2";
+pub const ENVD_VERSION: &str = "0.5.7";
 
 /// The envd port the SDKs address (`E2b-Sandbox-Port`).
 pub const ENVD_PORT: u16 = 49983;

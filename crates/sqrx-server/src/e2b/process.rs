@@ -264,16 +264,102 @@ fn stream_process(
     connect::stream(rx)
 }
 
+/// The most a unary or server-streaming request body may hold.
+const REQUEST_LIMIT: usize = 16 << 20;
+
+/// `StreamInput`: a client stream of `{"start": {"process": ...}}`, then `{"data": {"input":
+/// ...}}` and `{"keepalive": {}}` messages, each written to the process as it arrives; the
+/// answer (one empty message, then the end) once the client ends its stream.
+async fn stream_input(
+    rt: &sqrx_core::Runtime,
+    id: &str,
+    body: axum::body::Body,
+) -> Result<(), RpcError> {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut process: Option<std::sync::Arc<sqrx_core::TrackedProcess>> = None;
+    loop {
+        // Every complete envelope in the buffer.
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > REQUEST_LIMIT {
+                return Err(RpcError::invalid("a message over 16 MiB"));
+            }
+            if buf.len() < 5 + len {
+                break;
+            }
+            let msg: Value = serde_json::from_slice(&buf[5..5 + len])
+                .map_err(|e| RpcError::invalid(format!("bad message: {e}")))?;
+            buf.drain(..5 + len);
+            if let Some(start) = msg.get("start") {
+                let sel: Selector =
+                    serde_json::from_value(start.get("process").cloned().unwrap_or(Value::Null))
+                        .unwrap_or_default();
+                process = Some(select(rt, id, &sel)?);
+            } else if let Some(data) = msg.get("data") {
+                let Some(p) = &process else {
+                    return Err(RpcError::invalid("data before start"));
+                };
+                let input: Input =
+                    serde_json::from_value(data.get("input").cloned().unwrap_or(Value::Null))
+                        .unwrap_or_default();
+                if let Some(d) = input.stdin.or(input.pty) {
+                    p.write(unb64(&d)?).await?;
+                }
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(RpcError::invalid(format!("the request stream broke: {e}")));
+            }
+            None => break,
+        }
+    }
+    if !buf.is_empty() {
+        return Err(RpcError::invalid(
+            "a truncated message at the end of the stream",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /process.Process/{method}`.
 pub async fn rpc(
     State(state): State<AppState>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let sb = match sandbox_for(&state, &headers).await {
         Ok(sb) => sb,
         Err(r) => return r,
+    };
+    if method == "StreamInput" {
+        let rt = state.runtime().clone();
+        let (tx, rx) = mpsc::channel(2);
+        let result = stream_input(&rt, sb.id(), body).await;
+        match result {
+            Ok(()) => {
+                let _ = tx.send(Ok(json!({}))).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+        drop(tx);
+        return connect::stream(rx);
+    }
+    let body: Bytes = match axum::body::to_bytes(body, REQUEST_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            return RpcError::invalid(format!("cannot read the request: {e}")).into_response();
+        }
     };
     let rt = state.runtime().clone();
     let id = sb.id().to_string();
@@ -364,11 +450,6 @@ pub async fn rpc(
             };
             connect::unary(done.map(|()| json!({})))
         }
-        "StreamInput" => RpcError::new(
-            Code::Unimplemented,
-            "StreamInput is not served yet: use SendInput",
-        )
-        .into_response(),
         other => RpcError::new(
             Code::Unimplemented,
             format!("process.Process/{other} does not exist"),

@@ -105,6 +105,11 @@ def test_background_commands_list_connect_stdin_and_kill(sbx):
     sbx.commands.send_stdin(cat.pid, "line two\n")
     sbx.commands.close_stdin(cat.pid)
     assert cat.wait().stdout == "line one\nline two\n"
+    # stdin as a stream (StreamInput, a client-streaming call).
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.stream_input(cat.pid, iter(["streamed one\n", b"streamed two\n"]))
+    sbx.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "streamed one\nstreamed two\n"
     # wait() on a background command gives its result.
     bg = sbx.commands.run("sleep 0.3; echo done", background=True)
     assert bg.wait().stdout == "done\n"
@@ -116,6 +121,14 @@ def test_files(sbx):
     assert sbx.files.read("/tmp/dir/hello.txt") == "hi there"
     sbx.files.write("/tmp/dir/bin.dat", bytes(range(256)))
     assert bytes(sbx.files.read("/tmp/dir/bin.dat", format="bytes")) == bytes(range(256))
+    # A stream (sent raw, octet-stream) and a gzip-compressed upload.
+    import io
+
+    sbx.files.write("/tmp/dir/stream.txt", io.BytesIO(b"from a stream"))
+    assert sbx.files.read("/tmp/dir/stream.txt") == "from a stream"
+    sbx.files.write("/tmp/dir/zipped.txt", "x" * 10000, gzip=True)
+    assert sbx.files.read("/tmp/dir/zipped.txt") == "x" * 10000
+    assert b"".join(sbx.files.read("/tmp/dir/zipped.txt", format="stream")) == b"x" * 10000
     written = sbx.files.write_files(
         [{"path": "/tmp/many/a.txt", "data": "A"}, {"path": "/tmp/many/sub/b.txt", "data": b"B"}]
     )
