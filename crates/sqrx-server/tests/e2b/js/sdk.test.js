@@ -10,7 +10,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import readline from 'node:readline'
-import { Sandbox, CommandExitError, FileNotFoundError, AuthenticationError, TimeoutError } from 'e2b'
+import { Sandbox, CommandExitError, FileNotFoundError, AuthenticationError, TimeoutError, InvalidArgumentError, NotFoundError, SandboxNotFoundError } from 'e2b'
 
 const privileged = process.getuid() === 0
 const skip = !privileged && process.env.SQRX_REQUIRE_PRIVILEGED !== '1' ? 'not running as root' : false
@@ -164,6 +164,15 @@ test('getHost reaches a service in the sandbox through sqrx', { skip }, async (t
     if (got[0] !== 200) await new Promise((r) => setTimeout(r, 100))
   }
   assert.deepStrictEqual(got, [200, 'from the sandbox\n'])
+})
+
+test('errors map to the SDK errors', { skip }, async (t) => {
+  const sbx = await Sandbox.create({ timeoutMs: 60_000 })
+  t.after(() => sbx.kill())
+  await sbx.files.write('/tmp/plain.txt', 'x')
+  await assert.rejects(sbx.files.list('/tmp/plain.txt'), (e) => e instanceof InvalidArgumentError)
+  await assert.rejects(sbx.commands.connect(999999), (e) => e instanceof NotFoundError || e instanceof SandboxNotFoundError)
+  await assert.rejects(Sandbox.getInfo('inosuchsandbox'), (e) => e instanceof SandboxNotFoundError)
 })
 
 test('a wrong key is an authentication error', { skip }, async () => {

@@ -218,6 +218,34 @@ def test_pty(sbx):
     assert sbx.pty.kill(other.pid) is True
 
 
+def test_errors_map_to_the_sdk_exceptions(sbx):
+    from e2b import InvalidArgumentException, NotFoundException, SandboxNotFoundException
+
+    sbx.files.write("/tmp/plain.txt", "x")
+    with pytest.raises(InvalidArgumentException):
+        sbx.files.list("/tmp/plain.txt")
+    with pytest.raises(NotFoundException):
+        sbx.commands.connect(999999)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info("inosuchsandbox")
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.connect("inosuchsandbox")
+
+
+def test_the_example_runs_unchanged(server):
+    import os
+    import subprocess
+    import sys
+
+    example = os.path.join(os.path.dirname(__file__), "../../../../../examples/e2b/hello.py")
+    out = subprocess.run(
+        [sys.executable, example], capture_output=True, text=True, timeout=120, env=os.environ
+    )
+    assert out.returncode == 0, out.stderr
+    assert "stdout: started" in out.stdout and "exit code: 0" in out.stdout, out.stdout
+    assert "hello.py" in out.stdout
+
+
 def test_a_wrong_key_is_an_authentication_error(server):
     with pytest.raises(AuthenticationException):
         Sandbox.create("base", api_key="e2b_" + "0" * 40)
