@@ -362,6 +362,82 @@ fn files_error_of(e: sqrx_core::SandboxError) -> Response {
 pub struct FilesQuery {
     #[serde(default)]
     path: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    signature_expiration: Option<i64>,
+}
+
+/// A signed file URL's signature: `v1_` and the unpadded base64 of
+/// `sha256("{path}:{read|write}:{user}:{access token}[:{expiration}]")`.
+fn signature(path: &str, op: &str, user: &str, token: &str, expiration: Option<i64>) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let raw = match expiration {
+        Some(e) => format!("{path}:{op}:{user}:{token}:{e}"),
+        None => format!("{path}:{op}:{user}:{token}"),
+    };
+    let digest = sha2::Sha256::digest(raw.as_bytes());
+    format!(
+        "v1_{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+/// The sandbox of a `/files` request: by its access token, or (a signed URL, which carries
+/// no sandbox header when every sandbox shares one URL) the sandbox whose token signed it.
+async fn files_sandbox(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &FilesQuery,
+    op: &str,
+) -> Result<sqrx_core::Sandbox, Response> {
+    let Some(given) = q
+        .signature
+        .as_deref()
+        .filter(|_| !headers.contains_key("x-access-token"))
+    else {
+        return super::process::sandbox_for(state, headers).await;
+    };
+    if let Some(exp) = q.signature_expiration
+        && exp < chrono::Utc::now().timestamp()
+    {
+        return Err(files_error(
+            StatusCode::UNAUTHORIZED,
+            "the signature has expired",
+        ));
+    }
+    let named = super::sandbox_id(headers);
+    let candidates = state
+        .blocking(move |rt| {
+            Ok::<_, sqrx_core::SandboxError>(match named {
+                Some(id) => rt.get(&id).into_iter().collect::<Vec<_>>(),
+                None => rt.list(),
+            })
+        })
+        .await
+        .unwrap_or_default();
+    let path = q.path.clone().unwrap_or_default();
+    let user = q.username.clone().unwrap_or_default();
+    for sb in candidates {
+        if sb.info().status != "running" {
+            continue;
+        }
+        let token = super::access_token(state, &sb);
+        let expected = signature(&path, op, &user, &token, q.signature_expiration);
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            expected.as_bytes(),
+        )) {
+            return Ok(sb);
+        }
+    }
+    Err(files_error(
+        StatusCode::UNAUTHORIZED,
+        "the signature matches no running sandbox",
+    ))
 }
 
 /// `GET /files?path=`: the file's bytes.
@@ -370,7 +446,7 @@ pub async fn download(
     headers: HeaderMap,
     Query(q): Query<FilesQuery>,
 ) -> Response {
-    let sb = match super::process::sandbox_for(&state, &headers).await {
+    let sb = match files_sandbox(&state, &headers, &q, "read").await {
         Ok(sb) => sb,
         Err(r) => return r,
     };
@@ -410,7 +486,7 @@ pub async fn upload(
     Query(q): Query<FilesQuery>,
     req: axum::extract::Request,
 ) -> Response {
-    let sb = match super::process::sandbox_for(&state, &headers).await {
+    let sb = match files_sandbox(&state, &headers, &q, "write").await {
         Ok(sb) => sb,
         Err(r) => return r,
     };
@@ -509,5 +585,22 @@ async fn write_all(sb: sqrx_core::Sandbox, files: Vec<(String, Bytes)>) -> Respo
         Ok(Ok(entries)) => axum::Json(entries).into_response(),
         Ok(Err(e)) => files_error_of(e),
         Err(e) => files_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_follow_e2b_s_v1_scheme() {
+        // sha256("/a.txt:read::tok") in unpadded standard base64.
+        let s = signature("/a.txt", "read", "", "tok", None);
+        assert!(s.starts_with("v1_") && !s.ends_with('='), "{s}");
+        assert_ne!(s, signature("/a.txt", "write", "", "tok", None));
+        assert_ne!(s, signature("/a.txt", "read", "", "tok", Some(1)));
+        assert_eq!(permissions("dir", 0o755), "drwxr-xr-x");
+        assert_eq!(permissions("file", 0o644), "-rw-r--r--");
+        assert_eq!(absolute("x/y"), "/root/x/y");
     }
 }

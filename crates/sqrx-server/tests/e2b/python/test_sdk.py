@@ -218,6 +218,31 @@ def test_pty(sbx):
     assert sbx.pty.kill(other.pid) is True
 
 
+def test_signed_file_urls(sbx):
+    import urllib.error
+    import urllib.request
+
+    sbx.files.write("/tmp/signed.txt", "signed content")
+    url = sbx.download_url("/tmp/signed.txt")
+    assert "signature=v1_" in url
+    # No sandbox header, no token: the signature alone opens it.
+    assert urllib.request.urlopen(url, timeout=10).read() == b"signed content"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("signed.txt", "other.txt"), timeout=10)
+    assert e.value.code == 401
+    upload = sbx.upload_url("/tmp/uploaded.txt")
+    boundary = "sqrxboundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/tmp/uploaded.txt\"\r\n"
+        f"Content-Type: application/octet-stream\r\n\r\nup we go\r\n--{boundary}--\r\n"
+    ).encode()
+    req = urllib.request.Request(
+        upload, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert urllib.request.urlopen(req, timeout=10).status == 200
+    assert sbx.files.read("/tmp/uploaded.txt") == "up we go"
+
+
 def test_errors_map_to_the_sdk_exceptions(sbx):
     from e2b import InvalidArgumentException, NotFoundException, SandboxNotFoundException
 
