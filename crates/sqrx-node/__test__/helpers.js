@@ -61,6 +61,36 @@ async function sandbox(t, rt, options = {}) {
   return sb
 }
 
+/**
+ * Call inside a `describe`: like `useRuntime`, but the runtime's sandbox links live in a network
+ * namespace made for the suite (`sqrx<tag>-<pid>`, with an uplink whose other end goes nowhere),
+ * deleted after it. Returns `{ rt, dataDir, ns }`.
+ */
+function useNetRuntime(tag) {
+  const { execFileSync } = require('node:child_process')
+  const ns = `sqrx${tag}-${process.pid}`
+  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  const ctx = { rt: null, dataDir: null, ns, netns: false }
+  before(async () => {
+    ip('netns', 'add', ns)
+    ctx.netns = true
+    ip('-n', ns, 'link', 'set', 'lo', 'up')
+    ip('-n', ns, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1')
+    ip('-n', ns, 'link', 'set', 'up0', 'up')
+    ctx.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `sqrx-test-${tag}-`))
+    ctx.rt = await Runtime.open({ dataDir: ctx.dataDir, netNetns: `/run/netns/${ns}`, netUplink: 'up0' })
+  })
+  after(async () => {
+    try {
+      if (ctx.rt) for (const sb of await ctx.rt.list()) await sb.destroy()
+    } finally {
+      if (ctx.dataDir) fs.rmSync(ctx.dataDir, { recursive: true, force: true })
+      if (ctx.netns) ip('netns', 'del', ns)
+    }
+  })
+  return ctx
+}
+
 /** Poll `check` until it is true or `ms` pass; returns its last value. */
 async function eventually(check, ms = 5000) {
   const deadline = Date.now() + ms
@@ -71,4 +101,4 @@ async function eventually(check, ms = 5000) {
   }
 }
 
-module.exports = { privileged, newId, useRuntime, sandbox, eventually }
+module.exports = { privileged, newId, useRuntime, useNetRuntime, sandbox, eventually }

@@ -2,14 +2,11 @@
 // trip of `network` / `setNetwork` / `info().network` on sandboxes whose links live in a network
 // namespace this test creates (the runtime's `netNetns`), so no packet leaves the machine.
 'use strict'
-const { describe, test, before, after } = require('node:test')
+const { describe, test } = require('node:test')
 const assert = require('node:assert')
 const { execFileSync } = require('node:child_process')
-const fs = require('node:fs')
-const os = require('node:os')
-const path = require('node:path')
-const { Runtime, SqrxError } = require('..')
-const { privileged, newId, useRuntime, sandbox } = require('./helpers')
+const { SqrxError } = require('..')
+const { privileged, newId, useRuntime, useNetRuntime, sandbox } = require('./helpers')
 
 const invalid = (needle) => (e) => {
   assert.ok(e instanceof SqrxError, `not a SqrxError: ${e}`)
@@ -50,27 +47,8 @@ describe('network policies without a link', privileged(), () => {
 })
 
 describe('network policies with links in a test namespace', privileged(), () => {
-  const ns = `sqrxnode-${process.pid}`
-  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  const ctx = { rt: null, dataDir: null, netns: false }
-  before(async () => {
-    ip('netns', 'add', ns)
-    ctx.netns = true
-    ip('-n', ns, 'link', 'set', 'lo', 'up')
-    // The uplink: a veth pair whose other end goes nowhere.
-    ip('-n', ns, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1')
-    ip('-n', ns, 'link', 'set', 'up0', 'up')
-    ctx.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-test-nodenet-'))
-    ctx.rt = await Runtime.open({ dataDir: ctx.dataDir, netNetns: `/run/netns/${ns}`, netUplink: 'up0' })
-  })
-  after(async () => {
-    try {
-      if (ctx.rt) for (const sb of await ctx.rt.list()) await sb.destroy()
-    } finally {
-      if (ctx.dataDir) fs.rmSync(ctx.dataDir, { recursive: true, force: true })
-      if (ctx.netns) ip('netns', 'del', ns)
-    }
-  })
+  const ctx = useNetRuntime('nodenet')
+  const ns = ctx.ns
 
   test('create, setNetwork and info round trip', async (t) => {
     const sb = await sandbox(t, ctx.rt, { network: 'all' })

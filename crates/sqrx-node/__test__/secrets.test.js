@@ -3,14 +3,12 @@
 // never come back, bad secrets reject with InvalidArgument naming the secret. The traffic side
 // (substitution, refusals, every client) is tested in the core (crates/sqrx-core/tests/it/secrets.rs).
 'use strict'
-const { describe, test, before, after } = require('node:test')
+const { describe, test } = require('node:test')
 const assert = require('node:assert')
-const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
-const os = require('node:os')
 const path = require('node:path')
-const { Runtime, SqrxError } = require('..')
-const { privileged, newId, sandbox } = require('./helpers')
+const { SqrxError } = require('..')
+const { privileged, newId, sandbox, useNetRuntime } = require('./helpers')
 
 const VALUE = 'sk-node-value-3d9f17'
 
@@ -23,26 +21,7 @@ const invalid = (needle) => (e) => {
 }
 
 describe('secrets', privileged(), () => {
-  const ns = `sqrxnodesec-${process.pid}`
-  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  const ctx = { rt: null, dataDir: null, netns: false }
-  before(async () => {
-    ip('netns', 'add', ns)
-    ctx.netns = true
-    ip('-n', ns, 'link', 'set', 'lo', 'up')
-    ip('-n', ns, 'link', 'add', 'up0', 'type', 'veth', 'peer', 'name', 'up1')
-    ip('-n', ns, 'link', 'set', 'up0', 'up')
-    ctx.dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-test-nodesec-'))
-    ctx.rt = await Runtime.open({ dataDir: ctx.dataDir, netNetns: `/run/netns/${ns}`, netUplink: 'up0' })
-  })
-  after(async () => {
-    try {
-      if (ctx.rt) for (const sb of await ctx.rt.list()) await sb.destroy()
-    } finally {
-      if (ctx.dataDir) fs.rmSync(ctx.dataDir, { recursive: true, force: true })
-      if (ctx.netns) ip('netns', 'del', ns)
-    }
-  })
+  const ctx = useNetRuntime('nodesec')
 
   test('placeholders inside, never values; rotation keeps the placeholder', async (t) => {
     const sb = await sandbox(t, ctx.rt, {

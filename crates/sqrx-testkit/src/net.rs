@@ -169,6 +169,29 @@ pub fn client_hello(sni: &str) -> Vec<u8> {
     rec
 }
 
+/// A TLS server configuration presenting `chain` with the PKCS#8 `key`.
+#[allow(
+    deprecated,
+    reason = "rustls deprecates its ring provider for lacking post-quantum key exchange; a \
+              test server does not need it"
+)]
+fn tls_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: Vec<u8>,
+) -> Arc<rustls::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("TLS config"),
+    )
+}
+
 /// HTTPS servers in a namespace (TLS with a self-signed certificate for `names`) answering any
 /// request with an HTTP response whose body is `hello <their address> <the SNI>`, until
 /// dropped. Clients inside sandboxes skip verification (`curl -k`).
@@ -178,27 +201,14 @@ pub struct HttpsServers {
 
 impl HttpsServers {
     /// Listen on every address of `addrs` inside `ns`.
-    #[allow(
-        deprecated,
-        reason = "rustls deprecates its ring provider for lacking post-quantum key exchange; a \
-                  test server does not need it, and aws-lc-rs would build C with cmake"
-    )]
     pub fn start(ns: &Netns, addrs: &[SocketAddr], names: &[&str]) -> Self {
         let certified = rcgen::generate_simple_self_signed(
             names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         )
         .expect("a test certificate");
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![certified.cert.der().clone()], key)
-            .expect("TLS config"),
+        let config = tls_config(
+            vec![certified.cert.der().clone()],
+            certified.key_pair.serialize_der(),
         );
         let stop = Arc::new(AtomicBool::new(false));
         for addr in addrs {
@@ -361,11 +371,6 @@ fn serve_recording<S: Read + Write>(
 
 impl RecordingServers {
     /// Listen with TLS on `tls` and in plain HTTP on `plain`, inside `ns`.
-    #[allow(
-        deprecated,
-        reason = "rustls deprecates its ring provider for lacking post-quantum key exchange; a \
-                  test server does not need it"
-    )]
     pub fn start(ns: &Netns, tls: &[SocketAddr], plain: &[SocketAddr], names: &[&str]) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().expect("a CA key");
@@ -380,16 +385,9 @@ impl RecordingServers {
             .expect("params")
             .signed_by(&leaf_key, &ca, &ca_key)
             .expect("a certificate");
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
-            .expect("TLS config"),
+        let config = tls_config(
+            vec![leaf.der().clone(), ca.der().clone()],
+            leaf_key.serialize_der(),
         );
         let me = RecordingServers {
             stop: Arc::new(AtomicBool::new(false)),

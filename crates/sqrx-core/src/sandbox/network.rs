@@ -27,16 +27,18 @@ impl Sandbox {
         let net = &self.rt.inner.network;
         let existing = || self.rt.networked_sandboxes();
         let program = self.rt.init_program()?;
+        let egress = self.state.egress;
+        let target = |slot| crate::network::Networked {
+            slot,
+            policy: policy.clone(),
+            egress,
+        };
         let slot = match self.state.net {
             Some(slot) => {
                 net.set_policy(
                     self.id(),
                     &self.state.spec.network,
-                    &crate::network::Networked {
-                        slot,
-                        policy: policy.clone(),
-                        egress: self.state.egress,
-                    },
+                    &target(slot),
                     &existing,
                     &program,
                 )?;
@@ -60,17 +62,7 @@ impl Sandbox {
                 let slot = net.reserve(&dir)?;
                 let attached = {
                     use std::os::fd::AsFd;
-                    net.attach(
-                        self.id(),
-                        ns.as_fd(),
-                        &crate::network::Networked {
-                            slot,
-                            policy: policy.clone(),
-                            egress: self.state.egress,
-                        },
-                        &existing,
-                        &program,
-                    )
+                    net.attach(self.id(), ns.as_fd(), &target(slot), &existing, &program)
                 };
                 if let Err(e) = attached {
                     net.detach(self.id(), &dir, Some(slot), &policy);

@@ -291,12 +291,16 @@ pub async fn pause(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn connect_with(
-    state: AppState,
+/// `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`, and E2B's deprecated
+/// `/sandboxes/{id}/resume`): resume it if paused, extend its lifetime to at least `timeout`;
+/// 201 when it was resumed, 200 otherwise.
+pub async fn connect(
+    State(state): State<AppState>,
     headers: HeaderMap,
-    id: String,
-    timeout: Option<u64>,
+    Path(id): Path<String>,
+    body: Option<axum::extract::Json<TimeoutBody>>,
 ) -> Result<Response, E2bError> {
+    let timeout = body.and_then(|b| b.timeout);
     authorize(&state, &headers)?;
     let mut sb = find(&state, id).await?;
     let paused = sb.info().status == "paused";
@@ -321,29 +325,6 @@ async fn connect_with(
         StatusCode::OK
     };
     Ok((status, Json(sandbox_json(&state, &sb))).into_response())
-}
-
-/// `POST /v2/sandboxes/{id}/connect` (and `/sandboxes/{id}/connect`): resume it if paused,
-/// extend its lifetime to at least `timeout`; 201 when it was resumed, 200 otherwise.
-pub async fn connect(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Option<axum::extract::Json<TimeoutBody>>,
-) -> Result<Response, E2bError> {
-    let timeout = body.and_then(|b| b.timeout);
-    connect_with(state, headers, id, timeout).await
-}
-
-/// `POST /sandboxes/{id}/resume` (deprecated by E2B): as connect.
-pub async fn resume(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Option<axum::extract::Json<TimeoutBody>>,
-) -> Result<Response, E2bError> {
-    let timeout = body.and_then(|b| b.timeout);
-    connect_with(state, headers, id, timeout).await
 }
 
 /// The query of `GET /v2/sandboxes`.
@@ -395,10 +376,12 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn list_with(
-    state: AppState,
+/// `GET /v2/sandboxes` (and E2B's deprecated `GET /sandboxes`): newest first, filtered by
+/// `state` and `metadata`, `limit` per page, the next page's token in `X-Next-Token`.
+pub async fn list(
+    State(state): State<AppState>,
     headers: HeaderMap,
-    q: ListQuery,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, E2bError> {
     authorize(&state, &headers)?;
     let wanted_states: Option<Vec<String>> = q
@@ -452,25 +435,6 @@ async fn list_with(
         r.headers_mut().insert("x-next-token", v);
     }
     Ok(r)
-}
-
-/// `GET /v2/sandboxes`: newest first, filtered by `state` and `metadata`, `limit` per page,
-/// the next page's token in `X-Next-Token`.
-pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, E2bError> {
-    list_with(state, headers, q).await
-}
-
-/// `GET /sandboxes` (deprecated by E2B): the running ones, one page.
-pub async fn list_v1(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, E2bError> {
-    list_with(state, headers, q).await
 }
 
 #[cfg(test)]

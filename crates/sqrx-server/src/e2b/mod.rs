@@ -32,14 +32,14 @@ pub const ENVD_PORT: u16 = 49983;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/sandboxes", post(control::create).get(control::list))
-        .route("/sandboxes", post(control::create_v1).get(control::list_v1))
+        .route("/sandboxes", post(control::create_v1).get(control::list))
         .route(
             "/sandboxes/{id}",
             get(control::get_info).delete(control::kill),
         )
         .route("/sandboxes/{id}/timeout", post(control::set_timeout))
         .route("/sandboxes/{id}/pause", post(control::pause))
-        .route("/sandboxes/{id}/resume", post(control::resume))
+        .route("/sandboxes/{id}/resume", post(control::connect))
         .route("/sandboxes/{id}/connect", post(control::connect))
         .route("/v2/sandboxes/{id}/connect", post(control::connect))
         .route("/health", get(process::health))
