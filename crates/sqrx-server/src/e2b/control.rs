@@ -86,12 +86,16 @@ fn base() -> String {
     "base".into()
 }
 
-/// The layers of a template: `base` is the default stack; any other name is a layer put on
+/// The layers of a template: `base` is the default stack; a session template of that name
+/// (`[[template]]` in the server's config) gives its layers; any other name is a layer put on
 /// top of the base.
 fn template_layers(state: &AppState, template: &str) -> Result<Vec<String>, E2bError> {
     let base = sqrx_core::layer::BASE_LAYER.to_string();
     if template == "base" || template == base {
         return Ok(vec![base]);
+    }
+    if let Some(t) = state.config().templates.iter().find(|t| t.name == template) {
+        return Ok(t.layers.clone());
     }
     let name = sqrx_core::LayerName::new(template).map_err(|_| {
         E2bError(
@@ -108,9 +112,18 @@ fn template_layers(state: &AppState, template: &str) -> Result<Vec<String>, E2bE
     Ok(vec![base, template.to_string()])
 }
 
-/// The template a sandbox was made from (its top layer, or `base`).
-fn template_of(sandbox: &sqrx_core::Sandbox) -> String {
+/// The template a sandbox was made from: the session template with its layers, else its top
+/// layer, else `base`.
+fn template_of(state: &AppState, sandbox: &sqrx_core::Sandbox) -> String {
     let layers = &sandbox.spec().layers;
+    if let Some(t) = state
+        .config()
+        .templates
+        .iter()
+        .find(|t| &t.layers == layers && layers.len() > 1)
+    {
+        return t.name.clone();
+    }
     match layers.as_slice() {
         [_, .., top] => top.clone(),
         _ => "base".into(),
@@ -127,8 +140,8 @@ fn new_id() -> String {
 /// The `Sandbox` answer of create and connect.
 fn sandbox_json(state: &AppState, sb: &sqrx_core::Sandbox) -> Value {
     json!({
-        "templateID": template_of(sb),
-        "alias": template_of(sb),
+        "templateID": template_of(state, sb),
+        "alias": template_of(state, sb),
         "sandboxID": sb.id(),
         "clientID": "sqrx",
         "envdVersion": super::ENVD_VERSION,
@@ -145,8 +158,8 @@ fn detail_json(state: &AppState, sb: &sqrx_core::Sandbox) -> Value {
         .expires
         .unwrap_or_else(|| info.created + chrono::Duration::days(36500));
     json!({
-        "templateID": template_of(sb),
-        "alias": template_of(sb),
+        "templateID": template_of(state, sb),
+        "alias": template_of(state, sb),
         "sandboxID": sb.id(),
         "clientID": "sqrx",
         "startedAt": info.created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -31,11 +31,16 @@ def server():
     port = _free_port()
     token = "e2b_" + secrets.token_hex(20)
     env = dict(os.environ, SQRX_DATA=data)
+    # A session template, which E2B's templateID can name as well as a layer.
+    config = os.path.join(data, "sqrx.toml")
+    with open(config, "w") as f:
+        f.write('[[template]]\nname = "sqrx-e2b-test"\nport = 8080\nttl = 60\n')
     proc = subprocess.Popen(
         [
             binary, "serve", "--listen", f"127.0.0.1:{port}", "--auth-token", token,
             # get_host(port) names {port}-{id}.sqrx.test: wildcard DNS, as a deployment has.
             "--allowed-host", "*.sqrx.test",
+            "--config", config,
         ],
         env=env,
         stdout=subprocess.PIPE,

@@ -271,6 +271,17 @@ def test_the_example_runs_unchanged(server):
     assert "hello.py" in out.stdout
 
 
+def test_templates_are_layers_or_session_templates(server):
+    # `sqrx-e2b-test` is a [[template]] entry of the server's config (conftest.py), no layer.
+    s = Sandbox.create("sqrx-e2b-test", timeout=60)
+    try:
+        assert s.commands.run("echo from a template").stdout == "from a template\n"
+    finally:
+        s.kill()
+    with pytest.raises(SandboxException):
+        Sandbox.create("no-such-template-or-layer")
+
+
 def test_a_wrong_key_is_an_authentication_error(server):
     with pytest.raises(AuthenticationException):
         Sandbox.create("base", api_key="e2b_" + "0" * 40)
