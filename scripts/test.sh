@@ -73,13 +73,21 @@ NODE_TMP=$(mktemp -d /tmp/sqrx-npm-XXXXXX)
 cleanup_dirs+=("$NODE_TMP")
 # npm install, not npm ci: npm 11 rejects this lock file for platform packages of @napi-rs/cli
 # it never installs here (npm/cli#4828).
-(cd crates/sqrx-node && npm install --no-save --no-audit --no-fund && SQRX_NODE_PROFILE=dev npm pack --pack-destination "$NODE_TMP")
+(cd crates/sqrx-node && SQRX_NODE_PROFILE=dev npm install --no-save --no-audit --no-fund && SQRX_NODE_PROFILE=dev npm pack --pack-destination "$NODE_TMP")
 echo "(node package built and packed in $((SECONDS - t0)) s)"
 # napi build regenerates index.d.ts from the Rust sources: the committed one must match.
 if ! git diff --exit-code -- crates/sqrx-node/index.d.ts; then
   echo "crates/sqrx-node/index.d.ts is stale: commit the one napi build generated"; exit 1
 fi
 node --test crates/sqrx-node/__test__/
+# `npm install ./crates/sqrx-node` works directly: the package's install step builds the addon
+# and sqrx-init when they are missing (here they are removed first, as in a fresh clone).
+rm -f crates/sqrx-node/sqrx.node crates/sqrx-node/sqrx-init
+NPM_PROJECT=$(mktemp -d /tmp/sqrx-npm-XXXXXX)
+cleanup_dirs+=("$NPM_PROJECT")
+(cd "$NPM_PROJECT" && npm init -y >/dev/null && SQRX_NODE_PROFILE=dev npm install --no-audit --no-fund "$ROOT/crates/sqrx-node" \
+  && node -e "const s = require('sqrx'); if (typeof s.Runtime !== 'function') process.exit(1)")
+test -x crates/sqrx-node/sqrx-init
 (cd examples/typescript && npm ci --no-audit --no-fund \
   && npm install --no-save --no-audit --no-fund "$NODE_TMP"/sqrx-*.tgz \
   && npx tsc --noEmit -p . && npx tsc -p .)
