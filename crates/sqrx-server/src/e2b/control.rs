@@ -49,6 +49,18 @@ impl From<crate::error::ApiError> for E2bError {
     }
 }
 
+/// A JSON request body (empty: every field's default); a bad one is a 400 in E2B's error
+/// shape, as the SDKs read errors (axum's own rejection is plain text).
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, E2bError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| E2bError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
 /// `401` unless `X-API-KEY` (or `Authorization: Bearer`) carries the server's token.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), E2bError> {
     let Some(token) = state.config().auth_token.as_deref() else {
@@ -139,20 +151,20 @@ fn new_id() -> String {
 
 /// The `Sandbox` answer of create and connect.
 fn sandbox_json(state: &AppState, sb: &sqrx_core::Sandbox) -> Value {
+    let created = sb.info().created;
     json!({
         "templateID": template_of(state, sb),
         "alias": template_of(state, sb),
         "sandboxID": sb.id(),
         "clientID": "sqrx",
         "envdVersion": super::ENVD_VERSION,
-        "envdAccessToken": super::access_token(state, sb),
+        "envdAccessToken": super::access_token(state, sb.id(), created),
         "domain": state.config().public_host,
     })
 }
 
-/// The `SandboxDetail` / `ListedSandbox` of a sandbox.
-fn detail_json(state: &AppState, sb: &sqrx_core::Sandbox) -> Value {
-    let info = sb.info();
+/// The `SandboxDetail` / `ListedSandbox` of a sandbox whose info is `info`.
+fn detail_json(state: &AppState, sb: &sqrx_core::Sandbox, info: &sqrx_core::SandboxInfo) -> Value {
     let spec = sb.spec();
     let end = info
         .expires
@@ -169,7 +181,7 @@ fn detail_json(state: &AppState, sb: &sqrx_core::Sandbox) -> Value {
         "diskSizeMB": info.upper_mb,
         "state": if info.status == "paused" { "paused" } else { "running" },
         "envdVersion": super::ENVD_VERSION,
-        "envdAccessToken": super::access_token(state, sb),
+        "envdAccessToken": super::access_token(state, sb.id(), info.created),
         "metadata": spec.metadata,
         "domain": state.config().public_host,
     })
@@ -206,18 +218,18 @@ async fn create_with(
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::extract::Json<NewSandbox>,
+    body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    create_with(state, headers, body.0, DEFAULT_TIMEOUT_V2).await
+    create_with(state, headers, parse(&body)?, DEFAULT_TIMEOUT_V2).await
 }
 
 /// `POST /sandboxes` (the SDKs before 2.5x).
 pub async fn create_v1(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::extract::Json<NewSandbox>,
+    body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    create_with(state, headers, body.0, DEFAULT_TIMEOUT_V1).await
+    create_with(state, headers, parse(&body)?, DEFAULT_TIMEOUT_V1).await
 }
 
 fn not_found(id: &str) -> E2bError {
@@ -243,7 +255,13 @@ pub async fn get_info(
 ) -> Result<Json<Value>, E2bError> {
     authorize(&state, &headers)?;
     let sb = find(&state, id).await?;
-    Ok(Json(detail_json(&state, &sb)))
+    let info = state
+        .blocking({
+            let sb = sb.clone();
+            move |_| Ok::<_, sqrx_core::SandboxError>(sb.info())
+        })
+        .await?;
+    Ok(Json(detail_json(&state, &sb, &info)))
 }
 
 /// `DELETE /sandboxes/{id}`.
@@ -270,9 +288,10 @@ pub async fn set_timeout(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::extract::Json<TimeoutBody>,
+    body: axum::body::Bytes,
 ) -> Result<StatusCode, E2bError> {
     authorize(&state, &headers)?;
+    let body: TimeoutBody = parse(&body)?;
     let Some(secs) = body.timeout else {
         return Err(E2bError(
             StatusCode::BAD_REQUEST,
@@ -311,10 +330,10 @@ pub async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Option<axum::extract::Json<TimeoutBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    let timeout = body.and_then(|b| b.timeout);
     authorize(&state, &headers)?;
+    let timeout = parse::<TimeoutBody>(&body)?.timeout;
     let mut sb = find(&state, id).await?;
     let paused = sb.info().status == "paused";
     let secs = timeout.unwrap_or(DEFAULT_TIMEOUT_V2).max(1);
@@ -407,19 +426,25 @@ pub async fn list(
         .map(parse_metadata_filter)
         .unwrap_or_default();
     let limit = q.limit.unwrap_or(100).clamp(1, 100);
+    // One look at each sandbox (its status reads the kernel), off the async threads.
     let mut all = state
-        .blocking(|rt| Ok::<_, sqrx_core::SandboxError>(rt.list()))
+        .blocking(|rt| {
+            Ok::<_, sqrx_core::SandboxError>(
+                rt.list()
+                    .into_iter()
+                    .map(|sb| {
+                        let info = sb.info();
+                        (sb, info)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
         .await?;
-    all.sort_by(|a, b| {
-        b.info()
-            .created
-            .cmp(&a.info().created)
-            .then_with(|| a.id().cmp(b.id()))
-    });
-    let mut items: Vec<&sqrx_core::Sandbox> = all
+    all.sort_by(|(a, ai), (b, bi)| bi.created.cmp(&ai.created).then_with(|| a.id().cmp(b.id())));
+    let mut items: Vec<&(sqrx_core::Sandbox, sqrx_core::SandboxInfo)> = all
         .iter()
-        .filter(|sb| {
-            let st = if sb.info().status == "paused" {
+        .filter(|(sb, info)| {
+            let st = if info.status == "paused" {
                 "paused"
             } else {
                 "running"
@@ -433,16 +458,19 @@ pub async fn list(
         })
         .collect();
     if let Some(after) = &q.next_token
-        && let Some(pos) = items.iter().position(|s| s.id() == after)
+        && let Some(pos) = items.iter().position(|(s, _)| s.id() == after)
     {
         items.drain(..=pos);
     }
     let more = items.len() > limit;
     items.truncate(limit);
-    let body: Vec<Value> = items.iter().map(|sb| detail_json(&state, sb)).collect();
+    let body: Vec<Value> = items
+        .iter()
+        .map(|(sb, info)| detail_json(&state, sb, info))
+        .collect();
     let mut r = Json(body).into_response();
     if more
-        && let Some(last) = items.last()
+        && let Some((last, _)) = items.last()
         && let Ok(v) = HeaderValue::from_str(last.id())
     {
         r.headers_mut().insert("x-next-token", v);

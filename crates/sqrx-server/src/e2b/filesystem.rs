@@ -422,10 +422,11 @@ async fn files_sandbox(
     let path = q.path.clone().unwrap_or_default();
     let user = q.username.clone().unwrap_or_default();
     for sb in candidates {
-        if sb.info().status != "running" {
+        let info = sb.info();
+        if info.status != "running" {
             continue;
         }
-        let token = super::access_token(state, &sb);
+        let token = super::access_token(state, sb.id(), info.created);
         let expected = signature(&path, op, &user, &token, q.signature_expiration);
         if bool::from(subtle::ConstantTimeEq::ct_eq(
             given.as_bytes(),

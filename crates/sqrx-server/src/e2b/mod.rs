@@ -80,7 +80,7 @@ pub fn api_key_matches(headers: &HeaderMap, token: &str) -> bool {
 /// The access token of a sandbox's envd side: derived from the server's token (or, without
 /// one, a key of the data directory), the sandbox id and its creation time, so it survives
 /// server restarts and dies with the sandbox.
-pub fn access_token(state: &AppState, sandbox: &sqrx_core::Sandbox) -> String {
+pub fn access_token(state: &AppState, id: &str, created: chrono::DateTime<chrono::Utc>) -> String {
     let key = state
         .config()
         .auth_token
@@ -90,9 +90,9 @@ pub fn access_token(state: &AppState, sandbox: &sqrx_core::Sandbox) -> String {
     h.update(b"sqrx-e2b-envd\0");
     h.update(key.as_bytes());
     h.update(b"\0");
-    h.update(sandbox.id().as_bytes());
+    h.update(id.as_bytes());
     h.update(b"\0");
-    h.update(sandbox.info().created.to_rfc3339().as_bytes());
+    h.update(created.to_rfc3339().as_bytes());
     hex::encode(&h.finalize()[..16])
 }
 

@@ -51,10 +51,11 @@ pub async fn sandbox_for(
     let Ok(sb) = state.blocking(move |rt| rt.get(&lookup)).await else {
         return Err(gone(&id));
     };
-    if sb.info().status != "running" {
+    let info = sb.info();
+    if info.status != "running" {
         return Err(gone(&id));
     }
-    let expected = super::access_token(state, &sb);
+    let expected = super::access_token(state, sb.id(), info.created);
     let given = headers
         .get("x-access-token")
         .map(|v| v.as_bytes())

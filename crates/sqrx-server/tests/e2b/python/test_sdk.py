@@ -282,6 +282,23 @@ def test_templates_are_layers_or_session_templates(server):
         Sandbox.create("no-such-template-or-layer")
 
 
+def test_a_bad_body_is_a_400_in_e2b_s_error_shape(server):
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        server["url"] + "/v2/sandboxes",
+        data=b'{"timeout": "soon"}',
+        headers={"X-API-KEY": server["token"], "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400
+    body = json.loads(e.value.read())
+    assert body["code"] == 400 and body["message"].startswith("bad request body")
+
+
 def test_a_wrong_key_is_an_authentication_error(server):
     with pytest.raises(AuthenticationException):
         Sandbox.create("base", api_key="e2b_" + "0" * 40)
