@@ -17,6 +17,7 @@ APT_PACKAGES=(
   nginx            # benches/proxy: the reverse proxy peer (never started as a service)
   iproute2         # `ip netns`: the network tests build their own test internet
   nftables         # `nft list ruleset`: the network tests read what sqrx installed (sqrx uses netlink)
+  sudo             # `sqrx layer bootstrap --preset e2b` copies it: E2B's base image has passwordless sudo
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -306,6 +306,10 @@ export interface FileInfo {
   mode: number
   /** Modification time. */
   mtime: Date
+  /** The owner's uid inside the sandbox. */
+  uid: number
+  /** The group's gid inside the sandbox. */
+  gid: number
 }
 
 /** The outcome of one script. */

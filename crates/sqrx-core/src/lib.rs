@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod accounts;
 pub mod cgroup;
 pub mod error;
 pub mod faults;

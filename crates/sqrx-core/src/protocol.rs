@@ -100,8 +100,13 @@ pub struct ExecSpec {
     pub argv: Vec<String>,
     /// The complete environment of the process.
     pub env: Vec<(String, String)>,
-    /// Working directory inside the sandbox.
+    /// Working directory inside the sandbox; empty: the home directory of `user` (or `/`).
     pub cwd: String,
+    /// Run as this user of the sandbox's `/etc/passwd` (a name or a numeric uid) with its
+    /// primary and supplementary groups; `None`: the sandbox's root. Init sets `HOME`, `USER`
+    /// and `LOGNAME` from the entry unless `env` has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Kill the process group after this many milliseconds.
     pub timeout_ms: Option<u64>,
     /// Bytes of each stream sent back; the rest is read and dropped.
@@ -424,6 +429,7 @@ mod tests {
             output_cap: 10,
             stdin: false,
             pty: None,
+            user: Some("user".into()),
         });
         write_json(&mut buf, Kind::Request, &req).expect("write");
         write_frame(&mut buf, Kind::Stdout, b"raw\x00bytes").expect("write");

@@ -24,6 +24,10 @@ pub struct FileInfo {
     pub mode: u32,
     /// Modification time.
     pub mtime: DateTime<Utc>,
+    /// The owner's uid inside the sandbox.
+    pub uid: u32,
+    /// The group's gid inside the sandbox.
+    pub gid: u32,
 }
 
 impl From<sqrx_core::sandbox::FileInfo> for FileInfo {
@@ -35,6 +39,8 @@ impl From<sqrx_core::sandbox::FileInfo> for FileInfo {
             size: f.size as f64,
             mode: f.mode,
             mtime: f.mtime,
+            uid: f.uid,
+            gid: f.gid,
         }
     }
 }

@@ -47,6 +47,16 @@ impl FileInfo {
     fn mtime(&self) -> DateTime<Utc> {
         self.inner.mtime
     }
+    /// The owner's uid inside the sandbox.
+    #[getter]
+    fn uid(&self) -> u32 {
+        self.inner.uid
+    }
+    /// The group's gid inside the sandbox.
+    #[getter]
+    fn gid(&self) -> u32 {
+        self.inner.gid
+    }
     fn __repr__(&self) -> String {
         format!(
             "FileInfo(path={:?}, kind={:?}, size={}, mode={:#o})",

@@ -40,9 +40,10 @@ pub enum LayerCmd {
         #[command(flatten)]
         build: BuildArgs,
     },
-    /// Make the default base layer 000-base.
+    /// Make the default base layer 000-base (or, with --preset e2b, 010-e2b).
     Bootstrap {
-        /// host: the host's own shell and tools (offline); debian: debootstrap minbase.
+        /// host: the host's own shell and tools (offline); debian: debootstrap minbase; e2b:
+        /// E2B's base image on top of 000-base (user `user`, sudo, python3; offline).
         #[arg(long, value_enum, default_value_t = Preset::Host)]
         preset: Preset,
         /// Debian release for the debian preset.
@@ -90,6 +91,8 @@ pub enum Preset {
     Host,
     /// debootstrap --variant=minbase.
     Debian,
+    /// The layer 010-e2b: E2B's `base` image over 000-base (user `user`, sudo, python3).
+    E2b,
 }
 
 /// Options shared by every command that writes a layer.
@@ -263,6 +266,7 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             let preset = match preset {
                 Preset::Host => BootstrapPreset::Host,
                 Preset::Debian => BootstrapPreset::Debian { suite, mirror },
+                Preset::E2b => BootstrapPreset::E2b,
             };
             let (opts, bar) = build.options()?;
             let r = store.bootstrap(&preset, &opts)?;

@@ -55,6 +55,9 @@ pub enum SandboxCmd {
         /// A host (or *.DOMAIN) the secret NAME may go to. Repeatable.
         #[arg(long = "secret-host", value_name = "NAME=HOST")]
         secret_hosts: Vec<String>,
+        /// Let setuid programs (sudo) raise privileges inside, to the sandbox's own root.
+        #[arg(long)]
+        setuid: bool,
         /// Print the sandbox info as JSON.
         #[arg(long)]
         json: bool,
@@ -96,9 +99,12 @@ pub enum SandboxCmd {
         /// Kill the command's process tree after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
-        /// Working directory inside the sandbox.
+        /// Working directory inside the sandbox (default: the user's home, / for root).
         #[arg(long)]
         workdir: Option<String>,
+        /// Run as this user of the sandbox's /etc/passwd (a name or a uid; default root).
+        #[arg(long, short = 'u')]
+        user: Option<String>,
         /// Extra environment, KEY=VALUE.
         #[arg(long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
@@ -404,6 +410,7 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             allow,
             secrets,
             secret_hosts,
+            setuid,
             json,
         } => {
             let network = create_policy(net, &allow)?;
@@ -420,6 +427,7 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             spec.env = parse_env(&env)?;
             spec.network = network;
             spec.secrets = secrets;
+            spec.setuid = setuid;
             let sandbox = rt.create(spec)?;
             if json {
                 print_json(&info_json(&sandbox)?)?;
@@ -476,6 +484,7 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             id,
             timeout,
             workdir,
+            user,
             env,
             stdin,
             command,
@@ -489,6 +498,7 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
             let mut req = ExecRequest::new(command);
             req.env = parse_env(&env)?;
             req.workdir = workdir;
+            req.user = user;
             if let Some(t) = timeout {
                 if !(t.is_finite() && t > 0.0) {
                     return Err(CliError(format!(

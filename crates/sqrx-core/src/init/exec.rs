@@ -41,8 +41,8 @@ fn command(spec: &ExecSpec) -> Result<Command, (FailureKind, String)> {
     cmd.args(&spec.argv[1..])
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
         .process_group(0);
+    super::user::apply(&mut cmd, spec)?;
     Ok(cmd)
 }
 
@@ -50,7 +50,7 @@ pub(super) fn spawn_error(spec: &ExecSpec, e: std::io::Error) -> (FailureKind, S
     let program = spec.argv.first().map(String::as_str).unwrap_or("");
     match e.kind() {
         std::io::ErrorKind::NotFound => {
-            if std::path::Path::new(&spec.cwd).is_dir() {
+            if spec.cwd.is_empty() || std::path::Path::new(&spec.cwd).is_dir() {
                 (
                     FailureKind::NotFound,
                     format!("{program}: command not found"),
@@ -341,6 +341,7 @@ mod tests {
             output_cap: 0,
             stdin: false,
             pty: None,
+            user: None,
         }
     }
 

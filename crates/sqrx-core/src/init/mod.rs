@@ -23,6 +23,7 @@ mod pty;
 mod seccomp;
 mod server;
 mod setup;
+mod user;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,10 @@ pub struct InitConfig {
     /// The runtime's CA (PEM), put in the sandbox's trust store: it has secrets.
     #[serde(default)]
     pub trust_ca: Option<String>,
+    /// Setuid programs may raise privileges: the root is mounted without `nosuid` and the
+    /// server does not set `no_new_privs` ([`crate::SandboxSpec::setuid`]).
+    #[serde(default)]
+    pub setuid: bool,
 }
 
 /// The control socket's file name for inits started before sockets had one each.
@@ -99,6 +104,12 @@ impl InitConfig {
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir
             .join(self.socket.as_deref().unwrap_or(DEFAULT_SOCKET))
+    }
+
+    /// Whether setuid programs may raise privileges: asked for, and only inside a user
+    /// namespace (as host root they would gain the host's root).
+    pub fn allows_setuid(&self) -> bool {
+        self.setuid && self.id_base.is_some()
     }
 }
 

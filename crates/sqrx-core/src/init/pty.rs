@@ -68,10 +68,12 @@ pub(super) fn run(
                 .find(|(k, _)| k == "TERM")
                 .map_or("xterm-256color", |(_, v)| v),
         )
-        .current_dir(&spec.cwd)
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
+    if let Err((kind, msg)) = super::user::apply(&mut cmd, &spec) {
+        return fail(&mut stream, kind, msg);
+    }
     crate::sys::pty::controlling_terminal(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,

@@ -315,6 +315,12 @@ impl Filters {
     pub fn apply(&self) -> std::io::Result<()> {
         seccompiler::apply_filter(&self.program).map_err(|e| std::io::Error::other(e.to_string()))
     }
+
+    /// Install the program on the calling thread without setting `no_new_privs`; needs
+    /// `CAP_SYS_ADMIN` in the thread's user namespace.
+    pub fn apply_keeping_privs(&self) -> std::io::Result<()> {
+        crate::sys::identity::install_seccomp_keeping_privs(&self.program)
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,10 @@ pub(super) struct State {
     pub exec_seq: std::sync::atomic::AtomicU64,
 }
 
-/// Confine the server itself: everything it starts inherits this.
-fn confine() -> Result<(), String> {
+/// Confine the server itself: everything it starts inherits this. With `setuid`, setuid
+/// programs may raise privileges (no `no_new_privs`); the seccomp filter is then installed
+/// while `CAP_SYS_ADMIN` is still held, as the kernel requires without `no_new_privs`.
+fn confine(setuid: bool) -> Result<(), String> {
     use crate::weaken::off;
     let filters = Filters::build().map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     // The workload must be the OOM killer's choice: only PID 1 keeps its protection.
@@ -54,26 +56,39 @@ fn confine() -> Result<(), String> {
         crate::sys::idmap::set_non_dumpable()
             .map_err(|e| format!("cannot make the server non-dumpable: {e}"))?;
     }
+    let seccomp = || {
+        if off("seccomp") {
+            return Ok(());
+        }
+        if setuid {
+            filters.apply_keeping_privs()
+        } else {
+            filters.apply()
+        }
+        .map_err(|e| format!("cannot install the seccomp filter: {e}"))
+    };
+    if setuid {
+        seccomp()?;
+    }
     if !off("caps") {
         crate::sys::caps::drop_to_default(crate::sys::caps::last_cap())
             .map_err(|e| format!("cannot drop capabilities: {e}"))?;
+    }
+    if setuid {
+        return Ok(());
     }
     if !off("nnp") {
         crate::sys::caps::set_no_new_privs()
             .map_err(|e| format!("cannot set no_new_privs: {e}"))?;
     }
-    if off("seccomp") {
-        return Ok(());
-    }
-    filters
-        .apply()
-        .map_err(|e| format!("cannot install the seccomp filter: {e}"))
+    seccomp()
 }
 
 /// Serve forever (until the listener fails).
-/// `exec_seq_base`: the number of the last exec of an earlier init of this sandbox.
-pub(super) fn serve(listener: UnixListener, exec_seq_base: u64) {
-    if let Err(e) = confine() {
+/// `exec_seq_base`: the number of the last exec of an earlier init of this sandbox; `setuid`:
+/// see [`confine`].
+pub(super) fn serve(listener: UnixListener, exec_seq_base: u64, setuid: bool) {
+    if let Err(e) = confine(setuid) {
         super::setup::SetupError::from(e).report("sqrx-init");
         return;
     }

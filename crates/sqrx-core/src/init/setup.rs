@@ -232,7 +232,7 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     );
     let root = stage.join("root");
     let mut root_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    if crate::weaken::off("nosuid") {
+    if config.allows_setuid() || crate::weaken::off("nosuid") {
         root_flags -= MsFlags::MS_NOSUID;
     }
     mount_fs("sqrx", &root, "overlay", root_flags, Some(&opts))?;
@@ -297,6 +297,10 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     if let Some(dns) = config.dns {
         write_resolv_conf(dns)?;
     }
+    // Best effort: a full upper must not stop the sandbox from starting.
+    if let Err(e) = name_own_host(&config.hostname) {
+        eprintln!("sqrx-init: cannot name the host in /etc/hosts: {e}");
+    }
     if let Some(ca) = &config.trust_ca {
         ctx(crate::secrets::trust::install(ca), || {
             "put the egress CA in the trust store".into()
@@ -332,7 +336,7 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
                 }
                 drop(ns);
             }
-            super::server::serve(listener, config.exec_seq_base);
+            super::server::serve(listener, config.exec_seq_base, config.allows_setuid());
             Ok(0)
         }
         Forked::Parent(server) => {
@@ -501,6 +505,41 @@ fn write_resolv_conf(dns: std::net::Ipv4Addr) -> Step<()> {
         std::io::Write::write_all(&mut f, format!("nameserver {dns}\n").as_bytes()),
         || "write /etc/resolv.conf".into(),
     )
+}
+
+/// Make the sandbox's hostname resolve (`127.0.1.1` in `/etc/hosts`, as Debian's installer
+/// does), so that programs that look their own host up (`sudo`) do not stall or warn. After
+/// the pivot, as the sandbox's root; a file that names it already is left alone, a symlink in
+/// place of the file is never followed.
+fn name_own_host(hostname: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = Path::new("/etc/hosts");
+    let current = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => std::fs::read_to_string(path)?,
+        Ok(_) => return Ok(()),
+        Err(_) => "127.0.0.1\tlocalhost\n::1\tlocalhost\n".to_string(),
+    };
+    let named = current.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        line.split_whitespace().skip(1).any(|name| name == hostname)
+    });
+    if named {
+        return Ok(());
+    }
+    let mut text = current;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// `pivot_root` into `root` and detach the old root: the host filesystem becomes unreachable.

@@ -1,5 +1,5 @@
 //! The default base layer `000-base`, made offline from the host's own programs or with
-//! `debootstrap`.
+//! `debootstrap`, and the E2B base image's additions `010-e2b` made offline from the host.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +20,11 @@ pub enum BootstrapPreset {
         /// A mirror URL; `None` takes debootstrap's default.
         mirror: Option<String>,
     },
+    /// What E2B's `base` image has on top of `000-base`, as the layer `010-e2b`: a user `user`
+    /// (uid 1000, home `/home/user`) with passwordless `sudo`, and `python3` with its standard
+    /// library, copied from the host. Offline. Sandboxes on it need
+    /// [`crate::SandboxSpec::setuid`] for `sudo`.
+    E2b,
 }
 
 impl BootstrapPreset {
@@ -28,9 +33,24 @@ impl BootstrapPreset {
         match self {
             BootstrapPreset::Host => "host",
             BootstrapPreset::Debian { .. } => "debian",
+            BootstrapPreset::E2b => "e2b",
+        }
+    }
+
+    /// The layer the preset makes: [`crate::layer::BASE_LAYER`] or [`E2B_LAYER`].
+    pub fn layer_name(&self) -> &'static str {
+        match self {
+            BootstrapPreset::E2b => E2B_LAYER,
+            _ => super::BASE_LAYER,
         }
     }
 }
+
+/// The layer of the e2b preset, stacked on `000-base`.
+pub const E2B_LAYER: &str = "010-e2b";
+
+/// The e2b preset's user: name, uid (= gid) and home.
+pub const E2B_USER: (&str, u32, &str) = ("user", 1000, "/home/user");
 
 /// Programs the host preset copies when the host has them. `sh` is required.
 pub const HOST_PROGRAMS: &[&str] = &[
@@ -142,11 +162,15 @@ fn text_file(tree: &mut Tree, path: &str, mode: u16, text: &str, mtime: u32) {
 }
 
 fn dir(tree: &mut Tree, path: &str, mode: u16, mtime: u32) {
+    owned_dir(tree, path, mode, 0, mtime);
+}
+
+fn owned_dir(tree: &mut Tree, path: &str, mode: u16, owner: u32, mtime: u32) {
     let node = Node {
         header: Header {
             mode,
-            uid: 0,
-            gid: 0,
+            uid: owner,
+            gid: owner,
             mtime,
         },
         kind: NodeKind::Dir,
@@ -252,6 +276,90 @@ pub(crate) fn host_tree() -> Result<(Tree, u64), LayerError> {
             tree.insert(Path::new(conf), node, now);
         }
     }
+    let bytes = tree.file_bytes();
+    Ok((tree, bytes))
+}
+
+/// Where Debian keeps PAM modules and sudo's plugins, per architecture.
+const PAM_PERMIT: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/security/pam_permit.so",
+    "/lib/x86_64-linux-gnu/security/pam_permit.so",
+    "/usr/lib/aarch64-linux-gnu/security/pam_permit.so",
+    "/lib/aarch64-linux-gnu/security/pam_permit.so",
+    "/usr/lib64/security/pam_permit.so",
+    "/usr/lib/security/pam_permit.so",
+];
+
+/// The e2b preset's tree: the user, `sudo` (setuid root, with a sudoers file that lets the
+/// `sudo` group run anything without a password and a PAM stack that permits), `python3`.
+pub(crate) fn e2b_tree() -> Result<(Tree, u64), LayerError> {
+    let sudo = find_program("sudo").ok_or(LayerError::PresetProgramMissing {
+        program: "sudo",
+        package: "sudo",
+    })?;
+    let python = find_program("python3").ok_or(LayerError::PresetProgramMissing {
+        program: "python3",
+        package: "python3",
+    })?;
+    let stdlib = std::fs::canonicalize(&python)
+        .ok()
+        .and_then(|real| real.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .map(|name| Path::new("/usr/lib").join(name))
+        .filter(|dir| dir.join("os.py").is_file())
+        .ok_or(LayerError::PresetProgramMissing {
+            program: "python3's standard library",
+            package: "python3",
+        })?;
+    let mut c = HostCollector::new();
+    c.add(&sudo)?;
+    for plugins in ["/usr/libexec/sudo", "/usr/lib/sudo"] {
+        if Path::new(plugins).is_dir() {
+            c.add(Path::new(plugins))?;
+        }
+    }
+    if let Some(permit) = PAM_PERMIT.iter().find(|p| Path::new(p).is_file()) {
+        c.add(Path::new(permit))?;
+    }
+    c.add(&python)?;
+    c.add(&stdlib)?;
+    let mut tree = c.tree;
+    let now = clamp_time(chrono::Utc::now().timestamp());
+    let (user, uid, home) = E2B_USER;
+    owned_dir(&mut tree, home, 0o755, uid, now);
+    text_file(
+        &mut tree,
+        "/etc/passwd",
+        0o644,
+        &format!(
+            "root:x:0:0:root:/root:/bin/bash\n\
+             {user}:x:{uid}:{uid}::{home}:/bin/bash\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
+        now,
+    );
+    text_file(
+        &mut tree,
+        "/etc/group",
+        0o644,
+        &format!("root:x:0:\nsudo:x:27:{user}\n{user}:x:{uid}:\nnogroup:x:65534:\n"),
+        now,
+    );
+    text_file(
+        &mut tree,
+        "/etc/sudoers",
+        0o440,
+        "Defaults env_reset\n\
+         Defaults secure_path=\"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"\n\
+         Defaults !syslog, !lecture\n\
+         root ALL=(ALL:ALL) ALL\n\
+         %sudo ALL=(ALL:ALL) NOPASSWD: ALL\n",
+        now,
+    );
+    let pam = "auth sufficient pam_permit.so\naccount required pam_permit.so\n\
+               session required pam_permit.so\n";
+    text_file(&mut tree, "/etc/pam.d/sudo", 0o644, pam, now);
+    text_file(&mut tree, "/etc/pam.d/other", 0o644, pam, now);
+    dir(&mut tree, "/var/lib/sudo", 0o700, now);
     let bytes = tree.file_bytes();
     Ok((tree, bytes))
 }

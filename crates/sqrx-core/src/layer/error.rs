@@ -115,6 +115,17 @@ pub enum LayerError {
         /// Where it looked.
         looked_for: String,
     },
+    /// A program the e2b preset copies from the host is missing.
+    #[error(
+        "the e2b preset copies {program} from this host, which has none: install it \
+         (apt-get install {package})"
+    )]
+    PresetProgramMissing {
+        /// The program.
+        program: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
+    },
     /// `debootstrap` is not installed.
     #[error("the debian preset needs debootstrap: install it (apt-get install debootstrap)")]
     NoDebootstrap,
@@ -194,7 +205,9 @@ impl LayerError {
             | LayerError::SourceMissing { .. }
             | LayerError::LibraryNotFound { .. } => ErrorKind::NotFound,
             LayerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            LayerError::NoShell { .. } | LayerError::NoDebootstrap => ErrorKind::Unavailable,
+            LayerError::NoShell { .. }
+            | LayerError::NoDebootstrap
+            | LayerError::PresetProgramMissing { .. } => ErrorKind::Unavailable,
             LayerError::ReadSource { source, .. } | LayerError::Store { source, .. } => {
                 io_kind(source)
             }

@@ -20,7 +20,7 @@ mod store;
 mod tree;
 mod verify;
 
-pub use bootstrap::BootstrapPreset;
+pub use bootstrap::{BootstrapPreset, E2B_LAYER, E2B_USER};
 pub use error::LayerError;
 pub(crate) use from_upper::pack_upper;
 pub use inspect::{Inspection, inspect_image};

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::bootstrap::{BootstrapPreset, debootstrap, host_tree};
+use super::bootstrap::{BootstrapPreset, debootstrap, e2b_tree, host_tree};
 use super::from_dir::{DirStats, tree_from_dir};
 use super::from_host::HostCollector;
 use super::from_tar::tree_from_tar;
@@ -462,20 +462,32 @@ impl LayerStore {
         )
     }
 
-    /// Make the default base layer `000-base` with `preset`.
+    /// Make the layer of `preset`: the default base layer `000-base`, or `010-e2b`.
     pub fn bootstrap(
         &self,
         preset: &BootstrapPreset,
         opts: &BuildOptions,
     ) -> Result<BuildReport, LayerError> {
         let started = Instant::now();
-        let name = LayerName::new(BASE_LAYER)?;
+        let name = LayerName::new(preset.layer_name())?;
         self.refuse_existing(&name, opts)?;
         let staging = self.staging()?;
         let provenance = Provenance::Bootstrap {
             preset: preset.name().to_string(),
         };
         match preset {
+            BootstrapPreset::E2b => {
+                let (tree, _) = e2b_tree()?;
+                self.publish_tree(
+                    &name,
+                    &tree,
+                    staging.path(),
+                    provenance,
+                    DirStats::default(),
+                    opts,
+                    started,
+                )
+            }
             BootstrapPreset::Host => {
                 let (tree, _) = host_tree()?;
                 self.publish_tree(
@@ -507,11 +519,16 @@ impl LayerStore {
 
     /// The base layer, made with the host preset if the store has none yet.
     pub fn ensure_base(&self) -> Result<Layer, LayerError> {
-        let name = LayerName::new(BASE_LAYER)?;
+        self.ensure_preset(&BootstrapPreset::Host)
+    }
+
+    /// The layer of `preset` ([`BootstrapPreset::layer_name`]), made if the store has none yet.
+    pub fn ensure_preset(&self, preset: &BootstrapPreset) -> Result<Layer, LayerError> {
+        let name = LayerName::new(preset.layer_name())?;
         match self.get(&name) {
             Ok(layer) => Ok(layer),
             Err(LayerError::NotFound { .. }) => {
-                match self.bootstrap(&BootstrapPreset::Host, &BuildOptions::default()) {
+                match self.bootstrap(preset, &BuildOptions::default()) {
                     Ok(report) => Ok(report.layer),
                     // Another process made it first.
                     Err(LayerError::AlreadyExists { .. }) => self.get(&name),

@@ -175,6 +175,14 @@ impl Runtime {
     /// Create and start a sandbox.
     pub fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
+        if spec.setuid && self.inner.config.isolation == super::Isolation::HostRoot {
+            return Err(SandboxError::Invalid {
+                field: "setuid",
+                reason: "setuid programs need isolation = user-namespace (the default): with \
+                         host-root they would gain the host's root"
+                    .into(),
+            });
+        }
         self.init_program()?;
         let layers = self.resolve_layers(&spec.layers)?;
         let (dir, _creating) = self.reserve(&spec.id)?;
@@ -308,6 +316,7 @@ impl Runtime {
         Ok(Sandbox {
             rt: self.clone(),
             state,
+            files_owner: None,
         })
     }
 
@@ -365,6 +374,7 @@ pub(crate) fn init_config(
         dns,
         socket: Some(crate::init::fresh_socket_name()),
         trust_ca: None,
+        setuid: spec.setuid,
     }
 }
 

@@ -38,6 +38,14 @@ pub enum SandboxError {
         /// The id.
         id: String,
     },
+    /// No such user in the sandbox's `/etc/passwd`.
+    #[error("user {user:?} is not in the /etc/passwd of sandbox {id}")]
+    UserNotFound {
+        /// The sandbox id.
+        id: String,
+        /// The user asked for.
+        user: String,
+    },
     /// The sandbox's init is gone (killed or crashed); it has been cleaned up.
     #[error("sandbox {id} is dead (its init exited); it has been cleaned up")]
     Dead {
@@ -236,6 +244,7 @@ impl SandboxError {
             | SandboxError::SnapshotExists { .. }
             | SandboxError::LayerActive { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound { .. }
+            | SandboxError::UserNotFound { .. }
             | SandboxError::Dead { .. }
             | SandboxError::SnapshotNotFound { .. } => ErrorKind::NotFound,
             SandboxError::LayerChanged { .. } => ErrorKind::Conflict,

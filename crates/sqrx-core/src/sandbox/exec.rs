@@ -133,7 +133,10 @@ impl Sandbox {
     pub(super) fn spec_for(&self, req: &ExecRequest) -> ExecSpec {
         let mut env = std::collections::BTreeMap::new();
         env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
-        env.insert("HOME".to_string(), "/root".to_string());
+        // A named user's HOME comes from the sandbox's /etc/passwd, set by init.
+        if req.user.is_none() {
+            env.insert("HOME".to_string(), "/root".to_string());
+        }
         env.insert("LANG".to_string(), "C.UTF-8".to_string());
         env.insert(
             "HOSTNAME".to_string(),
@@ -149,13 +152,18 @@ impl Sandbox {
         ExecSpec {
             argv: req.command.argv(),
             env: env.into_iter().collect(),
-            cwd: req.workdir.clone().unwrap_or_else(|| "/".into()),
+            // Empty: the named user's home, which init reads from the sandbox's /etc/passwd.
+            cwd: req.workdir.clone().unwrap_or_else(|| match req.user {
+                Some(_) => String::new(),
+                None => "/".into(),
+            }),
             timeout_ms: req
                 .timeout
                 .map(|t| t.as_millis().min(u64::MAX as u128) as u64),
             output_cap: req.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
             stdin: req.stdin.is_some(),
             pty: None,
+            user: req.user.clone(),
         }
     }
 

@@ -35,6 +35,10 @@ pub struct FileInfo {
     pub mode: u32,
     /// Modification time.
     pub mtime: DateTime<Utc>,
+    /// The owner's uid as the sandbox sees it (65534 for ids it does not map).
+    pub uid: u32,
+    /// The group's gid as the sandbox sees it.
+    pub gid: u32,
 }
 
 fn kind_of(st: &FileStat) -> &'static str {
@@ -49,8 +53,10 @@ fn kind_of(st: &FileStat) -> &'static str {
     }
 }
 
-fn info(name: &str, path: &str, st: &FileStat) -> FileInfo {
+fn info(sb: &Sandbox, name: &str, path: &str, st: &FileStat) -> FileInfo {
     FileInfo {
+        uid: sb.sandbox_id(st.st_uid),
+        gid: sb.sandbox_id(st.st_gid),
         name: name.to_string(),
         path: path.to_string(),
         kind: kind_of(st),
@@ -113,10 +119,13 @@ impl Sandbox {
     /// While alive, files this thread creates belong to the sandbox's root (its host id range's
     /// first id); a sandbox that runs as host root needs nothing.
     pub(super) fn as_sandbox_root(&self) -> Result<Option<crate::sys::idmap::FsIds>, SandboxError> {
-        let Some(ids) = self.state.ids else {
-            return Ok(None);
+        let (uid, gid) = self.files_owner.unwrap_or((0, 0));
+        let (uid, gid) = match self.state.ids {
+            Some(ids) => (ids.base + uid, ids.base + gid),
+            None if (uid, gid) == (0, 0) => return Ok(None),
+            None => (uid, gid),
         };
-        crate::sys::idmap::act_as(ids.base)
+        crate::sys::idmap::act_as_ids(uid, gid)
             .map(Some)
             .map_err(|source| SandboxError::Io {
                 op: "act as the root of",
@@ -142,6 +151,40 @@ impl Sandbox {
             Some(r) if id < super::IdRange::COUNT => Some(r.base + id),
             Some(_) => None,
         }
+    }
+
+    /// The sandbox's own `/etc/passwd` and `/etc/group` (empty where missing or unreadable).
+    pub fn accounts(&self) -> crate::accounts::Accounts {
+        let read = |path: &str| {
+            self.read_file(path)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        crate::accounts::Accounts {
+            passwd: read("/etc/passwd"),
+            group: read("/etc/group"),
+        }
+    }
+
+    /// A user of the sandbox's own `/etc/passwd` (a name or a numeric uid).
+    pub fn account(&self, user: &str) -> Result<crate::accounts::Account, SandboxError> {
+        self.accounts()
+            .resolve(user)
+            .ok_or_else(|| SandboxError::UserNotFound {
+                id: self.id().to_string(),
+                user: user.to_string(),
+            })
+    }
+
+    /// This sandbox, with the files and directories that writes through the returned handle
+    /// create ([`Sandbox::write_file`], [`Sandbox::mkdir`] and the parents they make) owned by
+    /// `account` instead of the sandbox's root. Access checks stay the root's.
+    pub fn files_owned_by(&self, account: &crate::accounts::Account) -> Sandbox {
+        let mut sb = self.clone();
+        sb.files_owner = (account.uid < super::IdRange::COUNT
+            && account.gid < super::IdRange::COUNT)
+            .then_some((account.uid, account.gid));
+        sb
     }
 
     pub(super) fn root(&self) -> Result<OwnedFd, SandboxError> {
@@ -384,7 +427,7 @@ impl Sandbox {
         let root = self.root()?;
         let Some((name, parent)) = parts.split_last() else {
             let st = nix::sys::stat::fstat(root.as_fd()).map_err(self.file_err("stat", path))?;
-            return Ok(info("/", "/", &st));
+            return Ok(info(self, "/", "/", &st));
         };
         let dir = self.open_in(&root, parent, OFlag::O_PATH | OFlag::O_DIRECTORY, "stat")?;
         let st = nix::sys::stat::fstatat(
@@ -393,7 +436,7 @@ impl Sandbox {
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(self.file_err("stat", path))?;
-        Ok(info(name, &joined(&parts), &st))
+        Ok(info(self, name, &joined(&parts), &st))
     }
 
     /// The entries of a directory, sorted by name.
@@ -425,7 +468,7 @@ impl Sandbox {
                 name.as_str(),
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
-                out.push(info(&name, &child, &st));
+                out.push(info(self, &name, &child, &st));
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -83,6 +83,7 @@ impl Runtime {
         let sandbox = Sandbox {
             rt: self.clone(),
             state: SandboxState::load(&path)?,
+            files_owner: None,
         };
         match sandbox.repair() {
             Ok(_) | Err(SandboxError::Dead { .. }) => Ok(()),

@@ -167,6 +167,8 @@ pub struct SandboxInfo {
 pub struct Sandbox {
     pub(crate) rt: Runtime,
     pub(crate) state: SandboxState,
+    /// The sandbox's (uid, gid) owning files this handle writes; `None`: its root.
+    pub(crate) files_owner: Option<(u32, u32)>,
 }
 
 impl Sandbox {
@@ -282,6 +284,11 @@ impl Runtime {
         &self.inner.config.data_dir
     }
 
+    /// How root in this runtime's sandboxes relates to the host's root.
+    pub fn isolation(&self) -> Isolation {
+        self.inner.config.isolation
+    }
+
     pub(crate) fn state_path(&self, id: &str) -> PathBuf {
         self.inner.sandboxes_dir.join(id).join("state.json")
     }
@@ -314,6 +321,7 @@ impl Runtime {
         let sandbox = Sandbox {
             rt: self.clone(),
             state,
+            files_owner: None,
         };
         let destroying = super::destroy::destroying_marker(&sandbox.dir()).exists();
         if destroying || !sandbox.state.init_alive() {

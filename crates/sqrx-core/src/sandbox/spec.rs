@@ -92,6 +92,12 @@ pub struct SandboxSpec {
     /// Free key-value labels, stored and shown back (E2B's sandbox `metadata`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Let setuid and setgid programs (`sudo`, `su`) raise privileges inside the sandbox: its
+    /// root filesystem is mounted without `nosuid` and its processes run without
+    /// `no_new_privs`. What they can gain is the sandbox's own root, which is an unprivileged
+    /// host uid in its user namespace; refused with the `host-root` isolation. Default off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setuid: bool,
 }
 
 /// Environment variable names, for `Debug` output that must not carry secrets.
@@ -131,6 +137,7 @@ impl std::fmt::Debug for ExecRequest {
             .field("command", &self.command)
             .field("env", &EnvNames(&self.env))
             .field("workdir", &self.workdir)
+            .field("user", &self.user)
             .field("stdin", &self.stdin.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
             .field("output_cap", &self.output_cap)
@@ -157,6 +164,7 @@ impl SandboxSpec {
             network: crate::network::NetworkPolicy::None,
             secrets: BTreeMap::new(),
             metadata: BTreeMap::new(),
+            setuid: false,
         }
     }
 
@@ -263,9 +271,13 @@ pub struct ExecRequest {
     /// Variables added to the sandbox's clean default environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory (default `/`).
+    /// Working directory (default: the home directory of `user`, or `/` for root).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Run as this user of the sandbox's `/etc/passwd`, by name or numeric uid (default: the
+    /// sandbox's root). The process gets the user's groups, `HOME`, `USER` and `LOGNAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Bytes written to the process's stdin (then closed); `None` = `/dev/null`.
     #[serde(default)]
     pub stdin: Option<Vec<u8>>,
@@ -284,6 +296,7 @@ impl ExecRequest {
             command: command.into(),
             env: BTreeMap::new(),
             workdir: None,
+            user: None,
             stdin: None,
             timeout: None,
             output_cap: None,
@@ -303,6 +316,14 @@ impl ExecRequest {
             return Err(SandboxError::Invalid {
                 field: "workdir",
                 reason: format!("{w:?} is not absolute"),
+            });
+        }
+        if let Some(u) = &self.user
+            && (u.is_empty() || u.len() > 64 || u.contains([':', '/', '\0', '\n']))
+        {
+            return Err(SandboxError::Invalid {
+                field: "user",
+                reason: format!("{u:?} is not a user name or uid"),
             });
         }
         for k in self.env.keys() {

@@ -252,10 +252,15 @@ pub struct FsIds {
 
 /// Switch the calling thread's filesystem ids to `id` (see [`FsIds`]).
 pub fn act_as(id: u32) -> io::Result<FsIds> {
+    act_as_ids(id, id)
+}
+
+/// Switch the calling thread's filesystem uid to `uid` and gid to `gid` (see [`FsIds`]).
+pub fn act_as_ids(uid: u32, gid: u32) -> io::Result<FsIds> {
     // SAFETY: setfsgid/setfsuid take integer ids and only change this thread's credentials.
     unsafe {
-        libc::syscall(libc::SYS_setfsgid, id);
-        libc::syscall(libc::SYS_setfsuid, id);
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
     }
     let guard = FsIds {
         _not_send: std::marker::PhantomData,

@@ -5,6 +5,7 @@ pub mod caps;
 pub mod confine;
 pub mod devbpf;
 pub mod fdpass;
+pub mod identity;
 pub mod idmap;
 pub mod loopdev;
 pub mod netdev;

@@ -41,6 +41,7 @@ fn sample_stream() -> Vec<u8> {
         output_cap: 1 << 20,
         stdin: true,
         pty: Some(protocol::PtySize { cols: 80, rows: 24 }),
+        user: Some("user".into()),
     };
     protocol::write_json(&mut out, Kind::Request, &Request::Exec(spec)).expect("write");
     protocol::write_frame(&mut out, Kind::Stdin, b"input\n").expect("write");

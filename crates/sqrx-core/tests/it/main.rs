@@ -21,6 +21,7 @@ mod session;
 mod state;
 mod tar_import;
 mod transactions;
+mod users;
 
 use sqrx_core::{BuildOptions, LayerName, LayerStore};
 

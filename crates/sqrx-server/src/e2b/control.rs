@@ -98,13 +98,26 @@ fn base() -> String {
     "base".into()
 }
 
-/// The layers of a template: `base` is the default stack; a session template of that name
-/// (`[[template]]` in the server's config) gives its layers; any other name is a layer put on
-/// top of the base.
+/// The layers of a template: `base` is E2B's base image (`000-base` and the e2b preset's
+/// `010-e2b`, made on first use; `000-base` alone when this host cannot make it); a session
+/// template of that name (`[[template]]` in the server's config) gives its layers; any other
+/// name is a layer put on top of the base image. Reads and may build layers: call off the
+/// async threads.
 fn template_layers(state: &AppState, template: &str) -> Result<Vec<String>, E2bError> {
     let base = sqrx_core::layer::BASE_LAYER.to_string();
+    let image = || match state
+        .runtime()
+        .layers()
+        .ensure_preset(&sqrx_core::BootstrapPreset::E2b)
+    {
+        Ok(_) => vec![base.clone(), sqrx_core::layer::E2B_LAYER.to_string()],
+        Err(e) => {
+            tracing::warn!(error = %e, "no E2B base image on this host; the base template is 000-base alone");
+            vec![base.clone()]
+        }
+    };
     if template == "base" || template == base {
-        return Ok(vec![base]);
+        return Ok(image());
     }
     if let Some(t) = state.config().templates.iter().find(|t| t.name == template) {
         return Ok(t.layers.clone());
@@ -121,11 +134,13 @@ fn template_layers(state: &AppState, template: &str) -> Result<Vec<String>, E2bE
             format!("template {template:?} not found (no layer of that name)"),
         ));
     }
-    Ok(vec![base, template.to_string()])
+    let mut layers = image();
+    layers.push(template.to_string());
+    Ok(layers)
 }
 
 /// The template a sandbox was made from: the session template with its layers, else its top
-/// layer, else `base`.
+/// layer above E2B's base image, else `base`.
 fn template_of(state: &AppState, sandbox: &sqrx_core::Sandbox) -> String {
     let layers = &sandbox.spec().layers;
     if let Some(t) = state
@@ -137,7 +152,7 @@ fn template_of(state: &AppState, sandbox: &sqrx_core::Sandbox) -> String {
         return t.name.clone();
     }
     match layers.as_slice() {
-        [_, .., top] => top.clone(),
+        [_, .., top] if top != sqrx_core::layer::E2B_LAYER => top.clone(),
         _ => "base".into(),
     }
 }
@@ -194,9 +209,15 @@ async fn create_with(
     default_timeout: u64,
 ) -> Result<Response, E2bError> {
     authorize(&state, &headers)?;
-    let layers = template_layers(&state, &body.template_id)?;
+    let (st, template) = (state.clone(), body.template_id.clone());
+    let layers = tokio::task::spawn_blocking(move || template_layers(&st, &template))
+        .await
+        .map_err(|e| E2bError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let config = state.config();
     let mut spec = sqrx_core::SandboxSpec::new(new_id());
+    // E2B's base image has passwordless sudo; setuid works only inside a user namespace.
+    spec.setuid = layers.iter().any(|l| l == sqrx_core::layer::E2B_LAYER)
+        && state.runtime().isolation() == sqrx_core::sandbox::Isolation::UserNamespace;
     spec.layers = layers;
     spec.cpu = Some(config.limits.default_cpu);
     spec.memory_mb = Some(config.limits.default_memory_mb);

@@ -14,17 +14,57 @@ use serde_json::{Value, json};
 use super::connect::{self, Code, RpcError};
 use crate::state::AppState;
 
-/// Where relative paths start.
-const HOME: &str = "/root";
-
-fn absolute(path: &str) -> String {
+/// A path of a request made absolute: relative paths start at the acting user's `home`.
+fn absolute(home: &str, path: &str) -> String {
+    let home = home.trim_end_matches('/');
     if path.starts_with('/') {
         path.to_string()
     } else if path.is_empty() {
-        HOME.to_string()
+        if home.is_empty() {
+            "/".into()
+        } else {
+            home.to_string()
+        }
     } else {
-        format!("{HOME}/{path}")
+        format!("{home}/{path}")
     }
+}
+
+/// Who a file call acts as: a handle on the sandbox whose writes the user owns, the user's
+/// home (where relative paths start) and the sandbox's account files (for owner names).
+struct Acting {
+    sb: sqrx_core::Sandbox,
+    home: String,
+    accounts: sqrx_core::accounts::Accounts,
+}
+
+/// [`Acting`] for the user of `headers` (or `explicit`), read on the blocking pool.
+async fn acting(
+    sb: sqrx_core::Sandbox,
+    headers: &HeaderMap,
+    explicit: Option<&str>,
+) -> Result<Acting, sqrx_core::SandboxError> {
+    let user = super::request_user(headers, explicit, &sb);
+    tokio::task::spawn_blocking(move || {
+        let accounts = sb.accounts();
+        let account =
+            accounts
+                .resolve(&user)
+                .ok_or_else(|| sqrx_core::SandboxError::UserNotFound {
+                    id: sb.id().to_string(),
+                    user: user.clone(),
+                })?;
+        Ok(Acting {
+            sb: sb.files_owned_by(&account),
+            home: account.home,
+            accounts,
+        })
+    })
+    .await
+    .map_err(|e| sqrx_core::SandboxError::Protocol {
+        id: String::new(),
+        reason: e.to_string(),
+    })?
 }
 
 fn file_type(kind: &str) -> &'static str {
@@ -58,8 +98,8 @@ fn permissions(kind: &str, mode: u32) -> String {
     s
 }
 
-/// envd's `EntryInfo` of a file.
-pub fn entry(f: &sqrx_core::sandbox::FileInfo) -> Value {
+/// envd's `EntryInfo` of a file; owner and group named from the sandbox's `accounts`.
+fn entry(f: &sqrx_core::sandbox::FileInfo, accounts: &sqrx_core::accounts::Accounts) -> Value {
     json!({
         "name": f.name,
         "type": file_type(f.kind),
@@ -67,8 +107,8 @@ pub fn entry(f: &sqrx_core::sandbox::FileInfo) -> Value {
         "size": f.size.to_string(),
         "mode": f.mode & 0o777,
         "permissions": permissions(f.kind, f.mode),
-        "owner": "root",
-        "group": "root",
+        "owner": accounts.user_name(f.uid),
+        "group": accounts.group_name(f.gid),
         "modifiedTime": f.mtime.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         "isSymlink": f.kind == "symlink",
     })
@@ -122,25 +162,31 @@ pub async fn rpc(
         Ok(sb) => sb,
         Err(r) => return r,
     };
+    let Acting { sb, home, accounts } = match acting(sb, &headers, None).await {
+        Ok(acting) => acting,
+        Err(e) => return RpcError::from(e).into_response(),
+    };
     let result: Result<Value, RpcError> = match method.as_str() {
         "Stat" | "ListDir" | "MakeDir" | "Remove" => {
             let req: PathRequest = match connect::decode_unary(&headers, &body) {
                 Ok(r) => r,
                 Err(e) => return e.into_response(),
             };
-            let path = absolute(&req.path);
+            let path = absolute(&home, &req.path);
             let method = method.clone();
             tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
                 match method.as_str() {
-                    "Stat" => Ok(json!({"entry": entry(&sb.stat(&path)?)})),
+                    "Stat" => Ok(json!({"entry": entry(&sb.stat(&path)?, &accounts)})),
                     "ListDir" => {
                         let st = sb.stat(&path)?;
                         if st.kind != "dir" {
                             return Err(not_a_dir(&path));
                         }
                         let depth = req.depth.unwrap_or(1).max(1);
-                        let entries: Vec<Value> =
-                            list_deep(&sb, &path, depth)?.iter().map(entry).collect();
+                        let entries: Vec<Value> = list_deep(&sb, &path, depth)?
+                            .iter()
+                            .map(|f| entry(f, &accounts))
+                            .collect();
                         Ok(json!({"entries": entries}))
                     }
                     "MakeDir" => match sb.stat(&path) {
@@ -153,7 +199,7 @@ pub async fn rpc(
                         ))),
                         Err(_) => {
                             sb.mkdir(&path)?;
-                            Ok(json!({"entry": entry(&sb.stat(&path)?)}))
+                            Ok(json!({"entry": entry(&sb.stat(&path)?, &accounts)}))
                         }
                     },
                     _ => {
@@ -170,10 +216,13 @@ pub async fn rpc(
                 Ok(r) => r,
                 Err(e) => return e.into_response(),
             };
-            let (from, to) = (absolute(&req.source), absolute(&req.destination));
+            let (from, to) = (
+                absolute(&home, &req.source),
+                absolute(&home, &req.destination),
+            );
             tokio::task::spawn_blocking(move || -> Result<Value, RpcError> {
                 sb.rename(&from, &to)?;
-                Ok(json!({"entry": entry(&sb.stat(&to)?)}))
+                Ok(json!({"entry": entry(&sb.stat(&to)?, &accounts)}))
             })
             .await
             .unwrap_or_else(|e| Err(RpcError::new(Code::Internal, e.to_string())))
@@ -183,7 +232,7 @@ pub async fn rpc(
                 Ok(r) => r,
                 Err(e) => return connect::stream_error(e),
             };
-            return match start_watch(&sb, &req) {
+            return match start_watch(&sb, &home, &req) {
                 Ok(rx) => stream_watch(rx),
                 Err(e) => connect::stream_error(e),
             };
@@ -193,7 +242,7 @@ pub async fn rpc(
                 Ok(r) => r,
                 Err(e) => return e.into_response(),
             };
-            start_watch(&sb, &req).map(|rx| {
+            start_watch(&sb, &home, &req).map(|rx| {
                 let mut b = [0u8; 12];
                 let _ = getrandom::fill(&mut b);
                 let id = hex::encode(b);
@@ -285,6 +334,7 @@ fn watchers() -> std::sync::MutexGuard<'static, std::collections::HashMap<String
 
 fn start_watch(
     sb: &sqrx_core::Sandbox,
+    home: &str,
     req: &WatchRequest,
 ) -> Result<
     tokio::sync::mpsc::Receiver<Result<sqrx_core::sandbox::Change, sqrx_core::SandboxError>>,
@@ -294,7 +344,7 @@ fn start_watch(
         // Reported envd 0.5.2 predates includeEntry; refuse rather than ignore.
         return Err(RpcError::invalid("includeEntry is not supported"));
     }
-    let path = absolute(&req.path);
+    let path = absolute(home, &req.path);
     match sb.stat(&path) {
         Ok(st) if st.kind != "dir" => return Err(not_a_dir(&path)),
         Ok(_) => {}
@@ -451,7 +501,11 @@ pub async fn download(
         Ok(sb) => sb,
         Err(r) => return r,
     };
-    let Some(path) = q.path.as_deref().map(absolute) else {
+    let Acting { sb, home, .. } = match acting(sb, &headers, q.username.as_deref()).await {
+        Ok(acting) => acting,
+        Err(e) => return files_error_of(e),
+    };
+    let Some(path) = q.path.as_deref().map(|p| absolute(&home, p)) else {
         return files_error(StatusCode::BAD_REQUEST, "path is required");
     };
     let read = tokio::task::spawn_blocking(move || {
@@ -491,12 +545,16 @@ pub async fn upload(
         Ok(sb) => sb,
         Err(r) => return r,
     };
+    let Acting { sb, home, .. } = match acting(sb, &headers, q.username.as_deref()).await {
+        Ok(acting) => acting,
+        Err(e) => return files_error_of(e),
+    };
     let octet = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
     if octet {
-        let Some(path) = q.path.as_deref().map(absolute) else {
+        let Some(path) = q.path.as_deref().map(|p| absolute(&home, p)) else {
             return files_error(StatusCode::BAD_REQUEST, "path is required for a raw upload");
         };
         let raw = match axum::body::to_bytes(req.into_body(), UPLOAD_LIMIT).await {
@@ -550,7 +608,7 @@ pub async fn upload(
                     }
                 };
                 match field.bytes().await {
-                    Ok(b) => files.push((absolute(&path), b)),
+                    Ok(b) => files.push((absolute(&home, &path), b)),
                     Err(e) => return files_error(StatusCode::BAD_REQUEST, e.body_text()),
                 }
             }
@@ -602,6 +660,8 @@ mod tests {
         assert_ne!(s, signature("/a.txt", "read", "", "tok", Some(1)));
         assert_eq!(permissions("dir", 0o755), "drwxr-xr-x");
         assert_eq!(permissions("file", 0o644), "-rw-r--r--");
-        assert_eq!(absolute("x/y"), "/root/x/y");
+        assert_eq!(absolute("/root", "x/y"), "/root/x/y");
+        assert_eq!(absolute("/home/user/", ""), "/home/user");
+        assert_eq!(absolute("/home/user", "/etc/x"), "/etc/x");
     }
 }

@@ -143,3 +143,42 @@ pub fn sandbox_id(headers: &HeaderMap) -> Option<String> {
     port.parse::<u16>().ok()?;
     Some(id.to_string())
 }
+
+/// The user a sandbox-side call acts as: `explicit` (the `/files` `username` parameter), else
+/// the name of `Authorization: Basic base64("name:")` (what the SDKs send for `user=`), else
+/// `user` on sandboxes of E2B's base image ([`sqrx_core::layer::E2B_LAYER`]), else `root`.
+pub fn request_user(
+    headers: &HeaderMap,
+    explicit: Option<&str>,
+    sb: &sqrx_core::Sandbox,
+) -> String {
+    use base64::Engine;
+    if let Some(u) = explicit.filter(|u| !u.is_empty()) {
+        return u.to_string();
+    }
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|s| s.split(':').next().unwrap_or_default().to_string())
+        .filter(|u| !u.is_empty());
+    if let Some(u) = basic {
+        return u;
+    }
+    let e2b_image = sb
+        .spec()
+        .layers
+        .iter()
+        .any(|l| l == sqrx_core::layer::E2B_LAYER);
+    if e2b_image {
+        sqrx_core::layer::E2B_USER.0.to_string()
+    } else {
+        "root".to_string()
+    }
+}

@@ -375,6 +375,7 @@ pub async fn rpc(
             let mut exec = sqrx_core::ExecRequest::new(sqrx_core::Command::Argv(argv));
             exec.env = req.process.envs;
             exec.workdir = req.process.cwd.filter(|c| !c.is_empty());
+            exec.user = Some(super::request_user(&headers, None, &sb));
             let deadline = connect::deadline(&headers);
             exec.timeout = deadline;
             exec.output_cap = Some(u64::MAX);

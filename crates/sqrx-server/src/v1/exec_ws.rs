@@ -45,9 +45,12 @@ pub struct WsExecRequest {
     /// Variables added to the sandbox's clean environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory (absolute; default `/`).
+    /// Working directory (absolute; default: the user's home, `/` for root).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Run as this user of the sandbox's `/etc/passwd` (a name or a uid; default its root).
+    #[serde(default)]
+    pub user: Option<String>,
     /// Timeout in seconds (default: the server's exec timeout).
     #[serde(default)]
     pub timeout: Option<f64>,
@@ -190,6 +193,7 @@ async fn session(mut socket: WebSocket, sandbox: Sandbox, state: AppState) {
     let mut exec = sqrx_core::ExecRequest::new(sqrx_core::Command::from(req.command));
     exec.env = req.env;
     exec.workdir = req.workdir;
+    exec.user = req.user;
     exec.timeout = Some(timeout);
     exec.output_cap = match output_cap(req.output_cap, &state.config().limits) {
         Ok(cap) => cap,

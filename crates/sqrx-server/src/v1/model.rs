@@ -152,6 +152,10 @@ pub struct CreateSandbox {
     /// `allowed_hosts` only. Values are write-only. Needs a network. See docs/secrets.md.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretBody>,
+    /// Let setuid programs (`sudo`) raise privileges inside, to the sandbox's own root (an
+    /// unprivileged host uid). Default false; refused with the `host-root` isolation.
+    #[serde(default)]
+    pub setuid: bool,
 }
 
 /// A secret to set (`value` is write-only: no answer holds it).
@@ -261,6 +265,7 @@ impl CreateSandbox {
         spec.env = self.env;
         spec.hostname = self.hostname;
         spec.allow_net = self.allow_net;
+        spec.setuid = self.setuid;
         spec.network = self.network.unwrap_or_else(|| default_network.clone());
         spec.secrets = self
             .secrets
@@ -319,6 +324,9 @@ pub struct SandboxView {
     /// Its secrets (names, placeholders and hosts; never values).
     #[serde(default)]
     pub secrets: Vec<SecretView>,
+    /// Whether setuid programs may raise privileges inside.
+    #[serde(default)]
+    pub setuid: bool,
 }
 
 impl SandboxView {
@@ -353,6 +361,7 @@ impl SandboxView {
                 .into_iter()
                 .map(SecretView::from)
                 .collect(),
+            setuid: spec.setuid,
         }
     }
 }
@@ -385,9 +394,12 @@ pub struct ExecBody {
     /// Variables added to the sandbox's clean environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory (absolute; default `/`).
+    /// Working directory (absolute; default: the user's home, `/` for root).
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Run as this user of the sandbox's `/etc/passwd` (a name or a uid; default its root).
+    #[serde(default)]
+    pub user: Option<String>,
     /// Text written to the process's stdin (then closed); absent = `/dev/null`.
     #[serde(default)]
     pub stdin: Option<String>,
@@ -434,6 +446,7 @@ impl ExecBody {
         let mut req = sqrx_core::ExecRequest::new(sqrx_core::Command::from(self.command));
         req.env = self.env;
         req.workdir = self.workdir;
+        req.user = self.user;
         req.stdin = self.stdin.map(String::into_bytes);
         req.timeout = Some(match self.timeout {
             Some(t) => seconds("timeout", t)?,

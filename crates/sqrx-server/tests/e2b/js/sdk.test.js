@@ -178,3 +178,20 @@ test('errors map to the SDK errors', { skip }, async (t) => {
 test('a wrong key is an authentication error', { skip }, async () => {
   await assert.rejects(Sandbox.create({ apiKey: 'e2b_' + '0'.repeat(40) }), (e) => e instanceof AuthenticationError)
 })
+
+test("the base template is E2B's user image: user, home, sudo, python3, owned files", { skip }, async () => {
+  const sbx = await Sandbox.create('base', { timeoutMs: 60_000 })
+  try {
+    assert.strictEqual((await sbx.commands.run('whoami; pwd')).stdout, 'user\n/home/user\n')
+    assert.strictEqual((await sbx.commands.run('sudo whoami')).stdout, 'root\n')
+    assert.strictEqual((await sbx.commands.run('whoami', { user: 'root' })).stdout, 'root\n')
+    assert.match((await sbx.commands.run('python3 -c "print(6*7)"')).stdout, /^42\n$/)
+    const info = await sbx.files.write('js.txt', 'from js')
+    assert.strictEqual(info.path, '/home/user/js.txt')
+    const entry = await sbx.files.getInfo('js.txt')
+    assert.deepStrictEqual([entry.owner, entry.group], ['user', 'user'])
+    await assert.rejects(sbx.commands.run('touch /root/x'), CommandExitError)
+  } finally {
+    await sbx.kill()
+  }
+})

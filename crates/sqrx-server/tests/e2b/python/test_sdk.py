@@ -202,6 +202,39 @@ def test_get_host_reaches_a_service_in_the_sandbox(sbx, server):
     assert body == b"served from the sandbox\n"
 
 
+def test_the_base_template_is_e2b_s_user_image(sbx):
+    # Commands run as `user` in its home, with passwordless sudo and python3.
+    r = sbx.commands.run("whoami; pwd; echo $HOME; id -G")
+    assert r.stdout == "user\n/home/user\n/home/user\n1000 27\n"
+    assert sbx.commands.run("sudo whoami").stdout == "root\n"
+    assert sbx.commands.run("sudo -n touch /root/by-sudo && sudo ls /root").stdout == "by-sudo\n"
+    py = sbx.commands.run("python3 -c 'import sys, json; print(json.dumps(sys.version_info[:2]))'")
+    assert py.stdout.startswith("[3, ")
+    # user= picks another account; root's home is root's.
+    assert sbx.commands.run("whoami; pwd", user="root").stdout == "root\n/root\n"
+    with pytest.raises(CommandExitException):
+        sbx.commands.run("touch /root/not-yours")
+    # Files: relative paths start in the user's home, written files are the user's (0644),
+    # and a command of the user can change them; user.* xattrs work.
+    info = sbx.files.write("notes.txt", "mine")
+    assert info.path == "/home/user/notes.txt"
+    entry = sbx.files.get_info("notes.txt")
+    assert (entry.owner, entry.group, entry.permissions) == ("user", "user", "-rw-r--r--")
+    sbx.commands.run("echo more >> notes.txt && mkdir -p made/here")
+    assert sbx.files.read("/home/user/notes.txt") == "minemore\n"
+    made = sbx.files.get_info("made/here")
+    assert (made.owner, made.type.value) == ("user", "dir")
+    sbx.files.make_dir("mine/deep")
+    assert sbx.files.get_info("mine").owner == "user"
+    assert sbx.files.write("/tmp/as-root.txt", "r", user="root").path == "/tmp/as-root.txt"
+    assert sbx.files.get_info("/tmp/as-root.txt").owner == "root"
+    x = sbx.commands.run(
+        "python3 -c \"import os; os.setxattr('notes.txt', 'user.tag', b'v'); "
+        "print(os.getxattr('notes.txt', 'user.tag').decode())\""
+    )
+    assert x.stdout == "v\n"
+
+
 def test_pty(sbx):
     out = []
     term = sbx.pty.create(PtySize(rows=24, cols=80), timeout=0)
