@@ -207,6 +207,11 @@ export interface CreateOptions {
    * the egress proxy puts the value in requests to `allowedHosts` only.
    */
   secrets?: Record<string, SecretOptions>
+  /**
+   * Let setuid programs (`sudo`) raise privileges inside, to the sandbox's own root
+   * (default false).
+   */
+  setuid?: boolean
 }
 
 /**
@@ -254,8 +259,10 @@ export interface ExecLogEntry {
 export interface ExecOptions {
   /** Variables added to the sandbox's clean environment. */
   env?: Record<string, string>
-  /** Working directory inside the sandbox (absolute; default `/`). */
+  /** Working directory inside the sandbox (absolute; default: the user's home, `/` for root). */
   workdir?: string
+  /** Run as this account of the sandbox's `/etc/passwd` (a name or a uid; default root). */
+  user?: string
   /** Fed to the process's stdin (a string as UTF-8), then closed. */
   stdin?: Buffer | string
   /** Kill the command's whole process tree after this many milliseconds. */

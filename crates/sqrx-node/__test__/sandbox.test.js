@@ -24,6 +24,16 @@ describe('sandboxes', privileged(), () => {
     assert.strictEqual((await sb.exec(['echo', 'a;', 'b'])).text, 'a; b\n')
   })
 
+  test('exec as a user; setuid sandboxes', async (t) => {
+    const sb = await sandbox(t, ctx.rt)
+    const r = await sb.exec('id -u; pwd; echo $HOME', { user: 'nobody' })
+    assert.strictEqual(r.text, '65534\n/\n/nonexistent\n')
+    await assert.rejects(sb.exec('true', { user: 'mallory' }), (e) => e instanceof SqrxError && e.code === 'NotFound')
+    assert.match((await sb.exec('grep NoNewPrivs /proc/self/status')).text, /NoNewPrivs:\t1/)
+    const suid = await sandbox(t, ctx.rt, { setuid: true })
+    assert.match((await suid.exec('grep NoNewPrivs /proc/self/status')).text, /NoNewPrivs:\t0/)
+  })
+
   test('exec options: env, workdir, stdin, timeoutMs', async (t) => {
     const sb = await sandbox(t, ctx.rt)
     const r = await sb.exec('echo $FOO; pwd; cat', { env: { FOO: 'bar' }, workdir: '/tmp', stdin: Buffer.from('in') })

@@ -17,8 +17,10 @@ use crate::error::{invalid, to_napi};
 pub struct ExecOptions {
     /// Variables added to the sandbox's clean environment.
     pub env: Option<HashMap<String, String>>,
-    /// Working directory inside the sandbox (absolute; default `/`).
+    /// Working directory inside the sandbox (absolute; default: the user's home, `/` for root).
     pub workdir: Option<String>,
+    /// Run as this account of the sandbox's `/etc/passwd` (a name or a uid; default root).
+    pub user: Option<String>,
     /// Fed to the process's stdin (a string as UTF-8), then closed.
     pub stdin: Option<Either<Buffer, String>>,
     /// Kill the command's whole process tree after this many milliseconds.
@@ -39,6 +41,7 @@ pub(crate) fn request(
     let Some(o) = options else { return Ok(req) };
     req.env = o.env.unwrap_or_default().into_iter().collect();
     req.workdir = o.workdir;
+    req.user = o.user;
     req.stdin = o.stdin.map(|s| match s {
         Either::A(buf) => buf.to_vec(),
         Either::B(text) => text.into_bytes(),

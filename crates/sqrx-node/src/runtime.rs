@@ -71,6 +71,9 @@ pub struct CreateOptions {
     /// Secrets by name (needs a network): the sandbox sees `$NAME` holding a placeholder, and
     /// the egress proxy puts the value in requests to `allowedHosts` only.
     pub secrets: Option<HashMap<String, crate::secrets::SecretOptions>>,
+    /// Let setuid programs (`sudo`) raise privileges inside, to the sandbox's own root
+    /// (default false).
+    pub setuid: Option<bool>,
 }
 
 fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
@@ -92,6 +95,7 @@ fn spec(o: CreateOptions) -> napi::Result<SandboxSpec> {
     spec.env = o.env.unwrap_or_default().into_iter().collect();
     spec.hostname = o.hostname;
     spec.owner = o.owner;
+    spec.setuid = o.setuid.unwrap_or(false);
     if let Some(network) = o.network {
         spec.network = crate::network::policy(network)?;
     }

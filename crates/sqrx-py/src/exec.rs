@@ -42,6 +42,7 @@ pub(crate) fn request(
     cmd: &Bound<'_, PyAny>,
     env: Option<std::collections::BTreeMap<String, String>>,
     workdir: Option<String>,
+    user: Option<String>,
     stdin: Option<&Bound<'_, PyAny>>,
     timeout: Option<f64>,
     output_cap: Option<u64>,
@@ -49,6 +50,7 @@ pub(crate) fn request(
     let mut req = ExecRequest::new(command(cmd)?);
     req.env = env.unwrap_or_default();
     req.workdir = workdir;
+    req.user = user;
     req.stdin = stdin.map(|s| bytes_arg(s, "stdin")).transpose()?;
     req.timeout = timeout
         .map(|t| {

@@ -110,8 +110,9 @@ impl Runtime {
     /// or `{"allow": [...], "deny": [...]}`. `secrets` (needs a network) maps names to
     /// `{"value": ..., "allowed_hosts": [...]}` (optionally `placeholder`, `allow_http`,
     /// `allow_query`, `allow_body`): the sandbox sees `$NAME` holding a placeholder, and the
-    /// egress proxy puts the value in requests to those hosts only.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None))]
+    /// egress proxy puts the value in requests to those hosts only. `setuid=True` lets setuid
+    /// programs (`sudo`) raise privileges inside, to the sandbox's own root.
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None, setuid=false))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -131,17 +132,19 @@ impl Runtime {
         owner: Option<String>,
         network: Option<&Bound<'_, PyAny>>,
         secrets: Option<&Bound<'_, PyAny>>,
+        setuid: bool,
     ) -> PyResult<Sandbox> {
-        let spec = spec(
+        let mut spec = spec(
             id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
             secrets,
         )?;
+        spec.setuid = setuid;
         let sb = py.detach(|| self.rt.create(spec)).map_err(to_py)?;
         Ok(Sandbox::new(sb))
     }
 
     /// `create` for asyncio: returns an awaitable of the `Sandbox`.
-    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None))]
+    #[pyo3(signature = (id, layers=None, memory_mb=None, timeout=None, *, cpu=None, pids_max=None, upper_mb=512, env=None, hostname=None, owner=None, network=None, secrets=None, setuid=false))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -161,11 +164,13 @@ impl Runtime {
         owner: Option<String>,
         network: Option<&Bound<'py, PyAny>>,
         secrets: Option<&Bound<'py, PyAny>>,
+        setuid: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let spec = spec(
+        let mut spec = spec(
             id, layers, memory_mb, timeout, cpu, pids_max, upper_mb, env, hostname, owner, network,
             secrets,
         )?;
+        spec.setuid = setuid;
         let rt = self.rt.clone();
         crate::bridge::runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {

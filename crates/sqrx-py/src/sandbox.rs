@@ -140,10 +140,12 @@ impl Sandbox {
     }
 
     /// Run `command` and wait for it: a `str` runs with `/bin/sh -c`, a list of `str` is
-    /// the argv. `env` adds variables, `workdir` sets the directory, `stdin` is fed to the
+    /// the argv. `env` adds variables, `workdir` sets the directory (default: the user's
+    /// home, `/` for root), `user` runs it as an account of the sandbox's `/etc/passwd` (a
+    /// name or uid; default root), `stdin` is fed to the
     /// process, `timeout` (seconds) kills its whole process tree, `output_cap` bounds the
     /// bytes kept per stream. Ctrl-C stops the exec and raises `KeyboardInterrupt`.
-    #[pyo3(signature = (command, *, env=None, workdir=None, stdin=None, timeout=None, output_cap=None))]
+    #[pyo3(signature = (command, *, env=None, workdir=None, user=None, stdin=None, timeout=None, output_cap=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -154,11 +156,12 @@ impl Sandbox {
         command: &Bound<'_, PyAny>,
         env: Option<BTreeMap<String, String>>,
         workdir: Option<String>,
+        user: Option<String>,
         stdin: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         output_cap: Option<u64>,
     ) -> PyResult<ExecResult> {
-        let req = request(command, env, workdir, stdin, timeout, output_cap)?;
+        let req = request(command, env, workdir, user, stdin, timeout, output_cap)?;
         let sb = self.handle.get()?;
         let result = wait(py, async move { sb.exec(req).await })?.map_err(to_py)?;
         Ok(result.into())
@@ -166,7 +169,7 @@ impl Sandbox {
 
     /// `exec` for asyncio: returns an awaitable of the `ExecResult`. Cancelling it stops the
     /// exec.
-    #[pyo3(signature = (command, *, env=None, workdir=None, stdin=None, timeout=None, output_cap=None))]
+    #[pyo3(signature = (command, *, env=None, workdir=None, user=None, stdin=None, timeout=None, output_cap=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -177,11 +180,12 @@ impl Sandbox {
         command: &Bound<'py, PyAny>,
         env: Option<BTreeMap<String, String>>,
         workdir: Option<String>,
+        user: Option<String>,
         stdin: Option<&Bound<'py, PyAny>>,
         timeout: Option<f64>,
         output_cap: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let req = request(command, env, workdir, stdin, timeout, output_cap)?;
+        let req = request(command, env, workdir, user, stdin, timeout, output_cap)?;
         let sb = self.handle.get()?;
         crate::bridge::runtime()?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -192,7 +196,7 @@ impl Sandbox {
     /// Start `command` and return its events as they come (`for ev in ...` or
     /// `async for ev in ...`): `"stdout"` and `"stderr"` chunks, then `"exit"` with the
     /// result. Arguments as for `exec`.
-    #[pyo3(signature = (command, *, env=None, workdir=None, stdin=None, timeout=None, output_cap=None))]
+    #[pyo3(signature = (command, *, env=None, workdir=None, user=None, stdin=None, timeout=None, output_cap=None))]
     #[allow(
         clippy::too_many_arguments,
         reason = "one Python keyword argument each"
@@ -203,11 +207,12 @@ impl Sandbox {
         command: &Bound<'_, PyAny>,
         env: Option<BTreeMap<String, String>>,
         workdir: Option<String>,
+        user: Option<String>,
         stdin: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
         output_cap: Option<u64>,
     ) -> PyResult<ExecStream> {
-        let req = request(command, env, workdir, stdin, timeout, output_cap)?;
+        let req = request(command, env, workdir, user, stdin, timeout, output_cap)?;
         let sb = self.handle.get()?;
         let stream = wait(py, async move { sb.exec_stream(req).await })?.map_err(to_py)?;
         Ok(ExecStream::new(stream))
@@ -215,16 +220,17 @@ impl Sandbox {
 
     /// Start `command` in the background (no stdio) and return a `Process` to wait for or
     /// signal. Processes outlive the call, as on a real machine.
-    #[pyo3(signature = (command, *, env=None, workdir=None, timeout=None))]
+    #[pyo3(signature = (command, *, env=None, workdir=None, user=None, timeout=None))]
     fn spawn(
         &self,
         py: Python<'_>,
         command: &Bound<'_, PyAny>,
         env: Option<BTreeMap<String, String>>,
         workdir: Option<String>,
+        user: Option<String>,
         timeout: Option<f64>,
     ) -> PyResult<Process> {
-        let req = request(command, env, workdir, None, timeout, None)?;
+        let req = request(command, env, workdir, user, None, timeout, None)?;
         let sb = self.handle.get()?;
         let handle = wait(py, async move { sb.spawn(req).await })?.map_err(to_py)?;
         Ok(Process::new(handle))

@@ -27,6 +27,22 @@ def test_exec_options(sb):
     assert len(r.stdout) == 1000 and r.truncated
 
 
+def test_exec_as_a_user_and_setuid(rt, sb, new_id):
+    # An account of the sandbox's /etc/passwd: its uid, its home as the workdir (nobody's
+    # does not exist: /), its HOME; files it makes are its own.
+    r = sb.exec("id -u; id -g; pwd; echo $HOME; touch /tmp/n; stat -c %u /tmp/n", user="nobody")
+    assert r.text == "65534\n65534\n/\n/nonexistent\n65534\n"
+    assert sb.spawn("sleep 5", user="65534").pid > 1
+    with pytest.raises(sqrx.NotFound):
+        sb.exec("true", user="mallory")
+    assert "NoNewPrivs:\t1" in sb.exec("grep NoNewPrivs /proc/self/status").text
+    suid = rt.create(new_id(), layers=["000-base"], memory_mb=256, setuid=True)
+    try:
+        assert "NoNewPrivs:\t0" in suid.exec("grep NoNewPrivs /proc/self/status").text
+    finally:
+        suid.destroy()
+
+
 def test_exec_timeout_kills_the_process_tree(sb):
     r = sb.exec("sleep 30 & sleep 30", timeout=0.5)
     assert r.timed_out and r.exit_code is None and r.signal == 9

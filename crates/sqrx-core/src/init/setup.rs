@@ -297,8 +297,12 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
     if let Some(dns) = config.dns {
         write_resolv_conf(dns)?;
     }
-    // Best effort: a full upper must not stop the sandbox from starting.
-    if let Err(e) = name_own_host(&config.hostname) {
+    // `sudo` looks its own host up and warns when it cannot. Only setuid sandboxes get the
+    // entry: it is a change in the upper, which every other sandbox keeps exactly as its user
+    // left it. Best effort: a full upper must not stop the sandbox from starting.
+    if config.allows_setuid()
+        && let Err(e) = name_own_host(&config.hostname)
+    {
         eprintln!("sqrx-init: cannot name the host in /etc/hosts: {e}");
     }
     if let Some(ca) = &config.trust_ca {

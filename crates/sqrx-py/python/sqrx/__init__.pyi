@@ -310,6 +310,7 @@ class Sandbox:
         *,
         env: Optional[Mapping[str, str]] = None,
         workdir: Optional[str] = None,
+        user: Optional[str] = None,
         stdin: Optional[_Data] = None,
         timeout: Optional[float] = None,
         output_cap: Optional[int] = None,
@@ -320,6 +321,7 @@ class Sandbox:
         *,
         env: Optional[Mapping[str, str]] = None,
         workdir: Optional[str] = None,
+        user: Optional[str] = None,
         stdin: Optional[_Data] = None,
         timeout: Optional[float] = None,
         output_cap: Optional[int] = None,
@@ -330,6 +332,7 @@ class Sandbox:
         *,
         env: Optional[Mapping[str, str]] = None,
         workdir: Optional[str] = None,
+        user: Optional[str] = None,
         stdin: Optional[_Data] = None,
         timeout: Optional[float] = None,
         output_cap: Optional[int] = None,
@@ -340,6 +343,7 @@ class Sandbox:
         *,
         env: Optional[Mapping[str, str]] = None,
         workdir: Optional[str] = None,
+        user: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> Process: ...
     def logs(self) -> list[ExecLogEntry]: ...
@@ -403,6 +407,7 @@ class Runtime:
         owner: Optional[str] = None,
         network: Optional[_NetworkPolicy] = None,
         secrets: Optional[Mapping[str, _SecretGiven]] = None,
+        setuid: bool = False,
     ) -> Sandbox: ...
     def create_async(
         self,
@@ -419,6 +424,7 @@ class Runtime:
         owner: Optional[str] = None,
         network: Optional[_NetworkPolicy] = None,
         secrets: Optional[Mapping[str, _SecretGiven]] = None,
+        setuid: bool = False,
     ) -> Awaitable[Sandbox]: ...
     def get(self, id: str) -> Sandbox: ...
     def get_async(self, id: str) -> Awaitable[Sandbox]: ...

@@ -300,7 +300,9 @@ def test_the_example_runs_unchanged(server):
         [sys.executable, example], capture_output=True, text=True, timeout=120, env=os.environ
     )
     assert out.returncode == 0, out.stderr
-    assert "stdout: started" in out.stdout and "exit code: 0" in out.stdout, out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["stdout: user", "stdout: hello from Linux", "stdout: root"], out.stdout
+    assert "exit code: 0" in lines, out.stdout
     assert "hello.py" in out.stdout
 
 
