@@ -18,6 +18,7 @@ APT_PACKAGES=(
   iproute2         # `ip netns`: the network tests build their own test internet
   nftables         # `nft list ruleset`: the network tests read what sqrx installed (sqrx uses netlink)
   sudo             # `sqrx layer bootstrap --preset e2b` copies it: E2B's base image has passwordless sudo
+  postgresql       # the tenant tests run against a throwaway PostgreSQL cluster too (never the service)
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -32,6 +33,10 @@ if ((${#missing[@]})); then
   # The bench starts its own nginx on a loopback port; a packaged service would hold port 80.
   if [[ " ${missing[*]} " == *" nginx "* ]] && command -v systemctl >/dev/null; then
     $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
+  # Likewise the tests start their own PostgreSQL cluster; the packaged one is not needed.
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
   fi
 fi
 # Debian's nodejs ships without npm.

@@ -38,6 +38,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (binaries the tests run: sqrx, sqrx-init, the binding libraries)"
 cargo build --workspace --locked
 
+echo "== PostgreSQL: a throwaway cluster for the tenant tests"
+source scripts/pg-cluster.sh
+trap 'pg_cluster_stop; rm -rf "${cleanup_dirs[@]}"' EXIT
+
 echo "== cargo test"
 cargo test --workspace --locked
 

@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .merge(js_api::router())
         .merge(cgi::router())
         .merge(crate::e2b::router())
+        .merge(crate::tenants::routes::router())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_endpoint))
         .fallback(no_route)
@@ -33,6 +34,10 @@ pub fn app(state: AppState) -> Router {
         // Innermost first: the timeout wraps only the handler; auth runs before it; metrics
         // see every answer, 401s included.
         .layer(from_fn_with_state(state.clone(), request_timeout))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::tenants::guard::check,
+        ))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         // A foreign Host (DNS rebinding) or WebSocket Origin is refused before anything.
         .layer(from_fn_with_state(state.clone(), hosts::check_request))
@@ -71,6 +76,10 @@ fn request_log() -> TraceLayer<
 /// like every other request.
 fn proxied(state: &AppState) -> Router<AppState> {
     proxy::router()
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::tenants::guard::check,
+        ))
         .layer(from_fn_with_state(state.clone(), auth::require_token))
         .layer(from_fn_with_state(state.clone(), hosts::check_request))
         .layer(from_fn_with_state(state.clone(), metrics::track))

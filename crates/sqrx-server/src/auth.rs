@@ -1,6 +1,8 @@
-//! Bearer-token authentication: with a token configured, every route but the health checks,
-//! the OpenAPI document and the session routes that carry their own capability needs
-//! `Authorization: Bearer <token>`.
+//! Authentication: with a token configured (or any user API key in the tenant database),
+//! every route but the health checks, the OpenAPI document and the session routes that carry
+//! their own capability needs `Authorization: Bearer <token or key>` (E2B's SDKs: `X-API-KEY`).
+//! The request then carries the caller's [`Identity`]: the operator for the server's token,
+//! else the user of the key. Refusals of keys are audited.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -11,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::{AuditRecord, AuthFailure, Identity};
 
 /// Routes anyone may call: load balancers and clients probing readiness, the API
 /// description, and the session routes whose path holds a 128-bit random capability (the
@@ -48,27 +51,127 @@ pub fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
     given.ct_eq(token.as_bytes()).into()
 }
 
-/// Middleware refusing unauthenticated requests with 401 `{"error":"unauthorized"}`.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.config().auth_token.is_none() || is_public(&req) {
+/// The key a request offers: `Authorization: Bearer KEY`, else E2B's `X-API-KEY`.
+fn offered_key(req: &Request) -> Option<&str> {
+    let headers = req.headers();
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+/// Do `headers` carry the server's own token?
+pub fn has_operator_token(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = state.config().auth_token.as_deref() else {
+        return false;
+    };
+    let header = headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+    bearer_matches(header, token) || crate::e2b::api_key_matches(headers, token)
+}
+
+/// Whether requests must authenticate: a token is configured or a user key exists.
+pub fn required(state: &AppState) -> bool {
+    state.config().auth_token.is_some() || state.tenants().is_some_and(|t| t.keys_exist())
+}
+
+/// Middleware: puts the caller's [`Identity`] in the request, or refuses it with 401
+/// `{"error": ...}` (429 with `Retry-After` past the key's rate limit).
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let public = is_public(&req);
+    if !required(&state) || has_operator_token(&state, req.headers()) {
+        req.extensions_mut().insert(Identity::Operator);
         return next.run(req).await;
     }
-    match refusal(&state, &req) {
-        Some(refused) => refused,
-        None => next.run(req).await,
+    let Some(tenants) = state.tenants().cloned() else {
+        return if public {
+            next.run(req).await
+        } else {
+            unauthorized()
+        };
+    };
+    let outcome = match offered_key(&req) {
+        Some(key) => tenants.authenticate(key).await,
+        None => Err(AuthFailure::Unknown { key_id: None }),
+    };
+    match outcome {
+        Ok(identity) => {
+            if let Identity::User(p) = &identity
+                && let Err(wait) = tenants.rate_check(p)
+            {
+                return rate_limited(wait);
+            }
+            req.extensions_mut().insert(identity);
+            next.run(req).await
+        }
+        // The routes that authenticate themselves (E2B's, session capabilities) decide.
+        Err(_) if public => next.run(req).await,
+        Err(failure) => {
+            let (user, key_id) = failure.who();
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+            tenants.audit(AuditRecord {
+                id: String::new(),
+                at: chrono::Utc::now(),
+                user,
+                key_id,
+                action: format!("{} {route}", req.method()),
+                target: None,
+                result: "denied".into(),
+                status: 401,
+                source_ip: crate::tenants::guard::source_ip(&req),
+            });
+            match failure {
+                AuthFailure::Unavailable => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, failure.to_string())
+                        .into_response()
+                }
+                AuthFailure::Unknown { .. } => unauthorized(),
+                other => unauthorized_because(&other.to_string()),
+            }
+        }
     }
 }
 
-/// The 401 answer for a request to a non-public route without the server's token, if it
-/// lacks it.
+/// The 401 answer for a request to a non-public route without the server's token or a
+/// valid key, if it lacks both. (For the paths that serve outside the router; they accept
+/// the operator's token only and hand anything else to the router.)
 pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
-    let token = state.config().auth_token.as_deref()?;
-    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    // E2B's SDKs send the key as `X-API-KEY`.
-    if bearer_matches(header, token) || crate::e2b::api_key_matches(req.headers(), token) {
+    if !required(state) || has_operator_token(state, req.headers()) {
         return None;
     }
     Some(unauthorized())
+}
+
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("rate limit of this API key reached; retry in {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
+    response
+}
+
+fn unauthorized_because(reason: &str) -> Response {
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, reason).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// The 401 answer to a request without the server's token.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin_cmd::{self, AdminCmd};
 use crate::js_cmd::{self, JsCmd};
 use crate::layer_cmd::{self, LayerCmd};
 use crate::sandbox_cmd::{self, SandboxCmd};
@@ -38,6 +39,10 @@ pub enum Command {
     Serve(Box<sqrx_server::ServeArgs>),
     /// Print the server's OpenAPI document (docs/openapi.json).
     Openapi,
+    /// Users and API keys of the multi-tenant server, offline (`bootstrap` makes the first
+    /// admin key).
+    #[command(subcommand)]
+    Admin(AdminCmd),
 }
 
 /// An error already formatted for the one line the CLI prints.
@@ -83,6 +88,9 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
                     .map_err(|e| CliError(e.to_string()))?;
             sqrx_server::serve::run(config, data_dir).map_err(|e| CliError(e.to_string()))?;
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Admin(cmd) => {
+            admin_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Openapi => {
             print!("{}", sqrx_server::openapi::document());

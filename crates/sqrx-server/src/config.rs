@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// /openapi.json [env: SQRX_AUTH_TOKEN or SQUASH_AUTH_TOKEN].
     #[arg(long, value_name = "TOKEN")]
     pub auth_token: Option<String>,
+    /// The tenant database (users, API keys, audit): `postgres://...` or `sqlite://PATH`
+    /// [default: sqlite://<data dir>/tenants.db; env: SQRX_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Most sandboxes alive at once [default: 100; env: SQRX_MAX_SANDBOXES or
     /// SQUASH_MAX_SANDBOXES].
     #[arg(long, value_name = "N")]
@@ -163,6 +167,7 @@ impl Default for ServeArgs {
         ServeArgs {
             listen: None,
             auth_token: None,
+            database_url: None,
             max_sandboxes: None,
             upper_limit_mb: None,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
@@ -544,6 +549,8 @@ pub struct ServerConfig {
     pub listen: String,
     /// The bearer token every protected route requires; `None` = no authentication.
     pub auth_token: Option<String>,
+    /// The tenant database; `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
     /// Most sandboxes alive at once.
     pub max_sandboxes: usize,
     /// Upper layer size for sandboxes whose spec sets none, MiB.
@@ -589,6 +596,14 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
             .field("auth", &self.auth_token.is_some())
+            // The scheme only: a URL may hold a password.
+            .field(
+                "database",
+                &self
+                    .database_url
+                    .as_deref()
+                    .and_then(|u| u.split(':').next()),
+            )
             .field("max_sandboxes", &self.max_sandboxes)
             .field("upper_mb", &self.upper_mb)
             .field("max_json_bytes", &self.max_json_bytes)
@@ -619,6 +634,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.to_string(),
             auth_token: None,
+            database_url: None,
             max_sandboxes: 100,
             upper_mb: 512,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
@@ -699,6 +715,10 @@ impl ServerConfig {
         let auth_token = match &args.auth_token {
             Some(t) if !t.is_empty() => Some(t.clone()),
             _ => first_env(env, &["SQRX_AUTH_TOKEN", "SQUASH_AUTH_TOKEN"]).map(|(_, v)| v),
+        };
+        let database_url = match &args.database_url {
+            Some(u) if !u.trim().is_empty() => Some(u.trim().to_string()),
+            _ => first_env(env, &["SQRX_DATABASE_URL"]).map(|(_, v)| v),
         };
         let max_sandboxes = match args.max_sandboxes {
             Some(n) => n,
@@ -783,6 +803,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             listen,
             auth_token,
+            database_url,
             max_sandboxes,
             upper_mb,
             max_json_bytes: args.max_json_bytes,

@@ -21,6 +21,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message returned as `{"error": message}`.
     pub message: String,
+    /// More fields of the body beside `error` (a JSON object), for errors a client acts on
+    /// (`quota_exceeded` with the limit and the use).
+    pub details: Option<serde_json::Value>,
 }
 
 /// The message returned for genuine internal faults; the details go to the log only.
@@ -32,6 +35,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            details: None,
         }
     }
 
@@ -129,6 +133,10 @@ impl From<sqrx_core::JsError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(serde_json::Value::Object(mut details)) = self.details {
+            details.insert("error".into(), serde_json::Value::String(self.message));
+            return (self.status, Json(serde_json::Value::Object(details))).into_response();
+        }
         (
             self.status,
             Json(ErrorBody {

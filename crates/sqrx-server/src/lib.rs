@@ -1,7 +1,8 @@
 //! The sqrx reference server: an HTTP/WebSocket front for `sqrx-core` with the native API
 //! (`/v1`), sessions (`/v1/try`, `/{session_id}/ws`), the reverse proxy into sandboxes
 //! (`/proxy`), the sq-sandbox compatible API (`/cgi-bin`), in-process JavaScript
-//! (`/v1/execute`, `/api/execute`), an OpenAPI document and Prometheus metrics. It holds no
+//! (`/v1/execute`, `/api/execute`), the multi-tenant API (`/api/admin`, `/api/me`,
+//! `/api/sandboxes`: users, keys, quotas, audit), an OpenAPI document and Prometheus metrics. It holds no
 //! sandbox logic: every handler translates HTTP into core calls (blocking ones on the
 //! blocking pool) and core errors into JSON errors.
 //!
@@ -33,6 +34,7 @@ pub mod openapi;
 pub mod proxy;
 pub mod serve;
 pub mod state;
+pub mod tenants;
 pub mod v1;
 
 pub use app::app;

@@ -46,6 +46,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The tenant database could not be opened or migrated.
+    #[error("tenant database: {reason}")]
+    Database {
+        /// Why.
+        reason: String,
+    },
     /// The async runtime could not start.
     #[error("cannot start tokio: {0}")]
     Tokio(#[source] std::io::Error),
@@ -102,6 +108,33 @@ pub fn run(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Tokio)?
         .block_on(serve(config, data_dir))
+}
+
+/// Open the tenant database of `config` (SQLite in `data_dir` unless `--database-url`).
+pub async fn open_tenants(
+    config: &ServerConfig,
+    data_dir: &std::path::Path,
+) -> Result<crate::tenants::Tenants, ServeError> {
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| crate::tenants::Tenants::default_url(data_dir));
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(data_dir).map_err(|source| ServeError::Database {
+            reason: format!("cannot create {}: {source}", data_dir.display()),
+        })?;
+    }
+    let tenants = crate::tenants::Tenants::open(&url)
+        .await
+        .map_err(|e| ServeError::Database {
+            reason: e.to_string(),
+        })?;
+    tracing::info!(
+        backend = tenants.store().backend(),
+        keys = tenants.keys_exist(),
+        "tenant database ready"
+    );
+    Ok(tenants)
 }
 
 /// Open the runtime for `config` on `data_dir`, creating the base layer when asked and missing.
@@ -162,13 +195,17 @@ impl Signals {
 /// Serve until SIGTERM or SIGINT.
 pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeError> {
     // Before anything is touched: an exposed server without a token does not start.
-    let resolved = tokio::net::lookup_host(config.listen.as_str())
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(config.listen.as_str())
         .await
         .map_err(|source| ServeError::Bind {
             addr: config.listen.clone(),
             source,
-        })?;
-    check_exposure(&config, resolved)?;
+        })?
+        .collect();
+    let tenants = open_tenants(&config, &data_dir).await?;
+    if !tenants.keys_exist() {
+        check_exposure(&config, resolved)?;
+    }
     let rt = open_runtime(&config, data_dir.clone()).await?;
     let reaper = rt.clone();
     let reaped = tokio::task::spawn_blocking(move || reaper.reap()).await?;
@@ -180,6 +217,7 @@ pub async fn serve(config: ServerConfig, data_dir: PathBuf) -> Result<(), ServeE
     let grace = config.shutdown_grace;
     let listen = config.listen.clone();
     let state = AppState::new(rt, config)?;
+    state.set_tenants(tenants);
     let bind_error = |source| ServeError::Bind {
         addr: listen.clone(),
         source,

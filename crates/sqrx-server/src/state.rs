@@ -118,6 +118,7 @@ struct Inner {
     js: JsPool,
     metrics: Metrics,
     config: ServerConfig,
+    tenants: std::sync::OnceLock<crate::tenants::Tenants>,
 }
 
 /// The state every handler gets: cheap to clone.
@@ -180,6 +181,7 @@ impl AppState {
                 js: JsPool::new(config.js_isolation, JsLimits::default())?,
                 metrics: Metrics::new(),
                 config,
+                tenants: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -212,6 +214,16 @@ impl AppState {
     /// The settings.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// The tenant database, once [`AppState::set_tenants`] gave one.
+    pub fn tenants(&self) -> Option<&crate::tenants::Tenants> {
+        self.inner.tenants.get()
+    }
+
+    /// Serve many users from `tenants` (once; later calls are ignored).
+    pub fn set_tenants(&self, tenants: crate::tenants::Tenants) {
+        let _ = self.inner.tenants.set(tenants);
     }
 
     /// Run a blocking core call on the blocking pool, so the async threads (and with them

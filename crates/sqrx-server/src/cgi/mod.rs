@@ -63,7 +63,8 @@ fn sandbox_error(e: sqrx_core::SandboxError) -> ApiError {
     op_error(e.kind(), e)
 }
 
-fn not_found(id: &str) -> ApiError {
+/// sq-sandbox's 404 for a sandbox (also what another user's sandbox looks like).
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("not found: {id}"))
 }
 
@@ -200,14 +201,15 @@ pub async fn modules(State(state): State<AppState>) -> Result<Json<Vec<CgiModule
 async fn collection(
     method: Method,
     State(state): State<AppState>,
+    crate::tenants::Caller(caller): crate::tenants::Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     match method {
-        Method::GET => Ok(list_sandboxes(state).await?.into_response()),
+        Method::GET => Ok(list_sandboxes(state, caller).await?.into_response()),
         Method::POST => {
             let fields = body_of(&headers, &body)?;
-            Ok(create(state, fields).await?.into_response())
+            Ok(create(state, caller, fields).await?.into_response())
         }
         _ => Err(method_not_allowed("method not allowed")),
     }
@@ -275,9 +277,20 @@ async fn action(
 /// `GET /cgi-bin/api/sandboxes`.
 #[utoipa::path(get, path = "/cgi-bin/api/sandboxes", tag = "cgi-bin",
     responses((status = 200, body = Vec<CgiInfo>)))]
-pub async fn list_sandboxes(state: AppState) -> Result<Json<Vec<CgiInfo>>, ApiError> {
+pub async fn list_sandboxes(
+    state: AppState,
+    caller: crate::tenants::Identity,
+) -> Result<Json<Vec<CgiInfo>>, ApiError> {
     let infos = state
-        .blocking(|rt| Ok::<_, ApiError>(rt.list().iter().map(info_of).collect::<Vec<_>>()))
+        .blocking(move |rt| {
+            Ok::<_, ApiError>(
+                rt.list()
+                    .iter()
+                    .filter(|s| caller.may_see(s.spec().owner.as_deref()))
+                    .map(info_of)
+                    .collect::<Vec<_>>(),
+            )
+        })
         .await?;
     Ok(Json(infos))
 }
@@ -290,6 +303,7 @@ pub async fn list_sandboxes(state: AppState) -> Result<Json<Vec<CgiInfo>>, ApiEr
               (status = 415, body = ErrorBody)))]
 pub async fn create(
     state: AppState,
+    caller: crate::tenants::Identity,
     fields: Map<String, Value>,
 ) -> Result<(StatusCode, Json<CgiInfo>), ApiError> {
     let id = text(&fields, "id")?
@@ -315,11 +329,16 @@ pub async fn create(
     spec.allow_net = list(&fields, "allow_net")?;
     spec.network = allow_net_policy(&fields, &state.config().network.cgi_default)?;
     spec.upper_mb = state.config().upper_mb;
-    let info = state
-        .blocking(move |rt| {
-            Ok::<_, ApiError>(rt.create(spec).map(|s| info_of(&s)).map_err(sandbox_error))
-        })
-        .await??;
+    // A user's sandbox is the user's, whatever `owner` says.
+    if let crate::tenants::Identity::User(p) = &caller {
+        spec.owner = Some(p.user.id.clone());
+    }
+    spec.max_lifetime = crate::tenants::Tenants::lifetime(&caller, spec.max_lifetime)?;
+    let more = crate::tenants::Usage::of(&spec, DEFAULT_CPU, DEFAULT_MEMORY_MB);
+    let info = crate::tenants::within_quota(&state, &caller, spec.id.clone(), more, move |rt| {
+        rt.create(spec).map(|s| info_of(&s)).map_err(sandbox_error)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
+use crate::tenants::Identity;
 
 /// The lifetime of a sandbox created without `timeout` (E2B's v2 default).
 const DEFAULT_TIMEOUT_V2: u64 = 300;
@@ -61,16 +62,27 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, E2bError> {
         .map_err(|e| E2bError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-/// `401` unless `X-API-KEY` (or `Authorization: Bearer`) carries the server's token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), E2bError> {
+/// Who calls: a user whose key authentication accepted, the operator (`X-API-KEY` or
+/// `Authorization: Bearer` carrying the server's token, or an open server); else `401`.
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    authed: &crate::tenants::Authenticated,
+) -> Result<Identity, E2bError> {
+    if let Some(identity) = &authed.0 {
+        return Ok(identity.clone());
+    }
     let Some(token) = state.config().auth_token.as_deref() else {
-        return Ok(());
+        if state.tenants().is_some_and(|t| t.keys_exist()) {
+            return Err(E2bError(StatusCode::UNAUTHORIZED, "Invalid API key".into()));
+        }
+        return Ok(Identity::Operator);
     };
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     if super::api_key_matches(headers, token) || crate::auth::bearer_matches(bearer, token) {
-        Ok(())
+        Ok(Identity::Operator)
     } else {
         Err(E2bError(StatusCode::UNAUTHORIZED, "Invalid API key".into()))
     }
@@ -205,10 +217,11 @@ fn detail_json(state: &AppState, sb: &sqrx_core::Sandbox, info: &sqrx_core::Sand
 async fn create_with(
     state: AppState,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     body: NewSandbox,
     default_timeout: u64,
 ) -> Result<Response, E2bError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers, &authed)?;
     let (st, template) = (state.clone(), body.template_id.clone());
     let layers = tokio::task::spawn_blocking(move || template_layers(&st, &template))
         .await
@@ -231,7 +244,7 @@ async fn create_with(
         Some(false) => sqrx_core::network::NetworkPolicy::None,
         None => config.network.default.clone(),
     };
-    let sb = state.blocking(move |rt| rt.create(spec)).await?;
+    let sb = crate::tenants::create_sandbox(&state, &caller, spec).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&state, &sb))).into_response())
 }
 
@@ -239,43 +252,55 @@ async fn create_with(
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    create_with(state, headers, parse(&body)?, DEFAULT_TIMEOUT_V2).await
+    create_with(state, headers, authed, parse(&body)?, DEFAULT_TIMEOUT_V2).await
 }
 
 /// `POST /sandboxes` (the SDKs before 2.5x).
 pub async fn create_v1(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    create_with(state, headers, parse(&body)?, DEFAULT_TIMEOUT_V1).await
+    create_with(state, headers, authed, parse(&body)?, DEFAULT_TIMEOUT_V1).await
 }
 
 fn not_found(id: &str) -> E2bError {
     E2bError(StatusCode::NOT_FOUND, format!("sandbox {id} not found"))
 }
 
-async fn find(state: &AppState, id: String) -> Result<sqrx_core::Sandbox, E2bError> {
+/// The sandbox `id`, if `caller` may see it (another user's is as missing as none).
+async fn find(
+    state: &AppState,
+    caller: &Identity,
+    id: String,
+) -> Result<sqrx_core::Sandbox, E2bError> {
     let shown = id.clone();
-    state.blocking(move |rt| rt.get(&id)).await.map_err(|e| {
+    let sb = state.blocking(move |rt| rt.get(&id)).await.map_err(|e| {
         if e.status == StatusCode::NOT_FOUND {
             not_found(&shown)
         } else {
             e.into()
         }
-    })
+    })?;
+    if !caller.may_see(sb.spec().owner.as_deref()) {
+        return Err(not_found(&shown));
+    }
+    Ok(sb)
 }
 
 /// `GET /sandboxes/{id}`.
 pub async fn get_info(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, E2bError> {
-    authorize(&state, &headers)?;
-    let sb = find(&state, id).await?;
+    let caller = authorize(&state, &headers, &authed)?;
+    let sb = find(&state, &caller, id).await?;
     let info = state
         .blocking({
             let sb = sb.clone();
@@ -289,10 +314,11 @@ pub async fn get_info(
 pub async fn kill(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Path(id): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    authorize(&state, &headers)?;
-    let sb = find(&state, id).await?;
+    let caller = authorize(&state, &headers, &authed)?;
+    let sb = find(&state, &caller, id).await?;
     state.blocking(move |_| sb.destroy()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -308,10 +334,11 @@ pub struct TimeoutBody {
 pub async fn set_timeout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, E2bError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers, &authed)?;
     let body: TimeoutBody = parse(&body)?;
     let Some(secs) = body.timeout else {
         return Err(E2bError(
@@ -319,7 +346,7 @@ pub async fn set_timeout(
             "timeout (seconds) is required".into(),
         ));
     };
-    let mut sb = find(&state, id).await?;
+    let mut sb = find(&state, &caller, id).await?;
     state
         .blocking(move |_| sb.set_timeout(Duration::from_secs(secs.max(1))))
         .await?;
@@ -330,10 +357,11 @@ pub async fn set_timeout(
 pub async fn pause(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Path(id): Path<String>,
 ) -> Result<StatusCode, E2bError> {
-    authorize(&state, &headers)?;
-    let sb = find(&state, id.clone()).await?;
+    let caller = authorize(&state, &headers, &authed)?;
+    let sb = find(&state, &caller, id.clone()).await?;
     if sb.info().status == "paused" {
         return Err(E2bError(
             StatusCode::CONFLICT,
@@ -350,12 +378,13 @@ pub async fn pause(
 pub async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, E2bError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers, &authed)?;
     let timeout = parse::<TimeoutBody>(&body)?.timeout;
-    let mut sb = find(&state, id).await?;
+    let mut sb = find(&state, &caller, id).await?;
     let paused = sb.info().status == "paused";
     let secs = timeout.unwrap_or(DEFAULT_TIMEOUT_V2).max(1);
     let sb = state
@@ -434,9 +463,10 @@ fn percent_decode(s: &str) -> Option<String> {
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
+    authed: crate::tenants::Authenticated,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, E2bError> {
-    authorize(&state, &headers)?;
+    let caller = authorize(&state, &headers, &authed)?;
     let wanted_states: Option<Vec<String>> = q
         .state
         .as_deref()
@@ -449,10 +479,11 @@ pub async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 100);
     // One look at each sandbox (its status reads the kernel), off the async threads.
     let mut all = state
-        .blocking(|rt| {
+        .blocking(move |rt| {
             Ok::<_, sqrx_core::SandboxError>(
                 rt.list()
                     .into_iter()
+                    .filter(|sb| caller.may_see(sb.spec().owner.as_deref()))
                     .map(|sb| {
                         let info = sb.info();
                         (sb, info)

@@ -119,6 +119,7 @@ fn connection_options<'h>(value: &'h [u8], listed: &mut Vec<&'h str>) -> bool {
 pub fn parse(
     buf: &[u8],
     token: Option<&str>,
+    tenanted: bool,
     hosts: &AllowedHosts,
     client: SocketAddr,
     local: IpAddr,
@@ -188,7 +189,12 @@ pub fn parse(
         (None, true) => Framing::Chunked(Chunks::default()),
         (None, false) => Framing::Empty,
     };
-    let authorized = token.is_none_or(|t| auth::bearer_matches(authorization, t));
+    let operator = token.is_some_and(|t| auth::bearer_matches(authorization, t));
+    // A user's key: the router authenticates it and checks the sandbox is the user's.
+    if tenanted && !operator {
+        return Parsed::Other;
+    }
+    let authorized = token.is_none() || operator;
     // The same Host check as the router's (DNS rebinding); no upgrade reaches the relay, so
     // there is no Origin to check.
     let refused_host = host.and_then(|h| {
@@ -659,6 +665,7 @@ mod tests {
         match parse(
             head.as_bytes(),
             token,
+            false,
             &AllowedHosts::default(),
             CLIENT.into(),
             LOCAL.into(),
@@ -674,6 +681,7 @@ mod tests {
             parse(
                 head.as_bytes(),
                 None,
+                false,
                 &AllowedHosts::default(),
                 CLIENT.into(),
                 LOCAL.into()
@@ -750,6 +758,7 @@ mod tests {
             parse(
                 b"GET /proxy/a/80/ HTTP/1.1\r\nHost: x\r\n",
                 None,
+                false,
                 &AllowedHosts::default(),
                 CLIENT.into(),
                 LOCAL.into()

@@ -8,6 +8,7 @@ use super::model::{CreateSandbox, LogEntryView, SandboxView};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json as JsonBody, Path};
 use crate::state::AppState;
+use crate::tenants::Caller;
 
 /// `POST /v1/sandboxes`: create and start a sandbox.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "v1",
@@ -21,22 +22,35 @@ use crate::state::AppState;
               (status = 429, description = "Sandbox limit reached", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     JsonBody(body): JsonBody<CreateSandbox>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
     let config = state.config();
     let spec = body.into_spec(config.upper_mb, &config.limits, &config.network.default)?;
-    let view = state
-        .blocking(move |rt| rt.create(spec).map(|s| SandboxView::of(&s)))
-        .await?;
+    let sandbox = crate::tenants::create_sandbox(&state, &caller, spec).await?;
+    let view = tokio::task::spawn_blocking(move || SandboxView::of(&sandbox))
+        .await
+        .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// `GET /v1/sandboxes`: every live sandbox, by id.
 #[utoipa::path(get, path = "/v1/sandboxes", tag = "v1",
     responses((status = 200, body = Vec<SandboxView>)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<SandboxView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<SandboxView>>, ApiError> {
     let views = state
-        .blocking(|rt| Ok::<_, ApiError>(rt.list().iter().map(SandboxView::of).collect::<Vec<_>>()))
+        .blocking(move |rt| {
+            Ok::<_, ApiError>(
+                rt.list()
+                    .iter()
+                    .filter(|s| caller.may_see(s.spec().owner.as_deref()))
+                    .map(SandboxView::of)
+                    .collect::<Vec<_>>(),
+            )
+        })
         .await?;
     Ok(Json(views))
 }

@@ -164,11 +164,21 @@ pub async fn activate(
               (status = 429, description = "Sandbox limit reached", body = ErrorBody)))]
 pub async fn clone(
     State(state): State<AppState>,
+    caller: crate::tenants::Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CloneBody>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
-    let view = state
-        .blocking(move |rt| rt.clone_sandbox(&id, &body.id).map(|s| SandboxView::of(&s)))
-        .await?;
+    // The clone is its source's owner's too, and counts against that user's quota.
+    let source = state.sandbox(&id).await?;
+    let limits = &state.config().limits;
+    let more =
+        crate::tenants::Usage::of(source.spec(), limits.default_cpu, limits.default_memory_mb);
+    let new_id = body.id.clone();
+    let view = crate::tenants::within_quota(&state, &caller.0, new_id, more, move |rt| {
+        Ok(rt
+            .clone_sandbox(&id, &body.id)
+            .map(|s| SandboxView::of(&s))?)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

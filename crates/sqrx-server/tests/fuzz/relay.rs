@@ -17,6 +17,7 @@ fn parse_head(buf: &[u8], token: Option<&str>) -> Parsed {
     parse(
         buf,
         token,
+        false,
         &AllowedHosts::default(),
         SocketAddr::from(CLIENT),
         IpAddr::from(LOCAL),

@@ -74,7 +74,8 @@ pub struct Server {
 }
 
 /// Environment variables a developer's shell might set that would change the server.
-const SCRUB: [&str; 21] = [
+const SCRUB: [&str; 22] = [
+    "SQRX_DATABASE_URL",
     "SQRX_NET_DEFAULT",
     "SQRX_NET_CGI_DEFAULT",
     "SQRX_NET_POOL",

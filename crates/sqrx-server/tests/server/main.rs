@@ -19,5 +19,6 @@ mod secrets;
 mod security;
 mod services;
 mod sessions;
+mod tenants;
 mod validation;
 mod ws;

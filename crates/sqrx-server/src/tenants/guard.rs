@@ -1,0 +1,176 @@
+//! Ownership and admin checks for every route, in one table, and the audit of mutating
+//! calls. Runs after authentication (which put the caller's [`Identity`] in the request).
+//!
+//! - Routes naming a sandbox (`{id}`, `{sandbox_id}`, `{name}`): a user that does not own it
+//!   gets the same 404 as for a sandbox that does not exist (existence never leaks).
+//! - Admin-only routes (the admin API, runtime-wide secrets, layer uploads and removals,
+//!   metrics, sessions): 403 for users that are not admins.
+//! - Lists and creates are scoped by their handlers (see [`super::Identity::scope`]).
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{AuditRecord, Identity};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes only admins (and the operator) may call.
+fn admin_only(method: &Method, route: &str) -> bool {
+    route.starts_with("/api/admin")
+        || route.starts_with("/v1/secrets")
+        || route == "/metrics"
+        || route == "/v1/try"
+        || (route.starts_with("/v1/layers/") && method != Method::GET)
+        || (route == "/v1/layers" && method != Method::GET)
+}
+
+/// The path parameter naming a sandbox on `route`, if any.
+fn sandbox_param(route: &str) -> Option<&'static str> {
+    if route.starts_with("/proxy/") {
+        Some("sandbox_id")
+    } else if route.starts_with("/api/sandboxes/") {
+        Some("name")
+    } else if route.starts_with("/v1/sandboxes/")
+        || route.starts_with("/cgi-bin/api/sandboxes/")
+        || route.starts_with("/sandboxes/")
+        || route.starts_with("/v2/sandboxes/")
+    {
+        Some("id")
+    } else {
+        None
+    }
+}
+
+/// E2B's control plane answers errors as `{"code", "message"}`.
+fn e2b_route(route: &str) -> bool {
+    route.starts_with("/sandboxes") || route.starts_with("/v2/sandboxes")
+}
+
+/// The 404 each surface answers for a sandbox that does not exist.
+fn not_found(route: &str, id: &str) -> Response {
+    let message = format!("sandbox {id} not found");
+    if route.starts_with("/cgi-bin/") {
+        crate::cgi::not_found(id).into_response()
+    } else if e2b_route(route) {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"code": 404, "message": message})),
+        )
+            .into_response()
+    } else {
+        ApiError::not_found(message).into_response()
+    }
+}
+
+/// The client's address, when the connection recorded it.
+pub fn source_ip(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// The middleware.
+pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(tenants) = state.tenants().cloned() else {
+        return next.run(req).await;
+    };
+    let identity = req
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .unwrap_or(Identity::Operator);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let method = req.method().clone();
+    let ip = source_ip(&req);
+    let (mut parts, body) = req.into_parts();
+    let target = match sandbox_param(&route) {
+        Some(name) => RawPathParams::from_request_parts(&mut parts, &state)
+            .await
+            .ok()
+            .and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }),
+        None => None,
+    };
+    let req = Request::from_parts(parts, body);
+    let audit = |status: StatusCode, result: &str| AuditRecord {
+        id: String::new(),
+        at: chrono::Utc::now(),
+        user: Some(identity.audit_user()),
+        key_id: identity.key_id(),
+        action: format!("{method} {route}"),
+        target: target.clone(),
+        result: result.into(),
+        status: status.as_u16(),
+        source_ip: ip.clone(),
+    };
+    let refused = if admin_only(&method, &route) && !identity.is_admin() {
+        Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{method} {route} needs an admin key"),
+            )
+            .into_response(),
+        )
+    } else if let (Some(id), Some(_)) = (&target, identity.scope()) {
+        let lookup = id.clone();
+        let owner = state
+            .blocking(move |rt| rt.get(&lookup).map(|sb| sb.spec().owner.clone()))
+            .await;
+        match owner {
+            Ok(owner) if !identity.may_see(owner.as_deref()) => Some(not_found(&route, id)),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        tenants.audit(audit(refused.status(), "denied"));
+        return refused;
+    }
+    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(req).await;
+    if mutating {
+        let status = response.status();
+        let result = if status.is_success() || status.is_redirection() {
+            "ok"
+        } else {
+            "error"
+        };
+        tenants.audit(audit(status, result));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sandbox_route_names_its_parameter() {
+        for (route, param) in [
+            ("/v1/sandboxes/{id}/exec", Some("id")),
+            ("/cgi-bin/api/sandboxes/{id}/{action}", Some("id")),
+            ("/sandboxes/{id}/pause", Some("id")),
+            ("/v2/sandboxes/{id}/connect", Some("id")),
+            ("/proxy/{sandbox_id}/{port}/{*path}", Some("sandbox_id")),
+            ("/api/sandboxes/{name}/pause", Some("name")),
+            ("/v1/sandboxes", None),
+            ("/v1/layers", None),
+        ] {
+            assert_eq!(sandbox_param(route), param, "{route}");
+        }
+        assert!(admin_only(&Method::PUT, "/v1/layers/{name}"));
+        assert!(!admin_only(&Method::GET, "/v1/layers"));
+        assert!(admin_only(&Method::GET, "/api/admin/users"));
+        assert!(!admin_only(&Method::GET, "/api/me"));
+    }
+}
