@@ -1,8 +1,9 @@
 //! Ownership and admin checks for every route, in one table, and the audit of mutating
 //! calls. Runs after authentication (which put the caller's [`Identity`] in the request).
 //!
-//! - Routes naming a sandbox (`{id}`, `{sandbox_id}`, `{name}`): a user that does not own it
-//!   gets the same 404 as for a sandbox that does not exist (existence never leaks).
+//! - Routes naming a sandbox (`{id}`, `{sandbox_id}`, `{name}`): for a user, a sandbox it does
+//!   not own and one that does not exist get the same 404, answered here before the handler
+//!   and its extractors run (existence never leaks, whatever the request's shape).
 //! - Admin-only routes (the admin API, runtime-wide secrets, layer uploads and removals,
 //!   metrics, sessions): 403 for users that are not admins.
 //! - Lists and creates are scoped by their handlers (see [`super::Identity::scope`]).
@@ -125,9 +126,11 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
         let owner = state
             .blocking(move |rt| rt.get(&lookup).map(|sb| sb.spec().owner.clone()))
             .await;
+        // A missing sandbox gets the same answer, from here, before any extractor could
+        // answer differently (a bad body, a missing upgrade): nothing tells them apart.
         match owner {
-            Ok(owner) if !identity.may_see(owner.as_deref()) => Some(not_found(&route, id)),
-            _ => None,
+            Ok(owner) if identity.may_see(owner.as_deref()) => None,
+            _ => Some(not_found(&route, id)),
         }
     } else {
         None

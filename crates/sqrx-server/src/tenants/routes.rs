@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{AuditQuery, AuditRecord, KeyInfo, Quota, StoreError, User};
 use super::{Caller, Identity, Tenants, Usage, usage_of};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json as JsonBody, Path};
 use crate::state::AppState;
 use crate::v1::model::{CreateSandbox, SandboxView};
@@ -71,7 +71,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /api/admin/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Unique name.
@@ -85,7 +85,7 @@ pub struct NewUser {
 }
 
 /// `PUT /api/admin/users/{id}` body: what changes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     /// Admin or not.
@@ -100,7 +100,7 @@ pub struct UserChange {
 }
 
 /// A new key's name and expiry.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// A name for the key.
@@ -115,7 +115,7 @@ pub struct NewKey {
 }
 
 /// A made key: the key itself, shown this once, and its listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key (`sqrx_...`); only its hash is kept.
     pub key: String,
@@ -125,7 +125,7 @@ pub struct CreatedKey {
 }
 
 /// A user with its keys and what its sandboxes use.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     /// The user.
     #[serde(flatten)]
@@ -137,7 +137,7 @@ pub struct UserView {
 }
 
 /// Usage as shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsageView {
     /// Sandboxes.
     pub sandboxes: u64,
@@ -161,7 +161,7 @@ impl From<Usage> for UsageView {
 }
 
 /// A page of the audit log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// Records, newest first.
     pub records: Vec<AuditRecord>,
@@ -186,7 +186,11 @@ async fn view(state: &AppState, t: &Tenants, user: User) -> Result<UserView, Api
     })
 }
 
-async fn create_user(
+#[utoipa::path(post, path = "/api/admin/users", tag = "tenants", request_body = NewUser,
+    responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 409, description = "The name is taken", body = ErrorBody), (status = 503, description = "The tenant database is unavailable", body = ErrorBody)))]
+/// `POST /api/admin/users`: make a user.
+pub async fn create_user(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
@@ -199,11 +203,18 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
+#[utoipa::path(get, path = "/api/admin/users", tag = "tenants",
+    responses((status = 200, body = Vec<User>), (status = 403, body = ErrorBody), (status = 503, description = "The tenant database is unavailable", body = ErrorBody)))]
+/// `GET /api/admin/users`: every user.
+pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
     Ok(Json(tenants(&state)?.store().users().await?))
 }
 
-async fn show_user(
+#[utoipa::path(get, path = "/api/admin/users/{user_id}", tag = "tenants",
+    params(("user_id" = String, Path, description = "User id")),
+    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `GET /api/admin/users/{user_id}`: a user, its keys and its usage.
+pub async fn show_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
@@ -212,7 +223,11 @@ async fn show_user(
     Ok(Json(view(&state, &t, user).await?))
 }
 
-async fn update_user(
+#[utoipa::path(put, path = "/api/admin/users/{user_id}", tag = "tenants", request_body = UserChange,
+    params(("user_id" = String, Path, description = "User id")),
+    responses((status = 200, body = User), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `PUT /api/admin/users/{user_id}`: change flags and limits.
+pub async fn update_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(change): JsonBody<UserChange>,
@@ -232,7 +247,11 @@ async fn update_user(
     Ok(Json(user))
 }
 
-async fn delete_user(
+#[utoipa::path(delete, path = "/api/admin/users/{user_id}", tag = "tenants",
+    params(("user_id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Deleted with its keys; its sandboxes stay"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `DELETE /api/admin/users/{user_id}`.
+pub async fn delete_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -281,7 +300,11 @@ async fn make_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { key, info })))
 }
 
-async fn create_user_key(
+#[utoipa::path(post, path = "/api/admin/users/{user_id}/apikeys", tag = "tenants", request_body(content = Option<NewKey>),
+    params(("user_id" = String, Path, description = "User id")),
+    responses((status = 201, description = "The key, shown this once", body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `POST /api/admin/users/{user_id}/apikeys`: a key for the user.
+pub async fn create_user_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
@@ -289,7 +312,11 @@ async fn create_user_key(
     make_key(&state, &id, &body).await
 }
 
-async fn list_user_keys(
+#[utoipa::path(get, path = "/api/admin/users/{user_id}/apikeys", tag = "tenants",
+    params(("user_id" = String, Path, description = "User id")),
+    responses((status = 200, body = Vec<KeyInfo>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `GET /api/admin/users/{user_id}/apikeys`.
+pub async fn list_user_keys(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
@@ -298,7 +325,11 @@ async fn list_user_keys(
     Ok(Json(t.store().keys(&id).await?))
 }
 
-async fn revoke_any_key(
+#[utoipa::path(delete, path = "/api/admin/apikeys/{key_id}", tag = "tenants",
+    params(("key_id" = String, Path, description = "Key id (the 16 hex digits after sqrx_)")),
+    responses((status = 200, description = "Revoked", body = KeyInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+/// `DELETE /api/admin/apikeys/{key_id}`: revoke any key.
+pub async fn revoke_any_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
@@ -308,7 +339,10 @@ async fn revoke_any_key(
     Ok(Json(key))
 }
 
-async fn audit(
+#[utoipa::path(get, path = "/api/admin/audit", tag = "tenants", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 403, body = ErrorBody), (status = 503, description = "The tenant database is unavailable", body = ErrorBody)))]
+/// `GET /api/admin/audit`: the audit log, newest first, paged.
+pub async fn audit(
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
@@ -325,7 +359,10 @@ fn user_of(caller: &Identity) -> Result<&User, ApiError> {
     }
 }
 
-async fn me(
+#[utoipa::path(get, path = "/api/me", tag = "tenants",
+    responses((status = 200, description = "The caller, its keys and usage", body = UserView), (status = 401, body = ErrorBody)))]
+/// `GET /api/me`.
+pub async fn me(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -341,7 +378,10 @@ async fn me(
     }
 }
 
-async fn create_my_key(
+#[utoipa::path(post, path = "/api/me/apikeys", tag = "tenants", request_body(content = Option<NewKey>),
+    responses((status = 201, description = "The key, shown this once", body = CreatedKey), (status = 400, body = ErrorBody)))]
+/// `POST /api/me/apikeys`: another key for the caller.
+pub async fn create_my_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     body: axum::body::Bytes,
@@ -350,7 +390,10 @@ async fn create_my_key(
     make_key(&state, &id, &body).await
 }
 
-async fn list_my_keys(
+#[utoipa::path(get, path = "/api/me/apikeys", tag = "tenants",
+    responses((status = 200, body = Vec<KeyInfo>), (status = 400, body = ErrorBody)))]
+/// `GET /api/me/apikeys`.
+pub async fn list_my_keys(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<KeyInfo>>, ApiError> {
@@ -358,7 +401,11 @@ async fn list_my_keys(
     Ok(Json(tenants(&state)?.store().keys(&id).await?))
 }
 
-async fn revoke_my_key(
+#[utoipa::path(delete, path = "/api/me/apikeys/{key_id}", tag = "tenants",
+    params(("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, description = "Revoked", body = KeyInfo), (status = 404, description = "Not one of the caller's keys", body = ErrorBody)))]
+/// `DELETE /api/me/apikeys/{key_id}`: revoke one of the caller's keys.
+pub async fn revoke_my_key(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(key_id): Path<String>,
@@ -378,14 +425,21 @@ async fn revoke_my_key(
     Ok(Json(key))
 }
 
-async fn list_sandboxes(
+#[utoipa::path(get, path = "/api/sandboxes", tag = "tenants",
+    responses((status = 200, description = "The caller's sandboxes (every one for admins)", body = Vec<SandboxView>)))]
+/// `GET /api/sandboxes`.
+pub async fn list_sandboxes(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<SandboxView>>, ApiError> {
     crate::v1::sandboxes::list(State(state), Caller(caller)).await
 }
 
-async fn create_sandbox(
+#[utoipa::path(post, path = "/api/sandboxes", tag = "tenants", request_body = CreateSandbox,
+    responses((status = 201, body = SandboxView), (status = 400, body = ErrorBody),
+              (status = 429, description = "quota_exceeded (with quota, limit, current, asked) or the sandbox limit", body = ErrorBody)))]
+/// `POST /api/sandboxes`: create a sandbox owned by the caller, within its quota.
+pub async fn create_sandbox(
     State(state): State<AppState>,
     Caller(caller): Caller,
     body: JsonBody<CreateSandbox>,

@@ -256,6 +256,14 @@ async fn users_see_and_touch_only_their_own_sandboxes() {
             ("POST", "/api/sandboxes/{}/pause", None),
             ("GET", "/cgi-bin/api/sandboxes/{}", None),
             ("GET", "/proxy/{}/80/", None),
+            // Shapes a handler would refuse before looking (no upgrade, a bad body) too.
+            ("GET", "/v1/sandboxes/{}/pty", None),
+            ("GET", "/v1/sandboxes/{}/exec/ws", None),
+            (
+                "POST",
+                "/v1/sandboxes/{}/exec",
+                Some(json!({"nonsense": true})),
+            ),
             ("DELETE", "/v1/sandboxes/{}", None),
         ] {
             let theirs = call(method, &s, &path.replace("{}", "tb1"), &ak, body.clone()).await;
