@@ -184,11 +184,16 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<CgiHealth>, Ap
 /// `GET /cgi-bin/api/modules`: the layers.
 #[utoipa::path(get, path = "/cgi-bin/api/modules", tag = "cgi-bin",
     responses((status = 200, body = Vec<CgiModule>)))]
-pub async fn modules(State(state): State<AppState>) -> Result<Json<Vec<CgiModule>>, ApiError> {
+pub async fn modules(
+    State(state): State<AppState>,
+    crate::tenants::Caller(caller): crate::tenants::Caller,
+) -> Result<Json<Vec<CgiModule>>, ApiError> {
+    let owners = crate::tenants::layer_owners(&state, &caller).await?;
     let layers = state.blocking(|rt| rt.layers().list()).await?;
     Ok(Json(
         layers
             .into_iter()
+            .filter(|l| crate::tenants::may_use_layer(&caller, &owners, l.name.as_str()))
             .map(|l| CgiModule {
                 name: l.name.to_string(),
                 size: l.size,

@@ -4,8 +4,8 @@
 //! - Routes naming a sandbox (`{id}`, `{sandbox_id}`, `{name}`): for a user, a sandbox it does
 //!   not own and one that does not exist get the same 404, answered here before the handler
 //!   and its extractors run (existence never leaks, whatever the request's shape).
-//! - Admin-only routes (the admin API, runtime-wide secrets, layer uploads and removals,
-//!   metrics, sessions): 403 for users that are not admins.
+//! - Admin-only routes (the admin API, runtime-wide secrets, metrics, sessions): 403 for
+//!   users that are not admins. Layers a user uploads are its own (see `v1::layers`).
 //! - Lists and creates are scoped by their handlers (see [`super::Identity::scope`]).
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
@@ -23,8 +23,6 @@ fn admin_only(method: &Method, route: &str) -> bool {
         || route.starts_with("/v1/secrets")
         || route == "/metrics"
         || route == "/v1/try"
-        || (route.starts_with("/v1/layers/") && method != Method::GET)
-        || (route == "/v1/layers" && method != Method::GET)
 }
 
 /// The path parameter naming a sandbox on `route`, if any.
@@ -171,8 +169,8 @@ mod tests {
         ] {
             assert_eq!(sandbox_param(route), param, "{route}");
         }
-        assert!(admin_only(&Method::PUT, "/v1/layers/{name}"));
-        assert!(!admin_only(&Method::GET, "/v1/layers"));
+        assert!(!admin_only(&Method::PUT, "/v1/layers/{name}"));
+        assert!(admin_only(&Method::POST, "/v1/try"));
         assert!(admin_only(&Method::GET, "/api/admin/users"));
         assert!(!admin_only(&Method::GET, "/api/me"));
     }

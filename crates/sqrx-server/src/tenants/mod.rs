@@ -640,8 +640,29 @@ pub async fn within_quota<T: Send + 'static>(
         .await
 }
 
+/// Which layers `identity` may see and use: shared ones (no owner) and its own uploads; every
+/// one for admins. `owners` maps uploaded layers to their users.
+pub fn may_use_layer(identity: &Identity, owners: &HashMap<String, String>, layer: &str) -> bool {
+    match (identity.scope(), owners.get(layer)) {
+        (None, _) | (_, None) => true,
+        (Some(me), Some(owner)) => owner == me,
+    }
+}
+
+/// The layer owners when `identity` is scoped (empty otherwise: nothing to check).
+pub async fn layer_owners(
+    state: &crate::state::AppState,
+    identity: &Identity,
+) -> Result<HashMap<String, String>, crate::error::ApiError> {
+    match (identity.scope(), state.tenants()) {
+        (Some(_), Some(t)) => Ok(t.store().layer_owners().await?),
+        _ => Ok(HashMap::new()),
+    }
+}
+
 /// Create `spec` for `identity`: a user's sandbox is owned by it, its lifetime bounded by the
-/// user's quota, and made within the user's limits.
+/// user's quota, and made within the user's limits, on layers it may use (another user's
+/// layer is as missing as none).
 pub async fn create_sandbox(
     state: &crate::state::AppState,
     identity: &Identity,
@@ -649,6 +670,16 @@ pub async fn create_sandbox(
 ) -> Result<sqrx_core::Sandbox, crate::error::ApiError> {
     if let Identity::User(p) = identity {
         spec.owner = Some(p.user.id.clone());
+    }
+    let owners = layer_owners(state, identity).await?;
+    if let Some(hidden) = spec
+        .layers
+        .iter()
+        .find(|l| !may_use_layer(identity, &owners, l))
+    {
+        return Err(crate::error::ApiError::not_found(format!(
+            "layer {hidden} not found"
+        )));
     }
     spec.max_lifetime = Tenants::lifetime(identity, spec.max_lifetime)?;
     let limits = &state.config().limits;

@@ -532,6 +532,46 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
+    /// The owners of user-uploaded layers, by layer name.
+    pub async fn layer_owners(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let rows = sqlx::query("SELECT layer, user_id FROM layer_owners")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("layer")?, r.try_get("user_id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Record that `user_id` uploaded `layer` (replacing an earlier owner: a forced
+    /// re-upload by someone allowed to replace it).
+    pub async fn set_layer_owner(&self, layer: &str, user_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM layer_owners WHERE layer = $1")
+            .bind(layer)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO layer_owners (layer, user_id, created_ms) VALUES ($1, $2, $3)")
+            .bind(layer)
+            .bind(user_id)
+            .bind(ms(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forget the owner of a removed layer.
+    pub async fn forget_layer(&self, layer: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM layer_owners WHERE layer = $1")
+            .bind(layer)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Append an audit record (its id and time are made here).
     pub async fn audit(&self, mut r: AuditRecord) -> Result<(), StoreError> {
         r.at = Utc::now();

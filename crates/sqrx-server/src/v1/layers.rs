@@ -17,13 +17,34 @@ use super::model::LayerView;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
+use crate::tenants::{self, Caller, Identity};
 
 /// `GET /v1/layers`: every layer, by name.
 #[utoipa::path(get, path = "/v1/layers", tag = "v1",
     responses((status = 200, body = Vec<LayerView>)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<LayerView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<LayerView>>, ApiError> {
+    let owners = tenants::layer_owners(&state, &caller).await?;
     let layers = state.blocking(|rt| rt.layers().list()).await?;
-    Ok(Json(layers.into_iter().map(LayerView::from).collect()))
+    Ok(Json(
+        layers
+            .into_iter()
+            .filter(|l| tenants::may_use_layer(&caller, &owners, l.name.as_str()))
+            .map(LayerView::from)
+            .collect(),
+    ))
+}
+
+/// 404 for a layer `caller` may not see, as for one that does not exist.
+async fn visible(state: &AppState, caller: &Identity, name: &LayerName) -> Result<(), ApiError> {
+    let owners = tenants::layer_owners(state, caller).await?;
+    if tenants::may_use_layer(caller, &owners, name.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("layer {name} not found")))
+    }
 }
 
 fn layer_name(name: String) -> Result<LayerName, ApiError> {
@@ -38,9 +59,11 @@ fn layer_name(name: String) -> Result<LayerName, ApiError> {
               (status = 404, description = "No such layer", body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<LayerView>, ApiError> {
     let name = layer_name(name)?;
+    visible(&state, &caller, &name).await?;
     let layer = state.blocking(move |rt| rt.layers().get(&name)).await?;
     Ok(Json(layer.into()))
 }
@@ -53,11 +76,44 @@ pub async fn get(
               (status = 409, description = "In use by a sandbox", body = ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = layer_name(name)?;
+    writable(&state, &caller, &name).await?;
+    let removed = name.clone();
     state.blocking(move |rt| rt.remove_layer(&name)).await?;
+    if let Some(t) = state.tenants() {
+        t.store().forget_layer(removed.as_str()).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Users may replace or remove only the layers they uploaded (another user's is missing to
+/// them; a shared one is the operator's: 403).
+async fn writable(state: &AppState, caller: &Identity, name: &LayerName) -> Result<(), ApiError> {
+    let Some(me) = caller.scope() else {
+        return Ok(());
+    };
+    let owners = tenants::layer_owners(state, caller).await?;
+    match owners.get(name.as_str()) {
+        Some(owner) if owner == me => Ok(()),
+        Some(_) => Err(ApiError::not_found(format!("layer {name} not found"))),
+        None => {
+            let lookup = name.clone();
+            let exists = state
+                .blocking(move |rt| Ok::<_, ApiError>(rt.layers().contains(&lookup)))
+                .await?;
+            if exists {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("layer {name} is shared: only an admin may change it"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Options of an upload.
@@ -156,12 +212,15 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
               (status = 415, description = "Unknown Content-Type", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(name): Path<String>,
     Query(q): Query<UploadQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<LayerView>), ApiError> {
     let name = layer_name(name)?;
+    writable(&state, &caller, &name).await?;
+    let owned = name.clone();
     let kind = upload_kind(&headers)?;
     let limit = state.config().max_upload_bytes;
     if content_length(&headers).is_some_and(|n| n > limit) {
@@ -194,5 +253,10 @@ pub async fn upload(
     if exceeded.load(Ordering::Relaxed) {
         return Err(ApiError::too_large(limit));
     }
-    Ok((StatusCode::CREATED, Json(stored?.into())))
+    let stored = stored?;
+    // A user's upload is the user's; the operator's and admins' are shared.
+    if let (Some(me), Some(t)) = (caller.scope(), state.tenants()) {
+        t.store().set_layer_owner(owned.as_str(), me).await?;
+    }
+    Ok((StatusCode::CREATED, Json(stored.into())))
 }

@@ -296,8 +296,98 @@ async fn users_see_and_touch_only_their_own_sandboxes() {
             let (st, body) = call("GET", &s, path, &ak, None).await;
             assert_eq!(st, 403, "{label} {path}: {body}");
         }
-        let (st, _) = call("PUT", &s, "/v1/layers/100-mine", &ak, None).await;
-        assert_eq!(st, 403, "{label}");
+        // Layers a user uploads are its own: invisible and unusable to others, like missing
+        // ones; shared layers stay the operator's.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "alice.txt", &b"mine\n"[..])
+            .expect("tar");
+        let tar = tar.into_inner().expect("tar");
+        let up = send(
+            client()
+                .put(s.url("/v1/layers/100-alice"))
+                .bearer_auth(&ak)
+                .header("content-type", "application/x-tar")
+                .body(tar.clone()),
+        )
+        .await;
+        assert_eq!(up.0, 201, "{label}: {}", up.1);
+        let (_, alice_layers) = call("GET", &s, "/v1/layers", &ak, None).await;
+        let (_, bob_layers) = call("GET", &s, "/v1/layers", &bk, None).await;
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .expect("layers")
+                .iter()
+                .filter_map(|l| l["name"].as_str().map(String::from))
+                .collect()
+        };
+        assert!(
+            names(&alice_layers).contains(&"100-alice".to_string()),
+            "{label}"
+        );
+        assert!(
+            !names(&bob_layers).contains(&"100-alice".to_string()),
+            "{label}"
+        );
+        let hidden = call("GET", &s, "/v1/layers/100-alice", &bk, None).await;
+        let missing = call("GET", &s, "/v1/layers/100-nobody", &bk, None).await;
+        assert_eq!(hidden.0, 404);
+        assert_eq!(
+            hidden.1.to_string().replace("100-alice", "L"),
+            missing.1.to_string().replace("100-nobody", "L")
+        );
+        let use_it = json!({"id": "tb2", "layers": ["000-base", "100-alice"]});
+        let (st, body) = call("POST", &s, "/v1/sandboxes", &bk, Some(use_it)).await;
+        assert_eq!(st, 404, "{label}: {body}");
+        assert_eq!(
+            call("DELETE", &s, "/v1/layers/100-alice", &bk, None)
+                .await
+                .0,
+            404
+        );
+        let (st, body) = call(
+            "POST",
+            &s,
+            "/api/sandboxes",
+            &ak,
+            Some(json!({"id": "ta2", "layers": ["000-base", "100-alice"]})),
+        )
+        .await;
+        assert_eq!(st, 201, "{label}: {body}");
+        let (_, out) = call(
+            "POST",
+            &s,
+            "/v1/sandboxes/ta2/exec",
+            &ak,
+            Some(json!({"command": "cat /alice.txt"})),
+        )
+        .await;
+        assert_eq!(out["stdout"], "mine\n");
+        assert_eq!(
+            call("DELETE", &s, "/v1/sandboxes/ta2", &ak, None).await.0,
+            204
+        );
+        let shared = send(
+            client()
+                .put(s.url("/v1/layers/000-base?force=true"))
+                .bearer_auth(&ak)
+                .header("content-type", "application/x-tar")
+                .body(tar),
+        )
+        .await;
+        assert_eq!(shared.0, 403, "{label}: {}", shared.1);
+        assert_eq!(
+            call("DELETE", &s, "/v1/layers/100-alice", &ak, None)
+                .await
+                .0,
+            204
+        );
 
         // /api/me and one's own keys; another user's key id is not found.
         let (st, me) = call("GET", &s, "/api/me", &ak, None).await;
