@@ -42,24 +42,8 @@ pub enum UserCmd {
         /// Make it an admin.
         #[arg(long)]
         admin: bool,
-        /// Most sandboxes alive at once.
-        #[arg(long)]
-        max_sandboxes: Option<u64>,
-        /// Most CPU cores over its sandboxes.
-        #[arg(long)]
-        max_cpu: Option<f64>,
-        /// Most memory MiB over its sandboxes.
-        #[arg(long)]
-        max_memory_mb: Option<u64>,
-        /// Most writable-layer MiB over its sandboxes.
-        #[arg(long)]
-        max_disk_mb: Option<u64>,
-        /// Longest sandbox lifetime, seconds.
-        #[arg(long)]
-        max_lifetime: Option<u64>,
-        /// Requests per minute per key.
-        #[arg(long)]
-        rate_per_minute: Option<u32>,
+        #[command(flatten)]
+        quota: Quota,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -206,23 +190,10 @@ async fn run_async(cmd: AdminCmd, data_dir: &std::path::Path) -> Result<(), CliE
         AdminCmd::User(UserCmd::Add {
             name,
             admin,
-            max_sandboxes,
-            max_cpu,
-            max_memory_mb,
-            max_disk_mb,
-            max_lifetime,
-            rate_per_minute,
+            quota,
             db,
         }) => {
             let t = open(&db, data_dir).await?;
-            let quota = Quota {
-                max_sandboxes,
-                max_cpu,
-                max_memory_mb,
-                max_disk_mb,
-                max_lifetime,
-                rate_per_minute,
-            };
             print_json(
                 &t.store()
                     .create_user(&name, admin, &quota)

@@ -516,8 +516,6 @@ fn write_resolv_conf(dns: std::net::Ipv4Addr) -> Step<()> {
 /// the pivot, as the sandbox's root; a file that names it already is left alone, a symlink in
 /// place of the file is never followed.
 fn name_own_host(hostname: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = Path::new("/etc/hosts");
     let current = match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => std::fs::read_to_string(path)?,
@@ -536,14 +534,7 @@ fn name_own_host(hostname: &str) -> std::io::Result<()> {
         text.push('\n');
     }
     text.push_str(&format!("127.0.1.1\t{hostname}\n"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+    crate::secrets::trust::write_file(path, text.as_bytes())
 }
 
 /// `pivot_root` into `root` and detach the old root: the host filesystem becomes unreachable.

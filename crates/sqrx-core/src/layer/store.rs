@@ -476,20 +476,12 @@ impl LayerStore {
             preset: preset.name().to_string(),
         };
         match preset {
-            BootstrapPreset::E2b => {
-                let (tree, _) = e2b_tree()?;
-                self.publish_tree(
-                    &name,
-                    &tree,
-                    staging.path(),
-                    provenance,
-                    DirStats::default(),
-                    opts,
-                    started,
-                )
-            }
-            BootstrapPreset::Host => {
-                let (tree, _) = host_tree()?;
+            BootstrapPreset::Host | BootstrapPreset::E2b => {
+                let (tree, _) = if *preset == BootstrapPreset::E2b {
+                    e2b_tree()?
+                } else {
+                    host_tree()?
+                };
                 self.publish_tree(
                     &name,
                     &tree,

@@ -23,7 +23,7 @@ pub fn env() -> [(&'static str, &'static str); 4] {
 }
 
 /// Write `path` (its directories made), replacing a symlink instead of following it.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

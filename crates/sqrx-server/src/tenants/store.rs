@@ -46,26 +46,34 @@ pub enum StoreError {
 }
 
 /// Per-user limits; `None` is unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, clap::Args,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Sandboxes alive at once.
     #[serde(default)]
+    #[arg(long)]
     pub max_sandboxes: Option<u64>,
     /// CPU cores summed over the user's sandboxes.
     #[serde(default)]
+    #[arg(long)]
     pub max_cpu: Option<f64>,
     /// Memory MiB summed over the user's sandboxes.
     #[serde(default)]
+    #[arg(long)]
     pub max_memory_mb: Option<u64>,
     /// Writable-layer MiB summed over the user's sandboxes.
     #[serde(default)]
+    #[arg(long)]
     pub max_disk_mb: Option<u64>,
     /// Longest lifetime of a sandbox, seconds (a sandbox asking for none gets this).
     #[serde(default)]
+    #[arg(long)]
     pub max_lifetime: Option<u64>,
     /// Requests per minute for each of the user's keys (429 past it).
     #[serde(default)]
+    #[arg(long)]
     pub rate_per_minute: Option<u32>,
 }
 
