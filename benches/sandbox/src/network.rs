@@ -198,7 +198,7 @@ pub fn compare_connect(count: usize, work: &Path) -> Result<(), String> {
         std::fs::File::open(format!("/run/netns/{}", inet.0)).map_err(|e| e.to_string())?;
     let fd = std::os::fd::AsFd::as_fd(&inet_fd);
     // A server that answers every connection, and a DNS authority answering 10.1.0.1 to all.
-    let server = sqrx_core::sys::netns::run_in(fd, || std::net::TcpListener::bind("10.1.0.1:80"))
+    let server = sqrx_testkit::net::enter(fd, || std::net::TcpListener::bind("10.1.0.1:80"))
         .map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
         for mut c in server.incoming().flatten() {
@@ -207,7 +207,7 @@ pub fn compare_connect(count: usize, work: &Path) -> Result<(), String> {
             let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
         }
     });
-    let dns = sqrx_core::sys::netns::run_in(fd, || std::net::UdpSocket::bind("10.1.0.1:53"))
+    let dns = sqrx_testkit::net::enter(fd, || std::net::UdpSocket::bind("10.1.0.1:53"))
         .map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];

@@ -50,7 +50,7 @@ pub mod session;
     unsafe_code,
     reason = "sys is the one module allowed to hold unsafe code"
 )]
-pub mod sys;
+pub(crate) mod sys;
 mod weaken;
 
 pub use error::{Error, ErrorKind};

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -70,17 +70,22 @@ impl Netns {
 
     /// Run `f` on a thread that joined the namespace (a socket it makes stays in it).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let fd = self.fd();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("join the test namespace");
-                f()
-            })
-            .join()
-            .expect("namespace thread")
-        })
+        enter(self.fd().as_fd(), f)
     }
+}
+
+/// Run `f` on a thread that joined the network namespace `ns` (a socket it makes stays in it);
+/// the caller's threads never move. For namespaces made some other way than [`Netns`].
+pub fn enter<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("join the test namespace");
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    })
 }
 
 impl Drop for Netns {

@@ -69,13 +69,21 @@ fn attach_device_filter(dir: &Path) -> Result<(), CgroupError> {
     if !is_cgroup2 || crate::weaken::off("devices") {
         return Ok(());
     }
+    attach_device_program(dir, ALLOWED_DEVICES)
+}
+
+/// Attach to the cgroup v2 directory `dir` a device program that allows the character devices
+/// in `allow` (major, minor; `None` = any minor, as in [`ALLOWED_DEVICES`]) and denies every
+/// other device access of the processes in it. Sandboxes get [`ALLOWED_DEVICES`]; another
+/// list is for showing the program at work on a cgroup of one's own.
+pub fn attach_device_program(dir: &Path, allow: &[(u32, Option<u32>)]) -> Result<(), CgroupError> {
     use crate::sys::devbpf;
     use std::os::fd::AsFd;
     let err = |source| CgroupError::DeviceFilter {
         path: dir.to_path_buf(),
         source,
     };
-    let allow: Vec<devbpf::CharDevice> = ALLOWED_DEVICES
+    let allow: Vec<devbpf::CharDevice> = allow
         .iter()
         .map(|&(major, minor)| devbpf::CharDevice { major, minor })
         .collect();

@@ -116,7 +116,14 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         flags -= CloneFlags::CLONE_NEWPID;
     }
     ctx(unshare(flags), || "unshare namespaces".into())?;
-    match ctx(fork_single_threaded(), || "fork init".into())? {
+    #[allow(
+        unsafe_code,
+        reason = "fork is sound only in a single-threaded process, which only this caller knows"
+    )]
+    // SAFETY: init's main runs first thing in its process (the sqrx-init binary, or a program's
+    // `init::run_if_init()`) and nothing above starts a thread: the process has one.
+    let forked = unsafe { fork_single_threaded() };
+    match ctx(forked, || "fork init".into())? {
         Forked::Parent(pid) => {
             // The host reads this line, then this process exits and PID 1 lives on.
             let mut out = std::io::stdout();
@@ -330,7 +337,14 @@ fn pid1(config: &InitConfig, userns: Option<OwnedFd>) -> Step<i32> {
         })?;
     }
 
-    match ctx(fork_single_threaded(), || "fork server".into())? {
+    #[allow(
+        unsafe_code,
+        reason = "fork is sound only in a single-threaded process, which only this caller knows"
+    )]
+    // SAFETY: PID 1 is the child of the fork in `start`, which has only the thread that forked,
+    // and nothing since has started another.
+    let forked = unsafe { fork_single_threaded() };
+    match ctx(forked, || "fork server".into())? {
         Forked::Child => {
             if let Some(ns) = userns {
                 if let Err(e) = crate::sys::idmap::become_root_in(ns.as_fd()) {

@@ -5,8 +5,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::LayerError;
+use super::device::squashfs_dev;
 use super::tree::{FileData, Header, Node, NodeKind, Tree};
-use crate::sys::squashfs_dev;
 
 /// What walking a directory found besides the tree itself.
 #[derive(Debug, Default)]

@@ -10,8 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::LayerError;
+use super::device::squashfs_dev;
 use super::tree::{FileData, Header, Node, NodeKind, Tree, clamp_time, normalize_inside};
-use crate::sys::squashfs_dev;
 
 /// Wrap `reader` in the decompressor its first bytes call for.
 fn decompress<'a>(reader: impl Read + 'a, origin: &str) -> Result<Box<dyn Read + 'a>, LayerError> {

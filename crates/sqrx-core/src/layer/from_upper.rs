@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
 use super::LayerError;
+use super::device::squashfs_dev;
 use super::from_dir::tree_from_dir;
 use super::meta::BuildOptions;
 use super::pack::{check_options, pack};
 use super::tree::{Header, Node, NodeKind, Tree};
-use crate::sys::squashfs_dev;
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 

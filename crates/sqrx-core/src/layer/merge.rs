@@ -14,12 +14,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::LayerError;
+use super::device::squashfs_dev;
 use super::from_dir::tree_from_dir;
 use super::from_upper::{expand_opaque, lower_names};
 use super::meta::BuildOptions;
 use super::pack::{check_options, pack};
 use super::tree::{Header, NodeKind, Tree};
-use crate::sys::squashfs_dev;
 
 /// The layers mounted at `run` (bottom first) as one tree, for stacking on the layers mounted
 /// at `below`. Regular files are read from the run's mounts when packed.

@@ -5,6 +5,7 @@
 
 mod bootstrap;
 mod compress_ahead;
+mod device;
 mod elf;
 mod error;
 mod from_dir;

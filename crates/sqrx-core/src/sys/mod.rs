@@ -15,17 +15,6 @@ pub mod pty;
 #[cfg(feature = "js")]
 pub mod malloc;
 
-/// Encode a device number the way squashfs stores it (the kernel's `new_encode_dev`).
-pub fn squashfs_dev(major: u64, minor: u64) -> u32 {
-    let (major, minor) = (major as u32, minor as u32);
-    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
-}
-
-/// Split a squashfs device number into (major, minor) (the kernel's `new_decode_dev`).
-pub fn squashfs_dev_parts(dev: u32) -> (u32, u32) {
-    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
-}
-
 /// `pivot_root(new_root, put_old)`.
 pub fn pivot_root(new_root: &std::ffi::CStr, put_old: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
@@ -45,27 +34,20 @@ pub enum Forked {
     Child,
 }
 
-/// Fork the calling process. Only call while the process has a single thread.
-pub fn fork_single_threaded() -> std::io::Result<Forked> {
-    // SAFETY: the callers (sqrx-init's setup before any thread is started) are single-threaded,
-    // so the child inherits a consistent address space with no locks held by other threads.
+/// Fork the calling process.
+///
+/// # Safety
+///
+/// Sound only while the process has a single thread (the caller's). The child of a fork has
+/// only the thread that called it: a lock another thread held at the fork (the allocator's,
+/// stdio's, any `Mutex`) stays locked in the child forever, and the child may deadlock or see
+/// half-updated data. sqrx-init's setup forks before it starts any thread.
+pub unsafe fn fork_single_threaded() -> std::io::Result<Forked> {
+    // SAFETY: fork takes no arguments; that the child's address space is consistent is the
+    // caller's promise (a single thread, see `# Safety`).
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(pid)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_numbers_round_trip() {
-        for (major, minor) in [(0, 0), (1, 3), (8, 17), (259, 1048575), (4095, 300)] {
-            let dev = squashfs_dev(major, minor);
-            assert_eq!(squashfs_dev_parts(dev), (major as u32, minor as u32));
-        }
-        assert_eq!(squashfs_dev(1, 3), 0x103);
     }
 }

@@ -26,8 +26,9 @@ pub fn run_in<T: Send>(
     })
 }
 
-/// Move the calling thread into a new network namespace (a thread of its own, for tests and
-/// helpers that then hold the namespace by a descriptor).
+/// Move the calling thread into a new network namespace (a thread of its own, for tests that
+/// then hold the namespace by a descriptor).
+#[cfg(test)]
 pub fn unshare_net() -> io::Result<()> {
     // SAFETY: unshare with an integer flag; it changes only the calling thread's namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {

@@ -494,15 +494,9 @@ fn the_v2_device_program_denies_devices_off_the_list() {
         .expect("a cgroup v2 hierarchy");
     let cg = V2Cgroup(cgroup2.join(format!("sqrx-test-devbpf-{}", std::process::id())));
     std::fs::create_dir(&cg.0).expect("mkdir cgroup");
-    let allow = [sqrx_core::sys::devbpf::CharDevice {
-        major: 1,
-        minor: Some(3),
-    }];
-    let prog = sqrx_core::sys::devbpf::load(&sqrx_core::sys::devbpf::program(&allow))
-        .expect("load the device program");
-    let dir = std::fs::File::open(&cg.0).expect("open cgroup");
-    use std::os::fd::AsFd;
-    sqrx_core::sys::devbpf::attach(prog.as_fd(), dir.as_fd()).expect("attach");
+    // Only /dev/null (1:3).
+    sqrx_core::cgroup::attach_device_program(&cg.0, &[(1, Some(3))])
+        .expect("load and attach the device program");
     let script = format!(
         "echo $$ > {}/cgroup.procs || exit 9; \
          cat /dev/null && echo null-ok; \
