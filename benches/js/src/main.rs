@@ -149,7 +149,7 @@ fn confined(workers: Option<usize>) -> ConfinedJsExecutor {
 }
 
 fn main() {
-    sqrx_core::js::confined::run_if_worker();
+    sqrx_core::roles::run_role_if_any();
     let mut runs = 5000usize;
     let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);

@@ -250,7 +250,7 @@ fn oci_bundle(dir: &Path, rootfs: &Path) -> Result<PathBuf, String> {
 }
 
 fn main() {
-    sqrx_core::init::run_if_init();
+    sqrx_core::roles::run_role_if_any();
     if let Err(e) = run() {
         eprintln!("sandbox bench: {e}");
         std::process::exit(1);

@@ -201,7 +201,7 @@ fn measure(rt: &Runtime, data: &Path, big_mb: u64, runs: usize) -> Result<(), St
 }
 
 fn main() {
-    sqrx_core::init::run_if_init();
+    sqrx_core::roles::run_role_if_any();
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SQRX_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -12,6 +12,9 @@
 //! - `js` (feature `js`): JavaScript with QuickJS, in-process or in confined worker processes.
 //! - [`init`]: the program that runs inside every sandbox, and [`protocol`], how the host
 //!   talks to it.
+//! - [`roles`]: the roles (sandbox init, network daemon, session info service, JavaScript
+//!   worker) a program plays when sqrx starts it again; a program that uses sqrx calls
+//!   [`roles::run_role_if_any`] first thing in `main`.
 //!
 //! Guarantees and their limits are in the repository's docs: security.md (isolation),
 //! reliability.md (transactions, crash consistency, fuzzing), sandboxes.md and layers.md.
@@ -43,6 +46,7 @@ pub mod layer;
 pub mod network;
 pub mod paths;
 pub mod protocol;
+pub mod roles;
 pub mod sandbox;
 pub mod secrets;
 pub mod session;

@@ -11,10 +11,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // This binary doubles as the sandbox init when the runtime re-executes it.
-    sqrx_core::init::run_if_init();
-    // ... and as a confined JavaScript worker when the server re-executes it.
-    sqrx_core::js::confined::run_if_worker();
+    // This binary doubles as the sandbox init, the network daemon, the session info service
+    // and a confined JavaScript worker when the runtime or the server re-executes it.
+    sqrx_core::roles::run_role_if_any();
     let args = cli::Cli::parse();
     match &args.command {
         // The server logs its requests; the CLI only its errors.

@@ -1,15 +1,12 @@
-//! The per-sandbox init. Started by the sqrx runtime; not meant to be run by hand.
-//! `sqrx-init js-worker` is a confined JavaScript worker (see `sqrx_core::js::confined`);
-//! with `SQRX_RESOLVER` set it is a runtime's DNS resolver (see `sqrx_core::network`).
+//! The per-sandbox init. Started by the sqrx runtime; not meant to be run by hand. It also
+//! plays sqrx's other roles: `sqrx-init js-worker` is a confined JavaScript worker, and the
+//! environment can name the network daemon or the session info service (see
+//! `sqrx_core::roles`).
 
 fn main() {
-    #[cfg(feature = "js")]
-    if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(sqrx_core::js::confined::WORKER_ARG))
-    {
-        std::process::exit(sqrx_core::js::confined::worker_main());
-    }
-    sqrx_core::session::run_if_info_service();
-    sqrx_core::network::run_if_resolver();
-    std::process::exit(sqrx_core::init::main());
+    let role =
+        sqrx_core::roles::Role::of_sqrx_init(std::env::args_os().nth(1).as_deref(), |name| {
+            std::env::var_os(name).is_some()
+        });
+    std::process::exit(role.run());
 }

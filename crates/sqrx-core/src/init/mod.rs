@@ -1,7 +1,8 @@
 //! `sqrx-init`: the long-lived init of each sandbox.
 //!
-//! The host starts it (as the `sqrx-init` binary, or by re-executing a program that calls
-//! [`run_if_init`] first thing in `main`) with an [`InitConfig`] on stdin. It then:
+//! The host starts it (as the `sqrx-init` binary, or by re-executing with [`INIT_ENV`] a
+//! program that calls [`crate::roles::run_role_if_any`] first thing in `main`; see
+//! [`crate::roles::Role::SandboxInit`]) with an [`InitConfig`] on stdin. It then:
 //!
 //! 1. starts a new session and unshares the mount, UTS, IPC, network and PID namespaces;
 //! 2. forks: the parent prints the child's host pid and exits (so the sandbox outlives the
@@ -26,14 +27,12 @@ mod setup;
 mod user;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-/// Set by the environment when a program re-executes itself as init.
+/// Set by the environment when a program re-executes itself as init
+/// ([`crate::roles::Role::SandboxInit`]).
 pub const INIT_ENV: &str = "SQRX_RUN_AS_INIT";
-
-static SELF_EXEC: AtomicBool = AtomicBool::new(false);
 
 /// What init needs to build the sandbox, sent by the host as JSON on stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,25 +112,8 @@ impl InitConfig {
     }
 }
 
-/// Call first thing in `main`: when this process was started as a sandbox init, run it and
-/// exit; otherwise return, and remember that this program can serve as init so a
-/// [`crate::Runtime`] may re-execute it instead of looking for a `sqrx-init` binary.
-pub fn run_if_init() {
-    crate::session::run_if_info_service();
-    crate::network::run_if_resolver();
-    if std::env::var_os(INIT_ENV).is_some() {
-        std::process::exit(main());
-    }
-    SELF_EXEC.store(true, Ordering::Relaxed);
-}
-
-/// Whether [`run_if_init`] was called in this process.
-pub fn self_exec_enabled() -> bool {
-    SELF_EXEC.load(Ordering::Relaxed)
-}
-
-/// The init program. Returns the process exit code.
-pub fn main() -> i32 {
+/// The init program ([`crate::roles::Role::SandboxInit`]). Returns the process exit code.
+pub(crate) fn main() -> i32 {
     // Whatever the embedding process leaked without O_CLOEXEC ends here, before anything else.
     if !crate::weaken::off("fds")
         && let Err(e) = crate::sys::idmap::close_from(3)

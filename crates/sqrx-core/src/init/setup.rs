@@ -121,7 +121,7 @@ pub(super) fn start(config: &InitConfig) -> Step<i32> {
         reason = "fork is sound only in a single-threaded process, which only this caller knows"
     )]
     // SAFETY: init's main runs first thing in its process (the sqrx-init binary, or a program's
-    // `init::run_if_init()`) and nothing above starts a thread: the process has one.
+    // `roles::run_role_if_any()`) and nothing above starts a thread: the process has one.
     let forked = unsafe { fork_single_threaded() };
     match ctx(forked, || "fork init".into())? {
         Forked::Parent(pid) => {

@@ -56,7 +56,7 @@ pub enum JsError {
     },
     /// No program to start confined workers from.
     #[error(
-        "cannot find sqrx-init to start confined JavaScript workers: set SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::js::confined::run_if_worker() first thing in main"
+        "cannot find sqrx-init to start confined JavaScript workers: set SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::roles::run_role_if_any() first thing in main"
     )]
     WorkerNotFound {
         /// The current executable.

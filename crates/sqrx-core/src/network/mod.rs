@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 pub use link::INSIDE_NAME;
 pub use policy::{Destination, NetRule, NetworkPolicy, PolicyError};
-pub use resolver::run_if_resolver;
+pub use resolver::RESOLVER_ENV;
+pub(crate) use resolver::main as resolver_main;
 
 use crate::sandbox::SandboxError;
 

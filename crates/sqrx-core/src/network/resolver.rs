@@ -32,7 +32,8 @@ use super::netlink::Netlink;
 use super::nft::{DaemonPorts, Table};
 use super::policy::{Destination, NetRule, NetworkPolicy};
 
-/// Set in the environment of the init program to run it as the resolver.
+/// Set in the environment of the init program to run it as the network daemon
+/// ([`crate::roles::Role::NetworkDaemon`]).
 pub const RESOLVER_ENV: &str = "SQRX_RESOLVER";
 
 /// Queries a sandbox may send per second (a burst of twice that is absorbed).
@@ -166,16 +167,14 @@ pub(crate) fn ensure_running(
     })
 }
 
-/// Call first thing in `main` of the init program: run as the resolver when asked to.
-pub fn run_if_resolver() {
-    if std::env::var_os(RESOLVER_ENV).is_some() {
-        std::process::exit(match serve() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("sqrx resolver: {e}");
-                1
-            }
-        });
+/// The network daemon's main ([`crate::roles::Role::NetworkDaemon`]); returns the exit code.
+pub(crate) fn main() -> i32 {
+    match serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sqrx resolver: {e}");
+            1
+        }
     }
 }
 

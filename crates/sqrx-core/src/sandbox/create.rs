@@ -164,7 +164,7 @@ impl Runtime {
         {
             return Ok((sibling, false));
         }
-        if crate::init::self_exec_enabled() {
+        if crate::roles::self_exec_enabled() {
             return Ok((exe, true));
         }
         Err(SandboxError::InitNotFound {

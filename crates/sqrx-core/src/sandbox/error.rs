@@ -60,7 +60,7 @@ pub enum SandboxError {
     },
     /// No init program was found.
     #[error(
-        "cannot find sqrx-init: set RuntimeConfig::init_path or SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::init::run_if_init() first thing in main"
+        "cannot find sqrx-init: set RuntimeConfig::init_path or SQRX_INIT, put sqrx-init next to this program ({exe}), or call sqrx_core::roles::run_role_if_any() first thing in main"
     )]
     InitNotFound {
         /// The current executable.

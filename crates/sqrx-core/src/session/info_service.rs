@@ -11,18 +11,16 @@ use std::time::{Duration, Instant};
 /// Set to a port number to make the sqrx binary run the info service.
 pub const INFO_SERVICE_ENV: &str = "SQRX_INFO_SERVICE_PORT";
 
-/// Call first thing in `main` (next to [`crate::init::run_if_init`]): when this process was
-/// started as the info service, serve and exit; otherwise return.
-pub fn run_if_info_service() {
-    if let Some(port) = std::env::var_os(INFO_SERVICE_ENV) {
-        let code = match port.to_str().and_then(|p| p.parse::<u16>().ok()) {
-            Some(port) => serve(port),
-            None => {
-                eprintln!("sqrx info service: {INFO_SERVICE_ENV} must be a port number");
-                2
-            }
-        };
-        std::process::exit(code);
+/// The info service's main ([`crate::roles::Role::InfoService`]): serve on the port
+/// [`INFO_SERVICE_ENV`] names; returns the exit code.
+pub(crate) fn main() -> i32 {
+    let port = std::env::var_os(INFO_SERVICE_ENV).unwrap_or_default();
+    match port.to_str().and_then(|p| p.parse::<u16>().ok()) {
+        Some(port) => serve(port),
+        None => {
+            eprintln!("sqrx info service: {INFO_SERVICE_ENV} must be a port number");
+            2
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod manager;
 mod template;
 
 pub use error::SessionError;
-pub use info_service::{INFO_SERVICE_ENV, run_if_info_service};
+pub use info_service::INFO_SERVICE_ENV;
+pub(crate) use info_service::main as info_service_main;
 pub use manager::{Session, SessionConfig, SessionManager, SessionStatus};
 pub use template::{DEFAULT_TEMPLATE, SessionTemplate};

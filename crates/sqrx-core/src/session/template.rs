@@ -26,7 +26,7 @@ pub struct SessionTemplate {
     #[serde(default = "default_layers")]
     pub layers: Vec<String>,
     /// The service: a shell command started in the background when the session opens.
-    /// `None` for the built-in info service (see [`crate::session::run_if_info_service`]).
+    /// `None` for the built-in info service (see [`crate::roles::Role::InfoService`]).
     #[serde(default)]
     pub command: Option<String>,
     /// The TCP port the service listens on inside the sandbox.

@@ -20,10 +20,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // This binary doubles as the sandbox init when the runtime re-executes it.
-    sqrx_core::init::run_if_init();
-    // ... and as a confined JavaScript worker when the server re-executes it.
-    sqrx_core::js::confined::run_if_worker();
+    // This binary doubles as the sandbox init, the network daemon, the session info service
+    // and a confined JavaScript worker when the runtime or the server re-executes it.
+    sqrx_core::roles::run_role_if_any();
     let args = Args::parse();
     sqrx_server::logging::init(args.serve.log_format, "info");
     let config = match ServerConfig::resolve(&args.serve, &process_env) {

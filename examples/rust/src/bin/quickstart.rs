@@ -13,8 +13,9 @@ use sqrx_core::{
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // This program doubles as the sandbox init (the runc re-exec pattern); no sqrx-init needed.
-    sqrx_core::init::run_if_init();
+    // This program doubles as the sandbox init and sqrx's other helpers (the runc re-exec
+    // pattern); no sqrx-init needed.
+    sqrx_core::roles::run_role_if_any();
     let tokio = tokio::runtime::Runtime::new()?;
 
     // The runtime owns the data dir: layers, sandboxes. The base layer is built on first use.

@@ -45,7 +45,7 @@ mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use supervisor::{Program, Shared, WorkerSpec, lock};
 pub use supervisor::{WORKER_ARG, WORKER_ENV};
@@ -59,26 +59,15 @@ pub const DEFAULT_WORKER_UID: u32 = 65534;
 /// The group confined workers switch to when started as root: `nogroup`.
 pub const DEFAULT_WORKER_GID: u32 = 65534;
 
-static SELF_EXEC: AtomicBool = AtomicBool::new(false);
-
-/// Call first thing in `main` of a program that may start confined JavaScript workers by
-/// re-executing itself: in a worker, this runs the worker and exits; otherwise it records that
-/// self-exec is available and returns.
-pub fn run_if_worker() {
-    if std::env::var_os(WORKER_ENV).is_some() {
-        std::process::exit(worker_main());
-    }
-    SELF_EXEC.store(true, Ordering::Relaxed);
-}
-
-/// The worker process's main (`sqrx-init js-worker`); returns the exit code.
-pub fn worker_main() -> i32 {
+/// The worker process's main ([`crate::roles::Role::JsWorker`]: `sqrx-init js-worker`, or a
+/// program re-executed with [`WORKER_ENV`]); returns the exit code.
+pub(crate) fn worker_main() -> i32 {
     process::main()
 }
 
 /// Find the worker program the way the runtime finds `sqrx-init`: `explicit`, else `SQRX_INIT`,
 /// else `sqrx-init` next to the current executable, else the current executable itself when
-/// [`run_if_worker`] was called.
+/// [`crate::roles::run_role_if_any`] was called.
 fn locate(explicit: Option<PathBuf>) -> Result<Program, JsError> {
     if let Some(path) = explicit {
         return Ok(Program {
@@ -101,7 +90,7 @@ fn locate(explicit: Option<PathBuf>) -> Result<Program, JsError> {
             self_exec: false,
         });
     }
-    if SELF_EXEC.load(Ordering::Relaxed) {
+    if crate::roles::self_exec_enabled() {
         return Ok(Program {
             path: exe,
             self_exec: true,
@@ -167,7 +156,8 @@ impl ConfinedJsExecutorBuilder {
     }
 
     /// The `sqrx-init` binary to start workers from (default: found like the runtime finds
-    /// it: `SQRX_INIT`, next to the current executable, or self-exec after [`run_if_worker`]).
+    /// it: `SQRX_INIT`, next to the current executable, or self-exec after
+    /// [`crate::roles::run_role_if_any`]).
     pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
         self.program = Some(path.into());
         self

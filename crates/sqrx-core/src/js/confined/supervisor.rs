@@ -22,8 +22,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The argument that makes `sqrx-init` a JavaScript worker.
 pub const WORKER_ARG: &str = "js-worker";
 
-/// The variable that makes a program calling [`super::run_if_worker`] a JavaScript worker
-/// (self-exec).
+/// The variable that makes a program calling [`crate::roles::run_role_if_any`] a JavaScript
+/// worker (self-exec).
 pub const WORKER_ENV: &str = "SQRX_JS_WORKER";
 
 /// The program worker processes run.
