@@ -1,9 +1,9 @@
 //! `runJs`: QuickJS in-process, no sandbox needed.
 
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use napi_derive::napi;
-use sqrx_core::js::{JsExecutor, JsLimits, JsRequest};
+use sqrx_core::js::{JsExecutorCache, JsLimits, JsLimitsPolicy, JsRequest};
 
 use crate::error::{join, to_napi};
 
@@ -42,19 +42,19 @@ pub async fn run_js(code: String, options: Option<RunJsOptions>) -> napi::Result
         Some(o) => (o.input, o.timeout_ms, o.memory_mb),
         None => (None, None, None),
     };
-    let defaults = JsLimits::default();
-    let limits = JsLimits {
-        timeout: timeout_ms.map_or(defaults.timeout, |ms| Duration::from_millis(ms.into())),
-        memory_bytes: memory_mb.map_or(defaults.memory_bytes, |mb| (mb as usize) << 20),
-        ..defaults
-    };
+    let limits = JsLimitsPolicy::default()
+        .resolve(timeout_ms.map(u64::from), memory_mb.map(u64::from))
+        .map_err(to_napi)?;
     let mut request = JsRequest::new(code);
     if let Some(input) = input {
         request = request.with_input(input);
     }
+    // One pool of worker threads per distinct limits, shared by every `runJs` of the process
+    // and built by the first (blocking, so on a blocking thread).
+    static EXECUTORS: OnceLock<JsExecutorCache> = OnceLock::new();
     let out = tokio::task::spawn_blocking(move || {
-        let js = JsExecutor::builder().limits(limits).workers(1).build()?;
-        Ok::<_, sqrx_core::JsError>(js.run_blocking(request))
+        let executors = EXECUTORS.get_or_init(|| JsExecutorCache::in_process(JsLimits::default()));
+        Ok::<_, sqrx_core::JsError>(executors.get(&limits)?.run_blocking(request))
     })
     .await
     .map_err(join)?

@@ -1,9 +1,9 @@
 //! `sqrx.run_js`: QuickJS in-process, no sandbox needed.
 
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
-use sqrx_core::js::{JsExecutor, JsLimits, JsRequest};
+use sqrx_core::js::{JsError, JsExecutorCache, JsLimits, JsLimitsPolicy, JsRequest};
 
 use crate::bridge::off_thread;
 use crate::error::to_py;
@@ -59,14 +59,14 @@ fn js_result(py: Python<'_>, out: sqrx_core::Execution) -> PyResult<JsResult> {
     })
 }
 
-/// Build the request and the executor for one `run_js` call.
+/// Build the request and its limits for one `run_js` call.
 fn prepare(
     py: Python<'_>,
     code: String,
     input: Option<&Bound<'_, PyAny>>,
-    timeout_ms: u64,
-    memory_mb: usize,
-) -> PyResult<(JsExecutor, JsRequest)> {
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+) -> PyResult<(JsLimits, JsRequest)> {
     let mut request = JsRequest::new(code);
     if let Some(input) = input {
         let text: String = py
@@ -78,51 +78,56 @@ fn prepare(
         })?;
         request = request.with_input(value);
     }
-    let limits = JsLimits {
-        timeout: Duration::from_millis(timeout_ms),
-        memory_bytes: memory_mb.saturating_mul(1 << 20),
-        ..JsLimits::default()
-    };
-    let js = JsExecutor::builder()
-        .limits(limits)
-        .workers(1)
-        .build()
+    let limits = JsLimitsPolicy::default()
+        .resolve(timeout_ms, memory_mb)
         .map_err(to_py)?;
-    Ok((js, request))
+    Ok((limits, request))
 }
 
-/// Run JavaScript `code` with QuickJS, in this process, under a time and a memory limit.
-/// `input` (any JSON-serializable value) is the script's global `input`; the value of its
-/// last expression (awaited if a promise) is the result. A script that throws, times out or
-/// runs out of memory is a result with that `status`, not an exception.
+/// Run `request` on this process's executor for `limits`: one pool of worker threads per
+/// distinct limits, shared by every `run_js` call of the process and built by the first
+/// (blocking: call it with the GIL released).
+fn run(limits: &JsLimits, request: JsRequest) -> Result<sqrx_core::Execution, JsError> {
+    static EXECUTORS: OnceLock<JsExecutorCache> = OnceLock::new();
+    let executors = EXECUTORS.get_or_init(|| JsExecutorCache::in_process(JsLimits::default()));
+    Ok(executors.get(limits)?.run_blocking(request))
+}
+
+/// Run JavaScript `code` with QuickJS, in this process, under a time and a memory limit
+/// (`None`: the core's defaults, 5000 ms and 64 MiB). `input` (any JSON-serializable value) is
+/// the script's global `input`; the value of its last expression (awaited if a promise) is
+/// the result. A script that throws, times out or runs out of memory is a result with that
+/// `status`, not an exception.
 #[pyfunction]
-#[pyo3(signature = (code, input=None, timeout_ms=5000, memory_mb=64))]
+#[pyo3(signature = (code, input=None, timeout_ms=None, memory_mb=None))]
 pub fn run_js(
     py: Python<'_>,
     code: String,
     input: Option<&Bound<'_, PyAny>>,
-    timeout_ms: u64,
-    memory_mb: usize,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
 ) -> PyResult<JsResult> {
-    let (js, request) = prepare(py, code, input, timeout_ms, memory_mb)?;
-    let out = py.detach(|| js.run_blocking(request));
+    let (limits, request) = prepare(py, code, input, timeout_ms, memory_mb)?;
+    let out = py.detach(|| run(&limits, request)).map_err(to_py)?;
     js_result(py, out)
 }
 
 /// `run_js` for asyncio: returns an awaitable of the `JsResult`.
 #[pyfunction]
-#[pyo3(signature = (code, input=None, timeout_ms=5000, memory_mb=64))]
+#[pyo3(signature = (code, input=None, timeout_ms=None, memory_mb=None))]
 pub fn run_js_async<'py>(
     py: Python<'py>,
     code: String,
     input: Option<&Bound<'py, PyAny>>,
-    timeout_ms: u64,
-    memory_mb: usize,
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (js, request) = prepare(py, code, input, timeout_ms, memory_mb)?;
+    let (limits, request) = prepare(py, code, input, timeout_ms, memory_mb)?;
     crate::bridge::runtime()?;
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        let out = off_thread(move || js.run_blocking(request)).await?;
+        let out = off_thread(move || run(&limits, request))
+            .await?
+            .map_err(to_py)?;
         Python::attach(|py| js_result(py, out))
     })
 }

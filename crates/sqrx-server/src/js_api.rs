@@ -2,12 +2,10 @@
 //! with QuickJS, in confined worker processes by default (`--js-isolation`), and return the
 //! Execution JSON.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use sqrx_core::js::{JsLimits, JsRequest};
+use sqrx_core::js::{JsError, JsLimitField, JsLimitsPolicy, JsRequest};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
@@ -97,43 +95,9 @@ pub async fn execute(
         (Some(_), Some(_)) => return Err(ApiError::bad_request("give code or file, not both")),
         (None, None) => return Err(ApiError::bad_request("code or file is required")),
     };
-    let defaults = state.js().default_limits().clone();
-    let limits = &state.config().limits;
-    // The server's maxima (`[limits]`): a request past one is refused, never clamped.
-    let max_ms = state
-        .config()
-        .exec_timeout
-        .as_millis()
-        .min(u128::from(limits.max_js_timeout_ms));
-    let timeout = match body.timeout_ms {
-        None => defaults.timeout,
-        Some(ms) if ms == 0 || u128::from(ms) > max_ms => {
-            return Err(ApiError::bad_request(format!(
-                "invalid timeout_ms: {ms} is outside 1..={max_ms} (limits.max_js_timeout_ms)"
-            )));
-        }
-        Some(ms) => Duration::from_millis(ms),
-    };
-    let memory_bytes = match body.memory_mb {
-        None => defaults.memory_bytes,
-        Some(mb) if mb > limits.max_js_memory_mb => {
-            return Err(ApiError::bad_request(format!(
-                "invalid memory_mb: {mb} is over the server's maximum of {} MiB \
-                 (limits.max_js_memory_mb)",
-                limits.max_js_memory_mb
-            )));
-        }
-        Some(mb) => usize::try_from(mb)
-            .ok()
-            .and_then(|mb| mb.checked_mul(1 << 20))
-            .ok_or_else(|| ApiError::bad_request(format!("invalid memory_mb: {mb}")))?,
-    };
-    let limits = JsLimits {
-        timeout,
-        memory_bytes,
-        ..defaults
-    };
-    limits.validate()?;
+    let limits = policy(&state)
+        .resolve(body.timeout_ms, body.memory_mb)
+        .map_err(name_the_setting)?;
     let pool_state = state.clone();
     // Building an executor for new limits starts threads or processes: off the async threads.
     let executor =
@@ -151,6 +115,30 @@ pub async fn execute(
         .metrics()
         .js(out.status.as_str(), out.execution_time_ms / 1000.0);
     Ok(Json(out))
+}
+
+/// The server's policy: its default limits, and the maxima of `[limits]` (the time limit also at
+/// most the exec timeout). A request past one is refused, never clamped.
+fn policy(state: &AppState) -> JsLimitsPolicy {
+    let config = state.config();
+    let exec_timeout_ms = u64::try_from(config.exec_timeout.as_millis()).unwrap_or(u64::MAX);
+    JsLimitsPolicy {
+        defaults: state.js().default_limits().clone(),
+        max_timeout_ms: exec_timeout_ms.min(config.limits.max_js_timeout_ms),
+        max_memory_mb: config.limits.max_js_memory_mb,
+    }
+}
+
+/// A 400 that names the `[limits]` setting holding the maximum a request went past.
+fn name_the_setting(e: JsError) -> ApiError {
+    let JsError::LimitOutOfRange { field, .. } = &e else {
+        return e.into();
+    };
+    let setting = match field {
+        JsLimitField::TimeoutMs => "limits.max_js_timeout_ms",
+        JsLimitField::MemoryMb => "limits.max_js_memory_mb",
+    };
+    ApiError::bad_request(format!("{e} ({setting})"))
 }
 
 /// The original JS sandbox's route; the same as `POST /v1/execute`.

@@ -2,10 +2,9 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use sqrx_core::js::{JsExecutor, JsLimits, JsRequest};
+use sqrx_core::js::{JsExecutor, JsLimits, JsLimitsPolicy, JsRequest};
 
 use crate::cli::CliError;
 
@@ -35,11 +34,11 @@ pub struct JsOpts {
     #[arg(long, value_name = "JSON")]
     input: Option<String>,
     /// Timeout in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    #[arg(long, value_name = "MS", default_value_t = JsLimits::DEFAULT_TIMEOUT_MS)]
     timeout_ms: u64,
     /// Heap limit in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    memory_mb: usize,
+    #[arg(long, value_name = "MIB", default_value_t = JsLimits::DEFAULT_MEMORY_MB)]
+    memory_mb: u64,
 }
 
 /// Run a js command: prints the Execution JSON; fails (exit 1) unless the status is success.
@@ -54,11 +53,10 @@ pub fn run(cmd: JsCmd) -> Result<(), CliError> {
         .map(serde_json::from_str::<serde_json::Value>)
         .transpose()
         .map_err(|e| CliError(format!("--input is not valid JSON: {e}")))?;
-    let limits = JsLimits {
-        timeout: Duration::from_millis(opts.timeout_ms),
-        memory_bytes: opts.memory_mb.saturating_mul(1 << 20),
-        ..JsLimits::default()
-    };
+    let limits = JsLimitsPolicy::default()
+        .resolve(Some(opts.timeout_ms), Some(opts.memory_mb))
+        .map_err(|e| CliError(e.to_string()))?;
+    // One script per process: one worker, no executor kept for later.
     let js = JsExecutor::builder()
         .limits(limits)
         .workers(1)

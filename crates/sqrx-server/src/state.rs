@@ -2,11 +2,10 @@
 //! proxy's upstream client, the JavaScript executors, the metrics, the settings), and the
 //! bridge that runs blocking core calls off the async threads.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqrx_core::js::{ConfinedJsExecutor, JsExecutor, JsLimits, JsRunner};
+use sqrx_core::js::{ConfinedJsExecutor, JsExecutor, JsExecutorCache, JsLimits, JsRunner};
 use sqrx_core::session::{SessionConfig, SessionError, SessionManager};
 use sqrx_core::{Runtime, Sandbox};
 
@@ -15,34 +14,18 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 
-/// Executors for non-default limits kept at once; past this the cache starts over.
-const MAX_CUSTOM_EXECUTORS: usize = 8;
-
 /// QuickJS executors of one kind ([`JsIsolation`]): one with the default limits, and a few for
-/// limits requests asked for (an executor's limits are fixed when it is built).
+/// limits requests asked for (an executor's limits are fixed when it is built; the core's
+/// [`JsExecutorCache`] keeps them).
 ///
 /// With [`JsIsolation::Process`] each executor is a pool of confined worker processes. If the
 /// default one cannot start (no `sqrx-init` found), the server still starts, says why in its
 /// log, and answers JavaScript requests with 503 and the reason until it can; it never falls
 /// back to running scripts in-process.
+#[derive(Debug)]
 pub struct JsPool {
     isolation: JsIsolation,
-    default_limits: JsLimits,
-    default: Mutex<Option<Arc<dyn JsRunner>>>,
-    custom: Mutex<HashMap<(Duration, usize), Arc<dyn JsRunner>>>,
-}
-
-impl std::fmt::Debug for JsPool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsPool")
-            .field("isolation", &self.isolation)
-            .field("default", &self.default_limits)
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    executors: JsExecutorCache,
 }
 
 impl JsPool {
@@ -52,12 +35,18 @@ impl JsPool {
         limits.validate()?;
         let pool = JsPool {
             isolation,
-            default_limits: limits.clone(),
-            default: Mutex::new(None),
-            custom: Mutex::new(HashMap::new()),
+            executors: JsExecutorCache::new(
+                limits.clone(),
+                move |limits| -> Result<Arc<dyn JsRunner>, sqrx_core::JsError> {
+                    Ok(match isolation {
+                        JsIsolation::Process => Arc::new(ConfinedJsExecutor::new(limits.clone())?),
+                        JsIsolation::InProcess => Arc::new(JsExecutor::new(limits.clone())?),
+                    })
+                },
+            ),
         };
-        match pool.build(&limits) {
-            Ok(e) => *lock(&pool.default) = Some(e),
+        match pool.executors.get(&limits) {
+            Ok(_) => {}
             Err(e) if isolation == JsIsolation::Process => tracing::error!(
                 error = %e,
                 "cannot start the confined JavaScript workers; JavaScript requests fail until they can"
@@ -74,40 +63,13 @@ impl JsPool {
 
     /// The default limits.
     pub fn default_limits(&self) -> &JsLimits {
-        &self.default_limits
-    }
-
-    fn build(&self, limits: &JsLimits) -> Result<Arc<dyn JsRunner>, sqrx_core::JsError> {
-        Ok(match self.isolation {
-            JsIsolation::Process => Arc::new(ConfinedJsExecutor::new(limits.clone())?),
-            JsIsolation::InProcess => Arc::new(JsExecutor::new(limits.clone())?),
-        })
+        self.executors.default_limits()
     }
 
     /// An executor for these limits (built on first use; building starts threads or
     /// processes, so call this from a blocking context).
     pub fn executor(&self, limits: &JsLimits) -> Result<Arc<dyn JsRunner>, sqrx_core::JsError> {
-        if *limits == self.default_limits {
-            let mut default = lock(&self.default);
-            if let Some(e) = default.as_ref() {
-                return Ok(Arc::clone(e));
-            }
-            let e = self.build(limits)?;
-            *default = Some(Arc::clone(&e));
-            return Ok(e);
-        }
-        let key = (limits.timeout, limits.memory_bytes);
-        let mut custom = lock(&self.custom);
-        if let Some(e) = custom.get(&key) {
-            return Ok(Arc::clone(e));
-        }
-        let executor = self.build(limits)?;
-        if custom.len() >= MAX_CUSTOM_EXECUTORS {
-            // Executors in use stay alive through their Arcs; the rest stop here.
-            custom.clear();
-        }
-        custom.insert(key, Arc::clone(&executor));
-        Ok(executor)
+        self.executors.get(limits)
     }
 }
 

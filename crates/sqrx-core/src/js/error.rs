@@ -17,6 +17,19 @@ pub enum JsError {
         /// Why it was rejected.
         reason: String,
     },
+    /// A limit a caller asked for is outside what the [`JsLimitsPolicy`](super::JsLimitsPolicy)
+    /// allows.
+    #[error("invalid {field}: {value} is outside {min}..={max}")]
+    LimitOutOfRange {
+        /// The field asked for.
+        field: super::JsLimitField,
+        /// The value asked for.
+        value: u64,
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
     /// The worker count is zero.
     #[error("invalid js worker count {workers}: need at least one worker")]
     InvalidWorkers {
@@ -111,6 +124,7 @@ impl JsError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             JsError::InvalidLimit { .. }
+            | JsError::LimitOutOfRange { .. }
             | JsError::InvalidWorkers { .. }
             | JsError::InvalidHostFunctionName { .. }
             | JsError::InvalidIdentity { .. } => ErrorKind::InvalidArgument,

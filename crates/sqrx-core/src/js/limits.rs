@@ -7,11 +7,13 @@ use super::JsError;
 /// The limits every execution runs under. Each worker owns one QuickJS runtime; the memory and
 /// stack limits apply to that runtime, the timeout to each execution (from the moment a worker
 /// starts it, queueing excluded).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JsLimits {
-    /// Heap the script may allocate (QuickJS's malloc limit), bytes. Default 64 MiB.
+    /// Heap the script may allocate (QuickJS's malloc limit), bytes. Default
+    /// [`JsLimits::DEFAULT_MEMORY_MB`] MiB.
     pub memory_bytes: usize,
-    /// Wall-clock time for one execution, promise jobs and host calls included. Default 5 s.
+    /// Wall-clock time for one execution, promise jobs and host calls included. Default
+    /// [`JsLimits::DEFAULT_TIMEOUT_MS`] ms.
     pub timeout: Duration,
     /// JavaScript stack, bytes; deeper recursion throws a `RangeError`. Default 1 MiB.
     pub stack_bytes: usize,
@@ -26,8 +28,8 @@ pub struct JsLimits {
 impl Default for JsLimits {
     fn default() -> Self {
         JsLimits {
-            memory_bytes: 64 << 20,
-            timeout: Duration::from_secs(5),
+            memory_bytes: (Self::DEFAULT_MEMORY_MB as usize) << 20,
+            timeout: Duration::from_millis(Self::DEFAULT_TIMEOUT_MS),
             stack_bytes: 1 << 20,
             max_log_bytes: 1 << 20,
             max_result_bytes: 1 << 20,
@@ -36,6 +38,14 @@ impl Default for JsLimits {
 }
 
 impl JsLimits {
+    /// The default time limit, milliseconds: what the server, `sqrx js` and the bindings use
+    /// when a caller names none.
+    pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
+    /// The default heap limit, MiB: what the server, `sqrx js` and the bindings use when a
+    /// caller names none.
+    pub const DEFAULT_MEMORY_MB: u64 = 64;
+    /// The longest time limit.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
     /// The smallest heap a runtime can start in: QuickJS needs ~1 MiB for its builtins.
     pub const MIN_MEMORY_BYTES: usize = 2 << 20;
     /// The smallest stack that still runs ordinary code.
@@ -59,7 +69,7 @@ impl JsLimits {
         if self.timeout.is_zero() {
             return bad("timeout", "must be greater than zero".into());
         }
-        if self.timeout > Duration::from_secs(24 * 3600) {
+        if self.timeout > Self::MAX_TIMEOUT {
             return bad("timeout", "must be at most 24 hours".into());
         }
         if !(Self::MIN_STACK_BYTES..=Self::MAX_STACK_BYTES).contains(&self.stack_bytes) {

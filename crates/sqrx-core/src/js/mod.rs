@@ -14,8 +14,13 @@
 //! # }
 //! ```
 //!
+//! What callers may ask for is one [`JsLimitsPolicy`] (defaults and maxima of `timeout_ms` and
+//! `memory_mb`), and a [`JsExecutorCache`] shares executors between calls with the same limits:
+//! the server and the bindings use both, `sqrx js` the policy.
+//!
 //! See `docs/js.md` for the semantics, the limits and how timeouts hold inside builtins.
 
+mod cache;
 pub mod confined;
 mod console;
 mod convert;
@@ -24,16 +29,19 @@ mod execution;
 mod executor;
 mod host;
 mod limits;
+mod policy;
 mod queue;
 mod reply;
 mod runner;
 mod worker;
 
+pub use cache::JsExecutorCache;
 pub use confined::{ConfinedJsExecutor, ConfinedJsExecutorBuilder};
 pub use error::JsError;
 pub use execution::{Execution, ExecutionError, ExecutionStatus, JsRequest, LogEntry, LogLevel};
 pub use executor::{ABANDON_GRACE, JsExecutor, JsExecutorBuilder};
 pub use host::{AsyncHostFn, HostFuture, HostResult, SyncHostFn};
 pub use limits::JsLimits;
+pub use policy::{JsLimitField, JsLimitsPolicy};
 pub use reply::PendingExecution;
 pub use runner::JsRunner;

@@ -460,12 +460,19 @@ class JsResult:
     def execution_time_ms(self) -> float: ...
 
 def run_js(
-    code: str, input: Any = None, timeout_ms: int = 5000, memory_mb: int = 64
+    code: str,
+    input: Any = None,
+    timeout_ms: Optional[int] = None,
+    memory_mb: Optional[int] = None,
 ) -> JsResult:
-    """Run JavaScript with QuickJS in this process under a time and a memory limit."""
+    """Run JavaScript with QuickJS in this process under a time and a memory limit
+    (``None``: 5000 ms, 64 MiB)."""
 
 def run_js_async(
-    code: str, input: Any = None, timeout_ms: int = 5000, memory_mb: int = 64
+    code: str,
+    input: Any = None,
+    timeout_ms: Optional[int] = None,
+    memory_mb: Optional[int] = None,
 ) -> Awaitable[JsResult]:
     """``run_js`` for asyncio."""
 
