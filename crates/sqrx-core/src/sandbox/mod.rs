@@ -19,6 +19,7 @@ mod lifetime;
 mod logs;
 mod mounts;
 mod network;
+mod owners;
 mod pause;
 mod processes;
 mod pty;

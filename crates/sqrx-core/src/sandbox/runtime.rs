@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     pub network: crate::network::Network,
     /// Processes started with `Sandbox::start_tracked`, while they run.
     pub processes: super::processes::ProcessTable,
+    /// Sandbox owners read so far (see [`Runtime::owner_of`]).
+    pub owners: super::owners::OwnerCache,
 }
 
 /// The entry point: open one per data directory (several processes may open the same one).
@@ -256,6 +258,7 @@ impl Runtime {
         let rt = Runtime {
             inner: Arc::new(Inner {
                 processes: Default::default(),
+                owners: Default::default(),
                 network,
                 mounts: LayerMounts::new(&config.data_dir),
                 config,

@@ -2,8 +2,8 @@
 //! WebSockets, `Expect`, HTTP/1.0 and HTTP/2 clients, connections that also use the API): the
 //! server hands `/proxy/{sandbox_id}/{port}/...` requests straight to [`forward`], past the
 //! router and its middleware stack, which cost more per request than relaying it does. The
-//! request is checked (Host, Origin), authenticated, counted and logged as the router's `/proxy` routes do (those
-//! routes stay, for [`app`](crate::app::app) used as a plain router and for ids that need
+//! request is checked (Host, Origin), authenticated, counted and logged by the same
+//! [`rules`](super::rules) as the router's `/proxy` routes (those routes stay, for [`app`](crate::app::app) used as a plain router and for ids that need
 //! percent-decoding). Plain HTTP/1.1 requests on connections the server reads itself take
 //! the faster [`relay`](super::relay).
 use std::net::SocketAddr;
@@ -12,15 +12,16 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
+use axum::http::header::AUTHORIZATION;
+
 use super::http::forward;
+use super::rules;
 use crate::auth;
 use crate::hosts::{self, LocalAddr};
 use crate::state::AppState;
+use crate::tenants::access::Attempt;
 
-/// The route label of a proxied request with a path after the port.
-pub const ROUTE: &str = "/proxy/{sandbox_id}/{port}/{*path}";
-/// The route label of a proxied request for the service's root.
-pub const ROUTE_ROOT: &str = "/proxy/{sandbox_id}/{port}/";
+pub use super::rules::{ROUTE, ROUTE_ROOT};
 
 /// The sandbox id and port of a `/proxy/{id}/{port}/...` path, and whether a path follows the
 /// port, when the direct path can take it: both segments plain (percent-encoded ones go to the
@@ -43,35 +44,55 @@ pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Respons
         return crate::error::ApiError::not_found("no such proxy route").into_response();
     };
     let (id, port) = (id.to_string(), port.to_string());
-    let route = if deeper { ROUTE } else { ROUTE_ROOT };
     let method = req.method().clone();
+    let attempt = Attempt {
+        method: &method,
+        route: if deeper { ROUTE } else { ROUTE_ROOT },
+        target: Some(&id),
+        source_ip: Some(client.ip().to_string()),
+    };
     let uri = tracing::enabled!(tracing::Level::INFO).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         crate::logging::redact_target(target)
     });
     let local = req.extensions().get::<LocalAddr>().map(|l| l.0.ip());
-    let refused = hosts::refusal(
+    let host_refused = hosts::refusal(
         &state.config().allowed_hosts,
         req.method(),
         req.uri(),
         req.headers(),
         local,
-    )
-    .or_else(|| auth::refusal(&state, &req));
-    let response = match refused {
-        Some(refused) => refused,
-        None => forward(&state, id, &port, Some(client), req)
-            .await
-            .into_response(),
+    );
+    let admitted = match host_refused {
+        Some(refused) => Err(refused),
+        None => {
+            let headers = req.headers();
+            let key = auth::offered_key(
+                headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+                headers.get("x-api-key").map(|v| v.as_bytes()),
+            );
+            let operator = auth::has_operator_token(&state, headers);
+            rules::admit(&state, operator, key, &attempt).await
+        }
+    };
+    let (identity, response) = match admitted {
+        Ok(identity) => {
+            let response = forward(&state, id.clone(), &port, Some(client), req)
+                .await
+                .into_response();
+            (Some(identity), response)
+        }
+        Err(refused) => (None, refused),
     };
     let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    state
-        .metrics()
-        .http(&method, route.into(), status, elapsed.as_secs_f64());
-    if let Some(uri) = uri {
-        tracing::info!(%method, %uri, status, latency_ms = elapsed.as_millis() as u64, "finished processing request");
-    }
+    rules::finished(
+        &state,
+        identity.as_ref(),
+        &attempt,
+        status,
+        started.elapsed(),
+        uri,
+    );
     response
 }
 

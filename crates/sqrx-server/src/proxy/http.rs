@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
+use super::rules;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Path;
 use crate::metrics::WsKind;
@@ -33,23 +34,8 @@ pub struct ProxyTarget {
 /// Buffer per direction of an upgraded connection.
 const PIPE_BUFFER: usize = 16 * 1024;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// pre-standard `Keep-Alive` and `Proxy-Connection`.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// `Transfer-Encoding` and `Trailer` frame one hop: hyper frames each side's body itself.
+const REFRAMED: [&str; 2] = ["transfer-encoding", "trailer"];
 
 /// Does `headers` ask to switch protocols (`Connection: upgrade` plus `Upgrade`)?
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -67,47 +53,76 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
         .filter(|t| !t.is_empty())
 }
 
-/// Drop the hop-by-hop headers, and those the `Connection` header names. With `upgrade`, keep
-/// `Upgrade` and say `Connection: upgrade` (the one hop-by-hop exchange a proxy relays).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<String> = connection_tokens(headers).collect();
-    for name in named {
-        if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
-            if upgrade && h == header::UPGRADE {
-                continue;
-            }
-            headers.remove(h);
-        }
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
+/// Keep the headers `passes` lets through (given the names `Connection` lists), less the
+/// framing of this hop. With `upgrade`, keep `Upgrade` and say `Connection: upgrade` (the
+/// one hop-by-hop exchange a proxy relays).
+fn keep(headers: &mut HeaderMap, upgrade: bool, passes: impl Fn(&str, &[&str]) -> bool) {
+    let listed: Vec<String> = connection_tokens(headers).collect();
+    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            let kept = upgrade && name == "upgrade";
+            !kept && (!passes(name, &listed) || rules::named(&REFRAMED, name))
+        })
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Add the `X-Forwarded-*` headers: the client's address appended to any `X-Forwarded-For`
-/// chain, the host it asked for, the scheme, and the prefix the proxy removed.
-fn add_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, prefix: &str) {
-    if let Some(addr) = client {
-        let ip = addr.ip().to_string();
-        let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-            _ => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&chain) {
-            headers.insert(X_FORWARDED_FOR, v);
+/// The request headers as the service gets them (see [`rules::passes`] and
+/// [`rules::forwarded`]), for `client`, on a server that requires credentials when
+/// `auth_required`.
+fn for_service(
+    req: &mut Request,
+    upgrade: bool,
+    auth_required: bool,
+    client: Option<SocketAddr>,
+    port: u16,
+) {
+    let host: Option<Vec<u8>> = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.as_bytes().to_vec())
+        // HTTP/2 clients send :authority instead.
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        });
+    let earlier: Vec<Vec<u8>> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    let earlier: Vec<&[u8]> = earlier.iter().map(Vec::as_slice).collect();
+    let forwarded = rules::forwarded(
+        &earlier,
+        client.map(|c| c.ip()),
+        host.as_deref(),
+        rules::prefix(req.uri().path()),
+    );
+    let headers = req.headers_mut();
+    keep(headers, upgrade, |name, listed| {
+        rules::passes(name, listed, auth_required)
+    });
+    if !headers.contains_key(header::HOST) {
+        let host = host.unwrap_or_else(|| rules::default_host(&port.to_string()).into_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&host) {
+            headers.insert(header::HOST, v);
         }
     }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(prefix) {
-        headers.insert(X_FORWARDED_PREFIX, v);
+    for (name, value) in forwarded {
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
     }
 }
 
@@ -202,24 +217,13 @@ pub async fn forward(
     // Taken before the request is handed on: resolves once our 101 reached the client.
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers, upgrade);
-    if state.config().auth_token.is_some() {
-        // The bearer token opens this server: it must never reach code in a sandbox.
-        headers.remove(header::AUTHORIZATION);
-    }
-    add_forwarded(headers, client, &format!("/proxy/{id}/{port}"));
-    if !headers.contains_key(header::HOST) {
-        // HTTP/2 clients send :authority instead; HTTP/1.1 services need a Host.
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| format!("127.0.0.1:{port}"));
-        if let Ok(v) = HeaderValue::from_str(&host) {
-            req.headers_mut().insert(header::HOST, v);
-        }
-    }
+    for_service(
+        &mut req,
+        upgrade,
+        crate::auth::required(state),
+        client,
+        port,
+    );
     *req.version_mut() = Version::HTTP_11;
 
     let limit = state.config().request_timeout;
@@ -253,7 +257,7 @@ pub async fn forward(
             .await;
         });
     }
-    strip_hop_by_hop(response.headers_mut(), switching);
+    keep(response.headers_mut(), switching, rules::response_passes);
     Ok(response)
 }
 
@@ -284,7 +288,7 @@ mod tests {
             ("content-type", "text/plain"),
         ]);
         assert!(!wants_upgrade(&h));
-        strip_hop_by_hop(&mut h, false);
+        keep(&mut h, false, rules::response_passes);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-type"]);
     }
@@ -297,23 +301,10 @@ mod tests {
             ("sec-websocket-key", "k"),
         ]);
         assert!(wants_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+        keep(&mut h, true, rules::response_passes);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["sec-websocket-key"], "k");
-    }
-
-    #[test]
-    fn forwarded_headers() {
-        let mut h = headers(&[
-            ("host", "example.com:8080"),
-            ("x-forwarded-for", "10.0.0.1"),
-        ]);
-        add_forwarded(&mut h, Some(([127, 0, 0, 1], 5000).into()), "/proxy/a/80");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "example.com:8080");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-prefix"], "/proxy/a/80");
     }
 
     #[test]

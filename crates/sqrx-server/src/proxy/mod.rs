@@ -10,6 +10,7 @@ pub mod direct;
 pub mod framing;
 pub mod http;
 pub mod relay;
+pub mod rules;
 pub mod session;
 pub mod upstream;
 

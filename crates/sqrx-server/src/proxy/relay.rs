@@ -24,10 +24,13 @@ use tokio::net::TcpStream;
 use super::direct::{ROUTE, ROUTE_ROOT, target};
 use super::framing::{Chunks, Framing};
 use super::http::{no_response_in_time, port_of};
+use super::rules;
 use crate::auth;
 use crate::error::ApiError;
 use crate::hosts::{self, AllowedHosts};
 use crate::state::AppState;
+use crate::tenants::access::Attempt;
+use subtle::ConstantTimeEq;
 
 /// Most headers in a head the relay takes (a request with more goes to hyper, which answers
 /// for it; a response with more is a 502).
@@ -38,27 +41,6 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Bytes read at a time for a response head (most responses fit whole).
 pub const HEAD_READ: usize = 16 * 1024;
-
-/// Headers that describe one connection (RFC 9110 §7.6.1), never relayed, plus those the
-/// relay sets itself. `Transfer-Encoding` and `Trailer` are not among them: the relay passes
-/// a chunked body as it came, trailers included, so its coding goes along.
-const DROPPED: [&str; 11] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "upgrade",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-prefix",
-];
-
-/// Headers that frame the message: kept whatever `Connection` names, or a client could make
-/// the relay drop the length it frames the body by.
-const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
 /// What [`parse`] made of the bytes read so far.
 pub enum Parsed {
@@ -83,19 +65,18 @@ pub struct Plan {
     body: Framing,
     /// The client asked to close after this exchange.
     close: bool,
-    /// The client is allowed in (no token configured, or the right one given).
-    authorized: bool,
+    /// The request carries the server's own token.
+    operator: bool,
+    /// The user key it offers instead, on a server with tenants.
+    key: Option<String>,
+    /// The client's address.
+    client: IpAddr,
     /// The request's `Host`, when the server does not answer to it.
     refused_host: Option<String>,
     /// The head as the service gets it.
     upstream_head: Vec<u8>,
     /// The request target, for the request log.
     target: Option<String>,
-}
-
-/// Does the header `name` appear in `list` (`list` in lower case)?
-fn named(list: &[&str], name: &str) -> bool {
-    list.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Read a `Connection` value: the header names it lists go to `listed`; whether it says
@@ -115,7 +96,8 @@ fn connection_options<'h>(value: &'h [u8], listed: &mut Vec<&'h str>) -> bool {
 }
 
 /// Parse the request head at the start of `buf`, from `client` on a connection that arrived
-/// at `local`, for a server whose bearer token is `token` and that answers to `hosts`.
+/// at `local`, for a server whose bearer token is `token` (with user keys when `tenanted`)
+/// and that answers to `hosts`.
 pub fn parse(
     buf: &[u8],
     token: Option<&str>,
@@ -153,6 +135,7 @@ pub fn parse(
     let mut host: Option<&[u8]> = None;
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut authorization: Option<&[u8]> = None;
+    let mut x_api_key: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -181,6 +164,8 @@ pub fn parse(
             forwarded_for.push(h.value);
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(h.value);
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            x_api_key = Some(h.value);
         }
     }
     let body = match (length, chunked) {
@@ -189,12 +174,13 @@ pub fn parse(
         (None, true) => Framing::Chunked(Chunks::default()),
         (None, false) => Framing::Empty,
     };
-    let operator = token.is_some_and(|t| auth::bearer_matches(authorization, t));
-    // A user's key: the router authenticates it and checks the sandbox is the user's.
-    if tenanted && !operator {
-        return Parsed::Other;
-    }
-    let authorized = token.is_none() || operator;
+    let operator = token.is_some_and(|t| {
+        auth::bearer_matches(authorization, t)
+            || x_api_key.is_some_and(|k| bool::from(k.ct_eq(t.as_bytes())))
+    });
+    let key = (tenanted && !operator)
+        .then(|| auth::offered_key(authorization, x_api_key).map(str::to_string))
+        .flatten();
     // The same Host check as the router's (DNS rebinding); no upgrade reaches the relay, so
     // there is no Origin to check.
     let refused_host = host.and_then(|h| {
@@ -209,36 +195,20 @@ pub fn parse(
     up.extend_from_slice(b" /");
     up.extend_from_slice(rest.as_bytes());
     up.extend_from_slice(b" HTTP/1.1\r\n");
+    let auth_required = token.is_some() || tenanted;
     for h in req.headers.iter() {
-        let name = h.name;
-        if named(&DROPPED, name)
-            || (token.is_some() && name.eq_ignore_ascii_case("authorization"))
-            || (named(&listed, name) && !named(&FRAMING, name))
-        {
-            continue;
-        }
-        header(&mut up, name.as_bytes(), h.value);
-    }
-    let ip = client.ip().to_string();
-    let mut chain: Vec<u8> = Vec::new();
-    for before in forwarded_for.iter().map(|v| v.trim_ascii()) {
-        if !before.is_empty() {
-            chain.extend_from_slice(before);
-            chain.extend_from_slice(b", ");
+        if rules::passes(h.name, &listed, auth_required) {
+            header(&mut up, h.name.as_bytes(), h.value);
         }
     }
-    chain.extend_from_slice(ip.as_bytes());
-    header(&mut up, b"x-forwarded-for", &chain);
-    match host {
-        Some(host) => header(&mut up, b"x-forwarded-host", host),
-        None => header(&mut up, b"host", format!("127.0.0.1:{port}").as_bytes()),
+    if host.is_none() {
+        header(&mut up, b"host", rules::default_host(port).as_bytes());
     }
-    header(&mut up, b"x-forwarded-proto", b"http");
-    header(
-        &mut up,
-        b"x-forwarded-prefix",
-        format!("/proxy/{id}/{port}").as_bytes(),
-    );
+    for (name, value) in
+        rules::forwarded(&forwarded_for, Some(client.ip()), host, rules::prefix(path))
+    {
+        header(&mut up, name.as_bytes(), &value);
+    }
     up.extend_from_slice(b"\r\n");
 
     Parsed::Relay(Box::new(Plan {
@@ -249,7 +219,9 @@ pub fn parse(
         route: if deeper { ROUTE } else { ROUTE_ROOT },
         body,
         close,
-        authorized,
+        operator,
+        key,
+        client: client.ip(),
         refused_host,
         upstream_head: up,
         target: tracing::enabled!(tracing::Level::INFO)
@@ -302,7 +274,17 @@ pub async fn relay(
 ) -> After {
     let started = Instant::now();
     buf.advance(plan.head_len);
-    let outcome = exchange(state, client, buf, scratch, &mut plan, stopping).await;
+    let admitted = match &plan.refused_host {
+        Some(host) => Err(hosts::host_refused(host)),
+        None => rules::admit(state, plan.operator, plan.key.as_deref(), &attempt(&plan)).await,
+    };
+    let (identity, outcome) = match admitted {
+        Ok(identity) => {
+            let outcome = exchange(state, client, buf, scratch, &mut plan, stopping).await;
+            (Some(identity), outcome)
+        }
+        Err(refused) => (None, Err(Failure::Answer(refused))),
+    };
     let (status, after) = match outcome {
         Ok(done) => done,
         Err(Failure::Broken) => (StatusCode::BAD_GATEWAY.as_u16(), After::Close),
@@ -321,18 +303,26 @@ pub async fn relay(
             }
         }
     };
-    let elapsed = started.elapsed();
-    state.metrics().http(
-        &plan.method,
-        plan.route.into(),
+    let uri = plan.target.take();
+    rules::finished(
+        state,
+        identity.as_ref(),
+        &attempt(&plan),
         status,
-        elapsed.as_secs_f64(),
+        started.elapsed(),
+        uri,
     );
-    if let Some(uri) = plan.target {
-        let method = &plan.method;
-        tracing::info!(%method, %uri, status, latency_ms = elapsed.as_millis() as u64, "finished processing request");
-    }
     after
+}
+
+/// The request `plan` describes, as access checks and the audit log see it.
+fn attempt(plan: &Plan) -> Attempt<'_> {
+    Attempt {
+        method: &plan.method,
+        route: plan.route,
+        target: Some(&plan.id),
+        source_ip: Some(plan.client.to_string()),
+    }
 }
 
 /// Write `response` (one of ours: small, in memory) to the client.
@@ -392,12 +382,6 @@ async fn exchange(
     plan: &mut Plan,
     stopping: bool,
 ) -> Result<(u16, After), Failure> {
-    if let Some(host) = &plan.refused_host {
-        return Err(Failure::Answer(hosts::host_refused(host)));
-    }
-    if !plan.authorized {
-        return Err(Failure::Answer(auth::unauthorized()));
-    }
     let port = port_of(&plan.port)?;
     let limit = state.config().request_timeout;
     let sent = send(state, client, buf, scratch, plan, port);
@@ -611,8 +595,7 @@ async fn respond(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if named(&DROPPED[..7], h.name)
-            || (named(&listed, h.name) && !named(&FRAMING, h.name))
+        if !rules::response_passes(h.name, &listed)
             // A transfer coding frames the body: a length beside it would mislead whoever
             // reads the response next (RFC 9112 §6.3).
             || (coding.is_some() && h.name.eq_ignore_ascii_case("content-length"))
@@ -704,7 +687,7 @@ mod tests {
              X-Forwarded-Host: evil\r\nContent-Length: 5\r\nX-Custom: kept\r\n\r\nhello",
             Some("tok"),
         );
-        assert!(p.authorized && !p.close);
+        assert!(p.operator && p.key.is_none() && !p.close);
         assert_eq!(p.refused_host.as_deref(), Some("example.com:81"));
         assert_eq!(p.body, Framing::Length(5));
         assert_eq!(p.route, ROUTE);
@@ -724,7 +707,7 @@ mod tests {
             "GET /proxy/a/80/ HTTP/1.1\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
             Some("tok"),
         );
-        assert!(!p.authorized && p.close);
+        assert!(!p.operator && p.key.is_none() && p.close);
         assert_eq!(p.refused_host, None, "no Host");
         assert_eq!(p.route, ROUTE_ROOT);
         let p = plan(
@@ -738,7 +721,10 @@ mod tests {
             "GET /proxy/a/80/x HTTP/1.1\r\nAuthorization: Basic eA==\r\n\r\n",
             None,
         );
-        assert!(p.authorized);
+        assert!(
+            !p.operator && p.key.is_none(),
+            "an open server: admit decides"
+        );
         assert!(upstream(&p).contains("Authorization: Basic eA==\r\n"));
         assert!(
             upstream(&p).contains("host: 127.0.0.1:80\r\n"),
@@ -750,6 +736,32 @@ mod tests {
         );
         assert_eq!(p.body, Framing::Chunked(Chunks::default()));
         assert!(upstream(&p).contains("Transfer-Encoding: chunked\r\n"));
+    }
+
+    #[test]
+    fn user_keys_are_taken_and_withheld() {
+        let head = "GET /proxy/a/80/ HTTP/1.1\r\nAuthorization: Bearer sqrx_k\r\n\
+                    X-API-Key: e2b_k\r\nX-Kept: 1\r\n\r\n";
+        let Parsed::Relay(p) = parse(
+            head.as_bytes(),
+            None,
+            true,
+            &AllowedHosts::default(),
+            CLIENT.into(),
+            LOCAL.into(),
+        ) else {
+            panic!("not taken");
+        };
+        assert!(!p.operator);
+        assert_eq!(p.key.as_deref(), Some("sqrx_k"));
+        let up = upstream(&p);
+        assert!(!up.to_ascii_lowercase().contains("authorization"), "{up}");
+        assert!(!up.to_ascii_lowercase().contains("x-api-key"), "{up}");
+        assert!(up.contains("X-Kept: 1\r\n"));
+        // The operator's token through E2B's header.
+        let head = "GET /proxy/a/80/ HTTP/1.1\r\nX-API-Key: tok\r\n\r\n";
+        let p = plan(head, Some("tok"));
+        assert!(p.operator && p.key.is_none());
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //! - Lists and creates are scoped by their handlers (see [`super::Identity::scope`]).
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{AuditRecord, Identity};
+use super::Identity;
+use super::access::{Attempt, deny, may_reach};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -48,7 +49,7 @@ fn e2b_route(route: &str) -> bool {
 }
 
 /// The 404 each surface answers for a sandbox that does not exist.
-fn not_found(route: &str, id: &str) -> Response {
+pub fn not_found(route: &str, id: &str) -> Response {
     let message = format!("sandbox {id} not found");
     if route.starts_with("/cgi-bin/") {
         crate::cgi::not_found(id).into_response()
@@ -100,54 +101,28 @@ pub async fn check(State(state): State<AppState>, req: Request, next: Next) -> R
         None => None,
     };
     let req = Request::from_parts(parts, body);
-    let audit = |status: StatusCode, result: &str| AuditRecord {
-        id: String::new(),
-        at: chrono::Utc::now(),
-        user: Some(identity.audit_user()),
-        key_id: identity.key_id(),
-        action: format!("{method} {route}"),
-        target: target.clone(),
-        result: result.into(),
-        status: status.as_u16(),
-        source_ip: ip.clone(),
+    let attempt = Attempt {
+        method: &method,
+        route: &route,
+        target: target.as_deref(),
+        source_ip: ip,
     };
-    let refused = if admin_only(&route) && !identity.is_admin() {
-        Some(
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("{method} {route} needs an admin key"),
-            )
-            .into_response(),
-        )
-    } else if let (Some(id), Some(_)) = (&target, identity.scope()) {
-        let lookup = id.clone();
-        let owner = state
-            .blocking(move |rt| rt.get(&lookup).map(|sb| sb.spec().owner.clone()))
-            .await;
-        // A missing sandbox gets the same answer, from here, before any extractor could
-        // answer differently (a bad body, a missing upgrade): nothing tells them apart.
-        match owner {
-            Ok(owner) if identity.may_see(owner.as_deref()) => None,
-            _ => Some(not_found(&route, id)),
-        }
-    } else {
-        None
-    };
-    if let Some(refused) = refused {
-        tenants.audit(audit(refused.status(), "denied"));
-        return refused;
+    if admin_only(&route) && !identity.is_admin() {
+        let forbidden = ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{method} {route} needs an admin key"),
+        );
+        return deny(&tenants, &identity, &attempt, forbidden.into_response());
     }
-    let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // A missing sandbox gets the same answer, from here, before any extractor could answer
+    // differently (a bad body, a missing upgrade): nothing tells them apart.
+    if let Some(id) = &target
+        && !may_reach(&state, &identity, id)
+    {
+        return deny(&tenants, &identity, &attempt, not_found(&route, id));
+    }
     let response = next.run(req).await;
-    if mutating {
-        let status = response.status();
-        let result = if status.is_success() || status.is_redirection() {
-            "ok"
-        } else {
-            "error"
-        };
-        tenants.audit(audit(status, result));
-    }
+    attempt.finished(&tenants, &identity, response.status());
     response
 }
 

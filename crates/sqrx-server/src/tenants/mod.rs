@@ -8,6 +8,7 @@
 //! without any key the server stays open as before (every caller is the operator); once a key
 //! exists, every non-public route needs one.
 
+pub mod access;
 pub mod guard;
 pub mod keys;
 pub mod routes;

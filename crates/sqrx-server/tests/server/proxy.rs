@@ -502,3 +502,275 @@ async fn websockets_through_the_proxy() {
         let _ = ws.close(None).await;
     }
 }
+
+/// Send one raw request on a new connection and read one response to it: (status, body).
+async fn raw_exchange(s: &Server, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(&s.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut got: Vec<u8> = Vec::new();
+    let read = async {
+        loop {
+            let mut buf = [0u8; 16 * 1024];
+            let n = tcp.read(&mut buf).await.expect("read");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(usize::MAX);
+                if body.len() >= length || n == 0 {
+                    let status = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    return (status, body.to_string());
+                }
+            }
+            assert!(n > 0, "closed before a response: {text:?}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("no response in time")
+}
+
+/// One request over HTTP/2 with prior knowledge (h2c): (status, body).
+async fn h2c_exchange(s: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    let tcp = tokio::net::TcpStream::connect(&s.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(format!("http://{}{path}", s.addr));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<bytes::Bytes>::new()).expect("request"))
+        .await
+        .expect("h2 request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The headers a service saw, as sorted (lower-case name, value) pairs.
+fn head_seen(body: &str) -> Vec<(String, String)> {
+    let described: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let mut headers: Vec<(String, String)> = described["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().expect("name").to_string(),
+                h[1].as_str().expect("value").to_string(),
+            )
+        })
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// The same requests through every path the proxy has (the relay for plain HTTP/1.1, hyper's
+/// direct path for HTTP/1.0, upgrades and h2c, the router for a percent-encoded id), with the
+/// operator's token and with a user's key: the service sees exactly the same head each time.
+/// Its hop-by-hop headers, the client's own `X-Forwarded-*` and the credentials that open the
+/// server never reach it; every `X-Forwarded-For` it sent is kept, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_proxy_path_follows_the_same_rules() {
+    if !privileged("server every_proxy_path_follows_the_same_rules") {
+        return;
+    }
+    let data = DataDir::new();
+    python_layer(&data);
+    let token = "rules-token";
+    let s = Server::start_with(&data, Binary::Serve, &["--auth-token", token], &[]);
+    let c = client();
+    let operator = |r: reqwest::RequestBuilder| r.bearer_auth(token);
+    // A user with a key, and a sandbox of its own running the describing service.
+    let (st, user) = send(
+        operator(c.post(s.url("/api/admin/users"))).json(&json!({"name": "rita", "quota": {}})),
+    )
+    .await;
+    assert_eq!(st, 201, "{user}");
+    let uid = user["id"].as_str().expect("id");
+    let (st, key) = send(
+        operator(c.post(s.url(&format!("/api/admin/users/{uid}/apikeys"))))
+            .json(&json!({"name": "rules"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{key}");
+    let key = key["key"].as_str().expect("key").to_string();
+    let user_client = reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {key}").parse().expect("header"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client");
+    python_sandbox(&user_client, &s, "web").await;
+    start_python(&user_client, &s, "web", HTTP_ECHO_PY, 8001).await;
+
+    let host = s.addr.as_str();
+    let common = "Accept: */*\r\nX-Custom: kept\r\nX-Forwarded-For: 203.0.113.9\r\n\
+                  X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Host: evil.example\r\n\
+                  X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /evil\r\nX-Private: 1\r\n\
+                  Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n";
+    let expected = |prefix: &str, extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = [
+            ("accept", "*/*"),
+            ("host", host),
+            ("x-custom", "kept"),
+            ("x-forwarded-for", "203.0.113.9, 198.51.100.7, 127.0.0.1"),
+            ("x-forwarded-host", host),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-prefix", prefix),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        h.sort();
+        h
+    };
+    let upgrade = [("connection", "upgrade"), ("upgrade", "websocket")];
+    // Every row runs; the rows that differ are listed together at the end.
+    let mut differ: Vec<String> = Vec::new();
+    let mut check = |row: String, status: u16, body: &str, want: &[(String, String)]| {
+        if status != 200 {
+            differ.push(format!("{row}: status {status}: {body}"));
+            return;
+        }
+        let described: Value = serde_json::from_str(body).expect("json");
+        let seen = head_seen(body);
+        if described["path"] != "/p?q=1" || seen != want {
+            differ.push(format!(
+                "{row}: path {}, headers {seen:?}, expected {want:?}",
+                described["path"]
+            ));
+        }
+    };
+    for (who, credential) in [
+        ("operator", format!("Authorization: Bearer {token}\r\n")),
+        ("user", format!("Authorization: Bearer {key}\r\n")),
+        ("user (E2B header)", format!("X-API-KEY: {key}\r\n")),
+    ] {
+        let rows: [(&str, String, Vec<(String, String)>); 4] = [
+            (
+                "HTTP/1.1 (relay)",
+                format!(
+                    "GET /proxy/web/8001/p?q=1 HTTP/1.1\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: close, X-Private\r\n\r\n"
+                ),
+                expected("/proxy/web/8001", &[]),
+            ),
+            (
+                "HTTP/1.0 (direct)",
+                format!(
+                    "GET /proxy/web/8001/p?q=1 HTTP/1.0\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: X-Private\r\n\r\n"
+                ),
+                expected("/proxy/web/8001", &[]),
+            ),
+            (
+                "upgrade (direct)",
+                format!(
+                    "GET /proxy/web/8001/p?q=1 HTTP/1.1\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: Upgrade, X-Private\r\nUpgrade: websocket\r\n\r\n"
+                ),
+                expected("/proxy/web/8001", &upgrade),
+            ),
+            (
+                "percent-encoded id (router)",
+                format!(
+                    "GET /proxy/w%65b/8001/p?q=1 HTTP/1.1\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: close, X-Private\r\n\r\n"
+                ),
+                expected("/proxy/w%65b/8001", &[]),
+            ),
+        ];
+        for (path, request, want) in rows {
+            let (status, body) = raw_exchange(&s, &request).await;
+            check(format!("{who}, {path}"), status, &body, &want);
+        }
+        // HTTP/2 has no connection-specific headers: the rest, with :authority for Host.
+        let (name, value) = credential
+            .trim_end()
+            .split_once(": ")
+            .expect("credential header");
+        let (status, body) = h2c_exchange(
+            &s,
+            "/proxy/web/8001/p?q=1",
+            &[
+                (name, value),
+                ("accept", "*/*"),
+                ("x-custom", "kept"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-for", "198.51.100.7"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-prefix", "/evil"),
+                ("proxy-authorization", "Basic eA=="),
+            ],
+        )
+        .await;
+        check(
+            format!("{who}, h2c (direct)"),
+            status,
+            &body,
+            &expected("/proxy/web/8001", &[]),
+        );
+    }
+    assert!(
+        differ.is_empty(),
+        "{} rows differ:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+
+    // A bad key, and the operator's sandbox for the user: the same answers on every path as
+    // the router gives (401; 404 as for a missing sandbox).
+    let (st, _) = send(operator(c.post(s.url("/v1/sandboxes"))).json(&json!({"id": "ops"}))).await;
+    assert_eq!(st, 201);
+    for (version, connection) in [("1.1", "close"), ("1.0", "close")] {
+        let bad = format!(
+            "GET /proxy/web/8001/ HTTP/{version}\r\nHost: {host}\r\nAuthorization: Bearer sqrx_0000000000000000{}\r\nConnection: {connection}\r\n\r\n",
+            "0".repeat(64)
+        );
+        let (status, body) = raw_exchange(&s, &bad).await;
+        assert_eq!(status, 401, "HTTP/{version}: {body}");
+        let theirs = format!(
+            "GET /proxy/ops/8001/ HTTP/{version}\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nConnection: {connection}\r\n\r\n"
+        );
+        let missing = theirs.replace("/ops/", "/nope/");
+        let (st1, b1) = raw_exchange(&s, &theirs).await;
+        let (st2, b2) = raw_exchange(&s, &missing).await;
+        assert_eq!((st1, st2), (404, 404), "HTTP/{version}: {b1} {b2}");
+        assert_eq!(
+            b1.replace("ops", "ID"),
+            b2.replace("nope", "ID"),
+            "HTTP/{version}"
+        );
+    }
+}
