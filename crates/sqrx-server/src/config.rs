@@ -93,6 +93,12 @@ pub struct ServeArgs {
     /// [default: the Host header of the `POST /v1/try` request].
     #[arg(long, env = "SQRX_PUBLIC_HOST", value_name = "HOST")]
     pub public_host: Option<String>,
+    /// The port `/proxy/{id}/...` reaches in sandboxes created without a `default_port` (a
+    /// first path segment of digits is always a port: `/proxy/{id}/{port}/...`)
+    /// [default: none; such requests get 400].
+    #[arg(long, env = "SQRX_PROXY_DEFAULT_PORT", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub proxy_default_port: Option<u16>,
     /// A host name the server answers to besides the loopback names and its listen address
     /// (`name`, `name:port`, or `*.domain` for every subdomain); repeatable. A request whose
     /// `Host` is not allowed, or a WebSocket upgrade whose `Origin` is not, gets 403
@@ -180,6 +186,7 @@ impl Default for ServeArgs {
             no_bootstrap: false,
             config: None,
             public_host: None,
+            proxy_default_port: None,
             allowed_hosts: Vec::new(),
             insecure_no_auth: false,
             isolation: None,
@@ -573,6 +580,8 @@ pub struct ServerConfig {
     pub bootstrap: bool,
     /// The host session URLs name; `None` = the request's `Host` header.
     pub public_host: Option<String>,
+    /// The port `/proxy/{id}/...` reaches in sandboxes without their own `default_port`.
+    pub proxy_default_port: Option<u16>,
     /// Session limits.
     pub sessions: SessionLimits,
     /// Session templates besides the built-in one.
@@ -615,6 +624,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("log_format", &self.log_format)
             .field("bootstrap", &self.bootstrap)
             .field("public_host", &self.public_host)
+            .field("proxy_default_port", &self.proxy_default_port)
             .field("sessions", &self.sessions)
             .field(
                 "templates",
@@ -646,6 +656,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             bootstrap: true,
             public_host: None,
+            proxy_default_port: None,
             sessions: SessionLimits::default(),
             templates: Vec::new(),
             allowed_hosts: AllowedHosts::default(),
@@ -815,6 +826,7 @@ impl ServerConfig {
             log_format: args.log_format,
             bootstrap: !args.no_bootstrap,
             public_host,
+            proxy_default_port: args.proxy_default_port,
             sessions: file.sessions,
             templates: file.templates,
             allowed_hosts,

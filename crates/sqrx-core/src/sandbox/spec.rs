@@ -98,6 +98,10 @@ pub struct SandboxSpec {
     /// host uid in its user namespace; refused with the `host-root` isolation. Default off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub setuid: bool,
+    /// The port a front's proxy reaches when a request names the sandbox but no port (the
+    /// server's `/proxy/{id}/...`). `None`: the front's own default, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_port: Option<u16>,
 }
 
 /// Environment variable names, for `Debug` output that must not carry secrets.
@@ -127,6 +131,8 @@ impl std::fmt::Debug for SandboxSpec {
             .field("network", &self.network)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("metadata", &self.metadata)
+            .field("setuid", &self.setuid)
+            .field("default_port", &self.default_port)
             .finish()
     }
 }
@@ -165,6 +171,7 @@ impl SandboxSpec {
             secrets: BTreeMap::new(),
             metadata: BTreeMap::new(),
             setuid: false,
+            default_port: None,
         }
     }
 
@@ -188,6 +195,9 @@ impl SandboxSpec {
         }
         if self.pids_max == Some(0) {
             return invalid("pids_max", "must be at least 1".into());
+        }
+        if self.default_port == Some(0) {
+            return invalid("default_port", "must be between 1 and 65535".into());
         }
         if self.upper_mb == 0 || self.upper_mb > 1 << 20 {
             return invalid("upper_mb", "must be between 1 and 1048576".into());

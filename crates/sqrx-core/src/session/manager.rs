@@ -208,6 +208,13 @@ impl SessionManager {
         names
     }
 
+    /// The template `name` (`None`: the default one), if there is one.
+    pub fn template(&self, name: Option<&str>) -> Option<SessionTemplate> {
+        self.templates()
+            .get(name.unwrap_or(DEFAULT_TEMPLATE))
+            .cloned()
+    }
+
     fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionTemplate>> {
         self.inner
             .templates

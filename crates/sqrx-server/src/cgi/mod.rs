@@ -235,6 +235,7 @@ async fn instance(
 async fn action(
     method: Method,
     State(state): State<AppState>,
+    crate::tenants::Caller(caller): crate::tenants::Caller,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     RawBody(body): RawBody,
@@ -262,6 +263,7 @@ async fn action(
         "snapshot" => {
             post_only()?;
             let fields = body_of(&headers, &body)?;
+            let _held = crate::tenants::hold_snapshot(&state, &caller, &sandbox).await?;
             Ok(snapshot(state, sandbox, fields).await?.into_response())
         }
         "restore" => {

@@ -23,31 +23,23 @@ use crate::tenants::access::Attempt;
 
 pub use super::rules::{ROUTE, ROUTE_ROOT};
 
-/// The sandbox id and port of a `/proxy/{id}/{port}/...` path, and whether a path follows the
-/// port, when the direct path can take it: both segments plain (percent-encoded ones go to the
-/// router, which decodes them).
-pub fn target(path: &str) -> Option<(&str, &str, bool)> {
-    let rest = path.strip_prefix("/proxy/")?;
-    let (id, rest) = rest.split_once('/')?;
-    let (port, after) = rest.split_once('/')?;
-    if id.is_empty() || id.contains('%') || port.contains('%') {
-        return None;
-    }
-    Some((id, port, !after.is_empty()))
+/// Where a `/proxy/...` path leads, when the direct path can take it: the id plain
+/// (percent-encoded ones go to the router, which decodes them). See [`rules::target`].
+pub fn target(path: &str) -> Option<rules::Target<'_>> {
+    rules::target(path).filter(|t| !t.id.contains('%'))
 }
 
 /// Answer a request whose path [`target`] accepted, sent by `client`.
 pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Response {
     let started = Instant::now();
-    let Some((id, port, deeper)) = target(req.uri().path()) else {
+    let Some((id, route)) = target(req.uri().path()).map(|t| (t.id.to_string(), t.route())) else {
         // Not reached: the server only sends requests that `target` took.
         return crate::error::ApiError::not_found("no such proxy route").into_response();
     };
-    let (id, port) = (id.to_string(), port.to_string());
     let method = req.method().clone();
     let attempt = Attempt {
         method: &method,
-        route: if deeper { ROUTE } else { ROUTE_ROOT },
+        route,
         target: Some(&id),
         source_ip: Some(client.ip().to_string()),
     };
@@ -77,7 +69,7 @@ pub async fn serve(state: AppState, client: SocketAddr, req: Request) -> Respons
     };
     let (identity, response) = match admitted {
         Ok(identity) => {
-            let response = forward(&state, id.clone(), &port, Some(client), req)
+            let response = forward(&state, id.clone(), Some(client), req)
                 .await
                 .into_response();
             (Some(identity), response)
@@ -102,17 +94,15 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(target("/proxy/a/80/"), Some(("a", "80", false)));
-        assert_eq!(target("/proxy/a/80/x/y"), Some(("a", "80", true)));
-        assert_eq!(
-            target("/proxy/a/x/"),
-            Some(("a", "x", false)),
-            "bad ports are forward's"
+        assert!(target("/proxy/a/80/x").is_some());
+        assert!(target("/proxy/a/x").is_some(), "the default port");
+        assert!(
+            target("/proxy/a%2Fb/80/").is_none(),
+            "decoded by the router"
         );
-        assert_eq!(target("/proxy/a/80"), None, "the redirect is the router's");
-        assert_eq!(target("/proxy//80/"), None);
-        assert_eq!(target("/proxy/a%2Fb/80/"), None, "decoded by the router");
-        assert_eq!(target("/v1/sandboxes"), None);
-        assert_eq!(target("/proxyx/a/80/"), None);
+        assert!(
+            target("/proxy/a/80").is_none(),
+            "the redirect is the router's"
+        );
     }
 }

@@ -28,7 +28,10 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize)]
 pub struct ProxyTarget {
     sandbox_id: String,
-    port: String,
+    /// The segment after the id: a port, or (not all digits) the start of a path on the
+    /// sandbox's default port.
+    #[serde(default)]
+    port: Option<String>,
 }
 
 /// Buffer per direction of an upgraded connection.
@@ -85,6 +88,7 @@ fn for_service(
     auth_required: bool,
     client: Option<SocketAddr>,
     port: u16,
+    prefix: &str,
 ) {
     let host: Option<Vec<u8>> = req
         .headers()
@@ -103,12 +107,7 @@ fn for_service(
         .map(|v| v.as_bytes().to_vec())
         .collect();
     let earlier: Vec<&[u8]> = earlier.iter().map(Vec::as_slice).collect();
-    let forwarded = rules::forwarded(
-        &earlier,
-        client.map(|c| c.ip()),
-        host.as_deref(),
-        rules::prefix(req.uri().path()),
-    );
+    let forwarded = rules::forwarded(&earlier, client.map(|c| c.ip()), host.as_deref(), prefix);
     let headers = req.headers_mut();
     keep(headers, upgrade, |name, listed| {
         rules::passes(name, listed, auth_required)
@@ -126,14 +125,11 @@ fn for_service(
     }
 }
 
-/// The path and query the service sees: what follows `/proxy/{id}/{port}` in the raw path.
-fn upstream_path(uri: &axum::http::Uri) -> Result<PathAndQuery, ApiError> {
-    let raw = uri.path();
-    // "", "proxy", id, port, rest
-    let rest = raw.splitn(5, '/').nth(4).unwrap_or("");
+/// The path and query the service sees: `rest` and the query of `uri`.
+fn upstream_path(rest: &str, uri: &axum::http::Uri) -> Result<PathAndQuery, ApiError> {
     let pq = match uri.query() {
-        Some(q) => format!("/{rest}?{q}"),
-        None => format!("/{rest}"),
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
     };
     pq.parse()
         .map_err(|e| ApiError::bad_request(format!("invalid proxy path: {e}")))
@@ -160,13 +156,22 @@ pub fn port_of(raw: &str) -> Result<u16, ApiError> {
     }
 }
 
-/// `ANY /proxy/{sandbox_id}/{port}`: redirect to the directory form, so relative links in
-/// the service's pages resolve under the prefix.
+/// `ANY /proxy/{sandbox_id}` and `ANY /proxy/{sandbox_id}/{port}` (a port: all digits):
+/// redirect to the directory form, so relative links in the service's pages resolve under the
+/// prefix. `/proxy/{sandbox_id}/{name}` (not a port) is the path `/{name}` on the sandbox's
+/// default port.
 pub async fn redirect(
+    State(state): State<AppState>,
     Path(target): Path<ProxyTarget>,
-    uri: axum::http::Uri,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    port_of(&target.port)?;
+    if let Some(port) = &target.port {
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            return proxy(State(state), Path(target), req).await;
+        }
+        port_of(port)?;
+    }
+    let uri = req.uri();
     let to = match uri.query() {
         Some(q) => format!("{}/?{q}", uri.path()),
         None => format!("{}/", uri.path()),
@@ -199,20 +204,29 @@ pub async fn proxy(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    forward(&state, target.sandbox_id, &target.port, client, req).await
+    forward(&state, target.sandbox_id, client, req).await
 }
 
-/// Relay `req` (whose path starts with `/proxy/{id}/{port_raw}/`) to the service, for the
-/// `client` that sent it.
+/// Relay `req` (whose path starts with `/proxy/`) to the service of sandbox `id` (the path's
+/// id, decoded), for the `client` that sent it.
 pub async fn forward(
     state: &AppState,
     id: String,
-    port_raw: &str,
     client: Option<SocketAddr>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let port = port_of(port_raw)?;
-    let path = upstream_path(req.uri())?;
+    let (port, path, prefix) = {
+        let raw = req.uri().path();
+        let Some(target) = rules::target(raw) else {
+            return Err(ApiError::not_found(format!("no proxy route for {raw}")));
+        };
+        let port = rules::port(state, target.port, &id)?;
+        (
+            port,
+            upstream_path(target.rest, req.uri())?,
+            target.prefix.to_string(),
+        )
+    };
     let upgrade = wants_upgrade(req.headers());
     // Taken before the request is handed on: resolves once our 101 reached the client.
     let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -223,6 +237,7 @@ pub async fn forward(
         crate::auth::required(state),
         client,
         port,
+        &prefix,
     );
     *req.version_mut() = Version::HTTP_11;
 
@@ -309,14 +324,13 @@ mod tests {
 
     #[test]
     fn paths() {
-        let p = |u: &str| {
-            upstream_path(&u.parse().expect("uri"))
+        let p = |rest: &str, u: &str| {
+            upstream_path(rest, &u.parse().expect("uri"))
                 .expect("path")
                 .to_string()
         };
-        assert_eq!(p("/proxy/a/80/"), "/");
-        assert_eq!(p("/proxy/a/80/x/y%20z?q=1&r"), "/x/y%20z?q=1&r");
-        assert_eq!(p("/proxy/a/80/x//y/"), "/x//y/");
+        assert_eq!(p("/", "/proxy/a/80/"), "/");
+        assert_eq!(p("/x/y%20z", "/proxy/a/80/x/y%20z?q=1&r"), "/x/y%20z?q=1&r");
         assert!(port_of("0").is_err());
         assert!(port_of("65536").is_err());
         assert_eq!(port_of("8080").ok(), Some(8080));

@@ -1,5 +1,6 @@
 //! Reaching services inside sandboxes from outside: the HTTP/WebSocket reverse proxy
-//! (`/proxy/{sandbox_id}/{port}/...`) and the sessions' public WebSocket endpoint
+//! (`/proxy/{sandbox_id}/{port}/...`, and `/proxy/{sandbox_id}/...` for the sandbox's default
+//! port) and the sessions' public WebSocket endpoint
 //! (`/{session_id}/ws`). Neither needs an IP route into the sandbox: connections are made by
 //! the sandbox's init and passed back (see `sqrx_core::Sandbox::connect`).
 //!
@@ -26,6 +27,11 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/{session_id}/ws", get(session::session_ws))
+        .route("/proxy/{sandbox_id}", any(http::redirect))
+        .route(
+            "/proxy/{sandbox_id}/",
+            any(http::proxy).layer(DefaultBodyLimit::disable()),
+        )
         .route("/proxy/{sandbox_id}/{port}", any(http::redirect))
         .route(
             "/proxy/{sandbox_id}/{port}/",

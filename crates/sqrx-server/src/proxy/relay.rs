@@ -21,9 +21,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::direct::{ROUTE, ROUTE_ROOT, target};
+use super::direct::target;
 use super::framing::{Chunks, Framing};
-use super::http::{no_response_in_time, port_of};
+use super::http::no_response_in_time;
 use super::rules;
 use crate::auth;
 use crate::error::ApiError;
@@ -58,7 +58,8 @@ pub struct Plan {
     head_len: usize,
     method: Method,
     id: String,
-    port: String,
+    /// The port the path names; `None`: the sandbox's default port.
+    port: Option<String>,
     /// The route label for metrics.
     route: &'static str,
     /// The request's body.
@@ -117,7 +118,7 @@ pub fn parse(
         return Parsed::Other;
     };
     let path = raw_target.split_once('?').map_or(raw_target, |(p, _)| p);
-    let Some((id, port, deeper)) = target(path) else {
+    let Some(target) = target(path) else {
         return Parsed::Other;
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -189,11 +190,14 @@ pub fn parse(
     });
 
     // The head as the service gets it.
-    let rest = raw_target.splitn(5, '/').nth(4).unwrap_or("");
     let mut up = Vec::with_capacity(head_len + 160);
     up.extend_from_slice(method.as_str().as_bytes());
-    up.extend_from_slice(b" /");
-    up.extend_from_slice(rest.as_bytes());
+    up.extend_from_slice(b" ");
+    up.extend_from_slice(target.rest.as_bytes());
+    if let Some((_, query)) = raw_target.split_once('?') {
+        up.push(b'?');
+        up.extend_from_slice(query.as_bytes());
+    }
     up.extend_from_slice(b" HTTP/1.1\r\n");
     let auth_required = token.is_some() || tenanted;
     for h in req.headers.iter() {
@@ -202,11 +206,13 @@ pub fn parse(
         }
     }
     if host.is_none() {
+        // A made-up Host names the port; the default one is known only after a lookup.
+        let Some(port) = target.port else {
+            return Parsed::Other;
+        };
         header(&mut up, b"host", rules::default_host(port).as_bytes());
     }
-    for (name, value) in
-        rules::forwarded(&forwarded_for, Some(client.ip()), host, rules::prefix(path))
-    {
+    for (name, value) in rules::forwarded(&forwarded_for, Some(client.ip()), host, target.prefix) {
         header(&mut up, name.as_bytes(), &value);
     }
     up.extend_from_slice(b"\r\n");
@@ -214,9 +220,9 @@ pub fn parse(
     Parsed::Relay(Box::new(Plan {
         head_len,
         method,
-        id: id.to_string(),
-        port: port.to_string(),
-        route: if deeper { ROUTE } else { ROUTE_ROOT },
+        id: target.id.to_string(),
+        port: target.port.map(str::to_string),
+        route: target.route(),
         body,
         close,
         operator,
@@ -382,7 +388,7 @@ async fn exchange(
     plan: &mut Plan,
     stopping: bool,
 ) -> Result<(u16, After), Failure> {
-    let port = port_of(&plan.port)?;
+    let port = rules::port(state, plan.port.as_deref(), &plan.id)?;
     let limit = state.config().request_timeout;
     let sent = send(state, client, buf, scratch, plan, port);
     let (upstream, head_len) = match tokio::time::timeout(limit, sent).await {
@@ -639,6 +645,7 @@ async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::rules::{DEFAULT_ROUTE, ROUTE, ROUTE_ROOT};
 
     const CLIENT: ([u8; 4], u16) = ([10, 1, 2, 3], 5555);
 
@@ -691,7 +698,7 @@ mod tests {
         assert_eq!(p.refused_host.as_deref(), Some("example.com:81"));
         assert_eq!(p.body, Framing::Length(5));
         assert_eq!(p.route, ROUTE);
-        assert_eq!((p.id.as_str(), p.port.as_str()), ("web", "8001"));
+        assert_eq!((p.id.as_str(), p.port.as_deref()), ("web", Some("8001")));
         assert_eq!(
             upstream(&p),
             "POST /a/b%20c/?x=1 HTTP/1.1\r\nHost: example.com:81\r\nContent-Length: 5\r\n\
@@ -736,6 +743,23 @@ mod tests {
         );
         assert_eq!(p.body, Framing::Chunked(Chunks::default()));
         assert!(upstream(&p).contains("Transfer-Encoding: chunked\r\n"));
+    }
+
+    #[test]
+    fn the_default_port() {
+        let p = plan(
+            "GET /proxy/web/app/x?y=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            None,
+        );
+        assert_eq!((p.id.as_str(), p.port.as_deref()), ("web", None));
+        assert_eq!(p.route, DEFAULT_ROUTE);
+        let up = upstream(&p);
+        assert!(up.starts_with("GET /app/x?y=1 HTTP/1.1\r\n"), "{up}");
+        assert!(up.contains("x-forwarded-prefix: /proxy/web\r\n"), "{up}");
+        assert!(
+            !taken("GET /proxy/web/app HTTP/1.1\r\n\r\n"),
+            "no Host to name the default port by: hyper's"
+        );
     }
 
     #[test]

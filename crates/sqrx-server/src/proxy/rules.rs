@@ -12,6 +12,7 @@ use axum::http::Method;
 use axum::response::Response;
 
 use crate::auth;
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::tenants::Identity;
 use crate::tenants::access::{self, Attempt};
@@ -20,6 +21,82 @@ use crate::tenants::access::{self, Attempt};
 pub const ROUTE: &str = "/proxy/{sandbox_id}/{port}/{*path}";
 /// The route label of a proxied request for the service's root.
 pub const ROUTE_ROOT: &str = "/proxy/{sandbox_id}/{port}/";
+/// The route label of a request to the sandbox's default port with a path.
+pub const DEFAULT_ROUTE: &str = "/proxy/{sandbox_id}/{*path}";
+/// The route label of a request for the root of the sandbox's default port.
+pub const DEFAULT_ROUTE_ROOT: &str = "/proxy/{sandbox_id}/";
+
+/// Where a `/proxy/...` path leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The sandbox id as written (percent-encoded ones are the router's to decode).
+    pub id: &'a str,
+    /// The port as written; `None`: the sandbox's default port.
+    pub port: Option<&'a str>,
+    /// What the proxy removes (`/proxy/{id}/{port}` or `/proxy/{id}`), as written.
+    pub prefix: &'a str,
+    /// The path the service gets (from its `/`).
+    pub rest: &'a str,
+}
+
+impl Target<'_> {
+    /// The route label for metrics and the audit log.
+    pub fn route(&self) -> &'static str {
+        let root = self.rest == "/";
+        match (self.port.is_some(), root) {
+            (true, false) => ROUTE,
+            (true, true) => ROUTE_ROOT,
+            (false, false) => DEFAULT_ROUTE,
+            (false, true) => DEFAULT_ROUTE_ROOT,
+        }
+    }
+}
+
+/// Read a proxy path: `/proxy/{id}/{port}/{path}` when the segment after the id is all digits
+/// and a `/` follows it, else `/proxy/{id}/{path}` for the sandbox's default port. `None` for
+/// other paths and for those the router redirects (`/proxy/{id}`, `/proxy/{id}/{port}`).
+pub fn target(path: &str) -> Option<Target<'_>> {
+    let after_proxy = path.strip_prefix("/proxy/")?;
+    let (id, after) = after_proxy.split_once('/')?;
+    if id.is_empty() {
+        return None;
+    }
+    let id_end = "/proxy/".len() + id.len();
+    match after.split_once('/') {
+        Some((port, _)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            let end = id_end + 1 + port.len();
+            Some(Target {
+                id,
+                port: Some(port),
+                prefix: &path[..end],
+                rest: &path[end..],
+            })
+        }
+        None if !after.is_empty() && after.bytes().all(|b| b.is_ascii_digit()) => None,
+        _ => Some(Target {
+            id,
+            port: None,
+            prefix: &path[..id_end],
+            rest: &path[id_end..],
+        }),
+    }
+}
+
+/// The port a request reaches in sandbox `id` (decoded): the one its path names (`named`, a
+/// [`Target::port`]; 400 if not 1-65535), else the sandbox's default port, else the server's
+/// (400 without one).
+pub fn port(state: &AppState, named: Option<&str>, id: &str) -> Result<u16, ApiError> {
+    if let Some(raw) = named {
+        return super::http::port_of(raw);
+    }
+    let own = state.runtime().default_port_of(id)?;
+    own.or(state.config().proxy_default_port).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "sandbox {id} has no default port: name one (/proxy/{id}/PORT/...), create the \
+             sandbox with default_port, or start the server with --proxy-default-port"
+        ))
+    })
+}
 
 /// Headers that describe one connection (RFC 9110 §7.6.1), plus the pre-standard
 /// `Keep-Alive` and `Proxy-Connection`: never passed on. (`Transfer-Encoding` and `Trailer`
@@ -114,19 +191,6 @@ pub fn default_host(port: &str) -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// `/proxy/{id}/{port}` of a raw proxy path, as the client wrote it.
-pub fn prefix(raw_path: &str) -> &str {
-    let mut end = 0;
-    for (n, (i, _)) in raw_path.match_indices('/').enumerate() {
-        if n == 3 {
-            end = i;
-            break;
-        }
-        end = raw_path.len();
-    }
-    &raw_path[..end]
-}
-
 /// May this request reach its sandbox? `operator` says whether it carries the server's own
 /// token, `key` is the user key it offers otherwise. The caller's identity (the operator on
 /// an open server), or the answer refusing it: 401 for no or a bad key (audited), 429 past
@@ -170,6 +234,8 @@ pub fn finished(
     let route = match attempt.route {
         ROUTE => Cow::Borrowed(ROUTE),
         ROUTE_ROOT => Cow::Borrowed(ROUTE_ROOT),
+        DEFAULT_ROUTE => Cow::Borrowed(DEFAULT_ROUTE),
+        DEFAULT_ROUTE_ROOT => Cow::Borrowed(DEFAULT_ROUTE_ROOT),
         other => Cow::Owned(other.to_string()),
     };
     state
@@ -244,9 +310,42 @@ mod tests {
     }
 
     #[test]
-    fn prefixes() {
-        assert_eq!(prefix("/proxy/a/80/x/y"), "/proxy/a/80");
-        assert_eq!(prefix("/proxy/a%2Db/80/"), "/proxy/a%2Db/80");
-        assert_eq!(prefix("/proxy/a/80"), "/proxy/a/80");
+    fn targets() {
+        let t = |p| target(p).map(|t| (t.id, t.port, t.prefix, t.rest, t.route()));
+        assert_eq!(
+            t("/proxy/a/80/x/y"),
+            Some(("a", Some("80"), "/proxy/a/80", "/x/y", ROUTE))
+        );
+        assert_eq!(
+            t("/proxy/a/80/"),
+            Some(("a", Some("80"), "/proxy/a/80", "/", ROUTE_ROOT))
+        );
+        assert_eq!(
+            t("/proxy/a%2Db/80/"),
+            Some(("a%2Db", Some("80"), "/proxy/a%2Db/80", "/", ROUTE_ROOT))
+        );
+        assert_eq!(
+            t("/proxy/a/0/"),
+            Some(("a", Some("0"), "/proxy/a/0", "/", ROUTE_ROOT)),
+            "a bad port is port()'s to refuse"
+        );
+        // The default port: the first segment is not a number.
+        assert_eq!(
+            t("/proxy/a/"),
+            Some(("a", None, "/proxy/a", "/", DEFAULT_ROUTE_ROOT))
+        );
+        assert_eq!(
+            t("/proxy/a/index.html"),
+            Some(("a", None, "/proxy/a", "/index.html", DEFAULT_ROUTE))
+        );
+        assert_eq!(
+            t("/proxy/a/v2/x"),
+            Some(("a", None, "/proxy/a", "/v2/x", DEFAULT_ROUTE))
+        );
+        assert_eq!(t("/proxy/a/80"), None, "the redirect is the router's");
+        assert_eq!(t("/proxy/a"), None, "the redirect is the router's");
+        assert_eq!(t("/proxy//80/"), None);
+        assert_eq!(t("/v1/sandboxes"), None);
+        assert_eq!(t("/proxyx/a/80/"), None);
     }
 }

@@ -4,7 +4,7 @@
 //! - Routes naming a sandbox (`{id}`, `{sandbox_id}`, `{name}`): for a user, a sandbox it does
 //!   not own and one that does not exist get the same 404, answered here before the handler
 //!   and its extractors run (existence never leaks, whatever the request's shape).
-//! - Admin-only routes (the admin API, runtime-wide secrets, metrics, sessions): 403 for
+//! - Admin-only routes (the admin API, runtime-wide secrets, metrics): 403 for
 //!   users that are not admins. Layers a user uploads are its own (see `v1::layers`).
 //! - Lists and creates are scoped by their handlers (see [`super::Identity::scope`]).
 
@@ -20,10 +20,7 @@ use crate::state::AppState;
 
 /// Routes only admins (and the operator) may call.
 fn admin_only(route: &str) -> bool {
-    route.starts_with("/api/admin")
-        || route.starts_with("/v1/secrets")
-        || route == "/metrics"
-        || route == "/v1/try"
+    route.starts_with("/api/admin") || route.starts_with("/v1/secrets") || route == "/metrics"
 }
 
 /// The path parameter naming a sandbox on `route`, if any.
@@ -145,7 +142,7 @@ mod tests {
             assert_eq!(sandbox_param(route), param, "{route}");
         }
         assert!(!admin_only("/v1/layers/{name}"));
-        assert!(admin_only("/v1/try"));
+        assert!(!admin_only("/v1/try"), "a user's session is its own");
         assert!(admin_only("/api/admin/users"));
         assert!(!admin_only("/api/me"));
     }

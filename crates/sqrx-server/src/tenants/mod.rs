@@ -586,7 +586,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authenticated {
     }
 }
 
-/// What each sandbox of `user` uses now, by id.
+/// What each sandbox of `user` uses now, by id: its limits, and on disk its writable layer's
+/// limit plus its snapshots' sizes.
 pub fn usage_by_sandbox(
     rt: &sqrx_core::Runtime,
     user: &str,
@@ -597,12 +598,23 @@ pub fn usage_by_sandbox(
         .iter()
         .filter(|sb| sb.spec().owner.as_deref() == Some(user))
         .map(|sb| {
-            (
-                sb.id().to_string(),
-                Usage::of(sb.spec(), default_cpu, default_mb),
-            )
+            let mut usage = Usage::of(sb.spec(), default_cpu, default_mb);
+            usage.disk_mb += snapshot_mb(sb);
+            (sb.id().to_string(), usage)
         })
         .collect()
+}
+
+/// The MiB `sandbox`'s snapshots take, rounded up.
+fn snapshot_mb(sandbox: &sqrx_core::Sandbox) -> u64 {
+    let bytes: u64 = match sandbox.snapshots() {
+        Ok(snaps) => snaps.iter().map(|s| s.size).sum(),
+        Err(e) => {
+            tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot list snapshots");
+            0
+        }
+    };
+    bytes.div_ceil(1024 * 1024)
 }
 
 /// What the sandboxes of `user` use now, summed.
@@ -614,9 +626,49 @@ pub fn usage_of(rt: &sqrx_core::Runtime, user: &str, default_cpu: f64, default_m
     total
 }
 
-/// Run `make` (a create or clone that adds the sandbox `sandbox`, using `more`) on the blocking pool within
-/// `identity`'s quota: the usage is checked and held until `make` returns, so concurrent
-/// requests never pass the limits together.
+/// Check `more` (what `what` will add: a sandbox being made, a snapshot being taken) against
+/// `identity`'s quota and hold it until the returned reservation drops (no reservation: no
+/// quota applies). Concurrent requests never pass the limits together.
+pub async fn hold(
+    state: &crate::state::AppState,
+    identity: &Identity,
+    what: String,
+    more: Usage,
+) -> Result<Option<Reservation>, crate::error::ApiError> {
+    let (Some(tenants), Some(_)) = (state.tenants().cloned(), identity.quota()) else {
+        return Ok(None);
+    };
+    let identity = identity.clone();
+    let limits = &state.config().limits;
+    let (cpu, mb) = (limits.default_cpu, limits.default_memory_mb);
+    state
+        .blocking(move |rt| {
+            tenants
+                .reserve(&identity, &what, more, |user| {
+                    usage_by_sandbox(rt, user, cpu, mb)
+                })
+                .map_err(crate::error::ApiError::from)
+        })
+        .await
+}
+
+/// Hold room in `identity`'s disk quota for a snapshot of `sandbox` until the reservation drops:
+/// as much as its writable layer may hold (`upper_mb`), the most a snapshot of it can take.
+/// Once taken, the snapshot counts at its real size (see [`usage_by_sandbox`]).
+pub async fn hold_snapshot(
+    state: &crate::state::AppState,
+    identity: &Identity,
+    sandbox: &sqrx_core::Sandbox,
+) -> Result<Option<Reservation>, crate::error::ApiError> {
+    let more = Usage {
+        disk_mb: sandbox.spec().upper_mb,
+        ..Usage::default()
+    };
+    hold(state, identity, format!("{}#snapshot", sandbox.id()), more).await
+}
+
+/// Run `make` (a create or clone that adds the sandbox `sandbox`, using `more`) on the blocking
+/// pool within `identity`'s quota (see [`hold`]).
 pub async fn within_quota<T: Send + 'static>(
     state: &crate::state::AppState,
     identity: &Identity,
@@ -624,18 +676,11 @@ pub async fn within_quota<T: Send + 'static>(
     more: Usage,
     make: impl FnOnce(&sqrx_core::Runtime) -> Result<T, crate::error::ApiError> + Send + 'static,
 ) -> Result<T, crate::error::ApiError> {
-    let tenants = state.tenants().cloned();
-    let identity = identity.clone();
-    let limits = &state.config().limits;
-    let (cpu, mb) = (limits.default_cpu, limits.default_memory_mb);
+    let held = hold(state, identity, sandbox, more).await?;
+    // Held until `make` returns, even if this request is dropped meanwhile.
     state
         .blocking(move |rt| {
-            let _held = match &tenants {
-                Some(t) => t.reserve(&identity, &sandbox, more, |user| {
-                    usage_by_sandbox(rt, user, cpu, mb)
-                })?,
-                None => None,
-            };
+            let _held = held;
             make(rt)
         })
         .await

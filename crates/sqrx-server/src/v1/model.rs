@@ -156,6 +156,11 @@ pub struct CreateSandbox {
     /// unprivileged host uid). Default false; refused with the `host-root` isolation.
     #[serde(default)]
     pub setuid: bool,
+    /// The port `/proxy/{id}/...` reaches when the path names none (default: the server's
+    /// `--proxy-default-port`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub default_port: Option<u16>,
 }
 
 /// A secret to set (`value` is write-only: no answer holds it).
@@ -266,6 +271,7 @@ impl CreateSandbox {
         spec.hostname = self.hostname;
         spec.allow_net = self.allow_net;
         spec.setuid = self.setuid;
+        spec.default_port = self.default_port;
         spec.network = self.network.unwrap_or_else(|| default_network.clone());
         spec.secrets = self
             .secrets
@@ -327,6 +333,9 @@ pub struct SandboxView {
     /// Whether setuid programs may raise privileges inside.
     #[serde(default)]
     pub setuid: bool,
+    /// The port `/proxy/{id}/...` reaches when the path names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_port: Option<u16>,
 }
 
 impl SandboxView {
@@ -362,6 +371,7 @@ impl SandboxView {
                 .map(SecretView::from)
                 .collect(),
             setuid: spec.setuid,
+            default_port: spec.default_port,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! `POST|DELETE /v1/stop/{termination_token}`, and ours: `POST /v1/extend/{termination_token}`. The client reaches the session's service at the
 //! returned `session` address (`GET /{session_id}/ws`, see [`crate::proxy::session`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -14,6 +16,7 @@ use super::model::seconds;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Path, RawBody};
 use crate::state::AppState;
+use crate::tenants::{self, Caller, Tenants, Usage};
 
 /// The optional body of `POST /v1/try`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -124,6 +127,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TryRequest, ApiError> 
               (status = 503, description = "The service did not start in time", body = ErrorBody)))]
 pub async fn try_session(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     headers: HeaderMap,
     uri: Uri,
     RawBody(body): RawBody,
@@ -132,11 +136,38 @@ pub async fn try_session(
     let ttl = req.ttl.map(|t| seconds("ttl", t)).transpose()?;
     let template = req.template;
     let sessions = state.sessions().clone();
+    // A user's session is its own sandbox: owned by it, within its quota and lifetime.
+    let owner = caller.scope().map(str::to_string);
+    let held = match (&owner, sessions.template(template.as_deref())) {
+        (Some(_), Some(t)) => {
+            let lives = ttl.unwrap_or(t.ttl()).as_secs().max(1);
+            Tenants::lifetime(&caller, lives)?;
+            let limits = &state.config().limits;
+            let more = Usage {
+                sandboxes: 1,
+                cpu: t.cpu.unwrap_or(limits.default_cpu),
+                memory_mb: t.memory_mb.unwrap_or(limits.default_memory_mb),
+                disk_mb: sqrx_core::SandboxSpec::new("session").upper_mb,
+            };
+            static OPENING: AtomicU64 = AtomicU64::new(0);
+            let pending = format!(
+                "session-opening-{}",
+                OPENING.fetch_add(1, Ordering::Relaxed)
+            );
+            tenants::hold(&state, &caller, pending, more).await?
+        }
+        // An unknown template: `open` says so.
+        _ => None,
+    };
     // Opening outlives this request if the client leaves or the request times out: a
     // session whose token nobody received is stopped at once instead of running on.
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let opened = sessions.open(template.as_deref(), None, ttl).await;
+        let opened = sessions
+            .open(template.as_deref(), owner.as_deref(), ttl)
+            .await;
+        // The session's sandbox now counts by itself.
+        drop(held);
         if let Err(Ok(orphan)) = tx.send(opened) {
             let _ = sessions.stop(&orphan.termination_token).await;
         }

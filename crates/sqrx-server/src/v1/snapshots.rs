@@ -13,6 +13,7 @@ use super::model::SandboxView;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json as JsonBody, Path};
 use crate::state::AppState;
+use crate::tenants::Caller;
 
 /// A snapshot of a sandbox's filesystem.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -84,14 +85,22 @@ pub struct CloneBody {
     responses((status = 201, body = SnapshotView),
               (status = 400, description = "Invalid label", body = ErrorBody),
               (status = 404, body = ErrorBody),
-              (status = 409, description = "The label is taken", body = ErrorBody)))]
+              (status = 409, description = "The label is taken", body = ErrorBody),
+              (status = 429, description = "The user's disk quota is reached", body = ErrorBody)))]
 pub async fn snapshot(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<SnapshotBody>,
 ) -> Result<(StatusCode, Json<SnapshotView>), ApiError> {
+    let sandbox = state.sandbox(&id).await?;
+    // Room in the user's disk quota, held while the snapshot is taken.
+    let held = crate::tenants::hold_snapshot(&state, &caller, &sandbox).await?;
     let info = state
-        .blocking(move |rt| rt.get(&id)?.snapshot(body.label.as_deref()))
+        .blocking(move |_| {
+            let _held = held;
+            sandbox.snapshot(body.label.as_deref())
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }

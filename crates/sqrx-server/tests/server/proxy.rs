@@ -569,8 +569,11 @@ async fn h2c_exchange(s: &Server, path: &str, headers: &[(&str, &str)]) -> (u16,
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The headers a service saw, as sorted (lower-case name, value) pairs.
-fn head_seen(body: &str) -> Vec<(String, String)> {
+/// Headers as sorted (lower-case name, value) pairs.
+type Head = Vec<(String, String)>;
+
+/// The headers a service saw.
+fn head_seen(body: &str) -> Head {
     let described: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     let mut headers: Vec<(String, String)> = described["headers"]
         .as_array()
@@ -600,7 +603,13 @@ async fn every_proxy_path_follows_the_same_rules() {
     let data = DataDir::new();
     python_layer(&data);
     let token = "rules-token";
-    let s = Server::start_with(&data, Binary::Serve, &["--auth-token", token], &[]);
+    // Paths without a port reach 8001, the describing service's.
+    let s = Server::start_with(
+        &data,
+        Binary::Serve,
+        &["--auth-token", token, "--proxy-default-port", "8001"],
+        &[],
+    );
     let c = client();
     let operator = |r: reqwest::RequestBuilder| r.bearer_auth(token);
     // A user with a key, and a sandbox of its own running the describing service.
@@ -676,7 +685,7 @@ async fn every_proxy_path_follows_the_same_rules() {
         ("user", format!("Authorization: Bearer {key}\r\n")),
         ("user (E2B header)", format!("X-API-KEY: {key}\r\n")),
     ] {
-        let rows: [(&str, String, Vec<(String, String)>); 4] = [
+        let rows: Vec<(&str, String, Head)> = vec![
             (
                 "HTTP/1.1 (relay)",
                 format!(
@@ -708,6 +717,30 @@ async fn every_proxy_path_follows_the_same_rules() {
                      Connection: close, X-Private\r\n\r\n"
                 ),
                 expected("/proxy/w%65b/8001", &[]),
+            ),
+            (
+                "default port (relay)",
+                format!(
+                    "GET /proxy/web/p?q=1 HTTP/1.1\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: close, X-Private\r\n\r\n"
+                ),
+                expected("/proxy/web", &[]),
+            ),
+            (
+                "default port, HTTP/1.0 (direct)",
+                format!(
+                    "GET /proxy/web/p?q=1 HTTP/1.0\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: X-Private\r\n\r\n"
+                ),
+                expected("/proxy/web", &[]),
+            ),
+            (
+                "default port, percent-encoded id (router)",
+                format!(
+                    "GET /proxy/w%65b/p?q=1 HTTP/1.1\r\nHost: {host}\r\n{credential}{common}\
+                     Connection: close, X-Private\r\n\r\n"
+                ),
+                expected("/proxy/w%65b", &[]),
             ),
         ];
         for (path, request, want) in rows {
@@ -749,10 +782,45 @@ async fn every_proxy_path_follows_the_same_rules() {
         differ.join("\n")
     );
 
+    // A sandbox's own default port wins over the server's (nothing listens on 9 in "ops").
+    let (st, made) = send(
+        operator(c.post(s.url("/v1/sandboxes"))).json(&json!({"id": "ops", "default_port": 9})),
+    )
+    .await;
+    assert_eq!(
+        (st, made["default_port"].clone()),
+        (201, json!(9)),
+        "{made}"
+    );
+    assert_error(
+        &send(operator(c.get(s.url("/proxy/ops/x")))).await,
+        502,
+        "port 9",
+    );
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = operator(no_redirects.get(s.url("/proxy/ops/9")))
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(r.status(), 308, "a number after the id is a port");
+    assert_eq!(r.headers()["location"], "/proxy/ops/9/");
+    let r = operator(no_redirects.get(s.url("/proxy/ops")))
+        .send()
+        .await
+        .expect("redirect");
+    assert_eq!(r.headers()["location"], "/proxy/ops/", "{}", r.status());
+    let (st, bad) = send(
+        operator(c.post(s.url("/v1/sandboxes"))).json(&json!({"id": "bad", "default_port": 0})),
+    )
+    .await;
+    assert_eq!(st, 400, "{bad}");
+
     // A bad key, and the operator's sandbox for the user: the same answers on every path as
     // the router gives (401; 404 as for a missing sandbox).
-    let (st, _) = send(operator(c.post(s.url("/v1/sandboxes"))).json(&json!({"id": "ops"}))).await;
-    assert_eq!(st, 201);
     for (version, connection) in [("1.1", "close"), ("1.0", "close")] {
         let bad = format!(
             "GET /proxy/web/8001/ HTTP/{version}\r\nHost: {host}\r\nAuthorization: Bearer sqrx_0000000000000000{}\r\nConnection: {connection}\r\n\r\n",

@@ -624,6 +624,121 @@ async fn quotas_hold_under_concurrent_creates_and_rate_limits_answer_429() {
     }
 }
 
+/// A user's sessions are its own sandboxes, and its snapshots take room in its disk quota.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_snapshots_count_in_the_user_s_quota() {
+    if !privileged("server sessions_and_snapshots_count_in_the_user_s_quota") {
+        return;
+    }
+    for db in backends().await {
+        let data = DataDir::new();
+        let s = start(&data, &db, true);
+        let label = db.label();
+        let (erin, ek) =
+            new_user(&s, "erin", json!({"max_sandboxes": 2, "max_disk_mb": 700})).await;
+        let (_, fk) = new_user(&s, "frank", json!({})).await;
+
+        // A session opened with a user's key is that user's sandbox (512 MiB of upper).
+        let (st, opened) = call("POST", &s, "/v1/try", &ek, None).await;
+        assert_eq!(st, 201, "{label}: {opened}");
+        let session = format!(
+            "session-{}",
+            opened["session_id"].as_str().expect("session id")
+        );
+        let (_, mine) = call("GET", &s, "/v1/sandboxes", &ek, None).await;
+        assert_eq!(ids(&mine), vec![session.clone()], "{label}");
+        assert_eq!(mine[0]["owner"], erin.as_str());
+        let (_, theirs) = call("GET", &s, "/v1/sandboxes", &fk, None).await;
+        assert!(ids(&theirs).is_empty(), "{label}: {theirs}");
+        let (st, _) = call("GET", &s, &format!("/v1/sandboxes/{session}"), &fk, None).await;
+        assert_eq!(st, 404, "{label}: another user's session sandbox");
+
+        // It counts: one more sandbox fits (max_sandboxes 2), the next does not.
+        let made = call(
+            "POST",
+            &s,
+            "/v1/sandboxes",
+            &ek,
+            Some(json!({"id": "e1", "upper_mb": 64})),
+        )
+        .await;
+        assert_eq!(made.0, 201, "{label}: {}", made.1);
+        let (st, refused) = call("POST", &s, "/v1/try", &ek, None).await;
+        assert_eq!(
+            (st, refused["quota"].clone()),
+            (429, json!("max_sandboxes")),
+            "{label}: {refused}"
+        );
+        let token = opened["termination_token"].as_str().expect("token");
+        let (st, stopped) = call("POST", &s, &format!("/v1/stop/{token}"), &ek, None).await;
+        assert_eq!(st, 200, "{label}: {stopped}");
+
+        // A snapshot holds as much as its writable layer may (64 MiB) while it is taken, and
+        // then counts at its size (about 40 MiB of random bytes).
+        let wrote = call(
+            "POST",
+            &s,
+            "/v1/sandboxes/e1/exec",
+            &ek,
+            Some(json!({"command": "head -c 40000000 /dev/urandom > /root/blob"})),
+        )
+        .await;
+        assert_eq!(wrote.1["exit_code"], 0, "{label}: {}", wrote.1);
+        let snap = call(
+            "POST",
+            &s,
+            "/v1/sandboxes/e1/snapshot",
+            &ek,
+            Some(json!({"label": "s1"})),
+        )
+        .await;
+        assert_eq!(snap.0, 201, "{label}: {}", snap.1);
+        assert!(
+            snap.1["size"].as_u64().unwrap_or(0) > 39_000_000,
+            "{}",
+            snap.1
+        );
+        // 64 + 40 in use: 600 more is past 700, 560 is not.
+        let over = call(
+            "POST",
+            &s,
+            "/v1/sandboxes",
+            &ek,
+            Some(json!({"id": "e2", "upper_mb": 600})),
+        )
+        .await;
+        assert_eq!(
+            (over.0, over.1["quota"].clone()),
+            (429, json!("max_disk_mb")),
+            "{label}: the snapshot's bytes are not counted: {}",
+            over.1
+        );
+        let fits = call(
+            "POST",
+            &s,
+            "/v1/sandboxes",
+            &ek,
+            Some(json!({"id": "e2", "upper_mb": 560})),
+        )
+        .await;
+        assert_eq!(fits.0, 201, "{label}: {}", fits.1);
+        // Now a second snapshot of e1 could take up to 64 MiB more: refused, on both APIs.
+        for (path, body) in [
+            ("/v1/sandboxes/e1/snapshot", json!({"label": "s2"})),
+            ("/cgi-bin/api/sandboxes/e1/snapshot", json!({"label": "s2"})),
+        ] {
+            let (st, refused) = call("POST", &s, path, &ek, Some(body)).await;
+            assert_eq!(
+                (st, refused["quota"].clone()),
+                (429, json!("max_disk_mb")),
+                "{label} {path}: {refused}"
+            );
+        }
+        let (_, snaps) = call("GET", &s, "/v1/sandboxes/e1/snapshots", &ek, None).await;
+        assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{label}: {snaps}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_keys_and_the_audit_log_survive_restarts() {
     if !privileged("server bootstrap_keys_and_the_audit_log_survive_restarts") {
