@@ -496,3 +496,40 @@ fn a_failed_restore_leaves_the_sandbox_and_its_files() {
     assert_eq!(sb.info().init_pid, pid, "its init was not touched");
     assert_eq!(out(&sb, "cat /tmp/before /tmp/after"), "before\nafter\n");
 }
+
+#[test]
+fn owners_and_default_ports_follow_the_sandbox_under_its_id() {
+    if !privileged("owners_and_default_ports_follow_the_sandbox_under_its_id") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut spec = sqrx_core::SandboxSpec::new("own");
+    spec.owner = Some("alice".into());
+    spec.default_port = Some(8080);
+    let sb = t.rt.create(spec).expect("create");
+    assert_eq!(
+        t.rt.owner_of("own").expect("owner").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(t.rt.default_port_of("own").expect("port"), Some(8080));
+    // The state file is replaced (a new lifetime): still the same answers.
+    let mut sb = sb;
+    sb.set_timeout(std::time::Duration::from_secs(3600))
+        .expect("timeout");
+    assert_eq!(
+        t.rt.owner_of("own").expect("owner").as_deref(),
+        Some("alice")
+    );
+    // Destroyed, then made again under the same id by someone else: never the old answer.
+    sb.destroy().expect("destroy");
+    let gone = t.rt.owner_of("own").expect_err("destroyed");
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+    let mut spec = sqrx_core::SandboxSpec::new("own");
+    spec.owner = Some("bob".into());
+    t.rt.create(spec).expect("create again");
+    assert_eq!(t.rt.owner_of("own").expect("owner").as_deref(), Some("bob"));
+    assert_eq!(t.rt.default_port_of("own").expect("port"), None);
+    // Ids are checked before any path is made of them.
+    let bad = t.rt.owner_of("../own").expect_err("bad id");
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+}
