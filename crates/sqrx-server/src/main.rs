@@ -1,10 +1,6 @@
 //! `sqrx`: the command-line interface and `sqrx serve`.
 
-mod admin_cmd;
 mod cli;
-mod js_cmd;
-mod layer_cmd;
-mod sandbox_cmd;
 
 use std::process::ExitCode;
 

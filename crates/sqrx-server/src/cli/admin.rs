@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use sqrx_server::tenants::{Quota, Tenants};
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
 
 /// Where the tenant database is.
 #[derive(Debug, Args)]

@@ -1,4 +1,4 @@
-//! `sqrx sandbox ...`
+//! `sqrx sandbox ...`: the subcommands ([`SandboxCmd`]) and [`run`].
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +9,8 @@ use clap::Subcommand;
 use sqrx_core::network::NetworkPolicy;
 use sqrx_core::{Command, ExecEvent, ExecRequest, Runtime, RuntimeConfig, SandboxSpec};
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
+use crate::cli::output::print_json;
 
 /// Sandbox commands.
 #[derive(Debug, Subcommand)]
@@ -372,13 +373,6 @@ fn parse_env(pairs: &[String]) -> Result<std::collections::BTreeMap<String, Stri
             _ => Err(CliError(format!("--env expects KEY=VALUE, got {p:?}"))),
         })
         .collect()
-}
-
-fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, CliError> {

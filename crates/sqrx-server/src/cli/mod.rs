@@ -1,13 +1,22 @@
-//! Argument definitions and dispatch.
+//! The `sqrx` command line: [`Cli`], its [`Command`]s and [`run`], which hands each command
+//! to the module of its group.
+
+mod admin;
+mod error;
+mod js;
+mod layer;
+mod output;
+mod sandbox;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::admin_cmd::{self, AdminCmd};
-use crate::js_cmd::{self, JsCmd};
-use crate::layer_cmd::{self, LayerCmd};
-use crate::sandbox_cmd::{self, SandboxCmd};
+use admin::AdminCmd;
+use error::CliError;
+use js::JsCmd;
+use layer::LayerCmd;
+use sandbox::SandboxCmd;
 
 /// sqrx: fast, composable sandboxes for untrusted code.
 #[derive(Debug, Parser)]
@@ -45,43 +54,13 @@ pub enum Command {
     Admin(AdminCmd),
 }
 
-/// An error already formatted for the one line the CLI prints.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<sqrx_core::Error> for CliError {
-    fn from(e: sqrx_core::Error) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<sqrx_core::SandboxError> for CliError {
-    fn from(e: sqrx_core::SandboxError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
-impl From<sqrx_core::LayerError> for CliError {
-    fn from(e: sqrx_core::LayerError) -> Self {
-        CliError(e.to_string())
-    }
-}
-
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
     let data_dir = sqrx_server::config::data_dir(cli.data_dir, &sqrx_server::config::process_env);
     match cli.command {
-        Command::Layer(cmd) => {
-            layer_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Sandbox(cmd) => sandbox_cmd::run(cmd, &data_dir),
-        Command::Js(cmd) => js_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Layer(cmd) => layer::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Sandbox(cmd) => sandbox::run(cmd, &data_dir),
+        Command::Js(cmd) => js::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Serve(args) => {
             let config =
                 sqrx_server::ServerConfig::resolve(&args, &sqrx_server::config::process_env)
@@ -89,9 +68,7 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode, CliError> {
             sqrx_server::serve::run(config, data_dir).map_err(|e| CliError(e.to_string()))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Admin(cmd) => {
-            admin_cmd::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Admin(cmd) => admin::run(cmd, &data_dir).map(|()| std::process::ExitCode::SUCCESS),
         Command::Openapi => {
             print!("{}", sqrx_server::openapi::document());
             Ok(std::process::ExitCode::SUCCESS)

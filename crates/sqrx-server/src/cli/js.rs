@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use sqrx_core::js::{JsExecutor, JsLimits, JsLimitsPolicy, JsRequest};
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
 
 /// JavaScript commands.
 #[derive(Debug, Subcommand)]

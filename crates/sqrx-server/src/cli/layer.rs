@@ -1,4 +1,4 @@
-//! `sqrx layer ...`
+//! `sqrx layer ...`: building, importing, listing, inspecting, verifying and removing layers.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clap::{Args, Subcommand, ValueEnum};
 use sqrx_core::{BootstrapPreset, BuildOptions, BuildReport, Compression, LayerName, LayerStore};
 
-use crate::cli::CliError;
+use crate::cli::error::CliError;
+use crate::cli::output::print_json;
 
 /// Layer commands.
 #[derive(Debug, Subcommand)]
@@ -149,13 +150,6 @@ impl BuildArgs {
 
 fn name(s: &str) -> Result<LayerName, CliError> {
     Ok(LayerName::new(s)?)
-}
-
-fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
 }
 
 fn mb(bytes: u64) -> String {
