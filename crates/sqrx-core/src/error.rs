@@ -29,6 +29,10 @@ pub enum Error {
     #[cfg(feature = "js")]
     #[error(transparent)]
     Js(#[from] JsError),
+    /// An error from the layer store's copy in S3.
+    #[cfg(feature = "s3")]
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 impl Error {
@@ -41,6 +45,8 @@ impl Error {
             Error::Session(e) => e.kind(),
             #[cfg(feature = "js")]
             Error::Js(e) => e.kind(),
+            #[cfg(feature = "s3")]
+            Error::Remote(e) => e.kind(),
         }
     }
 }

@@ -46,6 +46,8 @@ pub mod layer;
 pub mod network;
 pub mod paths;
 pub mod protocol;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod roles;
 pub mod sandbox;
 pub mod secrets;

@@ -92,6 +92,10 @@ impl Runtime {
                 let name = LayerName::new(n.as_str())?;
                 let layer = match store.get(&name) {
                     Err(LayerError::NotFound { .. }) if n == BASE_LAYER => store.ensure_base()?,
+                    #[cfg(feature = "s3")]
+                    Err(LayerError::NotFound { .. }) if self.remote()?.is_some() => {
+                        self.pull_layer(&name)?
+                    }
                     other => other?,
                 };
                 Ok(self.layer_ref(&layer))

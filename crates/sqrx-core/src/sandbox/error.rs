@@ -231,6 +231,10 @@ pub enum SandboxError {
     /// feature; never returned otherwise).
     #[error(transparent)]
     Injected(#[from] crate::faults::Injected),
+    /// A layer missing here could not be pulled from the store's bucket.
+    #[cfg(feature = "s3")]
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
 }
 
 impl SandboxError {
@@ -273,6 +277,8 @@ impl SandboxError {
             SandboxError::Mount { source, .. } | SandboxError::Io { source, .. } => io_kind(source),
             SandboxError::Layer(e) => e.kind(),
             SandboxError::Cgroup(e) => e.kind(),
+            #[cfg(feature = "s3")]
+            SandboxError::Remote(e) => e.kind(),
         }
     }
 

@@ -35,6 +35,10 @@ pub struct RuntimeConfig {
     pub max_lower_layers: usize,
     /// How sandboxes with a network policy other than `none` are connected.
     pub network: crate::network::NetworkConfig,
+    /// The layer store's bucket: layers a sandbox needs and this store lacks are pulled from
+    /// it (verified) at create. `None` (the default): no remote.
+    #[cfg(feature = "s3")]
+    pub remote: Option<crate::remote::RemoteConfig>,
 }
 
 /// The most lower layers overlayfs stacks (`OVL_MAX_STACK` in Linux 6.x): an overlay of more
@@ -94,6 +98,8 @@ impl RuntimeConfig {
             cgroups: None,
             max_lower_layers: 64,
             network: crate::network::NetworkConfig::default(),
+            #[cfg(feature = "s3")]
+            remote: None,
             isolation: Isolation::from_env().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "ignoring SQRX_ISOLATION");
                 Isolation::default()
@@ -112,6 +118,9 @@ pub(crate) struct Inner {
     pub network: crate::network::Network,
     /// Processes started with `Sandbox::start_tracked`, while they run.
     pub processes: super::processes::ProcessTable,
+    /// The connection to the layer store's bucket, made at the first layer it must pull.
+    #[cfg(feature = "s3")]
+    pub remote: std::sync::OnceLock<crate::remote::Remote>,
     /// Sandbox owners read so far (see [`Runtime::owner_of`]).
     pub owners: super::owners::OwnerCache,
 }
@@ -259,6 +268,8 @@ impl Runtime {
             inner: Arc::new(Inner {
                 processes: Default::default(),
                 owners: Default::default(),
+                #[cfg(feature = "s3")]
+                remote: std::sync::OnceLock::new(),
                 network,
                 mounts: LayerMounts::new(&config.data_dir),
                 config,

@@ -15,6 +15,7 @@ mod layer_build;
 mod layer_store;
 mod manifest;
 mod network;
+mod remote;
 mod sandbox;
 mod secrets;
 mod session;
