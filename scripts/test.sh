@@ -42,6 +42,9 @@ echo "== PostgreSQL: a throwaway cluster for the tenant tests"
 source scripts/pg-cluster.sh
 trap 'pg_cluster_stop; rm -rf "${cleanup_dirs[@]}"' EXIT
 
+echo "== S3: moto (the S3-compatible server the remote tests start) and the aws CLI, pinned"
+source scripts/s3-tools.sh
+
 echo "== cargo test"
 cargo test --workspace --locked
 

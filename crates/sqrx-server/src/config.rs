@@ -312,6 +312,56 @@ pub struct ConfigFile {
     /// Sandbox networking.
     #[serde(default)]
     pub network: NetworkFile,
+    /// The layer store's bucket (`SQRX_S3_*` / `SQUASH_S3_*` override it).
+    #[serde(default)]
+    pub s3: Option<S3File>,
+}
+
+/// `[s3]` in the config file: the layer store's bucket (see docs/s3.md).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    /// The bucket.
+    pub bucket: String,
+    /// A key prefix ending in `/`.
+    pub prefix: Option<String>,
+    /// The region (default us-east-1).
+    pub region: Option<String>,
+    /// The service's URL when it is not AWS.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (default: on with an endpoint).
+    pub path_style: Option<bool>,
+    /// Multipart part size in MiB (default 16, at least 5).
+    pub part_mb: Option<u64>,
+}
+
+/// The bucket of the environment (`SQRX_S3_*`, else `SQUASH_S3_*`), else of the config file.
+pub fn remote_config(
+    file: Option<&S3File>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<sqrx_core::remote::RemoteConfig>, ConfigError> {
+    let invalid = |e: sqrx_core::remote::RemoteError| ConfigError {
+        name: "s3",
+        reason: e.to_string(),
+    };
+    if let Some(from_env) = sqrx_core::remote::RemoteConfig::from_env(env).map_err(invalid)? {
+        return Ok(Some(from_env));
+    }
+    let Some(f) = file else {
+        return Ok(None);
+    };
+    let mut c = sqrx_core::remote::RemoteConfig::new(f.bucket.clone());
+    c.prefix = f.prefix.clone().unwrap_or_default();
+    if let Some(r) = &f.region {
+        c.region = r.clone();
+    }
+    c.endpoint = f.endpoint.clone();
+    c.path_style = f.path_style.unwrap_or(c.endpoint.is_some());
+    if let Some(mb) = f.part_mb {
+        c.part_size = mb.saturating_mul(1 << 20);
+    }
+    c.validate().map_err(invalid)?;
+    Ok(Some(c))
 }
 
 /// `[network]` in the config file: every key optional.
@@ -582,6 +632,8 @@ pub struct ServerConfig {
     pub public_host: Option<String>,
     /// The port `/proxy/{id}/...` reaches in sandboxes without their own `default_port`.
     pub proxy_default_port: Option<u16>,
+    /// The layer store's bucket, if any.
+    pub remote: Option<sqrx_core::remote::RemoteConfig>,
     /// Session limits.
     pub sessions: SessionLimits,
     /// Session templates besides the built-in one.
@@ -625,6 +677,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("bootstrap", &self.bootstrap)
             .field("public_host", &self.public_host)
             .field("proxy_default_port", &self.proxy_default_port)
+            .field("remote", &self.remote)
             .field("sessions", &self.sessions)
             .field(
                 "templates",
@@ -657,6 +710,7 @@ impl Default for ServerConfig {
             bootstrap: true,
             public_host: None,
             proxy_default_port: None,
+            remote: None,
             sessions: SessionLimits::default(),
             templates: Vec::new(),
             allowed_hosts: AllowedHosts::default(),
@@ -827,6 +881,7 @@ impl ServerConfig {
             bootstrap: !args.no_bootstrap,
             public_host,
             proxy_default_port: args.proxy_default_port,
+            remote: remote_config(file.s3.as_ref(), env)?,
             sessions: file.sessions,
             templates: file.templates,
             allowed_hosts,

@@ -59,6 +59,7 @@ impl Modify for BearerAuth {
     paths(
         v1::health::health,
         v1::layers::list, v1::layers::get, v1::layers::upload, v1::layers::remove,
+        v1::remote::push, v1::remote::pull, v1::remote::sync, v1::remote::list,
         v1::sandboxes::create, v1::sandboxes::list, v1::sandboxes::get, v1::sandboxes::destroy,
         v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume,
         v1::network::set_network,

@@ -143,6 +143,7 @@ pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Ru
     rc.max_sandboxes = config.max_sandboxes;
     rc.isolation = config.isolation;
     rc.network = config.network.runtime.clone();
+    rc.remote = config.remote.clone();
     // Sandboxes the server starts (sessions too) get the server's defaults.
     rc.default_memory_mb = Some(config.limits.default_memory_mb);
     rc.default_pids_max = Some(config.limits.default_pids_max);

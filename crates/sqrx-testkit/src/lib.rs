@@ -8,6 +8,7 @@ use std::process::Command;
 
 pub mod fuzz;
 pub mod net;
+pub mod s3;
 
 /// Set by `.ci/run`: a missing privilege fails the test instead of skipping it.
 pub const REQUIRE_PRIVILEGED_ENV: &str = "SQRX_REQUIRE_PRIVILEGED";

@@ -2,153 +2,26 @@
 //! by each test): round trips, deduplication, corrupt and truncated objects, an interrupted
 //! upload resumed, concurrent pulls, refused credentials.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use sqrx_core::remote::{PullReport, Remote, RemoteConfig, RemoteError, StaticCredentials};
 use sqrx_core::{ErrorKind, LayerName, LayerStore, faults};
+use sqrx_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
-/// A moto server on a free loopback port; killed when dropped.
-pub struct S3Server {
-    child: Child,
-    pub endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A config for `bucket` on `s3` (created when `create`), under a prefix, in parts of 5 MiB.
+fn config(s3: &S3Server, bucket: &str, create: bool) -> RemoteConfig {
+    if create {
+        s3.create_bucket(bucket);
     }
-}
-
-/// The moto server program: `$SQRX_TEST_MOTO_SERVER`, else `moto_server` on the PATH.
-fn moto_program() -> Option<String> {
-    if let Ok(p) = std::env::var("SQRX_TEST_MOTO_SERVER") {
-        return Some(p);
-    }
-    let found = Command::new("sh")
-        .args(["-c", "command -v moto_server"])
-        .output()
-        .ok()?;
-    found
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&found.stdout).trim().to_string())
-}
-
-impl S3Server {
-    /// Start one (`auth`: moto checks credentials, and knows none). `None` when moto is not
-    /// installed and the run does not require it.
-    pub fn start(auth: bool) -> Option<S3Server> {
-        let Some(program) = moto_program() else {
-            assert!(
-                std::env::var("SQRX_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-                "moto_server is missing (scripts/s3-tools.sh installs it and sets \
-                 SQRX_TEST_MOTO_SERVER)"
-            );
-            eprintln!("skipping: moto_server is not installed");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut cmd = Command::new(&program);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {program}: {e}"));
-        let server = S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(server)
-    }
-
-    /// A raw, unsigned request (moto without auth takes them): the status.
-    pub fn raw(&self, method: &str, path: &str, body: &[u8]) -> u16 {
-        let (status, answer) = self.raw_answer(method, path, body);
-        if status >= 300 {
-            eprintln!("{method} {path}: {answer}");
-        }
-        status
-    }
-
-    /// A raw request: the status and the whole answer.
-    fn raw_answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut tcp = TcpStream::connect(addr).expect("connect");
-        write!(
-            tcp,
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .expect("head");
-        tcp.write_all(body).expect("body");
-        let mut answer = String::new();
-        let _ = tcp.read_to_string(&mut answer);
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, answer)
-    }
-
-    /// Replace object `key` of `bucket` with `bytes`, signed as the tests' key (moto refuses
-    /// an unsigned overwrite of an object a signed request made), with the `aws` CLI.
-    pub fn overwrite(&self, bucket: &str, key: &str, bytes: &[u8]) {
-        let cli = std::env::var("SQRX_AWS_CLI").unwrap_or_else(|_| "aws".into());
-        let file = tempfile::NamedTempFile::new().expect("temp");
-        std::fs::write(file.path(), bytes).expect("write");
-        let out = Command::new(&cli)
-            .args(["--endpoint-url", &self.endpoint, "s3", "cp"])
-            .arg(file.path())
-            .arg(format!("s3://{bucket}/{key}"))
-            .env("AWS_ACCESS_KEY_ID", "sqrx-test")
-            .env("AWS_SECRET_ACCESS_KEY", "sqrx-test-secret")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap_or_else(|e| panic!("{cli} (scripts/s3-tools.sh sets SQRX_AWS_CLI): {e}"));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A config for `bucket` on this server (created when `create`), in parts of 5 MiB.
-    pub fn config(&self, bucket: &str, create: bool) -> RemoteConfig {
-        if create {
-            let status = self.raw("PUT", &format!("/{bucket}"), b"");
-            assert_eq!(status, 200, "create bucket {bucket}");
-        }
-        let mut c = RemoteConfig::new(bucket);
-        c.endpoint = Some(self.endpoint.clone());
-        c.path_style = true;
-        c.prefix = "stores/one/".into();
-        c.part_size = 5 << 20;
-        c.credentials = Some(StaticCredentials {
-            access_key_id: "sqrx-test".into(),
-            secret_access_key: "sqrx-test-secret".into(),
-            session_token: None,
-        });
-        c
-    }
+    let mut c = RemoteConfig::new(bucket);
+    c.endpoint = Some(s3.endpoint.clone());
+    c.path_style = true;
+    c.prefix = "stores/one/".into();
+    c.part_size = 5 << 20;
+    c.credentials = Some(StaticCredentials {
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        session_token: None,
+    });
+    c
 }
 
 /// A layer store in a fresh directory.
@@ -199,7 +72,7 @@ fn layers_go_up_once_and_come_down_verified() {
     };
     let (_a_dir, a) = store();
     let (_b_dir, b) = store();
-    let remote = Remote::connect(s3.config("layers", true)).expect("connect");
+    let remote = Remote::connect(config(&s3, "layers", true)).expect("connect");
     let name = layer(&a, "100-data", 12, 7);
     let size = a.get(&name).expect("layer").size;
     assert!(size > 12 << 20, "{size}");
@@ -285,7 +158,7 @@ fn corrupt_and_truncated_objects_are_never_stored() {
     };
     let (_a_dir, a) = store();
     let (_b_dir, b) = store();
-    let config = s3.config("damaged", true);
+    let config = config(&s3, "damaged", true);
     let remote = Remote::connect(config.clone()).expect("connect");
     let name = layer(&a, "100-data", 1, 3);
     let report = remote.push(&a, &name, None).expect("push");
@@ -320,7 +193,7 @@ fn an_interrupted_upload_resumes_and_shows_nothing_meanwhile() {
     };
     let (_a_dir, a) = store();
     let (_b_dir, b) = store();
-    let remote = Remote::connect(s3.config("resume", true)).expect("connect");
+    let remote = Remote::connect(config(&s3, "resume", true)).expect("connect");
     let name = layer(&a, "100-big", 16, 11);
     let size = a.get(&name).expect("layer").size;
     // Four parts of 5 MiB; the third upload fails.
@@ -351,7 +224,7 @@ fn ten_concurrent_pulls_download_once() {
     };
     let (_a_dir, a) = store();
     let (_b_dir, b) = store();
-    let config = s3.config("shared", true);
+    let config = config(&s3, "shared", true);
     let name = layer(&a, "100-data", 6, 5);
     let size = a.get(&name).expect("layer").size;
     Remote::connect(config.clone())
@@ -384,7 +257,7 @@ fn refused_credentials_and_a_missing_bucket_are_clear_errors() {
     };
     let (_a_dir, a) = store();
     let name = layer(&a, "100-data", 1, 1);
-    let remote = Remote::connect(s3.config("locked", false)).expect("connect");
+    let remote = Remote::connect(config(&s3, "locked", false)).expect("connect");
     let e = remote.push(&a, &name, None).expect_err("refused");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:?}");
     assert!(e.to_string().contains("S3 refused"), "{e}");
@@ -392,10 +265,10 @@ fn refused_credentials_and_a_missing_bucket_are_clear_errors() {
     let Some(open) = S3Server::start(false) else {
         return;
     };
-    let remote = Remote::connect(open.config("nobucket", false)).expect("connect");
+    let remote = Remote::connect(config(&open, "nobucket", false)).expect("connect");
     let e = remote.push(&a, &name, None).expect_err("no bucket");
     assert!(e.to_string().contains("nobucket"), "{e}");
-    let mut bad = open.config("x", false);
+    let mut bad = config(&open, "x", false);
     bad.bucket = "Bad_Bucket".into();
     let e = Remote::connect(bad).expect_err("bad name");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
@@ -409,7 +282,7 @@ fn a_sandbox_on_another_machine_pulls_the_layers_it_lacks() {
     let Some(s3) = S3Server::start(false) else {
         return;
     };
-    let config = s3.config("machines", true);
+    let config = config(&s3, "machines", true);
     // Built on one machine, pushed.
     let one = crate::sandbox::TestRuntime::new();
     let name = layer(one.rt.layers(), "100-app", 2, 21);
@@ -433,5 +306,8 @@ fn a_sandbox_on_another_machine_pulls_the_layers_it_lacks() {
     spec.layers = vec!["000-base".into(), "100-nowhere".into()];
     let e = other.rt.create(spec).expect_err("missing everywhere");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
-    assert!(e.to_string().contains("layers/names/100-nowhere.json"), "{e}");
+    assert!(
+        e.to_string().contains("layers/names/100-nowhere.json"),
+        "{e}"
+    );
 }

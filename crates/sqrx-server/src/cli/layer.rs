@@ -1,4 +1,5 @@
-//! `sqrx layer ...`: building, importing, listing, inspecting, verifying and removing layers.
+//! `sqrx layer ...`: building, importing, listing, inspecting, verifying and removing layers;
+//! their copies in S3 are [`super::remote`]'s.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,39 @@ pub enum LayerCmd {
     /// List layers.
     Ls {
         /// Print JSON (an array of layers).
+        #[arg(long)]
+        json: bool,
+        /// List the layers in the bucket (SQRX_S3_BUCKET) instead.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Upload layers to the bucket (SQRX_S3_BUCKET, SQRX_S3_ENDPOINT, ...; AWS credentials):
+    /// each image once per digest, resuming an interrupted upload.
+    Push {
+        /// The layer names.
+        names: Vec<String>,
+        /// Every local layer.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download layers from the bucket, verified against their digests.
+    Pull {
+        /// The layer names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Replace a local layer of the same name that is another image.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push the layers the bucket lacks and pull the ones this store lacks.
+    Sync {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -266,7 +300,16 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             let r = store.bootstrap(&preset, &opts)?;
             report(&r, build.json, bar)
         }
-        LayerCmd::Ls { json } => {
+        LayerCmd::Ls { json, remote: true } => crate::cli::remote::list(json),
+        LayerCmd::Push { names, all, json } => crate::cli::remote::push(&store, &names, all, json),
+        LayerCmd::Pull { names, force, json } => {
+            crate::cli::remote::pull(&store, &names, force, json)
+        }
+        LayerCmd::Sync { json } => crate::cli::remote::sync(&store, json),
+        LayerCmd::Ls {
+            json,
+            remote: false,
+        } => {
             let layers = store.list()?;
             if json {
                 return print_json(&layers);

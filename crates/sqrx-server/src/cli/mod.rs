@@ -6,6 +6,7 @@ mod error;
 mod js;
 mod layer;
 mod output;
+mod remote;
 mod sandbox;
 
 use std::path::PathBuf;

@@ -145,5 +145,6 @@ mod tests {
         assert!(!admin_only("/v1/try"), "a user's session is its own");
         assert!(admin_only("/api/admin/users"));
         assert!(!admin_only("/api/me"));
+        assert!(admin_only("/v1/layers/{name}/push") && admin_only("/v1/layers/sync"));
     }
 }

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod model;
 pub mod network;
 pub mod pty;
+pub mod remote;
 pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
@@ -35,6 +36,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 // The upload streams its body and counts it against the limit itself.
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route("/v1/layers/{name}/push", post(remote::push))
+        .route("/v1/layers/{name}/pull", post(remote::pull))
+        .route("/v1/layers/sync", post(remote::sync))
+        .route("/v1/remote/layers", get(remote::list))
         .route(
             "/v1/sandboxes",
             get(sandboxes::list).post(sandboxes::create),

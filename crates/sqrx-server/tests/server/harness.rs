@@ -74,7 +74,7 @@ pub struct Server {
 }
 
 /// Environment variables a developer's shell might set that would change the server.
-const SCRUB: [&str; 22] = [
+const SCRUB: [&str; 27] = [
     "SQRX_DATABASE_URL",
     "SQRX_NET_DEFAULT",
     "SQRX_NET_CGI_DEFAULT",
@@ -97,6 +97,12 @@ const SCRUB: [&str; 22] = [
     "SQUASH_AUTH_TOKEN",
     "SQUASH_MAX_SANDBOXES",
     "SQUASH_UPPER_LIMIT_MB",
+    "SQRX_S3_BUCKET",
+    "SQUASH_S3_BUCKET",
+    "SQRX_PROXY_DEFAULT_PORT",
+    // Never an instance role: the S3 tests give their keys or none.
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
 ];
 
 impl Server {
@@ -123,7 +129,9 @@ impl Server {
         for k in SCRUB {
             cmd.env_remove(k);
         }
-        cmd.env_remove("SQRX_INIT").env("SQRX_LOG", "info");
+        cmd.env_remove("SQRX_INIT")
+            .env("SQRX_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         cmd.arg("--data-dir").arg(data.path());
         if !args.contains(&"--listen")
             && !env

@@ -14,6 +14,7 @@ mod netbed;
 mod network;
 mod proxy;
 mod pty;
+mod s3;
 mod sandboxes;
 mod secrets;
 mod security;

@@ -185,6 +185,9 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
     // Where sandbox links go: the same variables a server on this data directory reads.
     config.network =
         sqrx_server::config::runtime_network_from_env(&sqrx_server::config::process_env);
+    // Layers a sandbox needs and this store lacks come from the bucket, when one is set.
+    config.remote = sqrx_core::remote::RemoteConfig::from_env(&sqrx_server::config::process_env)
+        .map_err(|e| CliError(e.to_string()))?;
     let rt = Runtime::open(config)?;
     rt.reap();
     let done = match cmd {
