@@ -152,6 +152,9 @@ impl Runtime {
             .into_iter()
             .map(Into::into)
             .collect();
+        // The layer store's bucket, as the CLI and the server read it (docs/s3.md).
+        config.remote = sqrx_core::remote::RemoteConfig::from_env(&|k| std::env::var(k).ok())
+            .map_err(crate::error::to_napi)?;
         let rt = blocking(move || sqrx_core::Runtime::open(config)).await?;
         rt.start_reaper(REAP_INTERVAL);
         Ok(Runtime { rt })
@@ -171,6 +174,55 @@ impl Runtime {
         let rt = self.rt.clone();
         let n = blocking(move || rt.reload_secrets()).await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Upload layer `name` to the bucket (`SQRX_S3_BUCKET`, `SQRX_S3_ENDPOINT`, ...; AWS
+    /// credentials): its image once per digest, resuming an interrupted upload.
+    #[napi]
+    pub async fn push_layer(&self, name: String) -> napi::Result<LayerPushed> {
+        let rt = self.rt.clone();
+        let r = blocking(move || {
+            let name = sqrx_core::LayerName::new(name.as_str())?;
+            Ok::<_, sqrx_core::Error>(bucket(&rt)?.push(rt.layers(), &name, None)?)
+        })
+        .await?;
+        Ok(LayerPushed {
+            name: r.name,
+            digest: r.digest,
+            key: r.key,
+            uploaded_bytes: r.uploaded_bytes as f64,
+            parts_reused: r.parts_reused as u32,
+        })
+    }
+
+    /// Download layer `name` from the bucket, verified against its digest (`force` replaces a
+    /// local layer of that name that is another image).
+    #[napi]
+    pub async fn pull_layer(&self, name: String, force: Option<bool>) -> napi::Result<LayerPulled> {
+        let rt = self.rt.clone();
+        let force = force.unwrap_or(false);
+        let r = blocking(move || {
+            let name = sqrx_core::LayerName::new(name.as_str())?;
+            Ok::<_, sqrx_core::Error>(bucket(&rt)?.pull(rt.layers(), &name, force, None)?)
+        })
+        .await?;
+        Ok(LayerPulled {
+            name: r.name,
+            digest: r.digest,
+            downloaded_bytes: r.downloaded_bytes as f64,
+        })
+    }
+
+    /// Push the layers the bucket lacks and pull the ones this store lacks.
+    #[napi]
+    pub async fn sync_layers(&self) -> napi::Result<LayersSynced> {
+        let rt = self.rt.clone();
+        let r =
+            blocking(move || Ok::<_, sqrx_core::Error>(bucket(&rt)?.sync(rt.layers())?)).await?;
+        Ok(LayersSynced {
+            pushed: r.pushed,
+            pulled: r.pulled,
+        })
     }
 
     /// The data directory.
@@ -218,4 +270,51 @@ impl Runtime {
         let layers = blocking(move || rt.layers().list()).await?;
         Ok(layers.into_iter().map(|l| l.name.to_string()).collect())
     }
+}
+
+/// What `pushLayer` did.
+#[napi(object)]
+pub struct LayerPushed {
+    /// The layer.
+    pub name: String,
+    /// Its image's digest.
+    pub digest: String,
+    /// The image's key in the bucket.
+    pub key: String,
+    /// Bytes sent (0: the bucket had the image).
+    pub uploaded_bytes: f64,
+    /// Parts of an interrupted upload that were reused.
+    pub parts_reused: u32,
+}
+
+/// What `pullLayer` did.
+#[napi(object)]
+pub struct LayerPulled {
+    /// The layer.
+    pub name: String,
+    /// Its image's digest.
+    pub digest: String,
+    /// Bytes downloaded (0: it was here).
+    pub downloaded_bytes: f64,
+}
+
+/// What `syncLayers` did.
+#[napi(object)]
+pub struct LayersSynced {
+    /// Layers uploaded.
+    pub pushed: Vec<String>,
+    /// Layers downloaded.
+    pub pulled: Vec<String>,
+}
+
+/// The runtime's bucket, or `InvalidArgument` saying how to name one.
+fn bucket(
+    rt: &sqrx_core::Runtime,
+) -> Result<&sqrx_core::remote::Remote, sqrx_core::remote::RemoteError> {
+    rt.remote()?
+        .ok_or_else(|| sqrx_core::remote::RemoteError::Config {
+            reason: "no bucket: set SQRX_S3_BUCKET (and SQRX_S3_ENDPOINT for a service other \
+                     than AWS) before opening the Runtime"
+                .into(),
+        })
 }

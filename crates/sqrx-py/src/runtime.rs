@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use sqrx_core::SandboxSpec;
 
 use crate::bridge::off_thread;
@@ -88,6 +89,9 @@ impl Runtime {
         config.network.netns = net_netns;
         config.network.intercept_https = proxy_https;
         config.network.upstream_ca = egress_ca.unwrap_or_default();
+        // The layer store's bucket, as the CLI and the server read it (docs/s3.md).
+        config.remote =
+            sqrx_core::remote::RemoteConfig::from_env(&|k| std::env::var(k).ok()).map_err(to_py)?;
         let rt = py
             .detach(|| sqrx_core::Runtime::open(config))
             .map_err(to_py)?;
@@ -232,6 +236,57 @@ impl Runtime {
         Ok(layers.into_iter().map(|l| l.name.to_string()).collect())
     }
 
+    /// Upload layer `name` to the bucket (`SQRX_S3_BUCKET`, `SQRX_S3_ENDPOINT`, ...; AWS
+    /// credentials): its image once per digest, resuming an interrupted upload. Returns
+    /// `{"name", "digest", "key", "uploaded_bytes", "parts_reused"}`.
+    fn push_layer(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyDict>> {
+        let name = sqrx_core::LayerName::new(name).map_err(to_py)?;
+        let r = py
+            .detach(|| {
+                let remote = self.bucket()?;
+                remote.push(self.rt.layers(), &name, None)
+            })
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("name", r.name)?;
+        d.set_item("digest", r.digest)?;
+        d.set_item("key", r.key)?;
+        d.set_item("uploaded_bytes", r.uploaded_bytes)?;
+        d.set_item("parts_reused", r.parts_reused)?;
+        Ok(d.unbind())
+    }
+
+    /// Download layer `name` from the bucket, verified against its digest (`force` replaces a
+    /// local layer of that name that is another image). Returns `{"name", "digest",
+    /// "downloaded_bytes"}`.
+    #[pyo3(signature = (name, *, force=false))]
+    fn pull_layer(&self, py: Python<'_>, name: &str, force: bool) -> PyResult<Py<PyDict>> {
+        let name = sqrx_core::LayerName::new(name).map_err(to_py)?;
+        let r = py
+            .detach(|| {
+                let remote = self.bucket()?;
+                remote.pull(self.rt.layers(), &name, force, None)
+            })
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("name", r.name)?;
+        d.set_item("digest", r.digest)?;
+        d.set_item("downloaded_bytes", r.downloaded_bytes)?;
+        Ok(d.unbind())
+    }
+
+    /// Push the layers the bucket lacks and pull the ones this store lacks. Returns
+    /// `{"pushed": [...], "pulled": [...]}`.
+    fn sync_layers(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let r = py
+            .detach(|| self.bucket()?.sync(self.rt.layers()))
+            .map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("pushed", r.pushed)?;
+        d.set_item("pulled", r.pulled)?;
+        Ok(d.unbind())
+    }
+
     fn __repr__(&self) -> String {
         format!("Runtime(data_dir={:?})", self.rt.data_dir())
     }
@@ -271,4 +326,17 @@ fn spec(
         spec.secrets = crate::secrets::from_py(secrets)?;
     }
     Ok(spec)
+}
+
+impl Runtime {
+    /// The runtime's bucket, or `InvalidArgument` saying how to name one.
+    fn bucket(&self) -> Result<&sqrx_core::remote::Remote, sqrx_core::remote::RemoteError> {
+        self.rt
+            .remote()?
+            .ok_or_else(|| sqrx_core::remote::RemoteError::Config {
+                reason: "no bucket: set SQRX_S3_BUCKET (and SQRX_S3_ENDPOINT for a service \
+                         other than AWS) before opening the Runtime"
+                    .into(),
+            })
+    }
 }

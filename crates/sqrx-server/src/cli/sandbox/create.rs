@@ -21,6 +21,9 @@ pub struct CreateArgs {
     /// CPU limit in cores (e.g. 0.5).
     #[arg(long)]
     pub(super) cpu: Option<f64>,
+    /// The port a server's `/proxy/{id}/...` reaches when the path names none.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) default_port: Option<u16>,
     /// Memory limit in MiB.
     #[arg(long)]
     pub(super) memory_mb: Option<u64>,
@@ -66,6 +69,7 @@ pub fn create(rt: &Runtime, args: CreateArgs) -> Result<(), CliError> {
         id,
         layers,
         cpu,
+        default_port,
         memory_mb,
         pids,
         upper_mb,
@@ -93,6 +97,7 @@ pub fn create(rt: &Runtime, args: CreateArgs) -> Result<(), CliError> {
     spec.network = network;
     spec.secrets = secrets;
     spec.setuid = setuid;
+    spec.default_port = default_port;
     let sandbox = rt.create(spec)?;
     if json {
         print_json(&info_json(&sandbox)?)?;
