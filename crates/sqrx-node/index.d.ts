@@ -95,6 +95,18 @@ export declare class Runtime {
    * `InvalidArgument` and changes nothing.
    */
   reloadSecrets(): Promise<number>
+  /**
+   * Upload layer `name` to the bucket (`SQRX_S3_BUCKET`, `SQRX_S3_ENDPOINT`, ...; AWS
+   * credentials): its image once per digest, resuming an interrupted upload.
+   */
+  pushLayer(name: string): Promise<LayerPushed>
+  /**
+   * Download layer `name` from the bucket, verified against its digest (`force` replaces a
+   * local layer of that name that is another image).
+   */
+  pullLayer(name: string, force?: boolean | undefined | null): Promise<LayerPulled>
+  /** Push the layers the bucket lacks and pull the ones this store lacks. */
+  syncLayers(): Promise<LayersSynced>
   /** The data directory. */
   get dataDir(): string
   /** Create and start a sandbox. */
@@ -331,6 +343,38 @@ export interface JsResult {
   log: any
   /** Wall time of the execution in milliseconds. */
   executionTime: number
+}
+
+/** What `pullLayer` did. */
+export interface LayerPulled {
+  /** The layer. */
+  name: string
+  /** Its image's digest. */
+  digest: string
+  /** Bytes downloaded (0: it was here). */
+  downloadedBytes: number
+}
+
+/** What `pushLayer` did. */
+export interface LayerPushed {
+  /** The layer. */
+  name: string
+  /** Its image's digest. */
+  digest: string
+  /** The image's key in the bucket. */
+  key: string
+  /** Bytes sent (0: the bucket had the image). */
+  uploadedBytes: number
+  /** Parts of an interrupted upload that were reused. */
+  partsReused: number
+}
+
+/** What `syncLayers` did. */
+export interface LayersSynced {
+  /** Layers uploaded. */
+  pushed: Array<string>
+  /** Layers downloaded. */
+  pulled: Array<string>
 }
 
 /** The names of the layers in the store (default data dir unless `dataDir` is given). */

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -17,7 +18,7 @@ import sqrx
 
 @pytest.fixture
 def bucket(privileged, monkeypatch):
-    """A moto server with bucket "py", named in the environment a Runtime reads."""
+    """A moto server with bucket "py-layers", named in the environment a Runtime reads."""
     program = os.environ.get("SQRX_TEST_MOTO_SERVER") or shutil.which("moto_server")
     if not program:
         if os.environ.get("SQRX_REQUIRE_PRIVILEGED") == "1":
@@ -36,13 +37,17 @@ def bucket(privileged, monkeypatch):
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(urllib.request.Request(f"{endpoint}/py", method="PUT"))
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{endpoint}/py-layers", method="PUT")
+                )
                 break
+            except urllib.error.HTTPError:
+                raise
             except OSError:
                 assert time.monotonic() < deadline, "moto did not start"
                 time.sleep(0.1)
         for k, v in {
-            "SQRX_S3_BUCKET": "py",
+            "SQRX_S3_BUCKET": "py-layers",
             "SQRX_S3_ENDPOINT": endpoint,
             "AWS_ACCESS_KEY_ID": "sqrx-test",
             "AWS_SECRET_ACCESS_KEY": "sqrx-test-secret",
