@@ -20,7 +20,13 @@ use crate::state::AppState;
 
 /// Routes only admins (and the operator) may call.
 fn admin_only(route: &str) -> bool {
-    route.starts_with("/api/admin") || route.starts_with("/v1/secrets") || route == "/metrics"
+    route.starts_with("/api/admin")
+        || route.starts_with("/v1/secrets")
+        || route == "/metrics"
+        // The bucket is the server's: pushing, pulling and listing it are the operator's.
+        || route == "/v1/layers/sync"
+        || route == "/v1/remote/layers"
+        || (route.starts_with("/v1/layers/") && (route.ends_with("/push") || route.ends_with("/pull")))
 }
 
 /// The path parameter naming a sandbox on `route`, if any.

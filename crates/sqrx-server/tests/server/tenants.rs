@@ -292,8 +292,17 @@ async fn users_see_and_touch_only_their_own_sandboxes() {
         assert_eq!(st, 200);
 
         // Admin routes are the admins'.
-        for path in ["/api/admin/users", "/api/admin/audit", "/metrics"] {
+        for path in [
+            "/api/admin/users",
+            "/api/admin/audit",
+            "/metrics",
+            "/v1/remote/layers",
+        ] {
             let (st, body) = call("GET", &s, path, &ak, None).await;
+            assert_eq!(st, 403, "{label} {path}: {body}");
+        }
+        for path in ["/v1/layers/000-base/push", "/v1/layers/sync"] {
+            let (st, body) = call("POST", &s, path, &ak, None).await;
             assert_eq!(st, 403, "{label} {path}: {body}");
         }
         // Layers a user uploads are its own: invisible and unusable to others, like missing
