@@ -58,6 +58,8 @@ describe('layers in a bucket', () => {
       AWS_ACCESS_KEY_ID: 'sqrx-test',
       AWS_SECRET_ACCESS_KEY: 'sqrx-test-secret',
       AWS_EC2_METADATA_DISABLED: 'true',
+      // Explicit pushes unless a test turns background pushes on.
+      SQRX_S3_AUTO_PUSH: '0',
     }
     for (const [k, v] of Object.entries(env)) {
       saved[k] = process.env[k]
@@ -103,6 +105,41 @@ describe('layers in a bucket', () => {
       await assert.rejects(none.pushLayer('000-base'), (e) => e.code === 'InvalidArgument' && /SQRX_S3_BUCKET/.test(e.message))
     } finally {
       process.env.SQRX_S3_BUCKET = saved
+    }
+  })
+
+  test('background pushes and an ephemeral sandbox moving between data directories', options, async () => {
+    process.env.SQRX_S3_AUTO_PUSH = '1'
+    process.env.SQRX_EPHEMERAL = '1'
+    const otherDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sqrx-test-node-s3-'))
+    try {
+      const here = await Runtime.open({ dataDir: ctx.dataDir })
+      const id = newId()
+      const sb = await here.create({ id, layers: ['000-base'] })
+      assert.equal((await sb.exec('echo from-node > /root/n')).exitCode, 0)
+      const snap = await sb.snapshot('s1', true)
+      assert.equal(snap.label, 's1')
+      assert.equal((await sb.pushSnapshot('s1')).uploadedBytes, 0)
+      const state = async (kind, name) =>
+        (await here.uploads()).find((u) => u.kind === kind && u.name === name)?.state
+      assert.equal(await state('snapshot', `${id}@s1`), 'pushed')
+      const deadline = Date.now() + 60000
+      while ((await state('layer', '000-base')) !== 'pushed') {
+        assert.ok(Date.now() < deadline, JSON.stringify(await here.uploads()))
+        await new Promise((r) => setTimeout(r, 200))
+      }
+      await sb.destroy() // ephemeral: saved into the bucket first
+      const other = await Runtime.open({ dataDir: otherDir })
+      const moved = await other.create({ id })
+      try {
+        assert.equal((await moved.exec('cat /root/n')).stdout.toString(), 'from-node\n')
+      } finally {
+        await moved.destroy({ save: false })
+      }
+    } finally {
+      process.env.SQRX_S3_AUTO_PUSH = '0'
+      delete process.env.SQRX_EPHEMERAL
+      fs.rmSync(otherDir, { recursive: true, force: true })
     }
   })
 })

@@ -157,6 +157,8 @@ impl Runtime {
             .map_err(crate::error::to_napi)?;
         let rt = blocking(move || sqrx_core::Runtime::open(config)).await?;
         rt.start_reaper(REAP_INTERVAL);
+        // New layers and snapshots go up to the bucket in the background (docs/s3.md).
+        rt.start_pusher().map_err(crate::error::to_napi)?;
         Ok(Runtime { rt })
     }
 
@@ -211,6 +213,15 @@ impl Runtime {
             digest: r.digest,
             downloaded_bytes: r.downloaded_bytes as f64,
         })
+    }
+
+    /// Where each layer and snapshot stands in its way to the bucket (pushed in the
+    /// background, failed uploads retried with backoff).
+    #[napi]
+    pub async fn uploads(&self) -> napi::Result<Vec<Upload>> {
+        let rt = self.rt.clone();
+        let list = blocking(move || rt.uploads().list()).await?;
+        Ok(list.into_iter().map(Upload::from).collect())
     }
 
     /// Push the layers the bucket lacks and pull the ones this store lacks.
@@ -305,6 +316,50 @@ pub struct LayersSynced {
     pub pushed: Vec<String>,
     /// Layers downloaded.
     pub pulled: Vec<String>,
+}
+
+/// One object's upload to the bucket.
+#[napi(object)]
+pub struct Upload {
+    /// `layer` or `snapshot`.
+    pub kind: String,
+    /// The layer's name, or `<sandbox id>@<label>`.
+    pub name: String,
+    /// The image's digest.
+    pub digest: String,
+    /// `queued`, `pushing`, `pushed` or `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// When a failed upload is tried again (RFC 3339; none: given up).
+    pub next_attempt: Option<String>,
+}
+
+impl From<sqrx_core::remote::Upload> for Upload {
+    fn from(u: sqrx_core::remote::Upload) -> Self {
+        use sqrx_core::remote::{UploadKind, UploadState};
+        Upload {
+            kind: match u.kind {
+                UploadKind::Layer => "layer",
+                UploadKind::Snapshot => "snapshot",
+            }
+            .into(),
+            name: u.name,
+            digest: u.digest,
+            state: match u.state {
+                UploadState::Queued => "queued",
+                UploadState::Pushing => "pushing",
+                UploadState::Pushed => "pushed",
+                UploadState::Failed => "failed",
+            }
+            .into(),
+            attempts: u.attempts,
+            error: u.error,
+            next_attempt: u.next_attempt.map(|t| t.to_rfc3339()),
+        }
+    }
 }
 
 /// The runtime's bucket, or `InvalidArgument` saying how to name one.

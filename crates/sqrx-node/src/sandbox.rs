@@ -316,13 +316,38 @@ impl Sandbox {
         blocking(move || sb.resume()).await
     }
 
-    /// Snapshot the filesystem as `label` (default: a timestamp).
+    /// Snapshot the filesystem as `label` (default: a timestamp). `push` also pushes it into
+    /// the bucket before resolving (with a bucket, snapshots are otherwise pushed in the
+    /// background).
     #[napi]
-    pub async fn snapshot(&self, label: Option<String>) -> napi::Result<SnapshotInfo> {
+    pub async fn snapshot(
+        &self,
+        label: Option<String>,
+        push: Option<bool>,
+    ) -> napi::Result<SnapshotInfo> {
         let sb = self.handle.get()?;
-        Ok(blocking(move || sb.snapshot(label.as_deref()))
-            .await?
-            .into())
+        let push = push.unwrap_or(false);
+        Ok(blocking(move || {
+            let info = sb.snapshot(label.as_deref())?;
+            if push {
+                sb.push_snapshot(&info.label)?;
+            }
+            Ok::<_, sqrx_core::SandboxError>(info)
+        })
+        .await?
+        .into())
+    }
+
+    /// Push the snapshot `label` into the bucket now, with the images of its chain.
+    #[napi]
+    pub async fn push_snapshot(&self, label: String) -> napi::Result<SnapshotPushed> {
+        let sb = self.handle.get()?;
+        let r = blocking(move || sb.push_snapshot(&label)).await?;
+        Ok(SnapshotPushed {
+            key: r.key,
+            uploaded_bytes: r.uploaded_bytes as f64,
+            latest: r.latest,
+        })
     }
 
     /// The sandbox's snapshots.
@@ -355,10 +380,31 @@ impl Sandbox {
     /// Stop every process and remove the sandbox; nothing is left behind. Destroying a
     /// destroyed sandbox does nothing.
     #[napi]
-    pub async fn destroy(&self) -> napi::Result<()> {
+    pub async fn destroy(&self, options: Option<DestroyOptions>) -> napi::Result<()> {
+        let save = options.and_then(|o| o.save).unwrap_or(true);
         match self.handle.take() {
-            Some(sb) => blocking(move || sb.destroy()).await,
+            Some(sb) if save => blocking(move || sb.destroy()).await,
+            Some(sb) => blocking(move || sb.destroy_unsaved()).await,
             None => Ok(()),
         }
     }
+}
+
+/// Options of `destroy`.
+#[napi(object)]
+pub struct DestroyOptions {
+    /// With ephemeral sandboxes (`SQRX_EPHEMERAL=1`): snapshot it into the bucket first
+    /// (default true; false discards it).
+    pub save: Option<bool>,
+}
+
+/// What `pushSnapshot` did.
+#[napi(object)]
+pub struct SnapshotPushed {
+    /// The manifest's key in the bucket.
+    pub key: String,
+    /// Image bytes sent (0: the bucket had every image of its chain).
+    pub uploaded_bytes: f64,
+    /// Whether it is now the sandbox's latest snapshot in the bucket.
+    pub latest: bool,
 }

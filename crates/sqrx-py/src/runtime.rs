@@ -96,6 +96,8 @@ impl Runtime {
             .detach(|| sqrx_core::Runtime::open(config))
             .map_err(to_py)?;
         rt.start_reaper(REAP_INTERVAL);
+        // New layers and snapshots go up to the bucket in the background (docs/s3.md).
+        rt.start_pusher().map_err(to_py)?;
         Ok(Runtime { rt })
     }
 
@@ -285,6 +287,33 @@ impl Runtime {
         d.set_item("pushed", r.pushed)?;
         d.set_item("pulled", r.pulled)?;
         Ok(d.unbind())
+    }
+
+    /// Where each layer and snapshot stands in its way to the bucket: a list of `{"kind",
+    /// "name", "digest", "state", "attempts", "error", "next_attempt"}` (`state`: `queued`,
+    /// `pushing`, `pushed` or `failed`; failed uploads are retried with backoff).
+    fn uploads(&self, py: Python<'_>) -> PyResult<Vec<Py<PyDict>>> {
+        let list = py.detach(|| self.rt.uploads().list()).map_err(to_py)?;
+        list.into_iter()
+            .map(|u| {
+                let d = PyDict::new(py);
+                let value = serde_json::to_value(&u)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+                for key in [
+                    "kind",
+                    "name",
+                    "digest",
+                    "state",
+                    "error",
+                    "updated",
+                    "next_attempt",
+                ] {
+                    d.set_item(key, value.get(key).and_then(|v| v.as_str()))?;
+                }
+                d.set_item("attempts", u.attempts)?;
+                Ok(d.unbind())
+            })
+            .collect()
     }
 
     fn __repr__(&self) -> String {

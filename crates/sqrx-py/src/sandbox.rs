@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::bridge::{off_thread, wait};
 use crate::error::to_py;
@@ -265,12 +266,33 @@ impl Sandbox {
     }
 
     /// Snapshot the sandbox's filesystem as `label` (default: a timestamp). The sandbox is
-    /// frozen while its changes are packed.
-    #[pyo3(signature = (label=None))]
-    fn snapshot(&self, py: Python<'_>, label: Option<&str>) -> PyResult<SnapshotInfo> {
+    /// frozen while its changes are packed. `push` also pushes it into the bucket before
+    /// returning (with a bucket, snapshots are otherwise pushed in the background).
+    #[pyo3(signature = (label=None, *, push=false))]
+    fn snapshot(&self, py: Python<'_>, label: Option<&str>, push: bool) -> PyResult<SnapshotInfo> {
         let sb = self.handle.get()?;
-        let inner = py.detach(|| sb.snapshot(label)).map_err(to_py)?;
+        let inner = py
+            .detach(|| {
+                let info = sb.snapshot(label)?;
+                if push {
+                    sb.push_snapshot(&info.label)?;
+                }
+                Ok::<_, sqrx_core::SandboxError>(info)
+            })
+            .map_err(to_py)?;
         Ok(SnapshotInfo { inner })
+    }
+
+    /// Push the snapshot `label` into the bucket now, with the images of its chain. Returns
+    /// `{"key", "uploaded_bytes", "latest"}`.
+    fn push_snapshot(&self, py: Python<'_>, label: &str) -> PyResult<Py<PyDict>> {
+        let sb = self.handle.get()?;
+        let r = py.detach(|| sb.push_snapshot(label)).map_err(to_py)?;
+        let d = PyDict::new(py);
+        d.set_item("key", r.key)?;
+        d.set_item("uploaded_bytes", r.uploaded_bytes)?;
+        d.set_item("latest", r.latest)?;
+        Ok(d.unbind())
     }
 
     /// `snapshot` for asyncio.
@@ -322,10 +344,13 @@ impl Sandbox {
     }
 
     /// Stop every process and remove the sandbox; nothing is left behind. Destroying a
-    /// destroyed sandbox does nothing.
-    fn destroy(&self, py: Python<'_>) -> PyResult<()> {
+    /// destroyed sandbox does nothing. With ephemeral sandboxes (`SQRX_EPHEMERAL=1`) it is
+    /// first snapshotted into the bucket, unless `save` is false.
+    #[pyo3(signature = (*, save=true))]
+    fn destroy(&self, py: Python<'_>, save: bool) -> PyResult<()> {
         match self.handle.take() {
-            Some(sb) => py.detach(|| sb.destroy()).map_err(to_py),
+            Some(sb) if save => py.detach(|| sb.destroy()).map_err(to_py),
+            Some(sb) => py.detach(|| sb.destroy_unsaved()).map_err(to_py),
             None => Ok(()),
         }
     }
@@ -354,7 +379,7 @@ impl Sandbox {
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        self.destroy(py)?;
+        self.destroy(py, true)?;
         Ok(false)
     }
 

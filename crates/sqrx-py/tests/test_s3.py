@@ -1,4 +1,5 @@
 """Layers through a bucket from Python: push on one data directory, pull on another, sync,
+background pushes with their states, an ephemeral sandbox moving between data directories,
 and a clear error without a bucket. Against moto in server mode on loopback, started here
 (scripts/s3-tools.sh installs it and sets SQRX_TEST_MOTO_SERVER)."""
 
@@ -52,6 +53,8 @@ def bucket(privileged, monkeypatch):
             "AWS_ACCESS_KEY_ID": "sqrx-test",
             "AWS_SECRET_ACCESS_KEY": "sqrx-test-secret",
             "AWS_EC2_METADATA_DISABLED": "true",
+            # Explicit pushes unless a test turns background pushes on.
+            "SQRX_S3_AUTO_PUSH": "0",
         }.items():
             monkeypatch.setenv(k, v)
         yield endpoint
@@ -90,3 +93,40 @@ def test_no_bucket_is_a_clear_error(rt, monkeypatch):
     monkeypatch.delenv("SQUASH_S3_BUCKET", raising=False)
     with pytest.raises(sqrx.InvalidArgument, match="SQRX_S3_BUCKET"):
         sqrx.Runtime(rt.data_dir).push_layer("000-base")
+
+
+def test_background_pushes_and_ephemeral_sandboxes(rt, bucket, new_id, monkeypatch):
+    monkeypatch.setenv("SQRX_S3_AUTO_PUSH", "1")
+    monkeypatch.setenv("SQRX_EPHEMERAL", "1")
+    rt.create(new_id(), layers=["000-base"]).destroy()
+    here = sqrx.Runtime(rt.data_dir)
+    sid = new_id()
+    sb = here.create(sid, layers=["000-base"])
+    assert sb.exec("echo from-python > /root/p").exit_code == 0
+    info = sb.snapshot("s1", push=True)
+    assert sb.push_snapshot("s1")["uploaded_bytes"] == 0
+
+    def state(kind, name):
+        return next(
+            (u["state"] for u in here.uploads() if u["kind"] == kind and u["name"] == name),
+            None,
+        )
+
+    assert state("snapshot", f"{sid}@s1") == "pushed"
+    deadline = time.monotonic() + 60
+    while state("layer", "000-base") != "pushed":
+        assert time.monotonic() < deadline, here.uploads()
+        time.sleep(0.2)
+    assert info.label == "s1"
+    sb.destroy()  # ephemeral: saved into the bucket first
+    other_dir = tempfile.mkdtemp(prefix="sqrx-test-py-s3-")
+    try:
+        other = sqrx.Runtime(other_dir)
+        moved = other.create(sid)
+        try:
+            assert moved.exec("cat /root/p").text == "from-python\n"
+        finally:
+            moved.destroy(save=False)
+        del other
+    finally:
+        shutil.rmtree(other_dir, ignore_errors=True)

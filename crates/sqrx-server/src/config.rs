@@ -333,6 +333,16 @@ pub struct S3File {
     pub path_style: Option<bool>,
     /// Multipart part size in MiB (default 16, at least 5).
     pub part_mb: Option<u64>,
+    /// Parts sent at once (default 4).
+    pub concurrency: Option<usize>,
+    /// Push new layers and snapshots in the background (default true).
+    pub auto_push: Option<bool>,
+    /// Ephemeral sandboxes: snapshotted into the bucket when destroyed, restored from it when
+    /// created again (default false; `SQRX_EPHEMERAL`/`SQUASH_EPHEMERAL` override it).
+    pub ephemeral: Option<bool>,
+    /// Keep the local layer store under this many MiB (least recently used layers that no
+    /// sandbox uses and the bucket holds are removed).
+    pub cache_max_mb: Option<u64>,
 }
 
 /// The bucket of the environment (`SQRX_S3_*`, else `SQUASH_S3_*`), else of the config file.
@@ -360,6 +370,15 @@ pub fn remote_config(
     if let Some(mb) = f.part_mb {
         c.part_size = mb.saturating_mul(1 << 20);
     }
+    if let Some(n) = f.concurrency {
+        c.concurrency = n;
+    }
+    c.auto_push = f.auto_push.unwrap_or(true);
+    c.cache_max_bytes = f.cache_max_mb.map(|mb| mb.saturating_mul(1 << 20));
+    // The environment's switch wins over the file's, as for the bucket itself.
+    let env_ephemeral =
+        sqrx_core::remote::RemoteConfig::ephemeral_from_env(env).map_err(invalid)?;
+    c.ephemeral = env_ephemeral.or(f.ephemeral).unwrap_or(false);
     c.validate().map_err(invalid)?;
     Ok(Some(c))
 }

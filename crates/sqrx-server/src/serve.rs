@@ -157,6 +157,12 @@ pub async fn open_runtime(config: &ServerConfig, data_dir: PathBuf) -> Result<Ru
     })
     .await?
     .map_err(|source| ServeError::Runtime { dir, source })?;
+    // New layers and snapshots go up to the bucket in the background (docs/s3.md).
+    match rt.start_pusher() {
+        Ok(true) => tracing::info!("pushing new layers and snapshots to the bucket"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "the background pusher did not start"),
+    }
     if bootstrap {
         let store_rt = rt.clone();
         match tokio::task::spawn_blocking(move || store_rt.layers().ensure_base()).await? {

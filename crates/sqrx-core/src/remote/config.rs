@@ -24,10 +24,25 @@ pub struct RemoteConfig {
     pub path_style: bool,
     /// Images larger than this go up in parts of this size (at least 5 MiB).
     pub part_size: u64,
+    /// Parts sent at once in a multipart upload (default 4).
+    pub concurrency: usize,
     /// Credentials to use instead of the standard AWS chain (environment, profile, instance
     /// role), which is what `None` means.
     pub credentials: Option<StaticCredentials>,
+    /// Push new layers and snapshots in the background (default on; a runtime pushes once
+    /// [`crate::Runtime::start_pusher`] runs, see `docs/s3.md`).
+    pub auto_push: bool,
+    /// Ephemeral sandboxes (sq-sandbox's `SQUASH_EPHEMERAL`): destroying a sandbox snapshots
+    /// it into the bucket first, and creating a sandbox whose id has a snapshot there
+    /// restores the latest one, on any machine.
+    pub ephemeral: bool,
+    /// Keep the local layer store under this many bytes by removing the least recently used
+    /// layers that no sandbox uses and that the bucket holds (`None`: unbounded).
+    pub cache_max_bytes: Option<u64>,
 }
+
+/// Parts sent at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 /// An access key given explicitly.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,14 +73,19 @@ impl RemoteConfig {
             endpoint: None,
             path_style: false,
             part_size: DEFAULT_PART_SIZE,
+            concurrency: DEFAULT_CONCURRENCY,
             credentials: None,
+            auto_push: true,
+            ephemeral: false,
+            cache_max_bytes: None,
         }
     }
 
     /// The remote `env` describes, if any: `SQRX_S3_BUCKET` (or sq-sandbox's
     /// `SQUASH_S3_BUCKET`) enables it; `_ENDPOINT`, `_REGION` (default `us-east-1`),
-    /// `_PREFIX`, `_PATH_STYLE` (`1`/`0`; default on with an endpoint) and `_PART_MB` refine
-    /// it. Credentials come from the standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles,
+    /// `_PREFIX`, `_PATH_STYLE` (`1`/`0`; default on with an endpoint), `_PART_MB`,
+    /// `_CONCURRENCY`, `_AUTO_PUSH` (`1`/`0`, default on) and `_CACHE_MAX_MB` refine it;
+    /// `SQRX_EPHEMERAL` or `SQUASH_EPHEMERAL` (`1`) makes sandboxes ephemeral. Credentials come from the standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles,
     /// instance roles).
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, RemoteError> {
         let var = |name: &str| {
@@ -85,16 +105,21 @@ impl RemoteConfig {
             config.prefix = prefix;
         }
         config.endpoint = var("ENDPOINT");
-        config.path_style = match var("PATH_STYLE").as_deref() {
-            None => config.endpoint.is_some(),
-            Some("1" | "true" | "yes") => true,
-            Some("0" | "false" | "no") => false,
-            Some(other) => {
-                return Err(RemoteError::Config {
-                    reason: format!("SQRX_S3_PATH_STYLE={other:?}: use 1 or 0"),
-                });
-            }
+        config.path_style =
+            flag(var("PATH_STYLE"), "SQRX_S3_PATH_STYLE")?.unwrap_or(config.endpoint.is_some());
+        config.auto_push = flag(var("AUTO_PUSH"), "SQRX_S3_AUTO_PUSH")?.unwrap_or(true);
+        config.ephemeral = Self::ephemeral_from_env(env)?.unwrap_or(false);
+        let number = |name: &str, v: String| {
+            v.parse::<u64>().map_err(|_| RemoteError::Config {
+                reason: format!("SQRX_S3_{name}={v:?} is not a number"),
+            })
         };
+        if let Some(n) = var("CONCURRENCY") {
+            config.concurrency = number("CONCURRENCY", n)?.try_into().unwrap_or(usize::MAX);
+        }
+        if let Some(mb) = var("CACHE_MAX_MB") {
+            config.cache_max_bytes = Some(number("CACHE_MAX_MB", mb)?.saturating_mul(1 << 20));
+        }
         if let Some(mb) = var("PART_MB") {
             config.part_size = mb
                 .parse::<u64>()
@@ -105,6 +130,14 @@ impl RemoteConfig {
         }
         config.validate()?;
         Ok(Some(config))
+    }
+
+    /// `SQRX_EPHEMERAL` (or sq-sandbox's `SQUASH_EPHEMERAL`), if set.
+    pub fn ephemeral_from_env(
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<bool>, RemoteError> {
+        let value = env("SQRX_EPHEMERAL").or_else(|| env("SQUASH_EPHEMERAL"));
+        flag(value, "SQRX_EPHEMERAL")
     }
 
     /// Check the settings (bucket name, prefix, endpoint, part size).
@@ -132,6 +165,12 @@ impl RemoteConfig {
         {
             return bad(format!("endpoint {e:?} must be an http:// or https:// URL"));
         }
+        if !(1..=64).contains(&self.concurrency) {
+            return bad(format!(
+                "concurrency {} must be between 1 and 64 parts",
+                self.concurrency
+            ));
+        }
         if self.part_size < MIN_PART_SIZE {
             return bad(format!(
                 "part size {} bytes is under S3's minimum of 5 MiB",
@@ -139,6 +178,18 @@ impl RemoteConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A yes/no setting: `1`, `true`, `yes` or `0`, `false`, `no` (`None` when unset).
+fn flag(value: Option<String>, name: &str) -> Result<Option<bool>, RemoteError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some("1" | "true" | "yes") => Ok(Some(true)),
+        Some("0" | "false" | "no") => Ok(Some(false)),
+        Some(other) => Err(RemoteError::Config {
+            reason: format!("{name}={other:?}: use 1 or 0"),
+        }),
     }
 }
 

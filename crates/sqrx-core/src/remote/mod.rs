@@ -15,18 +15,25 @@
 //! The calls block (they run the SDK on a runtime of their own): from async code, call them
 //! on a blocking thread.
 
+mod cache;
 mod config;
 mod error;
 mod pull;
 mod push;
+mod snapshots;
+mod uploads;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
+pub use cache::RECENT_USE;
 pub use config::{DEFAULT_PART_SIZE, MIN_PART_SIZE, RemoteConfig, StaticCredentials};
 pub use error::RemoteError;
 pub use pull::PullReport;
 pub use push::PushReport;
+pub use snapshots::{RemoteSnapshot, SnapshotPushReport, StackImage};
+pub(crate) use uploads::Wake;
+pub use uploads::{MAX_BACKOFF, SCAN_INTERVAL, Upload, UploadKind, UploadState, Uploads, backoff};
 
 use crate::layer::{Layer, LayerName, LayerStore};
 
@@ -155,28 +162,19 @@ impl Remote {
         Ok(layers)
     }
 
+    /// The layer `name` as the bucket indexes it, if it does.
+    pub fn layer(&self, name: &LayerName) -> Result<Option<Layer>, RemoteError> {
+        match self.rt.block_on(self.index(name)) {
+            Ok(l) => Ok(Some(l)),
+            Err(RemoteError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The index of `name` in the bucket.
     async fn index(&self, name: &LayerName) -> Result<Layer, RemoteError> {
         let key = self.index_key(name);
-        let got = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| self.failed("get", &key, e))?;
-        let bytes = got
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.service("read", &key, e))?
-            .into_bytes();
-        let layer: Layer = serde_json::from_slice(&bytes).map_err(|e| RemoteError::Corrupt {
-            bucket: self.config.bucket.clone(),
-            key: key.clone(),
-            reason: format!("not a layer index: {e}"),
-        })?;
+        let layer: Layer = self.get_json(&key, "a layer index").await?;
         if layer.name != *name || !is_digest(&layer.digest) {
             return Err(RemoteError::Corrupt {
                 bucket: self.config.bucket.clone(),
@@ -185,6 +183,60 @@ impl Remote {
             });
         }
         Ok(layer)
+    }
+
+    /// Start reading the object at `key`.
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, RemoteError> {
+        self.client
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.failed("get", key, e))
+    }
+
+    /// The small JSON object at `key` (`what` names it in the error when it does not parse).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &str,
+    ) -> Result<T, RemoteError> {
+        let bytes = self
+            .get(key)
+            .await?
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.service("read", key, e))?
+            .into_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| RemoteError::Corrupt {
+            bucket: self.config.bucket.clone(),
+            key: key.to_string(),
+            reason: format!("not {what}: {e}"),
+        })
+    }
+
+    /// Write `value` as the JSON object at `key`.
+    async fn put_json<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), RemoteError> {
+        let json = serde_json::to_vec_pretty(value).map_err(|e| RemoteError::Corrupt {
+            bucket: self.config.bucket.clone(),
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(json))
+            .send()
+            .await
+            .map_err(|e| self.failed("put", key, e))?;
+        Ok(())
     }
 
     /// Push every local layer the bucket lacks, pull every remote one this store lacks. A name
@@ -327,7 +379,15 @@ impl crate::Runtime {
         };
         let started = std::time::Instant::now();
         let report = remote.pull(&self.inner.store, name, false, None)?;
-        tracing::info!(layer = %name, bytes = report.downloaded_bytes, ms = started.elapsed().as_millis() as u64, "layer pulled on create");
-        Ok(self.inner.store.get(name)?)
+        tracing::info!(layer = %name, bytes = report.downloaded_bytes, ms = started.elapsed().as_millis() as u64,
+            download_ms = report.download.as_millis() as u64, verify_ms = report.verify.as_millis() as u64,
+            "layer pulled on create");
+        let layer = self.inner.store.get(name)?;
+        // The pulled layer counts as used now, so it is not the one evicted.
+        self.note_layer_use(&layer);
+        if let Err(e) = self.trim_cache() {
+            tracing::warn!(error = %e, "the layer cache was not trimmed");
+        }
+        Ok(layer)
     }
 }

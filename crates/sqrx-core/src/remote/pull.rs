@@ -6,7 +6,7 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 
 use super::{Progress, Remote, RemoteError};
-use crate::layer::{Layer, LayerName, LayerStore};
+use crate::layer::{LayerName, LayerStore};
 
 /// What a pull did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct PullReport {
     pub digest: String,
     /// Image bytes downloaded (0 when the store had it, or another pull got it meanwhile).
     pub downloaded_bytes: u64,
+    /// Time spent downloading the image (its SHA-256 is computed on the way).
+    pub download: std::time::Duration,
+    /// Time spent checking the image as a squashfs and publishing it in the store.
+    pub verify: std::time::Duration,
 }
 
 impl Remote {
@@ -42,11 +46,14 @@ impl Remote {
         progress: Option<Progress<'_>>,
     ) -> Result<PullReport, RemoteError> {
         let wanted = self.index(name).await?;
-        let done = |downloaded_bytes| PullReport {
+        let done = |downloaded_bytes, download, verify| PullReport {
             name: name.to_string(),
             digest: wanted.digest.clone(),
             downloaded_bytes,
+            download,
+            verify,
         };
+        let zero = std::time::Duration::ZERO;
         let same_here = |store: &LayerStore| -> Result<bool, RemoteError> {
             match store.get(name) {
                 Ok(l) if l.digest == wanted.digest => Ok(true),
@@ -60,7 +67,7 @@ impl Remote {
             }
         };
         if same_here(store)? {
-            return Ok(done(0));
+            return Ok(done(0, zero, zero));
         }
         // One download per image across threads and processes: the others wait here, then
         // find the layer stored.
@@ -81,9 +88,13 @@ impl Remote {
                 source: errno.into(),
             })?;
         if same_here(store)? {
-            return Ok(done(0));
+            return Ok(done(0, zero, zero));
         }
-        let (file, downloaded) = self.download(&wanted, &tmp, progress).await?;
+        let started = std::time::Instant::now();
+        let (file, downloaded) = self
+            .download(&wanted.digest, wanted.size, &tmp, progress)
+            .await?;
+        let download = started.elapsed();
         let origin = format!(
             "s3://{}/{}",
             self.config.bucket,
@@ -100,32 +111,28 @@ impl Remote {
                 reason: format!("stored as {}", stored.digest),
             });
         }
-        tracing::info!(layer = %name, bytes = downloaded, "layer pulled");
-        Ok(done(downloaded))
+        let verify = started.elapsed() - download;
+        tracing::info!(layer = %name, bytes = downloaded, download_ms = download.as_millis() as u64,
+            verify_ms = verify.as_millis() as u64, "layer pulled");
+        Ok(done(downloaded, download, verify))
     }
 
-    /// Download `layer`'s image into a private file under `tmp`, checking its size and
-    /// digest. The file goes when the returned handle drops.
-    async fn download(
+    /// Download the image `digest` of `expected` bytes into a private file under `tmp`,
+    /// checking its size and digest. The file goes when the returned handle drops.
+    pub(crate) async fn download(
         &self,
-        layer: &Layer,
+        digest: &str,
+        expected: u64,
         tmp: &std::path::Path,
         progress: Option<Progress<'_>>,
     ) -> Result<(tempfile::NamedTempFile, u64), RemoteError> {
-        let key = self.object_key(&layer.digest);
+        let key = self.object_key(digest);
         let corrupt = |reason: String| RemoteError::Corrupt {
             bucket: self.config.bucket.clone(),
             key: key.clone(),
             reason,
         };
-        let mut got = self
-            .client
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| self.failed("get", &key, e))?;
+        let mut got = self.get(&key).await?;
         let mut file = tempfile::Builder::new()
             .prefix("pull-")
             .tempfile_in(tmp)
@@ -139,28 +146,24 @@ impl Remote {
             .map_err(|e| self.service("read", &key, e))?
         {
             size += chunk.len() as u64;
-            if size > layer.size {
+            if size > expected {
                 return Err(corrupt(format!(
-                    "longer than the {} bytes of its index",
-                    layer.size
+                    "longer than the {expected} bytes of its index"
                 )));
             }
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .map_err(RemoteError::io("write", file.path()))?;
             if let Some(p) = progress {
-                p(size, layer.size);
+                p(size, expected);
             }
         }
-        if size != layer.size {
-            return Err(corrupt(format!(
-                "truncated: {size} of {} bytes",
-                layer.size
-            )));
+        if size != expected {
+            return Err(corrupt(format!("truncated: {size} of {expected} bytes")));
         }
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if digest != layer.digest {
-            return Err(corrupt(format!("its bytes hash to {digest}")));
+        let got_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if got_digest != digest {
+            return Err(corrupt(format!("its bytes hash to {got_digest}")));
         }
         file.as_file()
             .sync_all()

@@ -1,7 +1,7 @@
 //! Pushing a layer: its image once per digest (in parts, resumable, when large), then its
 //! name's index.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -29,11 +29,55 @@ pub struct PushReport {
     pub indexed: bool,
 }
 
+/// What a part upload task gives back: its number, size, SHA-256 and the service's answer.
+type PartResult = (
+    i32,
+    u64,
+    String,
+    Result<
+        aws_sdk_s3::operation::upload_part::UploadPartOutput,
+        aws_sdk_s3::error::SdkError<
+            aws_sdk_s3::operation::upload_part::UploadPartError,
+            aws_sdk_s3::config::http::HttpResponse,
+        >,
+    >,
+);
+
 /// A part already in an unfinished upload: its ETag, size and SHA-256 (base64).
-struct Uploaded {
+struct HeldPart {
     etag: String,
     size: u64,
     sha256: Option<String>,
+}
+
+/// An image to upload: a layer's, or a snapshot's.
+pub(crate) struct Image<'a> {
+    /// Where it is.
+    pub path: &'a std::path::Path,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its digest (`sha256:<hex>`), which names its object.
+    pub digest: &'a str,
+}
+
+impl<'a> Image<'a> {
+    /// A layer's image.
+    pub fn of(layer: &'a Layer) -> Self {
+        Image {
+            path: &layer.path,
+            size: layer.size,
+            digest: &layer.digest,
+        }
+    }
+}
+
+/// What uploading an image did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Uploaded {
+    /// Bytes sent.
+    pub sent: u64,
+    /// Parts of an interrupted upload reused.
+    pub reused: usize,
 }
 
 impl Remote {
@@ -49,33 +93,13 @@ impl Remote {
         self.rt.block_on(self.push_async(&layer, progress))
     }
 
-    async fn push_async(
+    pub(crate) async fn push_async(
         &self,
         layer: &Layer,
         progress: Option<Progress<'_>>,
     ) -> Result<PushReport, RemoteError> {
         let key = self.object_key(&layer.digest);
-        let mut report = PushReport {
-            name: layer.name.to_string(),
-            digest: layer.digest.clone(),
-            key: key.clone(),
-            uploaded_bytes: 0,
-            parts_reused: 0,
-            indexed: false,
-        };
-        if !self.has_object(&key, layer.size, &layer.digest).await? {
-            if layer.size <= self.config.part_size {
-                self.put_whole(layer, &key).await?;
-                report.uploaded_bytes = layer.size;
-            } else {
-                let (sent, reused) = self.put_in_parts(layer, &key, progress).await?;
-                report.uploaded_bytes = sent;
-                report.parts_reused = reused;
-            }
-        }
-        if let Some(p) = progress {
-            p(layer.size, layer.size);
-        }
+        let uploaded = self.upload_image(&Image::of(layer), progress).await?;
         let names_it = match self.index(&layer.name).await {
             Ok(indexed) => indexed.digest == layer.digest,
             Err(RemoteError::NotFound { .. } | RemoteError::Corrupt { .. }) => false,
@@ -83,29 +107,48 @@ impl Remote {
         };
         if !names_it {
             // Only now: a reader never finds an index whose image is not complete.
-            let index_key = self.index_key(&layer.name);
-            let json = serde_json::to_vec_pretty(layer).map_err(|e| RemoteError::Corrupt {
-                bucket: self.config.bucket.clone(),
-                key: index_key.clone(),
-                reason: e.to_string(),
-            })?;
-            self.client
-                .put_object()
-                .bucket(&self.config.bucket)
-                .key(&index_key)
-                .content_type("application/json")
-                .body(ByteStream::from(json))
-                .send()
-                .await
-                .map_err(|e| self.failed("put", &index_key, e))?;
-            report.indexed = true;
+            self.put_json(&self.index_key(&layer.name), layer).await?;
         }
-        tracing::info!(layer = %layer.name, key = %key, uploaded = report.uploaded_bytes, "layer pushed");
-        Ok(report)
+        tracing::info!(layer = %layer.name, key = %key, uploaded = uploaded.sent, "layer pushed");
+        Ok(PushReport {
+            name: layer.name.to_string(),
+            digest: layer.digest.clone(),
+            key,
+            uploaded_bytes: uploaded.sent,
+            parts_reused: uploaded.reused,
+            indexed: !names_it,
+        })
+    }
+
+    /// Upload `image` to its content-addressed key unless the bucket has it complete.
+    pub(crate) async fn upload_image(
+        &self,
+        image: &Image<'_>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, RemoteError> {
+        let key = self.object_key(image.digest);
+        let mut done = Uploaded::default();
+        if !self.has_object(&key, image.size, image.digest).await? {
+            if image.size <= self.config.part_size {
+                self.put_whole(image, &key).await?;
+                done.sent = image.size;
+            } else {
+                done = self.put_in_parts(image, &key, progress).await?;
+            }
+        }
+        if let Some(p) = progress {
+            p(image.size, image.size);
+        }
+        Ok(done)
     }
 
     /// Is the complete image at `key` (`size` bytes, uploaded by sqrx as `digest`) there?
-    async fn has_object(&self, key: &str, size: u64, digest: &str) -> Result<bool, RemoteError> {
+    pub(crate) async fn has_object(
+        &self,
+        key: &str,
+        size: u64,
+        digest: &str,
+    ) -> Result<bool, RemoteError> {
         match self
             .client
             .head_object()
@@ -130,8 +173,8 @@ impl Remote {
     }
 
     /// One `PutObject` with the image's SHA-256 for the service to check.
-    async fn put_whole(&self, layer: &Layer, key: &str) -> Result<(), RemoteError> {
-        let bytes = std::fs::read(&layer.path).map_err(RemoteError::io("read", &layer.path))?;
+    async fn put_whole(&self, image: &Image<'_>, key: &str) -> Result<(), RemoteError> {
+        let bytes = std::fs::read(image.path).map_err(RemoteError::io("read", image.path))?;
         let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&bytes));
         crate::faults::point("remote.put")?;
         self.client
@@ -140,7 +183,7 @@ impl Remote {
             .key(key)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(sha)
-            .metadata("sqrx-digest", &layer.digest)
+            .metadata("sqrx-digest", image.digest)
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -148,14 +191,16 @@ impl Remote {
         Ok(())
     }
 
-    /// A multipart upload of the image, resuming an unfinished one of the same key: parts the
-    /// service holds with the right size and SHA-256 are kept. Bytes sent and parts reused.
+    /// A multipart upload of the image, `config.concurrency` parts at a time, resuming an
+    /// unfinished one of the same key: parts the service holds with the right size and
+    /// SHA-256 are kept. A failure lets the parts in flight finish (so that the next push
+    /// reuses them) and leaves the upload unfinished, invisible to readers.
     async fn put_in_parts(
         &self,
-        layer: &Layer,
+        image: &Image<'_>,
         key: &str,
         progress: Option<Progress<'_>>,
-    ) -> Result<(u64, usize), RemoteError> {
+    ) -> Result<Uploaded, RemoteError> {
         let bucket = &self.config.bucket;
         let (upload_id, mut held) = match self.unfinished_upload(key).await? {
             Some(id) => {
@@ -169,7 +214,7 @@ impl Remote {
                     .bucket(bucket)
                     .key(key)
                     .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                    .metadata("sqrx-digest", &layer.digest)
+                    .metadata("sqrx-digest", image.digest)
                     .send()
                     .await
                     .map_err(|e| self.failed("create upload", key, e))?;
@@ -181,58 +226,83 @@ impl Remote {
             }
         };
         let mut file =
-            std::fs::File::open(&layer.path).map_err(RemoteError::io("open", &layer.path))?;
+            std::fs::File::open(image.path).map_err(RemoteError::io("open", image.path))?;
         let part_size = self.config.part_size;
-        let count = layer.size.div_ceil(part_size);
-        let (mut sent, mut reused) = (0u64, 0usize);
-        let mut completed = Vec::with_capacity(count as usize);
+        let count = image.size.div_ceil(part_size);
+        let mut done = Uploaded::default();
+        let mut shipped = 0u64;
+        let mut completed: BTreeMap<i32, CompletedPart> = BTreeMap::new();
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut failure: Option<RemoteError> = None;
         for index in 0..count {
-            let number = i32::try_from(index + 1)
-                .map_err(|_| self.service("upload", key, "more than 2^31 parts"))?;
+            let number = match i32::try_from(index + 1) {
+                Ok(n) => n,
+                Err(_) => {
+                    failure = Some(self.service("upload", key, "more than 2^31 parts"));
+                    break;
+                }
+            };
             let offset = index * part_size;
-            let len = part_size.min(layer.size - offset);
+            let len = part_size.min(image.size - offset);
             let mut chunk = vec![0u8; len as usize];
-            file.seek(SeekFrom::Start(offset))
+            if let Err(e) = file
+                .seek(SeekFrom::Start(offset))
                 .and_then(|_| file.read_exact(&mut chunk))
-                .map_err(RemoteError::io("read", &layer.path))?;
+            {
+                failure = Some(RemoteError::io("read", image.path)(e));
+                break;
+            }
             let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&chunk));
             let keep = held
                 .remove(&number)
                 .filter(|p| p.size == len && p.sha256.as_deref().is_none_or(|s| s == sha));
-            let etag = match keep {
-                Some(p) => {
-                    reused += 1;
-                    p.etag
-                }
-                None => {
-                    crate::faults::point("remote.part")?;
-                    let done = self
-                        .client
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                        .checksum_sha256(&sha)
-                        .body(ByteStream::from(chunk))
-                        .send()
-                        .await
-                        .map_err(|e| self.failed("upload part", key, e))?;
-                    sent += len;
-                    done.e_tag().unwrap_or_default().to_string()
-                }
-            };
-            completed.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .checksum_sha256(sha)
-                    .build(),
-            );
-            if let Some(p) = progress {
-                p(offset + len, layer.size);
+            if let Some(p) = keep {
+                done.reused += 1;
+                shipped += len;
+                completed.insert(number, completed_part(number, p.etag, sha));
+                continue;
             }
+            // Checked here, in order, so that a test stopping the n-th part stops exactly it.
+            if let Err(e) = crate::faults::point("remote.part") {
+                failure = Some(e.into());
+                break;
+            }
+            while in_flight.len() >= self.config.concurrency.max(1) {
+                if let Err(e) =
+                    self.part_done(in_flight.join_next().await, key, &mut completed, &mut done)
+                {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+            let request = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .checksum_sha256(&sha)
+                .body(ByteStream::from(chunk));
+            in_flight.spawn(async move { (number, len, sha, request.send().await) });
+            shipped += len;
+            if let Some(p) = progress {
+                p(shipped, image.size);
+            }
+        }
+        // Parts in flight finish whatever happened: the next push reuses them.
+        while !in_flight.is_empty() {
+            let r = self.part_done(in_flight.join_next().await, key, &mut completed, &mut done);
+            if let Err(e) = r {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         crate::faults::point("remote.complete")?;
         self.client
@@ -242,13 +312,32 @@ impl Remote {
             .upload_id(&upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
+                    .set_parts(Some(completed.into_values().collect()))
                     .build(),
             )
             .send()
             .await
             .map_err(|e| self.failed("complete upload", key, e))?;
-        Ok((sent, reused))
+        Ok(done)
+    }
+
+    /// Record a part upload that finished (or why it failed).
+    fn part_done(
+        &self,
+        joined: Option<Result<PartResult, tokio::task::JoinError>>,
+        key: &str,
+        completed: &mut BTreeMap<i32, CompletedPart>,
+        done: &mut Uploaded,
+    ) -> Result<(), RemoteError> {
+        let Some(joined) = joined else {
+            return Ok(());
+        };
+        let (number, len, sha, sent) = joined.map_err(|e| self.service("upload part", key, e))?;
+        let output = sent.map_err(|e| self.failed("upload part", key, e))?;
+        let etag = output.e_tag().unwrap_or_default().to_string();
+        completed.insert(number, completed_part(number, etag, sha));
+        done.sent += len;
+        Ok(())
     }
 
     /// The newest unfinished multipart upload of `key`, if any.
@@ -274,7 +363,7 @@ impl Remote {
         &self,
         key: &str,
         upload_id: &str,
-    ) -> Result<HashMap<i32, Uploaded>, RemoteError> {
+    ) -> Result<HashMap<i32, HeldPart>, RemoteError> {
         let mut parts = HashMap::new();
         let mut marker: Option<String> = None;
         loop {
@@ -292,7 +381,7 @@ impl Remote {
                 if let (Some(n), Some(etag), Some(size)) = (p.part_number(), p.e_tag(), p.size()) {
                     parts.insert(
                         n,
-                        Uploaded {
+                        HeldPart {
                             etag: etag.to_string(),
                             size: u64::try_from(size).unwrap_or(0),
                             sha256: p.checksum_sha256().map(str::to_string),
@@ -307,4 +396,12 @@ impl Remote {
         }
         Ok(parts)
     }
+}
+
+fn completed_part(number: i32, etag: String, sha: String) -> CompletedPart {
+    CompletedPart::builder()
+        .part_number(number)
+        .e_tag(etag)
+        .checksum_sha256(sha)
+        .build()
 }

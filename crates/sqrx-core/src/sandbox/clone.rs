@@ -12,7 +12,7 @@ use super::spec::validate_id;
 use super::state::LayerRef;
 
 /// Removes a reserved sandbox directory unless the sandbox was started.
-struct Reserved(Option<std::path::PathBuf>);
+pub(crate) struct Reserved(pub Option<std::path::PathBuf>);
 
 impl Drop for Reserved {
     fn drop(&mut self) {
@@ -61,6 +61,7 @@ impl Runtime {
             digest: image.digest,
             image: image.path,
             snapshot: true,
+            store_copy: false,
         });
         drop(_lock);
         reserved.0 = None;

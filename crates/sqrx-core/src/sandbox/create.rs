@@ -105,12 +105,15 @@ impl Runtime {
 
     /// A stack entry for a store layer.
     pub(crate) fn layer_ref(&self, layer: &Layer) -> LayerRef {
+        #[cfg(feature = "s3")]
+        self.note_layer_use(layer);
         LayerRef {
             name: layer.name.to_string(),
             digest: layer.digest.clone(),
             mount: self.inner.mounts.mount_point(&layer.digest),
             image: layer.path.clone(),
             snapshot: false,
+            store_copy: false,
         }
     }
 
@@ -188,6 +191,10 @@ impl Runtime {
             });
         }
         self.init_program()?;
+        #[cfg(feature = "s3")]
+        if let Some(restored) = self.create_ephemeral(&spec)? {
+            return Ok(restored);
+        }
         let layers = self.resolve_layers(&spec.layers)?;
         let (dir, _creating) = self.reserve(&spec.id)?;
         self.launch(spec, dir, layers, None)
@@ -679,6 +686,7 @@ mod tests {
             mount: PathBuf::from(mount),
             image: PathBuf::new(),
             snapshot: false,
+            store_copy: false,
         }
     }
 

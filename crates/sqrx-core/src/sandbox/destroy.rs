@@ -45,8 +45,19 @@ pub(crate) fn kill_and_wait(pid: i32, start: Option<u64>) {
 
 impl Sandbox {
     /// Stop every process and remove the sandbox. Nothing is left behind: no mounts, loop
-    /// devices, cgroups or files.
+    /// devices, cgroups or files. With ephemeral sandboxes (see
+    /// [`crate::remote::RemoteConfig::ephemeral`]) the sandbox is first snapshotted into the
+    /// bucket; if that fails, the sandbox is kept and the error returned
+    /// ([`Sandbox::destroy_unsaved`] skips it).
     pub fn destroy(self) -> Result<(), SandboxError> {
+        #[cfg(feature = "s3")]
+        self.save_to_bucket()?;
+        self.destroy_unsaved()
+    }
+
+    /// Stop every process and remove the sandbox, without saving an ephemeral sandbox into the
+    /// bucket first (what [`Sandbox::destroy`] does otherwise).
+    pub fn destroy_unsaved(self) -> Result<(), SandboxError> {
         // Serialised with the state operations (a crash mid-destroy is finished by the next
         // look-up or recovery: the init is gone and nothing marks it as restarting).
         let _lock = match self.state_lock() {

@@ -128,6 +128,7 @@ impl Sandbox {
             image: image_path(&dir, &digest),
             digest,
             snapshot: true,
+            store_copy: false,
         };
         if let Ok(digest) = std::fs::read_to_string(&record)
             && image_path(&dir, digest.trim()).is_file()

@@ -24,6 +24,8 @@ mod pause;
 mod processes;
 mod pty;
 mod recover;
+#[cfg(feature = "s3")]
+mod remote;
 mod restore;
 mod runtime;
 mod secrets;
@@ -43,6 +45,7 @@ pub use processes::{
     ProcessEnd, ProcessEvent, ProcessInfo, ProcessWatch, StartOptions, TrackedProcess, Watched,
 };
 pub use pty::PtyInput;
+pub(crate) use runtime::Inner as RuntimeInner;
 pub use runtime::{
     Isolation, OVERLAY_MAX_LOWER_LAYERS, Runtime, RuntimeConfig, Sandbox, SandboxInfo,
 };

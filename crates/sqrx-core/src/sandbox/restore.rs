@@ -103,7 +103,11 @@ impl Sandbox {
     pub fn restore(&mut self, label: &str) -> Result<(), SandboxError> {
         let _lock = self.state_lock()?;
         self.refresh()?;
-        let meta = self.snapshot_meta(label)?;
+        let meta = match self.snapshot_meta(label) {
+            #[cfg(feature = "s3")]
+            Err(SandboxError::SnapshotNotFound { .. }) => self.fetch_label(label)?,
+            other => other?,
+        };
         let stack = self.flattened(self.restore_stack(&meta)?)?;
         let next = Next {
             stack,
@@ -128,14 +132,20 @@ impl Sandbox {
             .state
             .layers
             .iter()
-            .any(|l| !l.snapshot && l.name == name.as_str())
+            .any(|l| (!l.snapshot || l.store_copy) && l.name == name.as_str())
         {
             return Err(SandboxError::LayerActive {
                 id: self.id().to_string(),
                 layer: layer.to_string(),
             });
         }
-        let layer = self.rt.layers().get(&name)?;
+        let layer = match self.rt.layers().get(&name) {
+            #[cfg(feature = "s3")]
+            Err(crate::layer::LayerError::NotFound { .. }) if self.rt.remote()?.is_some() => {
+                self.rt.pull_layer(&name)?
+            }
+            other => other?,
+        };
         let mut stack = self.state.layers.clone();
         stack.push(self.rt.layer_ref(&layer));
         let stack = self.flattened(stack)?;

@@ -121,8 +121,18 @@ pub(crate) struct Inner {
     /// The connection to the layer store's bucket, made at the first layer it must pull.
     #[cfg(feature = "s3")]
     pub remote: std::sync::OnceLock<crate::remote::Remote>,
+    /// Wakes the background pusher (see [`crate::remote::Uploads`]).
+    #[cfg(feature = "s3")]
+    pub pusher: Arc<crate::remote::Wake>,
     /// Sandbox owners read so far (see [`Runtime::owner_of`]).
     pub owners: super::owners::OwnerCache,
+}
+
+#[cfg(feature = "s3")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.pusher.stop();
+    }
 }
 
 /// The entry point: open one per data directory (several processes may open the same one).
@@ -222,7 +232,7 @@ impl Sandbox {
             layers: s
                 .layers
                 .iter()
-                .filter(|l| !l.snapshot)
+                .filter(|l| !l.snapshot || l.store_copy)
                 .map(|l| l.name.clone())
                 .collect(),
             owner: s.spec.owner.clone(),
@@ -270,6 +280,8 @@ impl Runtime {
                 owners: Default::default(),
                 #[cfg(feature = "s3")]
                 remote: std::sync::OnceLock::new(),
+                #[cfg(feature = "s3")]
+                pusher: Default::default(),
                 network,
                 mounts: LayerMounts::new(&config.data_dir),
                 config,

@@ -75,7 +75,7 @@ pub fn validate_label(label: &str) -> Result<(), SandboxError> {
 }
 
 /// The default label: the current time, e.g. `20261123T101500.123Z`.
-fn default_label() -> String {
+pub(crate) fn default_label() -> String {
     Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
@@ -300,6 +300,8 @@ impl Sandbox {
             image.discard();
         }
         let info = published?;
+        #[cfg(feature = "s3")]
+        self.rt.snapshot_taken(self.id(), &label, &info.digest);
         tracing::info!(
             sandbox = %self.id(),
             label = %label,
@@ -332,7 +334,7 @@ impl Sandbox {
                 .state
                 .layers
                 .iter()
-                .filter(|l| !l.snapshot)
+                .filter(|l| !l.snapshot || l.store_copy)
                 .map(|l| l.name.clone())
                 .collect(),
         };
@@ -430,11 +432,26 @@ impl Sandbox {
                     what,
                 };
                 let name = crate::layer::LayerName::new(l.name.as_str())?;
-                match store.get(&name) {
+                let got = match store.get(&name) {
+                    // Evicted from the cache, or never here: the bucket has it.
+                    #[cfg(feature = "s3")]
+                    Err(LayerError::NotFound { .. }) if self.rt.remote()?.is_some() => {
+                        self.rt.pull_layer(&name).map_err(|e| match e {
+                            SandboxError::Remote(crate::remote::RemoteError::NotFound {
+                                ..
+                            }) => changed("removed"),
+                            e => e,
+                        })
+                    }
+                    other => other.map_err(SandboxError::from),
+                };
+                match got {
                     Ok(layer) if layer.digest == l.digest => l.image = layer.path,
                     Ok(_) => return Err(changed("replaced")),
-                    Err(LayerError::NotFound { .. }) => return Err(changed("removed")),
-                    Err(e) => return Err(e.into()),
+                    Err(SandboxError::Layer(LayerError::NotFound { .. })) => {
+                        return Err(changed("removed"));
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             l.mount = self.rt.inner.mounts.mount_point(&l.digest);
@@ -446,6 +463,7 @@ impl Sandbox {
             mount: self.rt.inner.mounts.mount_point(&meta.info.digest),
             image: image_path(&dir, &meta.info.digest),
             snapshot: true,
+            store_copy: false,
         });
         Ok(stack)
     }

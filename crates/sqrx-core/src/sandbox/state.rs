@@ -24,6 +24,11 @@ pub struct LayerRef {
     /// Whether it is a snapshot (then `name` is the snapshot's label).
     #[serde(default)]
     pub snapshot: bool,
+    /// With `snapshot`: the image is in fact the store layer `name` as it was on the machine
+    /// the snapshot was taken on, kept in the sandbox's directory because this store has
+    /// other contents under that name (a snapshot restored from the bucket).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_copy: bool,
 }
 
 /// Everything needed to re-attach to or clean up a sandbox from another process.

@@ -2,7 +2,9 @@
 //! by each test): round trips, deduplication, corrupt and truncated objects, an interrupted
 //! upload resumed, concurrent pulls, refused credentials.
 
-use sqrx_core::remote::{PullReport, Remote, RemoteConfig, RemoteError, StaticCredentials};
+use sqrx_core::remote::{
+    Remote, RemoteConfig, RemoteError, StaticCredentials, UploadKind, UploadState,
+};
 use sqrx_core::{ErrorKind, LayerName, LayerStore, faults};
 use sqrx_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
@@ -120,13 +122,10 @@ fn layers_go_up_once_and_come_down_verified() {
         .pull(&b, &name, false, Some(&progress))
         .expect("pull");
     assert_eq!(
-        got,
-        PullReport {
-            name: "100-data".into(),
-            digest: a.get(&name).expect("a").digest,
-            downloaded_bytes: size,
-        }
+        (got.name.as_str(), &got.digest, got.downloaded_bytes),
+        ("100-data", &a.get(&name).expect("a").digest, size)
     );
+    assert!(got.download > std::time::Duration::ZERO, "{got:?}");
     assert_eq!(b.get(&name).expect("b").digest, got.digest);
     assert_eq!(seen.lock().expect("lock").last(), Some(&(size, size)));
     let twice = remote.pull(&b, &name, false, None).expect("pull again");
@@ -310,4 +309,247 @@ fn a_sandbox_on_another_machine_pulls_the_layers_it_lacks() {
         e.to_string().contains("layers/names/100-nowhere.json"),
         "{e}"
     );
+}
+
+/// `cmd`'s output in `sb`.
+fn sh_out(sb: &sqrx_core::Sandbox, cmd: &str) -> String {
+    crate::sandbox::out(sb, cmd)
+}
+
+#[test]
+fn ephemeral_sandboxes_survive_their_machine() {
+    if !sqrx_testkit::privileged("ephemeral_sandboxes_survive_their_machine") {
+        return;
+    }
+    let Some(s3) = S3Server::start(false) else {
+        return;
+    };
+    let mut config = config(&s3, "ephemeral", true);
+    config.ephemeral = true;
+    let one = crate::sandbox::TestRuntime::with(|c| c.remote = Some(config.clone()));
+    let two = crate::sandbox::TestRuntime::with(|c| c.remote = Some(config.clone()));
+    let remote = Remote::connect(config.clone()).expect("connect");
+    // A layer only machine one has: the snapshot carries it.
+    let app = layer(one.rt.layers(), "100-app", 1, 31);
+    let mut spec = sqrx_core::SandboxSpec::new("eph");
+    spec.layers = vec!["000-base".into(), "100-app".into()];
+    let sb = one.rt.create(spec).expect("create");
+    sh_out(
+        &sb,
+        "echo kept > /root/notes.txt && mkdir -p /srv && echo 1 > /srv/one",
+    );
+    assert!(remote.latest_snapshot("eph").expect("look").is_none());
+    sb.destroy().expect("destroy saves it");
+    assert!(one.rt.get("eph").is_err(), "destroyed on machine one");
+    let first = remote
+        .latest_snapshot("eph")
+        .expect("look")
+        .expect("saved in the bucket");
+    assert_eq!(first.info.layers, ["000-base", "100-app"]);
+
+    // Machine two has never seen the sandbox nor the layer: the create restores it.
+    assert!(!two.rt.layers().contains(&app));
+    let sb = two
+        .rt
+        .create(sqrx_core::SandboxSpec::new("eph"))
+        .expect("create restores it");
+    assert_eq!(sh_out(&sb, "cat /root/notes.txt /srv/one"), "kept\n1\n");
+    assert_eq!(
+        sh_out(&sb, "cat /hello.txt"),
+        "hello 31\n",
+        "the layer came along"
+    );
+    assert_eq!(sb.info().layers, ["000-base", "100-app"]);
+    let labels: Vec<String> = sb
+        .snapshots()
+        .expect("list")
+        .into_iter()
+        .map(|s| s.label)
+        .collect();
+    assert_eq!(labels, std::slice::from_ref(&first.info.label));
+    // A second life on machine two, then back to machine one: both lives' files are there.
+    sh_out(&sb, "echo 2 > /srv/two && rm /srv/one");
+    sb.destroy().expect("destroy saves it again");
+    let second = remote.latest_snapshot("eph").expect("look").expect("saved");
+    assert_ne!(second.info.label, first.info.label);
+    assert_eq!(
+        second.info.parent.as_deref(),
+        Some(first.info.label.as_str())
+    );
+    let sb = one
+        .rt
+        .create(sqrx_core::SandboxSpec::new("eph"))
+        .expect("create restores the newest");
+    assert_eq!(sh_out(&sb, "cat /root/notes.txt /srv/two"), "kept\n2\n");
+    assert_eq!(sh_out(&sb, "test -e /srv/one || echo gone"), "gone\n");
+    // Discarded: nothing new in the bucket, and the next create starts from the latest.
+    sh_out(&sb, "echo 3 > /srv/three");
+    sb.destroy_unsaved().expect("discard");
+    assert_eq!(
+        remote
+            .latest_snapshot("eph")
+            .expect("look")
+            .expect("still")
+            .info
+            .label,
+        second.info.label
+    );
+    let sb = one
+        .rt
+        .create(sqrx_core::SandboxSpec::new("eph"))
+        .expect("create");
+    assert_eq!(
+        sh_out(&sb, "test -e /srv/three || echo never-saved"),
+        "never-saved\n"
+    );
+    sb.destroy_unsaved().expect("discard");
+
+    // A saved sandbox whose bucket fails is kept, not lost.
+    let sb = two
+        .rt
+        .create(sqrx_core::SandboxSpec::new("eph"))
+        .expect("create");
+    drop(s3);
+    let e = sb.destroy().expect_err("the bucket is gone");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let kept = two.rt.get("eph").expect("kept");
+    assert_eq!(sh_out(&kept, "cat /root/notes.txt"), "kept\n");
+}
+
+#[test]
+fn snapshots_go_up_in_the_background_and_restore_anywhere() {
+    if !sqrx_testkit::privileged("snapshots_go_up_in_the_background_and_restore_anywhere") {
+        return;
+    }
+    let Some(s3) = S3Server::start(false) else {
+        return;
+    };
+    // The bucket does not exist yet: uploads fail and are retried.
+    let config = config(&s3, "background", false);
+    let one = crate::sandbox::TestRuntime::with(|c| c.remote = Some(config.clone()));
+    assert!(one.rt.start_pusher().expect("start"));
+    let name = layer(one.rt.layers(), "100-bg", 1, 41);
+    one.rt.queue_layer_push(&name).expect("queue");
+    let uploads = one.rt.uploads();
+    let wait_for = |kind, name: &str, done: &dyn Fn(&sqrx_core::remote::Upload) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(u) = uploads.get(kind, name).filter(|u| done(u)) {
+                return u;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {:?}",
+                uploads.get(kind, name)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let failed = wait_for(UploadKind::Layer, "100-bg", &|u| {
+        u.state == UploadState::Failed
+    });
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("background")),
+        "{failed:?}"
+    );
+    assert!(failed.next_attempt.is_some(), "retried later: {failed:?}");
+    s3.create_bucket("background");
+    let pushed = wait_for(UploadKind::Layer, "100-bg", &|u| {
+        u.state == UploadState::Pushed
+    });
+    assert!(pushed.attempts >= 2, "{pushed:?}");
+    let remote = Remote::connect(config.clone()).expect("connect");
+    assert!(remote.list().expect("list").iter().any(|l| l.name == name));
+
+    // A snapshot is queued when taken and pushed with its chain.
+    let mut spec = sqrx_core::SandboxSpec::new("bg");
+    spec.layers = vec!["000-base".into(), "100-bg".into()];
+    let sb = one.rt.create(spec).expect("create");
+    sh_out(&sb, "echo before > /root/f");
+    let snap = sb.snapshot(Some("s1")).expect("snapshot");
+    let pushed = wait_for(UploadKind::Snapshot, "bg@s1", &|u| {
+        u.state == UploadState::Pushed
+    });
+    assert_eq!(pushed.digest, snap.digest);
+    let manifest = remote.snapshot("bg", "s1").expect("in the bucket");
+    assert_eq!(manifest.info.digest, snap.digest);
+    // An explicit push uploads nothing more.
+    assert_eq!(sb.push_snapshot("s1").expect("push").uploaded_bytes, 0);
+
+    // Another machine's sandbox of the same id restores a label it has never had.
+    let two = crate::sandbox::TestRuntime::with(|c| c.remote = Some(config.clone()));
+    let mut other = two
+        .rt
+        .create(sqrx_core::SandboxSpec::new("bg"))
+        .expect("create");
+    sh_out(&other, "echo after > /root/f");
+    other.restore("s1").expect("restore fetches the label");
+    assert_eq!(
+        sh_out(&other, "cat /root/f /hello.txt"),
+        "before\nhello 41\n"
+    );
+    let e = other.restore("nowhere").expect_err("no such label");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+}
+
+#[test]
+fn the_local_cache_keeps_to_its_size_by_evicting_what_the_bucket_holds() {
+    if !sqrx_testkit::privileged(
+        "the_local_cache_keeps_to_its_size_by_evicting_what_the_bucket_holds",
+    ) {
+        return;
+    }
+    let Some(s3) = S3Server::start(false) else {
+        return;
+    };
+    let mut config = config(&s3, "cache", true);
+    config.auto_push = false;
+    let remote = Remote::connect(config.clone()).expect("connect");
+    let one = crate::sandbox::TestRuntime::with(|c| c.remote = Some(config.clone()));
+    let store = one.rt.layers();
+    let used = layer(store, "100-used", 2, 51);
+    let old = layer(store, "101-old", 2, 52);
+    let newer = layer(store, "102-newer", 2, 53);
+    let local = layer(store, "103-local", 2, 54);
+    for n in [&used, &old, &newer] {
+        remote.push(store, n, None).expect("push");
+    }
+    let mut spec = sqrx_core::SandboxSpec::new("user");
+    spec.layers = vec!["000-base".into(), "100-used".into()];
+    let _user = one.rt.create(spec).expect("create");
+    // The same data directory with a bound: one byte too many, then one byte.
+    let total: u64 = store.list().expect("list").iter().map(|l| l.size).sum();
+    let bounded = |max: u64| {
+        let mut c = sqrx_core::RuntimeConfig::new(one.dir.path());
+        c.init_path = Some(env!("CARGO_BIN_EXE_sqrx-init").into());
+        c.remote = Some(RemoteConfig {
+            cache_max_bytes: Some(max),
+            ..config.clone()
+        });
+        sqrx_core::Runtime::open(c).expect("open")
+    };
+    // The least recently used layer the bucket holds goes first.
+    assert_eq!(bounded(total - 1).trim_cache().expect("trim"), ["101-old"]);
+    // Then every other one the bucket holds: not the one in use, the one only here, the base.
+    let tight = bounded(1);
+    assert_eq!(tight.trim_cache().expect("trim"), ["102-newer"]);
+    for (n, here) in [
+        (&used, true),
+        (&old, false),
+        (&newer, false),
+        (&local, true),
+    ] {
+        assert_eq!(store.contains(n), here, "{n}");
+    }
+    // Needed again: pulled back, and kept although the store is over its bound (just used).
+    let mut spec = sqrx_core::SandboxSpec::new("again");
+    spec.layers = vec!["000-base".into(), "101-old".into()];
+    let again = tight.create(spec).expect("create pulls it back");
+    assert_eq!(sh_out(&again, "cat /hello.txt"), "hello 52\n");
+    assert!(tight.trim_cache().expect("trim").is_empty());
+    assert!(store.contains(&old));
+    again.destroy().expect("destroy");
 }

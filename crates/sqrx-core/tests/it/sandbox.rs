@@ -78,7 +78,8 @@ impl Drop for TestRuntime {
     fn drop(&mut self) {
         for s in self.rt.list() {
             let id = s.id().to_string();
-            if let Err(e) = s.destroy() {
+            // A clean-up, not a user's destroy: an ephemeral sandbox is not saved.
+            if let Err(e) = s.destroy_unsaved() {
                 eprintln!("cleanup of {id} failed: {e}");
             }
         }

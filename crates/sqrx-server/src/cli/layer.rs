@@ -90,6 +90,13 @@ pub enum LayerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Where each layer and snapshot stands in its way to the bucket (pushed in the
+    /// background by `sqrx serve` on this data directory, retried with backoff).
+    Uploads {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Push the layers the bucket lacks and pull the ones this store lacks.
     Sync {
         /// Print JSON.
@@ -148,10 +155,18 @@ pub struct BuildArgs {
     /// Print the build report as JSON.
     #[arg(long)]
     json: bool,
+    /// With a bucket (SQRX_S3_BUCKET): push the layer before returning. Without it the layer
+    /// is queued, and `sqrx serve` on this data directory pushes it in the background.
+    #[arg(long)]
+    sync: bool,
 }
 
 impl BuildArgs {
     fn options(&self) -> Result<(BuildOptions, Option<indicatif::ProgressBar>), CliError> {
+        if self.sync {
+            // Before building: `--sync` without a bucket is a mistake, not a half success.
+            crate::cli::remote::config()?;
+        }
         let compression: Compression = self.compression.parse()?;
         let mut opts = BuildOptions {
             compression,
@@ -249,7 +264,8 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             let n = name(&n)?;
             let (opts, bar) = build.options()?;
             let r = store.build_from_dir(&n, &dir, &opts)?;
-            report(&r, build.json, bar)
+            report(&r, build.json, bar)?;
+            crate::cli::remote::after_build(data_dir, &store, &r.layer, build.sync)
         }
         LayerCmd::Import {
             tar,
@@ -262,18 +278,20 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             if is_squashfs {
                 let layer = store.import_image(&n, reader, &tar, opts.force)?;
                 if build.json {
-                    return print_json(&layer);
+                    print_json(&layer)?;
+                } else {
+                    println!(
+                        "{}: imported squashfs image, {}, {}",
+                        layer.name,
+                        mb(layer.size),
+                        layer.digest
+                    );
                 }
-                println!(
-                    "{}: imported squashfs image, {}, {}",
-                    layer.name,
-                    mb(layer.size),
-                    layer.digest
-                );
-                return Ok(());
+                return crate::cli::remote::after_build(data_dir, &store, &layer, build.sync);
             }
             let r = store.import_tar(&n, reader, &tar, &opts)?;
-            report(&r, build.json, bar)
+            report(&r, build.json, bar)?;
+            crate::cli::remote::after_build(data_dir, &store, &r.layer, build.sync)
         }
         LayerCmd::FromHost {
             name: n,
@@ -283,7 +301,8 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             let n = name(&n)?;
             let (opts, bar) = build.options()?;
             let r = store.from_host(&n, &paths, &opts)?;
-            report(&r, build.json, bar)
+            report(&r, build.json, bar)?;
+            crate::cli::remote::after_build(data_dir, &store, &r.layer, build.sync)
         }
         LayerCmd::Bootstrap {
             preset,
@@ -298,7 +317,8 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             };
             let (opts, bar) = build.options()?;
             let r = store.bootstrap(&preset, &opts)?;
-            report(&r, build.json, bar)
+            report(&r, build.json, bar)?;
+            crate::cli::remote::after_build(data_dir, &store, &r.layer, build.sync)
         }
         LayerCmd::Ls { json, remote: true } => crate::cli::remote::list(json),
         LayerCmd::Push { names, all, json } => crate::cli::remote::push(&store, &names, all, json),
@@ -306,6 +326,7 @@ pub fn run(cmd: LayerCmd, data_dir: &Path) -> Result<(), CliError> {
             crate::cli::remote::pull(&store, &names, force, json)
         }
         LayerCmd::Sync { json } => crate::cli::remote::sync(&store, json),
+        LayerCmd::Uploads { json } => crate::cli::remote::uploads(data_dir, json),
         LayerCmd::Ls {
             json,
             remote: false,

@@ -3,7 +3,8 @@
 
 use std::io::IsTerminal;
 
-use sqrx_core::remote::{Remote, RemoteConfig};
+use sqrx_core::Layer;
+use sqrx_core::remote::{Progress, Remote, RemoteConfig, UploadKind, UploadState, Uploads};
 use sqrx_core::{LayerName, LayerStore};
 
 use crate::cli::error::CliError;
@@ -27,9 +28,9 @@ pub fn connect() -> Result<Remote, CliError> {
     Remote::connect(config()?).map_err(|e| CliError(e.to_string()))
 }
 
-/// A progress bar on a terminal, for `what` of `name`.
-fn bar(what: &str, name: &LayerName) -> Option<indicatif::ProgressBar> {
-    std::io::stderr().is_terminal().then(|| {
+/// Run `transfer` with a progress bar on a terminal, for `what` of `name`.
+fn with_bar<T>(what: &str, name: &LayerName, transfer: impl FnOnce(Progress<'_>) -> T) -> T {
+    let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(&format!(
@@ -39,7 +40,18 @@ fn bar(what: &str, name: &LayerName) -> Option<indicatif::ProgressBar> {
             .progress_chars("=> "),
         );
         bar
-    })
+    });
+    let progress = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let out = transfer(&progress);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
 }
 
 /// The layers named, or every local one with `all`.
@@ -61,18 +73,12 @@ pub fn push(store: &LayerStore, given: &[String], all: bool, json: bool) -> Resu
     let remote = connect()?;
     let mut reports = Vec::new();
     for name in names(store, given, all)? {
-        let bar = bar("pushing", &name);
-        let progress = |done: u64, total: u64| {
-            if let Some(b) = &bar {
-                b.set_length(total);
-                b.set_position(done);
-            }
-        };
-        let report = remote
-            .push(store, &name, Some(&progress))
+        let report = with_bar("pushing", &name, |p| remote.push(store, &name, Some(p)))
             .map_err(|e| CliError(e.to_string()))?;
-        if let Some(b) = bar {
-            b.finish_and_clear();
+        // Foreground pushes count for `sqrx layer uploads` too.
+        if let Some(data_dir) = store.dir().parent() {
+            let _ =
+                Uploads::new(data_dir).mark_pushed(UploadKind::Layer, &report.name, &report.digest);
         }
         if !json {
             let what = match (report.uploaded_bytes, report.parts_reused) {
@@ -104,19 +110,10 @@ pub fn pull(store: &LayerStore, given: &[String], force: bool, json: bool) -> Re
     let remote = connect()?;
     let mut reports = Vec::new();
     for name in names(store, given, false)? {
-        let bar = bar("pulling", &name);
-        let progress = |done: u64, total: u64| {
-            if let Some(b) = &bar {
-                b.set_length(total);
-                b.set_position(done);
-            }
-        };
-        let report = remote
-            .pull(store, &name, force, Some(&progress))
-            .map_err(|e| CliError(e.to_string()))?;
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        let report = with_bar("pulling", &name, |p| {
+            remote.pull(store, &name, force, Some(p))
+        })
+        .map_err(|e| CliError(e.to_string()))?;
         if !json {
             match report.downloaded_bytes {
                 0 => println!("{}: already here ({})", report.name, report.digest),
@@ -129,6 +126,8 @@ pub fn pull(store: &LayerStore, given: &[String], force: bool, json: bool) -> Re
         reports.push(serde_json::json!({
             "name": report.name, "digest": report.digest,
             "downloaded_bytes": report.downloaded_bytes,
+            "download_seconds": report.download.as_secs_f64(),
+            "verify_seconds": report.verify.as_secs_f64(),
         }));
     }
     if json {
@@ -163,6 +162,119 @@ pub fn list(json: bool) -> Result<(), CliError> {
     }
     for l in layers {
         println!("{}\t{}\t{}", l.name, l.size, l.digest);
+    }
+    Ok(())
+}
+
+/// After `sqrx layer build|import|from-host|bootstrap`: with a bucket, push `layer` now
+/// (`sync`) or queue it for the background pusher of a server on `data_dir`.
+pub fn after_build(
+    data_dir: &std::path::Path,
+    store: &LayerStore,
+    layer: &Layer,
+    sync: bool,
+) -> Result<(), CliError> {
+    let config = match (
+        sync,
+        RemoteConfig::from_env(&sqrx_server::config::process_env),
+    ) {
+        (true, _) => config()?,
+        (false, Ok(Some(c))) if c.auto_push => c,
+        (false, _) => return Ok(()),
+    };
+    let bucket = config.bucket.clone();
+    let uploads = Uploads::new(data_dir);
+    if !sync {
+        uploads
+            .queue_layer(layer)
+            .map_err(|e| CliError(e.to_string()))?;
+        eprintln!(
+            "{}: queued for s3://{bucket} (`sqrx serve` on this data directory pushes it; \
+             --sync pushes it now; `sqrx layer uploads` shows where it stands)",
+            layer.name
+        );
+        return Ok(());
+    }
+    let remote = Remote::connect(config).map_err(|e| CliError(e.to_string()))?;
+    let report = with_bar("pushing", &layer.name, |p| {
+        remote.push(store, &layer.name, Some(p))
+    })
+    .map_err(|e| {
+        CliError(format!(
+            "{} is stored here, but the push failed: {e}",
+            layer.name
+        ))
+    })?;
+    uploads
+        .mark_pushed(UploadKind::Layer, &report.name, &report.digest)
+        .map_err(|e| CliError(e.to_string()))?;
+    eprintln!(
+        "{}: pushed to s3://{bucket}/{} ({} bytes uploaded)",
+        report.name, report.key, report.uploaded_bytes
+    );
+    Ok(())
+}
+
+/// `sqrx layer uploads`.
+pub fn uploads(data_dir: &std::path::Path, json: bool) -> Result<(), CliError> {
+    let list = Uploads::new(data_dir)
+        .list()
+        .map_err(|e| CliError(e.to_string()))?;
+    if json {
+        return print_json(&list);
+    }
+    println!(
+        "{:<9} {:<40} {:<8} {:>8}  ERROR",
+        "KIND", "NAME", "STATE", "ATTEMPTS"
+    );
+    for u in list {
+        let kind = match u.kind {
+            UploadKind::Layer => "layer",
+            UploadKind::Snapshot => "snapshot",
+        };
+        let state = match u.state {
+            UploadState::Queued => "queued",
+            UploadState::Pushing => "pushing",
+            UploadState::Pushed => "pushed",
+            UploadState::Failed => "failed",
+        };
+        let error = match (&u.error, u.next_attempt) {
+            (Some(e), Some(t)) => format!("{e} (next attempt {})", t.format("%H:%M:%S")),
+            (Some(e), None) => e.clone(),
+            (None, _) => String::new(),
+        };
+        println!(
+            "{kind:<9} {:<40} {state:<8} {:>8}  {error}",
+            u.name, u.attempts
+        );
+    }
+    Ok(())
+}
+
+/// Before a create on `rt`: pull the layers of `names` the store lacks from the runtime's
+/// bucket, with progress on a terminal (the create would pull them silently otherwise).
+pub fn pull_missing(rt: &sqrx_core::Runtime, names: &[String]) -> Result<(), CliError> {
+    let missing: Vec<LayerName> = names
+        .iter()
+        .filter(|n| n.as_str() != sqrx_core::layer::BASE_LAYER)
+        .filter_map(|n| LayerName::new(n.as_str()).ok())
+        .filter(|n| !rt.layers().contains(n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let Some(remote) = rt.remote().map_err(|e| CliError(e.to_string()))? else {
+        return Ok(());
+    };
+    for name in missing {
+        match with_bar("pulling", &name, |p| {
+            remote.pull(rt.layers(), &name, false, Some(p))
+        }) {
+            Ok(_) => {}
+            // The create says it better (naming the key).
+            Err(sqrx_core::remote::RemoteError::NotFound { .. }) => {}
+            Err(e) => return Err(CliError(e.to_string())),
+        }
     }
     Ok(())
 }

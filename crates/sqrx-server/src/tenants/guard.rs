@@ -25,7 +25,7 @@ fn admin_only(route: &str) -> bool {
         || route == "/metrics"
         // The bucket is the server's: pushing, pulling and listing it are the operator's.
         || route == "/v1/layers/sync"
-        || route == "/v1/remote/layers"
+        || route.starts_with("/v1/remote/")
         || (route.starts_with("/v1/layers/") && (route.ends_with("/push") || route.ends_with("/pull")))
 }
 
@@ -152,5 +152,8 @@ mod tests {
         assert!(admin_only("/api/admin/users"));
         assert!(!admin_only("/api/me"));
         assert!(admin_only("/v1/layers/{name}/push") && admin_only("/v1/layers/sync"));
+        assert!(admin_only("/v1/remote/layers") && admin_only("/v1/remote/uploads"));
+        // A sandbox's snapshot is its owner's to push.
+        assert!(!admin_only("/v1/sandboxes/{id}/snapshots/{label}/push"));
     }
 }

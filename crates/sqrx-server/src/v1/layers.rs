@@ -122,6 +122,11 @@ pub struct UploadQuery {
     /// Replace an existing layer of the same name.
     #[serde(default)]
     pub force: bool,
+    /// Push the layer into the bucket before answering (502 if that fails: the layer is
+    /// stored, and pushed in the background later). Without it, a server with a bucket
+    /// pushes it in the background (`GET /v1/remote/uploads`).
+    #[serde(default)]
+    pub sync: bool,
 }
 
 /// What an upload holds, from its `Content-Type`.
@@ -209,7 +214,9 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
               (status = 400, description = "Invalid name or archive", body = ErrorBody),
               (status = 409, description = "Exists (use ?force=true)", body = ErrorBody),
               (status = 413, description = "Larger than the upload limit", body = ErrorBody),
-              (status = 415, description = "Unknown Content-Type", body = ErrorBody)))]
+              (status = 415, description = "Unknown Content-Type", body = ErrorBody),
+              (status = 501, description = "`sync` on a server without a bucket", body = ErrorBody),
+              (status = 502, description = "`sync`: the bucket refused or failed", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -220,6 +227,9 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<LayerView>), ApiError> {
     let name = layer_name(name)?;
     writable(&state, &caller, &name).await?;
+    if q.sync {
+        crate::v1::remote::bucket(&state)?;
+    }
     let owned = name.clone();
     let kind = upload_kind(&headers)?;
     let limit = state.config().max_upload_bytes;
@@ -257,6 +267,29 @@ pub async fn upload(
     // A user's upload is the user's; the operator's and admins' are shared.
     if let (Some(me), Some(t)) = (caller.scope(), state.tenants()) {
         t.store().set_layer_owner(owned.as_str(), me).await?;
+    }
+    // Into the bucket: now with `?sync=true`, else in the background.
+    let pushed = owned.clone();
+    if q.sync {
+        state
+            .blocking(move |rt| {
+                let remote = rt.remote()?.ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server has no bucket")
+                })?;
+                remote.push(rt.layers(), &pushed, None)?;
+                let layer = rt.layers().get(&pushed)?;
+                rt.uploads().mark_pushed(
+                    sqrx_core::remote::UploadKind::Layer,
+                    pushed.as_str(),
+                    &layer.digest,
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+    } else if state.config().remote.is_some() {
+        state
+            .blocking(move |rt| rt.queue_layer_push(&pushed))
+            .await?;
     }
     Ok((StatusCode::CREATED, Json(stored.into())))
 }

@@ -40,6 +40,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/layers/{name}/pull", post(remote::pull))
         .route("/v1/layers/sync", post(remote::sync))
         .route("/v1/remote/layers", get(remote::list))
+        .route("/v1/remote/uploads", get(remote::uploads))
         .route(
             "/v1/sandboxes",
             get(sandboxes::list).post(sandboxes::create),
@@ -71,6 +72,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{id}/snapshot", post(snapshots::snapshot))
         .route("/v1/sandboxes/{id}/snapshots", get(snapshots::list))
+        .route(
+            "/v1/sandboxes/{id}/snapshots/{label}/push",
+            post(snapshots::push),
+        )
         .route("/v1/sandboxes/{id}/restore", post(snapshots::restore))
         .route("/v1/sandboxes/{id}/activate", post(snapshots::activate))
         .route("/v1/sandboxes/{id}/clone", post(snapshots::clone))

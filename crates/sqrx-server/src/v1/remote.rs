@@ -73,6 +73,21 @@ impl From<RemoteError> for ApiError {
     }
 }
 
+/// 501 unless the server has a bucket.
+pub(crate) fn bucket(state: &AppState) -> Result<(), ApiError> {
+    match state.config().remote {
+        Some(_) => Ok(()),
+        None => Err(no_bucket()),
+    }
+}
+
+fn no_bucket() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "this server has no bucket: start it with SQRX_S3_BUCKET (see docs/s3.md)",
+    )
+}
+
 /// Run `f` with the runtime's connection to the bucket, on the blocking pool.
 async fn with_remote<T: Send + 'static>(
     state: &AppState,
@@ -80,12 +95,7 @@ async fn with_remote<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     state
         .blocking(move |rt| {
-            let remote = rt.remote().map_err(ApiError::from)?.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "this server has no bucket: start it with SQRX_S3_BUCKET (see docs/s3.md)",
-                )
-            })?;
+            let remote = rt.remote().map_err(ApiError::from)?.ok_or_else(no_bucket)?;
             f(remote, rt).map_err(ApiError::from)
         })
         .await
@@ -171,4 +181,61 @@ pub async fn sync(State(state): State<AppState>) -> Result<Json<SyncView>, ApiEr
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<LayerView>>, ApiError> {
     let layers = with_remote(&state, |remote, _| remote.list()).await?;
     Ok(Json(layers.into_iter().map(LayerView::from).collect()))
+}
+
+/// One object's upload to the bucket (see `docs/s3.md`, background pushes).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadView {
+    /// `layer` or `snapshot`.
+    pub kind: String,
+    /// The layer's name, or `<sandbox id>@<label>`.
+    pub name: String,
+    /// The image's digest.
+    pub digest: String,
+    /// `queued`, `pushing`, `pushed` or `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// When the state last changed.
+    pub updated: chrono::DateTime<chrono::Utc>,
+    /// When a failed upload is tried again (none: given up).
+    pub next_attempt: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<sqrx_core::remote::Upload> for UploadView {
+    fn from(u: sqrx_core::remote::Upload) -> Self {
+        use sqrx_core::remote::{UploadKind, UploadState};
+        UploadView {
+            kind: match u.kind {
+                UploadKind::Layer => "layer",
+                UploadKind::Snapshot => "snapshot",
+            }
+            .into(),
+            name: u.name,
+            digest: u.digest,
+            state: match u.state {
+                UploadState::Queued => "queued",
+                UploadState::Pushing => "pushing",
+                UploadState::Pushed => "pushed",
+                UploadState::Failed => "failed",
+            }
+            .into(),
+            attempts: u.attempts,
+            error: u.error,
+            updated: u.updated,
+            next_attempt: u.next_attempt,
+        }
+    }
+}
+
+/// Where each layer and snapshot stands in its way to the bucket (pushed in the background).
+#[utoipa::path(get, path = "/v1/remote/uploads", tag = "v1",
+    responses((status = 200, body = Vec<UploadView>),
+              (status = 501, description = "The server has no bucket", body = ErrorBody)))]
+pub async fn uploads(State(state): State<AppState>) -> Result<Json<Vec<UploadView>>, ApiError> {
+    bucket(&state)?;
+    let list = state.blocking(|rt| rt.uploads().list()).await?;
+    Ok(Json(list.into_iter().map(UploadView::from).collect()))
 }

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 
 use super::model::{CreateSandbox, LogEntryView, SandboxView};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json as JsonBody, Path};
+use crate::extract::{Json as JsonBody, Path, Query};
 use crate::state::AppState;
 use crate::tenants::Caller;
+use serde::Deserialize;
 
 /// `POST /v1/sandboxes`: create and start a sandbox.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "v1",
@@ -69,16 +70,42 @@ pub async fn get(
     Ok(Json(SandboxView::of(&sandbox)))
 }
 
-/// `DELETE /v1/sandboxes/{id}`: stop every process and release the sandbox.
+/// `DELETE /v1/sandboxes/{id}` options.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyQuery {
+    /// With ephemeral sandboxes: snapshot the sandbox into the bucket first (default true;
+    /// `false` discards it).
+    #[serde(default = "yes")]
+    pub save: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `DELETE /v1/sandboxes/{id}`: stop every process and release the sandbox. With ephemeral
+/// sandboxes it is first snapshotted into the bucket (see docs/s3.md); if that fails the
+/// sandbox is kept and the error answered (502).
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "v1",
-    params(("id" = String, Path, description = "Sandbox id")),
+    params(("id" = String, Path, description = "Sandbox id"), DestroyQuery),
     responses((status = 204, description = "Destroyed"),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 502, description = "Ephemeral: the snapshot could not be pushed; the sandbox is kept", body = ErrorBody)))]
 pub async fn destroy(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<DestroyQuery>,
 ) -> Result<StatusCode, ApiError> {
-    state.blocking(move |rt| rt.get(&id)?.destroy()).await?;
+    state
+        .blocking(move |rt| {
+            let sandbox = rt.get(&id)?;
+            match q.save {
+                true => sandbox.destroy(),
+                false => sandbox.destroy_unsaved(),
+            }
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -30,6 +30,31 @@ pub struct SnapshotView {
     pub parent: Option<String>,
     /// The store layers below it, base first.
     pub layers: Vec<String>,
+    /// Where it went in the bucket, when the request asked for `push` (pushes in the
+    /// background otherwise, see `GET /v1/remote/uploads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<SnapshotPushView>,
+}
+
+/// A snapshot pushed into the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SnapshotPushView {
+    /// The manifest's key in the bucket.
+    pub key: String,
+    /// Image bytes sent (0: the bucket had every image of its chain).
+    pub uploaded_bytes: u64,
+    /// Whether it is now the sandbox's latest snapshot in the bucket.
+    pub latest: bool,
+}
+
+impl From<sqrx_core::remote::SnapshotPushReport> for SnapshotPushView {
+    fn from(r: sqrx_core::remote::SnapshotPushReport) -> Self {
+        SnapshotPushView {
+            key: r.key,
+            uploaded_bytes: r.uploaded_bytes,
+            latest: r.latest,
+        }
+    }
 }
 
 impl From<sqrx_core::sandbox::SnapshotInfo> for SnapshotView {
@@ -41,6 +66,7 @@ impl From<sqrx_core::sandbox::SnapshotInfo> for SnapshotView {
             digest: s.digest,
             parent: s.parent,
             layers: s.layers,
+            pushed: None,
         }
     }
 }
@@ -52,6 +78,10 @@ pub struct SnapshotBody {
     /// `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$` (default: the current time).
     #[serde(default)]
     pub label: Option<String>,
+    /// Push it into the bucket before answering (502 if that fails: the snapshot is kept
+    /// here, and pushed in the background later).
+    #[serde(default)]
+    pub push: bool,
 }
 
 /// `POST .../restore` body.
@@ -86,7 +116,9 @@ pub struct CloneBody {
               (status = 400, description = "Invalid label", body = ErrorBody),
               (status = 404, body = ErrorBody),
               (status = 409, description = "The label is taken", body = ErrorBody),
-              (status = 429, description = "The user's disk quota is reached", body = ErrorBody)))]
+              (status = 429, description = "The user's disk quota is reached", body = ErrorBody),
+              (status = 501, description = "`push` on a server without a bucket", body = ErrorBody),
+              (status = 502, description = "`push`: the bucket refused or failed", body = ErrorBody)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -96,13 +128,43 @@ pub async fn snapshot(
     let sandbox = state.sandbox(&id).await?;
     // Room in the user's disk quota, held while the snapshot is taken.
     let held = crate::tenants::hold_snapshot(&state, &caller, &sandbox).await?;
-    let info = state
+    if body.push {
+        crate::v1::remote::bucket(&state)?;
+    }
+    let (info, pushed) = state
         .blocking(move |_| {
             let _held = held;
-            sandbox.snapshot(body.label.as_deref())
+            let info = sandbox.snapshot(body.label.as_deref())?;
+            let pushed = match body.push {
+                true => Some(sandbox.push_snapshot(&info.label).map_err(ApiError::from)),
+                false => None,
+            };
+            Ok::<_, ApiError>((info, pushed))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(info.into())))
+    let mut view = SnapshotView::from(info);
+    view.pushed = pushed.transpose()?.map(SnapshotPushView::from);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Push the snapshot `label` into the bucket now (with its chain's images).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/snapshots/{label}/push", tag = "v1",
+    params(("id" = String, Path, description = "Sandbox id"),
+           ("label" = String, Path, description = "Snapshot label")),
+    responses((status = 200, body = SnapshotPushView),
+              (status = 404, description = "No such sandbox or snapshot", body = ErrorBody),
+              (status = 501, description = "The server has no bucket", body = ErrorBody),
+              (status = 502, description = "The bucket refused or failed", body = ErrorBody)))]
+pub async fn push(
+    State(state): State<AppState>,
+    Path((id, label)): Path<(String, String)>,
+) -> Result<Json<SnapshotPushView>, ApiError> {
+    crate::v1::remote::bucket(&state)?;
+    let sandbox = state.sandbox(&id).await?;
+    let r = state
+        .blocking(move |_| sandbox.push_snapshot(&label))
+        .await?;
+    Ok(Json(r.into()))
 }
 
 /// The sandbox's snapshots, oldest first.

@@ -1,5 +1,7 @@
 //! Layers through a bucket between two servers (each its own data directory), the CLI's
-//! `sqrx layer push|pull|sync|ls --remote`, and clear errors without a bucket or credentials.
+//! `sqrx layer push|pull|sync|ls --remote|uploads`, background pushes, snapshots in the
+//! bucket, ephemeral sandboxes moving between servers, and clear errors without a bucket or
+//! credentials.
 
 use serde_json::{Value, json};
 use sqrx_testkit::privileged;
@@ -54,7 +56,10 @@ async fn layers_travel_between_servers_through_a_bucket() {
     };
     s3.create_bucket("fleet");
     let env = s3.env("fleet");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Explicit pushes only here (what each one sends is checked); background pushes are
+    // `uploads_snapshots_and_ephemeral_sandboxes_through_the_api`'s.
+    env.push(("SQRX_S3_AUTO_PUSH", "0"));
     let (data_a, data_b) = (DataDir::new(), DataDir::new());
     let a = Server::start_with(&data_a, Binary::Serve, &[], &env);
     let b = Server::start_with(&data_b, Binary::Serve, &[], &env);
@@ -163,4 +168,198 @@ async fn layers_travel_between_servers_through_a_bucket() {
         .collect();
     let (ok, _, err) = cli(&data_c, &["layer", "push", "100-shared"], &no_keys);
     assert!(!ok && err.contains("no S3 credentials"), "{err}");
+}
+
+/// Poll `GET /v1/remote/uploads` on `server` until `name`'s upload is `state`.
+async fn upload_reaches(c: &reqwest::Client, server: &Server, name: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (st, list) = get(c, server.url("/v1/remote/uploads")).await;
+        assert_eq!(st, 200, "{list}");
+        let found = list
+            .as_array()
+            .and_then(|l| l.iter().find(|u| u["name"] == name))
+            .cloned();
+        if let Some(u) = found.filter(|u| u["state"] == state) {
+            return u;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never {state}: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_snapshots_and_ephemeral_sandboxes_through_the_api() {
+    if !privileged("server uploads_snapshots_and_ephemeral_sandboxes_through_the_api") {
+        return;
+    }
+    let Some(s3) = S3Server::start(false) else {
+        return;
+    };
+    s3.create_bucket("ephemeral");
+    let env = s3.env("ephemeral");
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SQUASH_EPHEMERAL", "1"));
+    let (data_a, data_b) = (DataDir::new(), DataDir::new());
+    let a = Server::start_with(&data_a, Binary::Serve, &[], &env);
+    let b = Server::start_with(&data_b, Binary::Serve, &[], &env);
+    let c = client();
+
+    // An upload goes up in the background; with ?sync=true before the answer.
+    let up = send(
+        c.put(a.url("/v1/layers/100-bg"))
+            .header("content-type", "application/x-tar")
+            .body(tar_of("bg.txt", "background\n")),
+    )
+    .await;
+    assert_eq!(up.0, 201, "{}", up.1);
+    let done = upload_reaches(&c, &a, "100-bg", "pushed").await;
+    assert_eq!(done["kind"], "layer");
+    assert_eq!(done["digest"], up.1["digest"]);
+    let now = send(
+        c.put(a.url("/v1/layers/100-now?sync=true"))
+            .header("content-type", "application/x-tar")
+            .body(tar_of("now.txt", "now\n")),
+    )
+    .await;
+    assert_eq!(now.0, 201, "{}", now.1);
+    let (_, listed) = get(&c, b.url("/v1/remote/layers")).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .map(|l| l.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"100-now"), "{listed}");
+
+    // A snapshot pushed on request; pushing it again sends nothing.
+    let created = post(
+        &c,
+        a.url("/v1/sandboxes"),
+        json!({"id": "roamer", "layers": ["000-base", "100-bg"]}),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    let out = exec(&c, &a, "roamer", "echo first > /root/f && echo ok").await;
+    assert_eq!(out["stdout"], "ok\n", "{out}");
+    let snap = post(
+        &c,
+        a.url("/v1/sandboxes/roamer/snapshot"),
+        json!({"label": "s1", "push": true}),
+    )
+    .await;
+    assert_eq!(snap.0, 201, "{}", snap.1);
+    assert!(
+        snap.1["pushed"]["key"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("sandboxes/roamer/snapshots/s1.json"),
+        "{}",
+        snap.1
+    );
+    let again = post(
+        &c,
+        a.url("/v1/sandboxes/roamer/snapshots/s1/push"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(again.0, 200, "{}", again.1);
+    assert_eq!(again.1["uploaded_bytes"], 0, "{}", again.1);
+    let missing = post(
+        &c,
+        a.url("/v1/sandboxes/roamer/snapshots/nope/push"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(missing.0, 404, "{}", missing.1);
+
+    // Ephemeral: destroyed on A (saved first), created on B with its files.
+    let out = exec(&c, &a, "roamer", "echo second > /root/g && echo ok").await;
+    assert_eq!(out["stdout"], "ok\n", "{out}");
+    let (st, body) = delete(&c, a.url("/v1/sandboxes/roamer")).await;
+    assert_eq!(st, 204, "{body}");
+    let (st, _) = get(&c, a.url("/v1/sandboxes/roamer")).await;
+    assert_eq!(st, 404);
+    let moved = post(&c, b.url("/v1/sandboxes"), json!({"id": "roamer"})).await;
+    assert_eq!(moved.0, 201, "{}", moved.1);
+    assert_eq!(
+        moved.1["layers"],
+        json!(["000-base", "100-bg"]),
+        "{}",
+        moved.1
+    );
+    let out = exec(&c, &b, "roamer", "cat /root/f /root/g /bg.txt").await;
+    assert_eq!(out["stdout"], "first\nsecond\nbackground\n", "{out}");
+    // Discarded on B: the bucket keeps A's save.
+    let out = exec(&c, &b, "roamer", "echo third > /root/h && echo ok").await;
+    assert_eq!(out["stdout"], "ok\n", "{out}");
+    let (st, body) = delete(&c, b.url("/v1/sandboxes/roamer?save=false")).await;
+    assert_eq!(st, 204, "{body}");
+    let back = post(&c, a.url("/v1/sandboxes"), json!({"id": "roamer"})).await;
+    assert_eq!(back.0, 201, "{}", back.1);
+    let out = exec(
+        &c,
+        &a,
+        "roamer",
+        "cat /root/g; test -e /root/h || echo no-h",
+    )
+    .await;
+    assert_eq!(out["stdout"], "second\nno-h\n", "{out}");
+    let (st, body) = delete(&c, a.url("/v1/sandboxes/roamer?save=false")).await;
+    assert_eq!(st, 204, "{body}");
+
+    // Without a bucket: 501, and the upload asking for ?sync=true is not stored.
+    let plain_data = DataDir::new();
+    let plain = Server::start_with(&plain_data, Binary::Serve, &[], &[]);
+    let refused = send(
+        c.put(plain.url("/v1/layers/100-x?sync=true"))
+            .header("content-type", "application/x-tar")
+            .body(tar_of("x.txt", "x\n")),
+    )
+    .await;
+    assert_eq!(refused.0, 501, "{}", refused.1);
+    let (st, _) = get(&c, plain.url("/v1/layers/100-x")).await;
+    assert_eq!(st, 404, "nothing stored");
+    let (st, body) = get(&c, plain.url("/v1/remote/uploads")).await;
+    assert_eq!(st, 501, "{body}");
+    let created = post(&c, plain.url("/v1/sandboxes"), json!({"id": "local"})).await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    let snap = post(
+        &c,
+        plain.url("/v1/sandboxes/local/snapshot"),
+        json!({"push": true}),
+    )
+    .await;
+    assert_eq!(snap.0, 501, "{}", snap.1);
+    let (st, body) = delete(&c, plain.url("/v1/sandboxes/local")).await;
+    assert_eq!(st, 204, "{body}");
+
+    // The CLI: --sync pushes before returning; without it the layer is queued.
+    let data_c = DataDir::new();
+    let s3_env = s3.env("ephemeral");
+    let src = tempfile::tempdir().expect("src");
+    std::fs::write(src.path().join("c.txt"), "c\n").expect("write");
+    let dir = src.path().display().to_string();
+    let (ok, _, err) = cli(
+        &data_c,
+        &["layer", "build", &dir, "100-cli", "--sync"],
+        &s3_env,
+    );
+    assert!(ok && err.contains("pushed to s3://ephemeral/"), "{err}");
+    let (ok, _, err) = cli(&data_c, &["layer", "build", &dir, "101-cli"], &s3_env);
+    assert!(ok && err.contains("queued for s3://ephemeral"), "{err}");
+    let (ok, out, err) = cli(&data_c, &["layer", "uploads", "--json"], &s3_env);
+    assert!(ok, "{err}");
+    let uploads: Value = serde_json::from_str(&out).expect("json");
+    let state_of = |name: &str| {
+        uploads
+            .as_array()
+            .and_then(|l| l.iter().find(|u| u["name"] == name))
+            .map(|u| u["state"].clone())
+    };
+    assert_eq!(state_of("100-cli"), Some(json!("pushed")), "{uploads}");
+    assert_eq!(state_of("101-cli"), Some(json!("queued")), "{uploads}");
+    let (ok, _, err) = cli(&data_c, &["layer", "build", &dir, "102-cli", "--sync"], &[]);
+    assert!(!ok && err.contains("no bucket"), "{err}");
 }

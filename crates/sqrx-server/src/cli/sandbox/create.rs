@@ -98,6 +98,8 @@ pub fn create(rt: &Runtime, args: CreateArgs) -> Result<(), CliError> {
     spec.secrets = secrets;
     spec.setuid = setuid;
     spec.default_port = default_port;
+    // Layers this store lacks come from the bucket: pulled here first, with progress.
+    crate::cli::remote::pull_missing(rt, &spec.layers)?;
     let sandbox = rt.create(spec)?;
     if json {
         print_json(&info_json(&sandbox)?)?;

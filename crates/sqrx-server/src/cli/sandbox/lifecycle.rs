@@ -27,8 +27,12 @@ pub fn activate(rt: &Runtime, id: &str, layer: &str) -> Result<(), CliError> {
 }
 
 /// Destroy the sandbox `id`.
-pub fn rm(rt: &Runtime, id: &str) -> Result<(), CliError> {
-    rt.get(id)?.destroy()?;
+pub fn rm(rt: &Runtime, id: &str, save: bool) -> Result<(), CliError> {
+    let sandbox = rt.get(id)?;
+    match save {
+        true => sandbox.destroy()?,
+        false => sandbox.destroy_unsaved()?,
+    }
     println!("removed {id}");
     Ok(())
 }

@@ -118,6 +118,9 @@ pub enum SandboxCmd {
         id: String,
         /// `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`.
         label: Option<String>,
+        /// Push it into the bucket (SQRX_S3_BUCKET) before returning, with its chain's images.
+        #[arg(long)]
+        push: bool,
         /// Print the snapshot as JSON.
         #[arg(long)]
         json: bool,
@@ -172,10 +175,13 @@ pub enum SandboxCmd {
         /// The archive to write (`-` or absent: stdout).
         archive: Option<String>,
     },
-    /// Destroy a sandbox.
+    /// Destroy a sandbox (an ephemeral one is first snapshotted into the bucket).
     Rm {
         /// The sandbox id.
         id: String,
+        /// Ephemeral sandboxes (SQRX_EPHEMERAL=1): do not snapshot it into the bucket first.
+        #[arg(long)]
+        no_save: bool,
     },
 }
 
@@ -219,15 +225,18 @@ pub fn run(cmd: SandboxCmd, data_dir: &Path) -> Result<ExitCode, CliError> {
         SandboxCmd::Download { id, path, archive } => {
             files::download(&rt, &id, &path, archive.as_deref())
         }
-        SandboxCmd::Snapshot { id, label, json } => {
-            snapshot::snapshot(&rt, &id, label.as_deref(), json)
-        }
+        SandboxCmd::Snapshot {
+            id,
+            label,
+            push,
+            json,
+        } => snapshot::snapshot(&rt, &id, label.as_deref(), push, json),
         SandboxCmd::Restore { id, label } => snapshot::restore(&rt, &id, &label),
         SandboxCmd::Snapshots { id, json } => snapshot::list(&rt, &id, json),
         SandboxCmd::Pause { id } => lifecycle::pause(&rt, &id),
         SandboxCmd::Resume { id } => lifecycle::resume(&rt, &id),
         SandboxCmd::Activate { id, layer } => lifecycle::activate(&rt, &id, &layer),
-        SandboxCmd::Rm { id } => lifecycle::rm(&rt, &id),
+        SandboxCmd::Rm { id, no_save } => lifecycle::rm(&rt, &id, !no_save),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
