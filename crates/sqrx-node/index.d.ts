@@ -105,6 +105,11 @@ export declare class Runtime {
    * local layer of that name that is another image).
    */
   pullLayer(name: string, force?: boolean | undefined | null): Promise<LayerPulled>
+  /**
+   * Where each layer and snapshot stands in its way to the bucket (pushed in the
+   * background, failed uploads retried with backoff).
+   */
+  uploads(): Promise<Array<Upload>>
   /** Push the layers the bucket lacks and pull the ones this store lacks. */
   syncLayers(): Promise<LayersSynced>
   /** The data directory. */
@@ -165,8 +170,14 @@ export declare class Sandbox {
   pause(): Promise<void>
   /** Thaw a paused sandbox. */
   resume(): Promise<void>
-  /** Snapshot the filesystem as `label` (default: a timestamp). */
-  snapshot(label?: string | undefined | null): Promise<SnapshotInfo>
+  /**
+   * Snapshot the filesystem as `label` (default: a timestamp). `push` also pushes it into
+   * the bucket before resolving (with a bucket, snapshots are otherwise pushed in the
+   * background).
+   */
+  snapshot(label?: string | undefined | null, push?: boolean | undefined | null): Promise<SnapshotInfo>
+  /** Push the snapshot `label` into the bucket now, with the images of its chain. */
+  pushSnapshot(label: string): Promise<SnapshotPushed>
   /** The sandbox's snapshots. */
   snapshots(): Promise<Array<SnapshotInfo>>
   /**
@@ -180,7 +191,7 @@ export declare class Sandbox {
    * Stop every process and remove the sandbox; nothing is left behind. Destroying a
    * destroyed sandbox does nothing.
    */
-  destroy(): Promise<void>
+  destroy(options?: DestroyOptions | undefined | null): Promise<void>
 }
 
 /** A sandbox to create. */
@@ -224,6 +235,15 @@ export interface CreateOptions {
    * (default false).
    */
   setuid?: boolean
+}
+
+/** Options of `destroy`. */
+export interface DestroyOptions {
+  /**
+   * With ephemeral sandboxes (`SQRX_EPHEMERAL=1`): snapshot it into the bucket first
+   * (default true; false discards it).
+   */
+  save?: boolean
 }
 
 /**
@@ -523,6 +543,34 @@ export interface SnapshotInfo {
   parent?: string
   /** The store layers below it, base first. */
   layers: Array<string>
+}
+
+/** What `pushSnapshot` did. */
+export interface SnapshotPushed {
+  /** The manifest's key in the bucket. */
+  key: string
+  /** Image bytes sent (0: the bucket had every image of its chain). */
+  uploadedBytes: number
+  /** Whether it is now the sandbox's latest snapshot in the bucket. */
+  latest: boolean
+}
+
+/** One object's upload to the bucket. */
+export interface Upload {
+  /** `layer` or `snapshot`. */
+  kind: string
+  /** The layer's name, or `<sandbox id>@<label>`. */
+  name: string
+  /** The image's digest. */
+  digest: string
+  /** `queued`, `pushing`, `pushed` or `failed`. */
+  state: string
+  /** Attempts so far. */
+  attempts: number
+  /** Why the last attempt failed. */
+  error?: string
+  /** When a failed upload is tried again (RFC 3339; none: given up). */
+  nextAttempt?: string
 }
 
 /** The sqrx version. */

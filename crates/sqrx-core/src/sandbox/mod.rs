@@ -45,6 +45,7 @@ pub use processes::{
     ProcessEnd, ProcessEvent, ProcessInfo, ProcessWatch, StartOptions, TrackedProcess, Watched,
 };
 pub use pty::PtyInput;
+#[cfg(feature = "s3")]
 pub(crate) use runtime::Inner as RuntimeInner;
 pub use runtime::{
     Isolation, OVERLAY_MAX_LOWER_LAYERS, Runtime, RuntimeConfig, Sandbox, SandboxInfo,
