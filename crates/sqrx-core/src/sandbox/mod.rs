@@ -30,6 +30,7 @@ mod secrets;
 mod snapshot;
 mod spec;
 pub(crate) mod state;
+mod stats;
 mod upper;
 mod watch;
 
