@@ -61,7 +61,7 @@ impl Modify for BearerAuth {
         v1::layers::list, v1::layers::get, v1::layers::upload, v1::layers::remove,
         v1::remote::push, v1::remote::pull, v1::remote::sync, v1::remote::list,
         v1::sandboxes::create, v1::sandboxes::list, v1::sandboxes::get, v1::sandboxes::destroy,
-        v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume,
+        v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume, v1::stats::stats,
         v1::network::set_network,
         v1::secrets::list,
         v1::secrets::put,
