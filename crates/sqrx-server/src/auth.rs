@@ -31,8 +31,12 @@ pub const PUBLIC_PATHS: [&str; 7] = [
     "/v1/extend/{termination_token}",
 ];
 
-/// Is the request for a public route?
+/// Is the request for a public route? (The console's static files under `/ui` are public
+/// too: they hold no secret, and every API call the page makes is authenticated.)
 fn is_public(req: &Request) -> bool {
+    if crate::ui::is_ui_path(req.uri().path()) {
+        return true;
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
