@@ -5,6 +5,9 @@ import { h, put, age, bytes, modal, field, showError, confirmDialog, toast } fro
 
 const POLL_MS = 2000;
 
+/** Put `children` in a cell, inside one block (so a phone's card layout keeps them together). */
+const fill = (cell, ...children) => put(cell, h("div", { class: "cell" }, ...children));
+
 function limits(s) {
   const parts = [];
   parts.push(s.cpu ? `${s.cpu} CPU` : "no CPU limit");
@@ -172,8 +175,8 @@ export function listPage(root, { navigate }) {
 
   function usage(s, stats, cpuCell, memCell) {
     if (!stats) {
-      put(cpuCell, "—");
-      put(memCell, "—");
+      fill(cpuCell, "—");
+      fill(memCell, "—");
       return;
     }
     const prev = last.get(s.id);
@@ -186,8 +189,8 @@ export function listPage(root, { navigate }) {
     last.set(s.id, { usec: stats.cpu_usage_usec, t: now });
     const limit = stats.memory_limit_bytes;
     const frac = limit ? Math.min(1, stats.memory_bytes / limit) : 0;
-    put(cpuCell, cpuText);
-    put(
+    fill(cpuCell, cpuText);
+    fill(
       memCell,
       `${bytes(stats.memory_bytes)}${limit ? ` / ${bytes(limit)}` : ""}`,
       limit ? h("meter", { min: "0", max: "1", value: String(frac), "aria-label": "memory used" }) : null,
@@ -206,7 +209,7 @@ export function listPage(root, { navigate }) {
     });
     const cells = {
       status: h("td", { "data-label": "Status" }),
-      layers: h("td", { "data-label": "Layers", class: "layers" }),
+      layers: h("td", { "data-label": "Layers", class: "layer-list" }),
       age: h("td", { "data-label": "Age" }),
       limits: h("td", { "data-label": "Limits" }),
       cpu: h("td", { "data-label": "CPU", class: "num cpu" }, "—"),
@@ -252,11 +255,11 @@ export function listPage(root, { navigate }) {
         else rows.prepend(r.tr);
       }
       previous = r.tr;
-      put(r.cells.status, statusBadge(s.status));
-      put(r.cells.layers, s.layers.join(", ") + (s.active_snapshot ? ` + ${s.active_snapshot}` : ""));
+      fill(r.cells.status, statusBadge(s.status));
+      fill(r.cells.layers, s.layers.join(", ") + (s.active_snapshot ? ` + ${s.active_snapshot}` : ""));
       r.cells.age.title = s.created;
-      put(r.cells.age, age(s.created));
-      put(r.cells.limits, limits(s), h("br"), h("small", { class: "muted" }, `network ${networkText(s.network)}`));
+      fill(r.cells.age, age(s.created));
+      fill(r.cells.limits, limits(s), h("br"), h("small", { class: "muted" }, `network ${networkText(s.network)}`));
       usage(s, stats[i], r.cells.cpu, r.cells.mem);
     });
     empty.hidden = list.length > 0;

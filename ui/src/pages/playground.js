@@ -28,6 +28,7 @@ export function playgroundPage(root) {
     "aria-describedby": "code-hint",
   });
   code.value = EXAMPLES["simple.js"] || "1 + 1";
+  if (EXAMPLES["simple.js"]) preset.value = "simple.js";
   const input = h("textarea", { name: "input", class: "code", rows: "4", spellcheck: "false" });
   input.value = "{}";
   const timeout = h("input", { name: "timeout_ms", type: "number", min: "1", step: "1", value: "5000" });

@@ -221,6 +221,13 @@ def test_snapshot_and_restore(new_page, server, shot):
     expect(page.locator("li.snap")).to_have_count(2)
     shot(page, "sandbox-snapshots")
 
+    # Pause and resume from the page header.
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator(".page-head .badge")).to_have_text("paused")
+    assert api.ok("GET", "/v1/sandboxes/ui-snap")["status"] == "paused"
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator(".page-head .badge")).to_have_text("running")
+
 
 def test_list_live_usage_and_destroy_with_confirmation(new_page, server, shot):
     api = server["api"]
