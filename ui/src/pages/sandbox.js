@@ -496,16 +496,18 @@ export function sandboxPage(root, { id, navigate }) {
     list,
     body,
   );
+  // The terminal connects at once, beside the sandbox's details (a missing sandbox refuses
+  // both, and the page says so).
+  terminal = new TerminalView(`${sandboxPath(id)}/pty`, { label: `Terminal of ${id}` });
+  panels.terminal = h("div", { role: "tabpanel", id: "panel-terminal", "aria-labelledby": "tab-terminal", class: "panel" }, terminal.el);
+  body.prepend(panels.terminal);
+  window.sqrxTerminal = terminal;
+  terminal.start();
   get(sandboxPath(id))
-    .then((sandbox) => {
-      render(sandbox);
-      terminal = new TerminalView(`${sandboxPath(id)}/pty`, { label: `Terminal of ${id}` });
-      panels.terminal = h("div", { role: "tabpanel", id: "panel-terminal", "aria-labelledby": "tab-terminal", class: "panel", hidden: current !== "terminal" }, terminal.el);
-      body.prepend(panels.terminal);
-      window.sqrxTerminal = terminal;
-      terminal.start();
-    })
+    .then(render)
     .catch((e) => {
+      terminal?.dispose();
+      terminal = null;
       showError(e, `cannot open ${id}`);
       put(body, h("p", { class: "muted" }, "This sandbox could not be loaded. ", h("a", { href: "#/" }, "Back to the list")));
     });
