@@ -258,6 +258,10 @@ async fn the_terminal_takes_the_token_from_the_subprotocol() {
         let refused = ws_with(&s, "/v1/sandboxes/uiws/pty", protocols.as_deref()).await;
         assert_eq!(refused.err(), Some(401), "{protocols:?}");
     }
+    // The proxy forwards subprotocols to a service inside the sandbox: a key there is never
+    // taken (nor handed on).
+    let refused = ws_with(&s, "/proxy/uiws/8080/", Some(&subprotocols(TOKEN))).await;
+    assert_eq!(refused.err(), Some(401));
     // Plain clients keep working with Authorization, and get no subprotocol they did not ask for.
     let mut req = format!("ws://{}/v1/sandboxes/uiws/pty", s.addr)
         .into_client_request()
