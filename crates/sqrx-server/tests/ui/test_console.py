@@ -314,6 +314,15 @@ def test_a_try_session_counts_down_and_expires(new_page, server, shot):
     expect(page.locator(".term-status")).to_contain_text("Session expired")
     shot(page, "try-expired")
 
+    # Another one: extended, then stopped from the page.
+    page.get_by_role("button", name="Start session").click()
+    expect(countdown).to_have_text(re.compile(r"^Expires in 0:0\d$"))
+    page.get_by_role("button", name="Extend by 60 s").click()
+    expect(countdown).to_have_text(re.compile(r"^Expires in 1:0\d$"))
+    page.get_by_role("button", name="Stop session").click()
+    expect(countdown).to_have_text("Session stopped")
+    expect(page.locator(".term-status")).to_contain_text("Session stopped")
+
 
 def test_errors_from_the_server_are_shown(new_page, server):
     server["api"].ok("POST", "/v1/sandboxes", {"id": "ui-dup"})
