@@ -19,6 +19,8 @@ APT_PACKAGES=(
   nftables         # `nft list ruleset`: the network tests read what sqrx installed (sqrx uses netlink)
   sudo             # `sqrx layer bootstrap --preset e2b` copies it: E2B's base image has passwordless sudo
   postgresql       # the tenant tests run against a throwaway PostgreSQL cluster too (never the service)
+  chromium         # the web console's end-to-end tests and benches/ui (Playwright drives it; no download)
+  fonts-dejavu-core  # a font for Chromium's text (the console's font stacks name DejaVu)
 )
 
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -114,6 +114,23 @@ SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" "$E2B_VENV/bin/python" -m pytest -q -p n
 (cd crates/sqrx-server/tests/e2b/js && npm ci --no-audit --no-fund && SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" node --test)
 echo "(E2B SDK steps took $((SECONDS - t0)) s)"
 
+echo "== Web console: the committed build matches ui/, then end to end in headless Chromium"
+t0=$SECONDS
+# The console is built by esbuild from ui/ (pinned in its lock file) and committed into
+# crates/sqrx-server/ui/dist, so cargo needs no Node; the build is deterministic, and a stale
+# committed copy fails here.
+(cd ui && npm ci --no-audit --no-fund && npm run build)
+if ! git diff --exit-code -- crates/sqrx-server/ui/dist || [ -n "$(git status --porcelain -- crates/sqrx-server/ui/dist)" ]; then
+  echo "crates/sqrx-server/ui/dist is stale: run npm run build in ui/ and commit the result"; exit 1
+fi
+UI_VENV=$(mktemp -d /tmp/sqrx-venv-XXXXXX)
+cleanup_dirs+=("$UI_VENV")
+/usr/bin/python3 -m venv "$UI_VENV"
+"$UI_VENV/bin/pip" install -q -r crates/sqrx-server/tests/ui/requirements.txt
+SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" SQRX_UI_ARTIFACTS="$CARGO_TARGET_DIR/ui-artifacts" \
+  "$UI_VENV/bin/python" -m pytest -q -p no:cacheprovider crates/sqrx-server/tests/ui
+echo "(web console steps took $((SECONDS - t0)) s)"
+
 echo "== leak check (mounts, loop devices, cgroups, id ranges, addresses, network namespaces, processes, test directories)"
 leaks=0
 if grep -q "sqrx-test" /proc/mounts; then

@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::{auth, cgi, hosts, js_api, logging, metrics, openapi, proxy, v1};
 
 /// The whole HTTP surface over `state`: `/v1`, `/cgi-bin`, `/api/execute`, the sessions'
-/// `/{session_id}/ws`, `/proxy`, `/openapi.json`, `/metrics`. Testable without a socket (`tower::ServiceExt::oneshot`).
+/// `/{session_id}/ws`, `/proxy`, `/openapi.json`, `/metrics`, the console at `/ui/`. Testable without a socket (`tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
     let json_limit = state.config().max_json_bytes;
     Router::new()
@@ -27,6 +27,7 @@ pub fn app(state: AppState) -> Router {
         .merge(cgi::router())
         .merge(crate::e2b::router())
         .merge(crate::tenants::routes::router())
+        .merge(crate::ui::router())
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics_endpoint))
         .fallback(no_route)

@@ -3,10 +3,17 @@
 //! their own capability needs `Authorization: Bearer <token or key>` (E2B's SDKs: `X-API-KEY`).
 //! The request then carries the caller's [`Identity`]: the operator for the server's token,
 //! else the user of the key. Refusals of keys are audited.
+//!
+//! A browser cannot set headers on a WebSocket, and a token in the URL would land in access
+//! logs and browser history. So the API's own WebSockets (`/v1/...`: the terminal, streamed
+//! exec) also take the key from a `Sec-WebSocket-Protocol` entry `sqrx.bearer.<base64url of
+//! the key, no padding>`, offered next to the `sqrx` subprotocol that the server selects (the
+//! Kubernetes `base64url.bearer.authorization.k8s.io.` pattern). Never on the proxy's and
+//! sessions' sockets: those forward the offered subprotocols to a service inside a sandbox.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -31,8 +38,12 @@ pub const PUBLIC_PATHS: [&str; 7] = [
     "/v1/extend/{termination_token}",
 ];
 
-/// Is the request for a public route?
+/// Is the request for a public route? (The console's static files under `/ui` are public
+/// too: they hold no secret, and every API call the page makes is authenticated.)
 fn is_public(req: &Request) -> bool {
+    if crate::ui::is_ui_path(req.uri().path()) {
+        return true;
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -64,13 +75,70 @@ pub fn offered_key<'a>(
         .map(str::trim)
 }
 
-/// The key a request offers.
-fn request_key(req: &Request) -> Option<&str> {
+/// The subprotocol a browser's WebSocket to the API offers (and the server selects).
+pub const WS_PROTOCOL: &str = "sqrx";
+
+/// The prefix of the subprotocol entry that carries a key: `sqrx.bearer.<base64url(key)>`.
+pub const WS_BEARER_PREFIX: &str = "sqrx.bearer.";
+
+/// The key carried by a `Sec-WebSocket-Protocol` value (comma-separated entries): the first
+/// `sqrx.bearer.` entry, base64url-decoded (padding optional). `None` if there is none or it
+/// does not decode to UTF-8.
+pub fn subprotocol_key(value: Option<&[u8]>) -> Option<String> {
+    use base64::Engine as _;
+    let value = std::str::from_utf8(value?).ok()?;
+    let encoded = value
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(WS_BEARER_PREFIX))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// May `route` take its key from the WebSocket subprotocol? The API's own sockets only: the
+/// proxy and the sessions relay the offered subprotocols to a service inside a sandbox, which
+/// must never see a key.
+fn takes_subprotocol_key(route: &str) -> bool {
+    route.starts_with("/v1/")
+}
+
+/// The route of `req` (its pattern when matched, else its path).
+fn route_of(req: &Request) -> &str {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path(), MatchedPath::as_str)
+}
+
+/// The key a request offers: `Authorization`, `X-API-KEY`, else (on the API's WebSockets)
+/// the `sqrx.bearer.` subprotocol.
+fn request_key(req: &Request) -> Option<String> {
     let headers = req.headers();
     offered_key(
         headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
         headers.get("x-api-key").map(|v| v.as_bytes()),
     )
+    .map(str::to_string)
+    .or_else(|| {
+        takes_subprotocol_key(route_of(req))
+            .then(|| subprotocol_key(headers.get(SEC_WEBSOCKET_PROTOCOL).map(|v| v.as_bytes())))
+            .flatten()
+    })
+}
+
+/// Does the request carry the server's own token in a `sqrx.bearer.` subprotocol (on a route
+/// that takes one)? Compared in constant time.
+fn subprotocol_has_token(req: &Request, token: &str) -> bool {
+    if !takes_subprotocol_key(route_of(req)) {
+        return false;
+    }
+    subprotocol_key(
+        req.headers()
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .map(|v| v.as_bytes()),
+    )
+    .is_some_and(|key| bool::from(key.as_bytes().ct_eq(token.as_bytes())))
 }
 
 /// Do `headers` carry the server's own token?
@@ -95,7 +163,13 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let public = is_public(&req);
-    if !required(&state) || has_operator_token(&state, req.headers()) {
+    let operator = has_operator_token(&state, req.headers())
+        || state
+            .config()
+            .auth_token
+            .as_deref()
+            .is_some_and(|t| subprotocol_has_token(&req, t));
+    if !required(&state) || operator {
         req.extensions_mut().insert(Identity::Operator);
         return next.run(req).await;
     }
@@ -106,7 +180,8 @@ pub async fn require_token(
             unauthorized()
         };
     };
-    match access::identify(&tenants, request_key(&req)).await {
+    let key = request_key(&req);
+    match access::identify(&tenants, key.as_deref()).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
             next.run(req).await
@@ -142,6 +217,28 @@ pub fn unauthorized() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subprotocol_keys() {
+        use base64::Engine as _;
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("tok/en+?");
+        let value = format!("sqrx, sqrx.bearer.{enc}");
+        assert_eq!(
+            subprotocol_key(Some(value.as_bytes())).as_deref(),
+            Some("tok/en+?")
+        );
+        let padded = format!("sqrx.bearer.{enc}=");
+        assert_eq!(
+            subprotocol_key(Some(padded.as_bytes())).as_deref(),
+            Some("tok/en+?")
+        );
+        assert_eq!(subprotocol_key(Some(b"sqrx")), None);
+        assert_eq!(subprotocol_key(Some(b"sqrx.bearer.!!!")), None);
+        assert_eq!(subprotocol_key(None), None);
+        assert!(takes_subprotocol_key("/v1/sandboxes/{id}/pty"));
+        assert!(!takes_subprotocol_key("/proxy/{sandbox_id}/{port}/{*path}"));
+        assert!(!takes_subprotocol_key("/{session_id}/ws"));
+    }
 
     #[test]
     fn bearer() {

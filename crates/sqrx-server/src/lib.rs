@@ -2,7 +2,7 @@
 //! (`/v1`), sessions (`/v1/try`, `/{session_id}/ws`), the reverse proxy into sandboxes
 //! (`/proxy`), the sq-sandbox compatible API (`/cgi-bin`), in-process JavaScript
 //! (`/v1/execute`, `/api/execute`), the multi-tenant API (`/api/admin`, `/api/me`,
-//! `/api/sandboxes`: users, keys, quotas, audit), an OpenAPI document and Prometheus metrics. It holds no
+//! `/api/sandboxes`: users, keys, quotas, audit), a web console (`/ui/`), an OpenAPI document and Prometheus metrics. It holds no
 //! sandbox logic: every handler translates HTTP into core calls (blocking ones on the
 //! blocking pool) and core errors into JSON errors.
 //!
@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod serve;
 pub mod state;
 pub mod tenants;
+pub mod ui;
 pub mod v1;
 
 pub use app::app;

@@ -62,7 +62,7 @@ impl Modify for BearerAuth {
         v1::remote::push, v1::remote::pull, v1::remote::sync, v1::remote::list,
         v1::remote::uploads,
         v1::sandboxes::create, v1::sandboxes::list, v1::sandboxes::get, v1::sandboxes::destroy,
-        v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume,
+        v1::sandboxes::logs, v1::sandboxes::pause, v1::sandboxes::resume, v1::stats::stats,
         v1::network::set_network,
         v1::secrets::list,
         v1::secrets::put,

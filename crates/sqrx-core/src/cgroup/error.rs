@@ -61,6 +61,14 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// A control file held something other than what the kernel writes there.
+    #[error("cannot parse {path}: {content:?}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What it held (cut short).
+        content: String,
+    },
     /// Removing a cgroup failed.
     #[error("cannot remove cgroup {path}: {source}")]
     Remove {
@@ -79,6 +87,7 @@ impl CgroupError {
             CgroupError::NoCgroups { .. } | CgroupError::ControllerMissing { .. } => {
                 ErrorKind::Unavailable
             }
+            CgroupError::Parse { .. } => ErrorKind::Internal,
             CgroupError::Create { source, .. }
             | CgroupError::Write { source, .. }
             | CgroupError::Read { source, .. }

@@ -5,11 +5,13 @@
 //! in unit tests), so the logic is tested without privileges against a fake cgroupfs tree.
 
 mod error;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::CgroupError;
+pub use stats::CgroupStats;
 
 /// The cgroup hierarchy layout of the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,8 +34,9 @@ pub struct Limits {
     pub pids_max: Option<u64>,
 }
 
-/// The v1 controllers sqrx uses.
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer", "devices"];
+/// The v1 controllers sqrx uses. `cpuacct` only accounts (the CPU time of
+/// [`SandboxCgroup::stats`]); on hosts that co-mount it with `cpu` both name one directory.
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer", "devices", "cpuacct"];
 
 /// The character devices (major, minor; `None` = any minor) a sandbox may open or create:
 /// null, zero, full, random, urandom, tty, ptmx and the pts of its own devpts. Everything else
@@ -328,7 +331,8 @@ fn quota_us(cores: f64) -> u64 {
 pub struct SandboxCgroup {
     /// The layout.
     pub version: CgroupVersion,
-    /// Its directories (v1: memory, cpu, pids, freezer and devices, in that order).
+    /// Its directories (v1: memory, cpu, pids, freezer, devices and cpuacct, in that order;
+    /// sandboxes created before cpuacct was added have the first five).
     pub dirs: Vec<PathBuf>,
 }
 

@@ -32,6 +32,7 @@ mod secrets;
 mod snapshot;
 mod spec;
 pub(crate) mod state;
+mod stats;
 mod upper;
 mod watch;
 

@@ -458,7 +458,7 @@ fn assert_no_layer_mounts(data: &Path) {
 
 /// The sqrx cgroup directories of the sandbox `id`, in every controller.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    ["memory", "cpu", "pids", "freezer"]
+    ["memory", "cpu", "pids", "freezer", "cpuacct"]
         .iter()
         .filter_map(|c| std::fs::read_dir(Path::new("/sys/fs/cgroup").join(c).join("sqrx")).ok())
         .flatten()
@@ -844,6 +844,40 @@ fn pause_stops_everything_and_resume_continues() {
     sb.pause().expect("pause again");
     let id = sb.id().to_string();
     sb.destroy().expect("destroy paused");
+    assert!(cgroup_dirs(&id).is_empty());
+}
+
+#[test]
+fn stats_come_from_the_real_cgroup() {
+    if !privileged("stats_come_from_the_real_cgroup") {
+        return;
+    }
+    let t = TestRuntime::new();
+    let mut spec = SandboxSpec::new("stats");
+    spec.memory_mb = Some(128);
+    let sb = t.rt.create(spec).expect("create");
+    let before = sb.stats().expect("stats");
+    assert_eq!(before.memory_limit_bytes, Some(128 << 20));
+    assert!(before.pids >= 1, "init is in the cgroup: {before:?}");
+    // Burn some CPU and hold some memory: both show up.
+    sh(
+        &sb,
+        "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; head -c 8000000 /dev/zero > /tmp/blob",
+    );
+    let after = sb.stats().expect("stats");
+    assert!(
+        after.cpu_usage_usec > before.cpu_usage_usec + 10_000,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.memory_bytes >= 8_000_000,
+        "the tmpfs blob is charged: {after:?}"
+    );
+    sb.pause().expect("pause");
+    sb.stats().expect("stats while paused");
+    sb.resume().expect("resume");
+    let id = sb.id().to_string();
+    sb.destroy().expect("destroy");
     assert!(cgroup_dirs(&id).is_empty());
 }
 

@@ -124,6 +124,9 @@ pub async fn exec_ws(
     let limit = state.config().limits.max_ws_message_bytes;
     Ok(ws
         .max_message_size(limit)
+        // A browser offering `sqrx` (and its key as `sqrx.bearer.…`, see `auth`) gets `sqrx`
+        // back; the key entry is never echoed.
+        .protocols([crate::auth::WS_PROTOCOL])
         .on_upgrade(move |socket| session(socket, sandbox, state)))
 }
 

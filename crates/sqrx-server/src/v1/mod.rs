@@ -14,6 +14,7 @@ pub mod sandboxes;
 pub mod secrets;
 pub mod sessions;
 pub mod snapshots;
+pub mod stats;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -68,6 +69,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/v1/extend/{termination_token}", post(sessions::extend))
         .route("/v1/sandboxes/{id}/logs", get(sandboxes::logs))
+        .route("/v1/sandboxes/{id}/stats", get(stats::stats))
         .route("/v1/sandboxes/{id}/pause", post(sandboxes::pause))
         .route("/v1/sandboxes/{id}/resume", post(sandboxes::resume))
         .route("/v1/sandboxes/{id}/snapshot", post(snapshots::snapshot))

@@ -9,6 +9,9 @@
 //!   N`). Closing the socket kills the shell's process group.
 //!
 //! The initial size is `?cols=&rows=` (default 80x24).
+//!
+//! A browser authenticates with the subprotocols `["sqrx", "sqrx.bearer.<base64url key>"]`
+//! (see [`crate::auth`]); the server selects `sqrx`.
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -92,6 +95,9 @@ pub async fn pty(
     let limit = state.config().limits.max_ws_message_bytes;
     Ok(ws
         .max_message_size(limit)
+        // A browser offering `sqrx` (and its key as `sqrx.bearer.…`, see `auth`) gets `sqrx`
+        // back; the key entry is never echoed.
+        .protocols([crate::auth::WS_PROTOCOL])
         .on_upgrade(move |socket| async move {
             let _open = state.metrics().websocket_opened(WsKind::Pty);
             terminal(socket, sandbox, events, input, limit).await;

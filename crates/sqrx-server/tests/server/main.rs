@@ -5,6 +5,7 @@
 mod auth;
 mod cgi;
 mod concurrency;
+mod console;
 mod examples;
 mod harness;
 mod js;
