@@ -339,22 +339,11 @@ pub struct Upload {
 
 impl From<sqrx_core::remote::Upload> for Upload {
     fn from(u: sqrx_core::remote::Upload) -> Self {
-        use sqrx_core::remote::{UploadKind, UploadState};
         Upload {
-            kind: match u.kind {
-                UploadKind::Layer => "layer",
-                UploadKind::Snapshot => "snapshot",
-            }
-            .into(),
+            kind: u.kind.as_str().into(),
             name: u.name,
             digest: u.digest,
-            state: match u.state {
-                UploadState::Queued => "queued",
-                UploadState::Pushing => "pushing",
-                UploadState::Pushed => "pushed",
-                UploadState::Failed => "failed",
-            }
-            .into(),
+            state: u.state.as_str().into(),
             attempts: u.attempts,
             error: u.error,
             next_attempt: u.next_attempt.map(|t| t.to_rfc3339()),

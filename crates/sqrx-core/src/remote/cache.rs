@@ -28,13 +28,7 @@ impl crate::Runtime {
 
     /// Note that a sandbox stacks `layer` now (when the store is bounded).
     pub(crate) fn note_layer_use(&self, layer: &Layer) {
-        let bounded = self
-            .inner
-            .config
-            .remote
-            .as_ref()
-            .and_then(|c| c.cache_max_bytes);
-        if bounded.is_none() {
+        if !self.remote_setting(|c| c.cache_max_bytes.is_some()) {
             return;
         }
         let path = self.used_marker(layer.name.as_str());

@@ -34,6 +34,16 @@ pub enum UploadKind {
     Snapshot,
 }
 
+impl UploadKind {
+    /// `layer` or `snapshot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadKind::Layer => "layer",
+            UploadKind::Snapshot => "snapshot",
+        }
+    }
+}
+
 /// Where an object's push stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +57,18 @@ pub enum UploadState {
     /// The last attempt failed; `next_attempt` says when the next one is (none: given up,
     /// because what was to be pushed is gone).
     Failed,
+}
+
+impl UploadState {
+    /// `queued`, `pushing`, `pushed` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Queued => "queued",
+            UploadState::Pushing => "pushing",
+            UploadState::Pushed => "pushed",
+            UploadState::Failed => "failed",
+        }
+    }
 }
 
 /// One object's push.
@@ -289,15 +311,14 @@ impl crate::Runtime {
         Ok(true)
     }
 
+    /// Whether the runtime has a bucket whose settings pass `test`.
+    pub(crate) fn remote_setting(&self, test: impl Fn(&super::RemoteConfig) -> bool) -> bool {
+        self.inner.config.remote.as_ref().is_some_and(test)
+    }
+
     /// After a snapshot: queue it for the background pusher (with a bucket and `auto_push`).
     pub(crate) fn snapshot_taken(&self, id: &str, label: &str, digest: &str) {
-        if !self
-            .inner
-            .config
-            .remote
-            .as_ref()
-            .is_some_and(|c| c.auto_push)
-        {
+        if !self.remote_setting(|c| c.auto_push) {
             return;
         }
         match self.uploads().queue_snapshot(id, label, digest) {
@@ -311,13 +332,7 @@ impl crate::Runtime {
     /// Queue the layer `name` for the background pusher and wake it (with a bucket and
     /// `auto_push`; what the pusher's scan would find within [`SCAN_INTERVAL`]).
     pub fn queue_layer_push(&self, name: &LayerName) -> Result<bool, RemoteError> {
-        if !self
-            .inner
-            .config
-            .remote
-            .as_ref()
-            .is_some_and(|c| c.auto_push)
-        {
+        if !self.remote_setting(|c| c.auto_push) {
             return Ok(false);
         }
         let layer = self.inner.store.get(name)?;

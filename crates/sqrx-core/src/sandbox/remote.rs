@@ -29,13 +29,7 @@ impl Runtime {
 
     /// The bucket when sandboxes are ephemeral.
     fn ephemeral_bucket(&self) -> Result<Option<&Remote>, SandboxError> {
-        if !self
-            .inner
-            .config
-            .remote
-            .as_ref()
-            .is_some_and(|c| c.ephemeral)
-        {
+        if !self.remote_setting(|c| c.ephemeral) {
             return Ok(None);
         }
         Ok(self.remote()?)

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use sqrx_core::Layer;
-use sqrx_core::remote::{Progress, Remote, RemoteConfig, UploadKind, UploadState, Uploads};
+use sqrx_core::remote::{Progress, Remote, RemoteConfig, UploadKind, Uploads};
 use sqrx_core::{LayerName, LayerStore};
 
 use crate::cli::error::CliError;
@@ -228,16 +228,7 @@ pub fn uploads(data_dir: &std::path::Path, json: bool) -> Result<(), CliError> {
         "KIND", "NAME", "STATE", "ATTEMPTS"
     );
     for u in list {
-        let kind = match u.kind {
-            UploadKind::Layer => "layer",
-            UploadKind::Snapshot => "snapshot",
-        };
-        let state = match u.state {
-            UploadState::Queued => "queued",
-            UploadState::Pushing => "pushing",
-            UploadState::Pushed => "pushed",
-            UploadState::Failed => "failed",
-        };
+        let (kind, state) = (u.kind.as_str(), u.state.as_str());
         let error = match (&u.error, u.next_attempt) {
             (Some(e), Some(t)) => format!("{e} (next attempt {})", t.format("%H:%M:%S")),
             (Some(e), None) => e.clone(),

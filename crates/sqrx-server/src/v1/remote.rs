@@ -206,22 +206,11 @@ pub struct UploadView {
 
 impl From<sqrx_core::remote::Upload> for UploadView {
     fn from(u: sqrx_core::remote::Upload) -> Self {
-        use sqrx_core::remote::{UploadKind, UploadState};
         UploadView {
-            kind: match u.kind {
-                UploadKind::Layer => "layer",
-                UploadKind::Snapshot => "snapshot",
-            }
-            .into(),
+            kind: u.kind.as_str().into(),
             name: u.name,
             digest: u.digest,
-            state: match u.state {
-                UploadState::Queued => "queued",
-                UploadState::Pushing => "pushing",
-                UploadState::Pushed => "pushed",
-                UploadState::Failed => "failed",
-            }
-            .into(),
+            state: u.state.as_str().into(),
             attempts: u.attempts,
             error: u.error,
             updated: u.updated,
