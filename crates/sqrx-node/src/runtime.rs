@@ -185,7 +185,7 @@ impl Runtime {
         let rt = self.rt.clone();
         let r = blocking(move || {
             let name = sqrx_core::LayerName::new(name.as_str())?;
-            Ok::<_, sqrx_core::Error>(bucket(&rt)?.push(rt.layers(), &name, None)?)
+            Ok::<_, sqrx_core::Error>(rt.bucket()?.push(rt.layers(), &name, None)?)
         })
         .await?;
         Ok(LayerPushed {
@@ -205,7 +205,7 @@ impl Runtime {
         let force = force.unwrap_or(false);
         let r = blocking(move || {
             let name = sqrx_core::LayerName::new(name.as_str())?;
-            Ok::<_, sqrx_core::Error>(bucket(&rt)?.pull(rt.layers(), &name, force, None)?)
+            Ok::<_, sqrx_core::Error>(rt.bucket()?.pull(rt.layers(), &name, force, None)?)
         })
         .await?;
         Ok(LayerPulled {
@@ -229,7 +229,7 @@ impl Runtime {
     pub async fn sync_layers(&self) -> napi::Result<LayersSynced> {
         let rt = self.rt.clone();
         let r =
-            blocking(move || Ok::<_, sqrx_core::Error>(bucket(&rt)?.sync(rt.layers())?)).await?;
+            blocking(move || Ok::<_, sqrx_core::Error>(rt.bucket()?.sync(rt.layers())?)).await?;
         Ok(LayersSynced {
             pushed: r.pushed,
             pulled: r.pulled,
@@ -349,16 +349,4 @@ impl From<sqrx_core::remote::Upload> for Upload {
             next_attempt: u.next_attempt.map(|t| t.to_rfc3339()),
         }
     }
-}
-
-/// The runtime's bucket, or `InvalidArgument` saying how to name one.
-fn bucket(
-    rt: &sqrx_core::Runtime,
-) -> Result<&sqrx_core::remote::Remote, sqrx_core::remote::RemoteError> {
-    rt.remote()?
-        .ok_or_else(|| sqrx_core::remote::RemoteError::Config {
-            reason: "no bucket: set SQRX_S3_BUCKET (and SQRX_S3_ENDPOINT for a service other \
-                     than AWS) before opening the Runtime"
-                .into(),
-        })
 }

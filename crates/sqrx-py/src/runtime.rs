@@ -245,7 +245,7 @@ impl Runtime {
         let name = sqrx_core::LayerName::new(name).map_err(to_py)?;
         let r = py
             .detach(|| {
-                let remote = self.bucket()?;
+                let remote = self.rt.bucket()?;
                 remote.push(self.rt.layers(), &name, None)
             })
             .map_err(to_py)?;
@@ -266,7 +266,7 @@ impl Runtime {
         let name = sqrx_core::LayerName::new(name).map_err(to_py)?;
         let r = py
             .detach(|| {
-                let remote = self.bucket()?;
+                let remote = self.rt.bucket()?;
                 remote.pull(self.rt.layers(), &name, force, None)
             })
             .map_err(to_py)?;
@@ -281,7 +281,7 @@ impl Runtime {
     /// `{"pushed": [...], "pulled": [...]}`.
     fn sync_layers(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
         let r = py
-            .detach(|| self.bucket()?.sync(self.rt.layers()))
+            .detach(|| self.rt.bucket()?.sync(self.rt.layers()))
             .map_err(to_py)?;
         let d = PyDict::new(py);
         d.set_item("pushed", r.pushed)?;
@@ -355,17 +355,4 @@ fn spec(
         spec.secrets = crate::secrets::from_py(secrets)?;
     }
     Ok(spec)
-}
-
-impl Runtime {
-    /// The runtime's bucket, or `InvalidArgument` saying how to name one.
-    fn bucket(&self) -> Result<&sqrx_core::remote::Remote, sqrx_core::remote::RemoteError> {
-        self.rt
-            .remote()?
-            .ok_or_else(|| sqrx_core::remote::RemoteError::Config {
-                reason: "no bucket: set SQRX_S3_BUCKET (and SQRX_S3_ENDPOINT for a service \
-                         other than AWS) before opening the Runtime"
-                    .into(),
-            })
-    }
 }

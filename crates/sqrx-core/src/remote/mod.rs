@@ -368,6 +368,16 @@ impl crate::Runtime {
         Ok(Some(self.inner.remote.get_or_init(|| made)))
     }
 
+    /// The connection to the runtime's bucket, or [`RemoteError::Config`] saying how to
+    /// name one.
+    pub fn bucket(&self) -> Result<&Remote, RemoteError> {
+        self.remote()?.ok_or_else(|| RemoteError::Config {
+            reason: "no bucket: set SQRX_S3_BUCKET (or SQUASH_S3_BUCKET), and SQRX_S3_ENDPOINT \
+                     for a service other than AWS, before opening the runtime"
+                .into(),
+        })
+    }
+
     /// Pull layer `name`, which this store lacks, from the bucket: what a create does for a
     /// layer it needs and does not have.
     pub(crate) fn pull_layer(&self, name: &LayerName) -> Result<Layer, crate::SandboxError> {

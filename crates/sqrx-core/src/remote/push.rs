@@ -90,7 +90,17 @@ impl Remote {
         progress: Option<Progress<'_>>,
     ) -> Result<PushReport, RemoteError> {
         let layer = store.get(name)?;
-        self.rt.block_on(self.push_async(&layer, progress))
+        let report = self.rt.block_on(self.push_async(&layer, progress))?;
+        // Whoever pushed it, `uploads` shows it in the bucket (the store is `<data>/layers`).
+        if let Some(data_dir) = store.dir().parent() {
+            let uploads = super::Uploads::new(data_dir);
+            if let Err(e) =
+                uploads.mark_pushed(super::UploadKind::Layer, &report.name, &report.digest)
+            {
+                tracing::warn!(layer = %report.name, error = %e, "upload state not recorded");
+            }
+        }
+        Ok(report)
     }
 
     pub(crate) async fn push_async(

@@ -17,16 +17,6 @@ use crate::remote::{
 };
 
 impl Runtime {
-    /// The bucket, or the error saying there is none.
-    pub(crate) fn bucket(&self) -> Result<&Remote, SandboxError> {
-        self.remote()?.ok_or_else(|| {
-            RemoteError::Config {
-                reason: "no bucket: set SQRX_S3_BUCKET (or SQUASH_S3_BUCKET)".into(),
-            }
-            .into()
-        })
-    }
-
     /// The bucket when sandboxes are ephemeral.
     fn ephemeral_bucket(&self) -> Result<Option<&Remote>, SandboxError> {
         if !self.remote_setting(|c| c.ephemeral) {

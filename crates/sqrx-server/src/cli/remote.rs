@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use sqrx_core::Layer;
-use sqrx_core::remote::{Progress, Remote, RemoteConfig, UploadKind, Uploads};
+use sqrx_core::remote::{Progress, Remote, RemoteConfig, Uploads};
 use sqrx_core::{LayerName, LayerStore};
 
 use crate::cli::error::CliError;
@@ -75,11 +75,6 @@ pub fn push(store: &LayerStore, given: &[String], all: bool, json: bool) -> Resu
     for name in names(store, given, all)? {
         let report = with_bar("pushing", &name, |p| remote.push(store, &name, Some(p)))
             .map_err(|e| CliError(e.to_string()))?;
-        // Foreground pushes count for `sqrx layer uploads` too.
-        if let Some(data_dir) = store.dir().parent() {
-            let _ =
-                Uploads::new(data_dir).mark_pushed(UploadKind::Layer, &report.name, &report.digest);
-        }
         if !json {
             let what = match (report.uploaded_bytes, report.parts_reused) {
                 (0, _) => "already in the bucket".to_string(),
@@ -183,9 +178,8 @@ pub fn after_build(
         (false, _) => return Ok(()),
     };
     let bucket = config.bucket.clone();
-    let uploads = Uploads::new(data_dir);
     if !sync {
-        uploads
+        Uploads::new(data_dir)
             .queue_layer(layer)
             .map_err(|e| CliError(e.to_string()))?;
         eprintln!(
@@ -205,9 +199,6 @@ pub fn after_build(
             layer.name
         ))
     })?;
-    uploads
-        .mark_pushed(UploadKind::Layer, &report.name, &report.digest)
-        .map_err(|e| CliError(e.to_string()))?;
     eprintln!(
         "{}: pushed to s3://{bucket}/{} ({} bytes uploaded)",
         report.name, report.key, report.uploaded_bytes

@@ -271,21 +271,10 @@ pub async fn upload(
     // Into the bucket: now with `?sync=true`, else in the background.
     let pushed = owned.clone();
     if q.sync {
-        state
-            .blocking(move |rt| {
-                let remote = rt.remote()?.ok_or_else(|| {
-                    ApiError::new(StatusCode::NOT_IMPLEMENTED, "this server has no bucket")
-                })?;
-                remote.push(rt.layers(), &pushed, None)?;
-                let layer = rt.layers().get(&pushed)?;
-                rt.uploads().mark_pushed(
-                    sqrx_core::remote::UploadKind::Layer,
-                    pushed.as_str(),
-                    &layer.digest,
-                )?;
-                Ok::<_, ApiError>(())
-            })
-            .await?;
+        crate::v1::remote::with_remote(&state, move |remote, rt| {
+            remote.push(rt.layers(), &pushed, None)
+        })
+        .await?;
     } else if state.config().remote.is_some() {
         state
             .blocking(move |rt| rt.queue_layer_push(&pushed))

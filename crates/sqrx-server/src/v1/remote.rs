@@ -89,7 +89,7 @@ fn no_bucket() -> ApiError {
 }
 
 /// Run `f` with the runtime's connection to the bucket, on the blocking pool.
-async fn with_remote<T: Send + 'static>(
+pub(crate) async fn with_remote<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Remote, &sqrx_core::Runtime) -> Result<T, RemoteError> + Send + 'static,
 ) -> Result<T, ApiError> {
