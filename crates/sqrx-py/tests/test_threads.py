@@ -55,7 +55,10 @@ def test_python_runs_while_an_exec_waits(sb):
 def test_ctrl_c_interrupts_a_long_exec(data_dir, sb):
     script = textwrap.dedent(
         f"""
-        import sys, time, sqrx
+        import signal, sys, time, sqrx
+        # Python keeps an inherited "ignore SIGINT" (a test run started in the background by a
+        # non-interactive shell has one): take Ctrl-C as an interactive Python does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sb = sqrx.Runtime({data_dir!r}).get({sb.id!r})
         print("ready", flush=True)
         start = time.monotonic()
