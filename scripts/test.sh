@@ -10,6 +10,12 @@ ROOT=$(pwd)
 bash scripts/deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export CARGO_TERM_COLOR=never
+# Every build names the host's target, as napi's always does: cargo keeps the artefacts of a
+# build with --target apart from one without, so the Node addon would otherwise compile the
+# whole dependency tree a second time (16 minutes on a fresh 2-core machine).
+export CARGO_BUILD_TARGET="${CARGO_BUILD_TARGET:-$(rustc -vV | sed -n 's/^host: //p')}"
+# Where the dev profile's binaries are (sqrx, sqrx-init).
+export SQRX_BIN_DIR="$CARGO_TARGET_DIR/$CARGO_BUILD_TARGET/debug"
 
 # What exists before the tests (a developer's own sandboxes, say) is not a leak of the tests.
 sqrx_cgroups() { { find /sys/fs/cgroup/*/sqrx /sys/fs/cgroup/sqrx -mindepth 1 -maxdepth 1 -type d 2>/dev/null || true; } | sort; }
@@ -110,8 +116,8 @@ E2B_VENV=$(mktemp -d /tmp/sqrx-venv-XXXXXX)
 cleanup_dirs+=("$E2B_VENV")
 /usr/bin/python3 -m venv "$E2B_VENV"
 "$E2B_VENV/bin/pip" install -q -r crates/sqrx-server/tests/e2b/python/requirements.txt
-SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" "$E2B_VENV/bin/python" -m pytest -q -p no:cacheprovider crates/sqrx-server/tests/e2b/python
-(cd crates/sqrx-server/tests/e2b/js && npm ci --no-audit --no-fund && SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" node --test)
+SQRX_BIN="$SQRX_BIN_DIR/sqrx" "$E2B_VENV/bin/python" -m pytest -q -p no:cacheprovider crates/sqrx-server/tests/e2b/python
+(cd crates/sqrx-server/tests/e2b/js && npm ci --no-audit --no-fund && SQRX_BIN="$SQRX_BIN_DIR/sqrx" node --test)
 echo "(E2B SDK steps took $((SECONDS - t0)) s)"
 
 echo "== Web console: the committed build matches ui/, then end to end in headless Chromium"
@@ -127,7 +133,7 @@ UI_VENV=$(mktemp -d /tmp/sqrx-venv-XXXXXX)
 cleanup_dirs+=("$UI_VENV")
 /usr/bin/python3 -m venv "$UI_VENV"
 "$UI_VENV/bin/pip" install -q -r crates/sqrx-server/tests/ui/requirements.txt
-SQRX_BIN="$CARGO_TARGET_DIR/debug/sqrx" SQRX_UI_ARTIFACTS="$CARGO_TARGET_DIR/ui-artifacts" \
+SQRX_BIN="$SQRX_BIN_DIR/sqrx" SQRX_UI_ARTIFACTS="$CARGO_TARGET_DIR/ui-artifacts" \
   "$UI_VENV/bin/python" -m pytest -q -p no:cacheprovider crates/sqrx-server/tests/ui
 echo "(web console steps took $((SECONDS - t0)) s)"
 

@@ -32,7 +32,8 @@ run(
 const meta = JSON.parse(run('cargo', ['metadata', '--format-version', '1', '--no-deps', '--manifest-path', manifest]))
 run('cargo', ['build', '--manifest-path', manifest, '--package', 'sqrx-core', '--bin', 'sqrx-init', '--profile', profile])
 const outDir = profile === 'dev' || profile === 'test' ? 'debug' : profile
-const built = path.join(meta.target_directory, outDir, 'sqrx-init')
+// A build for a named target (CARGO_BUILD_TARGET) lands in a directory of that name.
+const built = path.join(meta.target_directory, process.env.CARGO_BUILD_TARGET || '', outDir, 'sqrx-init')
 const dest = path.join(here, 'sqrx-init')
 fs.copyFileSync(built, `${dest}.tmp`)
 fs.chmodSync(`${dest}.tmp`, 0o755)

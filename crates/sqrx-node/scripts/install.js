@@ -30,7 +30,12 @@ const run = (args) => {
 const meta = JSON.parse(run(['metadata', '--format-version', '1', '--no-deps', '--manifest-path', manifest]))
 run(['build', '--manifest-path', manifest, '--package', 'sqrx-node', '--lib', '--profile', profile])
 run(['build', '--manifest-path', manifest, '--package', 'sqrx-core', '--bin', 'sqrx-init', '--profile', profile])
-const outDir = path.join(meta.target_directory, profile === 'dev' || profile === 'test' ? 'debug' : profile)
+// A build for a named target (CARGO_BUILD_TARGET) lands in a directory of that name.
+const outDir = path.join(
+  meta.target_directory,
+  process.env.CARGO_BUILD_TARGET || '',
+  profile === 'dev' || profile === 'test' ? 'debug' : profile,
+)
 const copy = (from, to, mode) => {
   fs.copyFileSync(from, `${to}.tmp`)
   fs.chmodSync(`${to}.tmp`, mode)

@@ -66,7 +66,9 @@ def _build_init(config_settings: Mapping[str, Any] | None) -> None:
         profile,
     )
     out_dir = "debug" if profile in ("dev", "test") else profile
-    built = os.path.join(meta["target_directory"], out_dir, "sqrx-init")
+    # A build for a named target (CARGO_BUILD_TARGET) lands in a directory of that name.
+    target = os.environ.get("CARGO_BUILD_TARGET", "")
+    built = os.path.join(meta["target_directory"], target, out_dir, "sqrx-init")
     tmp = _PACKAGED_INIT + ".tmp"
     shutil.copy2(built, tmp)
     os.chmod(tmp, 0o755)

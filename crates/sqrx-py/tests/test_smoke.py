@@ -22,7 +22,9 @@ def test_lists_a_layer_built_by_the_cli(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("x")
-    sqrx_bin = os.path.join(os.environ["CARGO_TARGET_DIR"], "debug", "sqrx")
+    # scripts/test.sh names the directory; else cargo's default layout.
+    bin_dir = os.environ.get("SQRX_BIN_DIR") or os.path.join(os.environ["CARGO_TARGET_DIR"], "debug")
+    sqrx_bin = os.path.join(bin_dir, "sqrx")
     subprocess.run([sqrx_bin, "--data-dir", str(tmp_path / "data"), "layer", "build", str(src), "100-py"], check=True)
     assert sqrx.list_layers(str(tmp_path / "data")) == ["100-py"]
 
